@@ -1,0 +1,142 @@
+#include "engine/autograd.h"
+
+#include <fmt/format.h>
+
+#include <atomic>
+#include <queue>
+#include <stdexcept>
+#include <unordered_map>
+
+#include "engine/ops.h"
+
+namespace rf {
+
+namespace {
+thread_local bool g_grad_enabled = true;
+std::atomic<uint64_t> g_seq{1};
+}  // namespace
+
+bool grad_enabled() { return g_grad_enabled; }
+void set_grad_enabled(bool on) { g_grad_enabled = on; }
+
+namespace detail {
+
+void record(std::string_view name, BackwardFn fn, OpCtx&& ctx, const std::vector<const Tensor*>& inputs, Tensor& out) {
+  auto node = std::make_shared<Node>();
+  node->seq = g_seq.fetch_add(1, std::memory_order_relaxed);
+  node->name = name;
+  node->backward = fn;
+  node->edges.resize(inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (!ctx.needs_grad[i]) continue;
+    const Tensor& t = *inputs[i];
+    if (t.impl()->grad_fn) node->edges[i].node = t.impl()->grad_fn;
+    else node->edges[i].leaf = t.impl_ptr();
+  }
+  node->ctx = std::move(ctx);
+  // An op may hand back one of its inputs unchanged; the output needs its own identity.
+  for (const Tensor* t : inputs)
+    if (t->defined() && t->impl() == out.impl()) {
+      out = make_view(out, out.shape(), out.strides(), out.offset());
+      break;
+    }
+  out.impl()->grad_fn = std::move(node);
+  out.impl()->requires_grad = true;
+}
+
+}  // namespace detail
+
+namespace {
+
+// Adds g into acc (allocating on first use); gradients never alias a live forward tensor.
+void accumulate(Tensor& acc, const Tensor& g) {
+  if (!acc.defined()) acc = g;
+  else acc = add(acc, g);
+}
+
+Tensor fit_gradient(Tensor g, const Shape& shape, DType dtype, std::string_view op) {
+  Tensor r = g.shape() == shape ? std::move(g) : sum_to(g, shape);
+  if (r.shape() != shape)
+    throw std::logic_error(fmt::format("[backward] {} returned a gradient of shape {} for an input of shape {}", op,
+                                       shape_str(r.shape()), shape_str(shape)));
+  if (r.dtype() != dtype) r = cast(r, dtype);
+  return r;
+}
+
+// A leaf's .grad must own its storage: users clip or scale it in place, and a backward may hand
+// the same tensor to several inputs (add returns dy twice) or return a view of another gradient.
+void accumulate_leaf(TensorImpl& leaf, Tensor g) {
+  if (!leaf.grad) {
+    bool owned = g.impl_ptr().use_count() == 1 && g.buffer_ptr().use_count() == 1 && g.is_contiguous();
+    leaf.grad = owned ? g.impl_ptr() : clone(g).impl_ptr();
+  } else {
+    leaf.grad = add(Tensor(leaf.grad), g).impl_ptr();
+  }
+}
+
+}  // namespace
+
+void backward(const Tensor& root, const Tensor& grad) {
+  if (!root.defined() || !root.requires_grad())
+    throw std::invalid_argument("[backward] tensor does not require grad (was it computed under NoGradGuard?)");
+  Tensor g = grad;
+  if (!g.defined()) {
+    if (root.numel() != 1)
+      throw std::invalid_argument(fmt::format("[backward] implicit gradient needs a scalar, got shape {}; pass a gradient",
+                                              shape_str(root.shape())));
+    g = ones(root.shape(), root.dtype(), root.device());
+  } else if (g.shape() != root.shape()) {
+    throw std::invalid_argument(fmt::format("[backward] gradient shape {} differs from tensor shape {}",
+                                            shape_str(g.shape()), shape_str(root.shape())));
+  }
+  NoGradGuard no_grad;
+  if (!root.impl()->grad_fn) {  // a leaf: its gradient is just g
+    accumulate_leaf(*root.impl(), g.dtype() == root.dtype() ? g : cast(g, root.dtype()));
+    return;
+  }
+  // Reverse recording order is topological: a node's seq exceeds that of every node it consumes.
+  auto later = [](Node* a, Node* b) { return a->seq < b->seq; };
+  std::priority_queue<Node*, std::vector<Node*>, decltype(later)> ready(later);
+  std::unordered_map<Node*, Tensor> grads;
+  std::vector<std::shared_ptr<Node>> keep;  // nodes stay alive while queued
+  Node* start = root.impl()->grad_fn.get();
+  grads[start] = g.dtype() == root.dtype() ? g : cast(g, root.dtype());
+  ready.push(start);
+  keep.push_back(root.impl()->grad_fn);
+  while (!ready.empty()) {
+    Node* n = ready.top();
+    ready.pop();
+    if (n->released)
+      throw std::logic_error(fmt::format("[backward] the graph through '{}' was already used by a backward pass; "
+                                         "run the forward again",
+                                         n->name));
+    auto it = grads.find(n);
+    Tensor dy = std::move(it->second);
+    grads.erase(it);
+    std::vector<Tensor> dxs = n->backward(n->ctx, dy);
+    dy = Tensor();
+    n->ctx.saved_.clear();  // free what the forward kept as soon as it has served
+    n->released = true;
+    if (dxs.size() != n->edges.size())
+      throw std::logic_error(fmt::format("[backward] {} returned {} gradients for {} inputs", n->name, dxs.size(),
+                                         n->edges.size()));
+    for (size_t i = 0; i < dxs.size(); ++i) {
+      Edge& e = n->edges[i];
+      if (!dxs[i].defined() || (!e.node && !e.leaf)) continue;
+      Tensor dx = fit_gradient(std::move(dxs[i]), n->ctx.input_shapes[i], n->ctx.input_dtypes[i], n->name);
+      if (e.leaf) {
+        accumulate_leaf(*e.leaf, std::move(dx));
+      } else {
+        Node* p = e.node.get();
+        auto [pos, inserted] = grads.try_emplace(p);
+        accumulate(pos->second, dx);
+        if (inserted) {
+          ready.push(p);
+          keep.push_back(e.node);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace rf

@@ -1,0 +1,133 @@
+#pragma once
+// The backend interface: a few dozen enum-dispatched methods (not one virtual per op per dtype).
+// Rules: the front end infers shapes and allocates every output; outputs are contiguous unless a
+// method says otherwise; inputs may have any strides (0 = broadcast) and offsets; all float
+// kernels support F32 and F64 (F64 may be CPU only); F16/BF16 only travel through copy().
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string_view>
+
+#include "engine/dtype.h"
+#include "engine/shape.h"
+
+namespace rf {
+
+class Buffer;
+class Tensor;
+
+enum class DeviceType : uint8_t { CPU, Vulkan, Count };
+struct Device {
+  DeviceType type = DeviceType::CPU;
+  int index = 0;
+  bool operator==(const Device&) const = default;
+};
+std::string_view device_name(DeviceType t);
+
+// Unary ops. a/b are scalar parameters where the op has them.
+enum class UnaryOp : uint8_t {
+  Neg, Abs, Exp, Log, Sqrt, Rsqrt, Tanh, Sigmoid, Relu, Silu, GeluTanh, GeluErf,
+  Square, Reciprocal, Sign, Step,                  // Step: x > 0 ? 1 : 0 (relu grad)
+  SiluGrad, GeluTanhGrad, GeluErfGrad,             // derivative f'(x), so backward is dy * f'(x)
+  AddS, MulS, PowS, RSubS, RDivS, MaxS, MinS, Clamp,  // x+a, x*a, x^a, a-x, a/x, max(x,a), min(x,a), clamp(x,a,b)
+  Count
+};
+// Comparisons write Bool outputs; the rest write the input dtype.
+enum class BinaryOp : uint8_t { Add, Sub, Mul, Div, Pow, Max, Min, Eq, Ne, Lt, Le, Gt, Ge, Count };
+inline bool is_comparison(BinaryOp op) { return op >= BinaryOp::Eq; }
+// Reduce over every axis where out has extent 1 and x does not (out keeps the rank of x).
+// ArgMax reduces exactly one axis and writes I64.
+enum class ReduceOp : uint8_t { Sum, Mean, Max, Min, ArgMax, Count };
+enum class RandDist : uint8_t { Uniform, Normal, Count };
+
+struct AttnArgs {
+  bool causal = false;   // query i sees keys j <= i + (Tk - Tq): aligned bottom-right
+  float scale = 1.0f;    // usually 1/sqrt(D)
+};
+
+struct AdamWArgs {
+  float lr = 1e-3f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.0f;
+  int64_t step = 1;  // 1-based, for bias correction
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string_view name() const = 0;
+  virtual Device device() const = 0;
+
+  // Memory. alloc may return cached blocks; contents are undefined.
+  virtual std::shared_ptr<Buffer> alloc(size_t bytes) = 0;
+  virtual void upload(Buffer& dst, size_t dst_offset, std::span<const std::byte> src) = 0;
+  virtual void download(const Buffer& src, size_t src_offset, std::span<std::byte> dst) = 0;
+  virtual void synchronize() = 0;
+
+  // Fill a contiguous tensor of any dtype with v.
+  virtual void fill(Tensor& out, double v) = 0;
+  // Strided src -> strided out (same shape), converting between any two dtypes.
+  virtual void copy(const Tensor& src, Tensor& out) = 0;
+  // Counter-based (Philox4x32-10): element i of out uses counter (offset + i) and key seed, so the
+  // numbers are the same on every backend. Uniform in [a, b), or Normal(mean a, std b).
+  virtual void rand(Tensor& out, RandDist dist, uint64_t seed, uint64_t offset, double a, double b) = 0;
+
+  // Elementwise. out may alias x/a/b when layouts are equal (in-place updates).
+  virtual void unary(UnaryOp op, const Tensor& x, Tensor& out, double a = 0, double b = 0) = 0;
+  virtual void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) = 0;  // a, b pre-broadcast to out.shape via strides
+  virtual void where(const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out) = 0;  // cond Bool, all pre-broadcast
+  virtual void reduce(ReduceOp op, const Tensor& x, Tensor& out) = 0;
+
+  // out (..., M, N) = alpha * a (..., M, K) @ b (..., K, N) + beta * out.
+  // Batch dims of a and b are pre-broadcast to out's (stride 0 allowed). Each operand matrix has
+  // either stride(-1) == 1 (row-major) or stride(-2) == 1 (transposed): no copies for transposes.
+  virtual void matmul(const Tensor& a, const Tensor& b, Tensor& out, float alpha = 1.0f, float beta = 0.0f) = 0;
+
+  // Indexing. ids: 1-D I32/I64. index_add adds into an existing out; gather/scatter_add follow torch.
+  virtual void index_select(const Tensor& x, int64_t axis, const Tensor& ids, Tensor& out) = 0;
+  virtual void index_add(const Tensor& src, int64_t axis, const Tensor& ids, Tensor& out) = 0;
+  virtual void gather(const Tensor& x, int64_t axis, const Tensor& idx, Tensor& out) = 0;
+  virtual void scatter_add(const Tensor& src, int64_t axis, const Tensor& idx, Tensor& out) = 0;
+  // Largest k along the last axis, sorted descending; indices I64.
+  virtual void topk(const Tensor& x, int64_t k, Tensor& values, Tensor& indices) = 0;
+
+  // Fused pairs over the last axis. Each forward saves what its backward twin needs.
+  virtual void softmax(const Tensor& x, Tensor& y, bool log) = 0;
+  virtual void softmax_bwd(const Tensor& y, const Tensor& dy, Tensor& dx, bool log) = 0;
+  // w, b: (C) and b may be undefined; mean, rstd: (rows) F32/F64 like x.
+  virtual void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps, Tensor& y,
+                          Tensor& mean, Tensor& rstd) = 0;
+  // dw, db are accumulated into (+=) when defined; pass undefined to skip them.
+  virtual void layer_norm_bwd(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& rstd,
+                              const Tensor& dy, Tensor& dx, Tensor& dw, Tensor& db) = 0;
+  virtual void rms_norm(const Tensor& x, const Tensor& w, double eps, Tensor& y, Tensor& rstd) = 0;
+  virtual void rms_norm_bwd(const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& dy,
+                            Tensor& dx, Tensor& dw) = 0;
+  // HF half-split rotary: y = x * cos + rotate_half(x) * sin. x (B, H, T, D); cos, sin (T, D) or
+  // (B, T, D) with equal halves. inverse uses -sin, which is exactly the backward.
+  virtual void rope(const Tensor& x, const Tensor& cos, const Tensor& sin, Tensor& y, bool inverse) = 0;
+  // Scaled dot-product attention, flash style: saves only lse (B, H, Tq), never (Tq, Tk) scores.
+  // q (B, H, Tq, D), k (B, Hk, Tk, D), v (B, Hk, Tk, Dv) with H % Hk == 0 (GQA); last dims
+  // contiguous. key_mask: undefined or (B, Tk) Bool, true = attend. o (B, H, Tq, Dv).
+  // A query row with no visible key gets o = 0 and lse = -inf.
+  virtual void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_mask,
+                         const AttnArgs& args, Tensor& o, Tensor& lse) = 0;
+  virtual void attention_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_mask,
+                             const AttnArgs& args, const Tensor& o, const Tensor& lse, const Tensor& dout,
+                             Tensor& dq, Tensor& dk, Tensor& dv) = 0;
+  // logits (N, C), targets (N) I64. loss (N): lse - logit[target], 0 where target == ignore_index.
+  virtual void cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index, Tensor& loss,
+                             Tensor& lse) = 0;
+  // dlogits = dloss[n] * (softmax - onehot), rows with ignore_index get 0.
+  virtual void cross_entropy_bwd(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
+                                 const Tensor& lse, const Tensor& dloss, Tensor& dlogits) = 0;
+  // In-place AdamW on contiguous p, m, v with gradient g (decoupled weight decay).
+  virtual void adamw_step(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamWArgs& args) = 0;
+};
+
+// Registry: the CPU backend always exists; others register when their library is linked.
+Backend& backend_for(Device d);
+using BackendFactory = std::unique_ptr<Backend> (*)(int index);
+void register_backend(DeviceType type, BackendFactory factory);
+bool backend_available(DeviceType type);
+
+}  // namespace rf
