@@ -1,0 +1,113 @@
+// matmul with broadcast batch dims and copy-free transposes; linear as one GEMM each way.
+#include "engine/ops/op_util.h"
+
+namespace rf {
+
+namespace {
+
+bool blas_ready(const Tensor& m) {  // row-major or transposed matrix in the last two dims
+  return m.stride(-1) == 1 || m.stride(-2) == 1 || m.size(-1) == 1 || m.size(-2) == 1;
+}
+
+Tensor mm_raw(const Tensor& a, const Tensor& b, const Shape& out_shape) {
+  Tensor out = empty(out_shape, a.dtype(), a.device());
+  a.backend().matmul(blas_ready(a) ? a : a.contiguous(), blas_ready(b) ? b : b.contiguous(), out, 1.0f, 0.0f);
+  return out;
+}
+
+struct MatmulOp {
+  static constexpr std::string_view kName = "matmul";
+  // a (..., M, K), b (..., K, N), both already expanded to the output batch shape.
+  static Tensor forward(OpCtx& ctx, const Tensor& a, const Tensor& b) {
+    Shape s = a.shape();
+    s.back() = b.size(-1);
+    Tensor y = mm_raw(a, b, s);
+    ctx.save(ctx.needs(1) ? a : Tensor());
+    ctx.save(ctx.needs(0) ? b : Tensor());
+    return y;
+  }
+  static std::vector<Tensor> backward(OpCtx& ctx, const Tensor& dy) {
+    Tensor da, db;
+    if (ctx.needs(0)) da = matmul(dy, ctx.saved(1).transpose(-2, -1));  // (.., M, N) @ (.., N, K)
+    if (ctx.needs(1)) db = matmul(ctx.saved(0).transpose(-2, -1), dy);  // (.., K, M) @ (.., M, N)
+    return {da, db};
+  }
+};
+
+struct LinearOp {
+  static constexpr std::string_view kName = "linear";
+  // x (N, in), w (out, in), b (out) or undefined -> (N, out)
+  static Tensor forward(OpCtx& ctx, const Tensor& x, const Tensor& w, const Tensor& b) {
+    Tensor y = empty({x.size(0), w.size(0)}, x.dtype(), x.device());
+    if (b.defined()) {
+      x.backend().copy(b.expand(y.shape()), y);
+      x.backend().matmul(blas_ready(x) ? x : x.contiguous(), w.transpose(0, 1), y, 1.0f, 1.0f);
+    } else {
+      x.backend().matmul(blas_ready(x) ? x : x.contiguous(), w.transpose(0, 1), y, 1.0f, 0.0f);
+    }
+    ctx.save(ctx.needs(1) ? x : Tensor());
+    ctx.save(ctx.needs(0) ? w : Tensor());
+    return y;
+  }
+  static std::vector<Tensor> backward(OpCtx& ctx, const Tensor& dy) {
+    Tensor dx, dw, db;
+    if (ctx.needs(0)) dx = mm_raw(dy, ctx.saved(1), ctx.input_shapes[0]);                       // (N, out) @ (out, in)
+    if (ctx.needs(1)) dw = mm_raw(dy.transpose(0, 1), ctx.saved(0), ctx.input_shapes[1]);       // (out, N) @ (N, in)
+    if (ctx.needs(2)) db = sum(dy, {0});
+    return {dx, dw, db};
+  }
+};
+
+}  // namespace
+
+Tensor matmul(const Tensor& a0, const Tensor& b0) {
+  detail::check_same_device(a0, b0, "matmul");
+  Tensor a = detail::compute_input(a0), b = detail::compute_input(b0);
+  detail::check_float(a, "matmul");
+  detail::check_float(b, "matmul");
+  if (a.dim() == 0 || b.dim() == 0) throw std::invalid_argument("[matmul] operands must have at least one dim");
+  if (a.dtype() != b.dtype()) {
+    DType t = detail::promote(a.dtype(), b.dtype());
+    a = cast(a, t);
+    b = cast(b, t);
+  }
+  const bool va = a.dim() == 1, vb = b.dim() == 1;
+  if (va) a = a.unsqueeze(0);
+  if (vb) b = b.unsqueeze(-1);
+  if (a.size(-1) != b.size(-2))
+    throw std::invalid_argument(fmt::format("[matmul] inner dims differ: {} @ {}", shape_str(a0.shape()), shape_str(b0.shape())));
+  Shape ba(a.shape().begin(), a.shape().end() - 2), bb(b.shape().begin(), b.shape().end() - 2);
+  Shape batch;
+  try {
+    batch = broadcast_shapes(ba, bb, "matmul");
+  } catch (const std::invalid_argument&) {
+    throw std::invalid_argument(fmt::format("[matmul] batch dims do not broadcast: {} @ {}", shape_str(a0.shape()),
+                                            shape_str(b0.shape())));
+  }
+  Shape sa = batch, sb = batch;
+  sa.insert(sa.end(), {a.size(-2), a.size(-1)});
+  sb.insert(sb.end(), {b.size(-2), b.size(-1)});
+  Tensor y = apply<MatmulOp>(a.shape() == sa ? a : a.expand(sa), b.shape() == sb ? b : b.expand(sb));
+  if (va) y = y.squeeze(-2);
+  if (vb) y = y.squeeze(-1);
+  return y;
+}
+
+Tensor linear(const Tensor& x0, const Tensor& w0, const Tensor& b0) {
+  Tensor x = detail::compute_input(x0), w = detail::compute_input(w0);
+  Tensor b = b0.defined() ? detail::compute_input(b0) : Tensor();
+  if (w.dim() != 2 || x.dim() < 1 || x.size(-1) != w.size(1))
+    throw std::invalid_argument(fmt::format("[linear] input {} does not fit weight {}", shape_str(x0.shape()), shape_str(w0.shape())));
+  if (b.defined() && (b.dim() != 1 || b.size(0) != w.size(0)))
+    throw std::invalid_argument(fmt::format("[linear] bias {} does not fit weight {}", shape_str(b.shape()), shape_str(w.shape())));
+  DType t = detail::promote(x.dtype(), w.dtype());
+  if (x.dtype() != t) x = cast(x, t);
+  if (w.dtype() != t) w = cast(w, t);
+  if (b.defined() && b.dtype() != t) b = cast(b, t);
+  Shape out = x.shape();
+  out.back() = w.size(0);
+  Tensor y = apply<LinearOp>(x.reshape({-1, x.size(-1)}), w, b);
+  return y.reshape(out);
+}
+
+}  // namespace rf

@@ -1,0 +1,55 @@
+// The rankforge command line. Every error is one line on stderr and a non-zero exit.
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <exception>
+
+#include "engine/backend.h"
+#include "tools/bench.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"rankforge: tensor engine with built-in parameter-efficient fine-tuning"};
+  app.require_subcommand(1);
+  int rc = 0;
+
+  auto* bench = app.add_subcommand("bench", "Benchmarks against the raw ceiling, side by side in one run");
+  bench->require_subcommand(1);
+  int64_t m = 1024, n = 1024, k = 1024, elems = 1 << 24;
+  int iters = 20, warmup = 3;
+  auto* mm = bench->add_subcommand("matmul", "rf::matmul vs cblas_sgemm on the same buffers");
+  mm->add_option("--m", m, "rows of A")->check(CLI::PositiveNumber);
+  mm->add_option("--n", n, "columns of B")->check(CLI::PositiveNumber);
+  mm->add_option("--k", k, "inner dimension")->check(CLI::PositiveNumber);
+  mm->add_option("--iters", iters, "timed rounds")->check(CLI::PositiveNumber);
+  mm->add_option("--warmup", warmup, "untimed rounds")->check(CLI::NonNegativeNumber);
+  mm->callback([&] { rc = rf::tools::bench_matmul(m, n, k, iters, warmup); });
+  auto* ew = bench->add_subcommand("elementwise", "rf::add vs memcpy of the same bytes");
+  std::string op = "add";
+  ew->add_option("--n", elems, "elements")->check(CLI::PositiveNumber);
+  ew->add_option("--op", op, "elementwise op")->check(CLI::IsMember({"add"}));
+  ew->add_option("--iters", iters, "timed rounds")->check(CLI::PositiveNumber);
+  ew->add_option("--warmup", warmup, "untimed rounds")->check(CLI::NonNegativeNumber);
+  ew->callback([&] { rc = rf::tools::bench_elementwise(elems, iters, warmup); });
+
+  auto* devices = app.add_subcommand("devices", "List compute devices");
+  devices->callback([&] {
+    for (int t = 0; t < int(rf::DeviceType::Count); ++t) {
+      auto type = rf::DeviceType(t);
+      fmt::print("{}: {}\n", rf::device_name(type), rf::backend_available(type) ? "available" : "not available in this build");
+    }
+  });
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "[rankforge] %s\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "[rankforge] %s\n", e.what());
+    return 1;
+  }
+  return rc;
+}
