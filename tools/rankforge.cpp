@@ -18,18 +18,18 @@ int main(int argc, char** argv) {
   int64_t m = 1024, n = 1024, k = 1024, elems = 1 << 24;
   int iters = 20, warmup = 3;
   auto* mm = bench->add_subcommand("matmul", "rf::matmul vs cblas_sgemm on the same buffers");
-  mm->add_option("--m", m, "rows of A")->check(CLI::PositiveNumber);
-  mm->add_option("--n", n, "columns of B")->check(CLI::PositiveNumber);
-  mm->add_option("--k", k, "inner dimension")->check(CLI::PositiveNumber);
-  mm->add_option("--iters", iters, "timed rounds")->check(CLI::PositiveNumber);
-  mm->add_option("--warmup", warmup, "untimed rounds")->check(CLI::NonNegativeNumber);
+  mm->add_option("--m", m, "rows of A")->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+  mm->add_option("--n", n, "columns of B")->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+  mm->add_option("--k", k, "inner dimension")->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+  mm->add_option("--iters", iters, "timed rounds")->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+  mm->add_option("--warmup", warmup, "untimed rounds")->check(CLI::Range(0, 1 << 20));
   mm->callback([&] { rc = rf::tools::bench_matmul(m, n, k, iters, warmup); });
   auto* ew = bench->add_subcommand("elementwise", "rf::add vs memcpy of the same bytes");
   std::string op = "add";
-  ew->add_option("--n", elems, "elements")->check(CLI::PositiveNumber);
+  ew->add_option("--n", elems, "elements")->check(CLI::Range(int64_t(1), int64_t(1) << 40));
   ew->add_option("--op", op, "elementwise op")->check(CLI::IsMember({"add"}));
-  ew->add_option("--iters", iters, "timed rounds")->check(CLI::PositiveNumber);
-  ew->add_option("--warmup", warmup, "untimed rounds")->check(CLI::NonNegativeNumber);
+  ew->add_option("--iters", iters, "timed rounds")->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+  ew->add_option("--warmup", warmup, "untimed rounds")->check(CLI::Range(0, 1 << 20));
   ew->callback([&] { rc = rf::tools::bench_elementwise(elems, iters, warmup); });
 
   auto* devices = app.add_subcommand("devices", "List compute devices");
