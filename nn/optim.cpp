@@ -69,6 +69,7 @@ AdamW::AdamW(std::vector<Tensor> params, AdamWOptions opt) : Optimizer(std::move
     m_.push_back(zeros_like(p));
     v_.push_back(zeros_like(p));
   }
+  steps_.assign(params_.size(), 0);
 }
 
 void AdamW::step() {
@@ -80,13 +81,13 @@ void AdamW::step() {
   args.beta2 = opt_.beta2;
   args.eps = opt_.eps;
   args.weight_decay = opt_.weight_decay;
-  args.step = step_count_;
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor& p = params_[i];
     Tensor g = p.grad();
     if (!g.defined()) continue;
     if (g.dtype() != p.dtype()) g = g.to(p.dtype());
     g = g.contiguous();  // the fused kernel walks p, g, m, v with one flat index
+    args.step = ++steps_[i];  // per parameter, as torch: bias correction counts this parameter's updates
     p.backend().adamw_step(p, g, m_[i], v_[i], args);
   }
 }

@@ -60,6 +60,7 @@ class AdamW final : public Optimizer {
  private:
   AdamWOptions opt_;
   std::vector<Tensor> m_, v_;
+  std::vector<int64_t> steps_;  // updates each parameter has received
 };
 
 }  // namespace rf::nn
