@@ -14,9 +14,6 @@ namespace rf::cpu {
 
 namespace {
 
-template <class T>
-using Acc = std::conditional_t<std::is_same_v<T, float>, double, T>;
-
 struct Dims {
   int64_t B, H, Hk, Tq, Tk, D, Dv, group;
 };

@@ -43,13 +43,6 @@ void visit_dtype(DType t, F&& f) {
   throw std::invalid_argument("[cpu] invalid dtype");
 }
 
-template <class F>
-void visit_float(DType t, const char* op, F&& f) {
-  if (t == DType::F32) return f(float{});
-  if (t == DType::F64) return f(double{});
-  throw std::invalid_argument(fmt::format("[{}] unsupported dtype {} (compute is f32/f64)", op, dtype_name(t)));
-}
-
 template <class T>
 inline T gelu_tanh(T x) {
   const T k = T(0.7978845608028654), c = T(0.044715);

@@ -12,21 +12,11 @@ namespace rf::cpu {
 
 namespace {
 
-template <class F>
-void visit_float(DType t, const char* op, F&& f) {
-  if (t == DType::F32) return f(float{});
-  if (t == DType::F64) return f(double{});
-  throw std::invalid_argument(fmt::format("[{}] unsupported dtype {} (compute is f32/f64)", op, dtype_name(t)));
-}
-
 void need_contiguous(const Tensor& t, const char* op) {
   if (t.defined() && !t.is_contiguous()) throw std::invalid_argument(fmt::format("[{}] expects contiguous input", op));
 }
 
 int64_t last_dim(const Tensor& t) { return t.dim() ? t.size(-1) : 1; }
-
-template <class T>
-using Acc = std::conditional_t<std::is_same_v<T, float>, double, T>;
 
 }  // namespace
 

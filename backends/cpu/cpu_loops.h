@@ -9,6 +9,12 @@
 #include <cstdint>
 #include <vector>
 
+#include <fmt/format.h>
+
+#include <stdexcept>
+#include <type_traits>
+
+#include "engine/dtype.h"
 #include "engine/shape.h"
 
 namespace rf::cpu {
@@ -107,5 +113,17 @@ void parallel_rows(int64_t n, int64_t cost_per_row, F&& fn) {
     for (int64_t i = r.begin(); i < r.end(); ++i) fn(i);
   });
 }
+
+// Calls f(T{}) for the float compute dtypes; dispatched once per kernel call, never per element.
+template <class F>
+void visit_float(DType t, const char* op, F&& f) {
+  if (t == DType::F32) return f(float{});
+  if (t == DType::F64) return f(double{});
+  throw std::invalid_argument(fmt::format("[{}] unsupported dtype {} (compute is f32/f64)", op, dtype_name(t)));
+}
+
+// Accumulator type for row statistics: f32 data sums in double.
+template <class T>
+using Acc = std::conditional_t<std::is_same_v<T, float>, double, T>;
 
 }  // namespace rf::cpu

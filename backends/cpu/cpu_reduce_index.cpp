@@ -15,13 +15,6 @@ namespace rf::cpu {
 
 namespace {
 
-template <class F>
-void visit_float(DType t, const char* op, F&& f) {
-  if (t == DType::F32) return f(float{});
-  if (t == DType::F64) return f(double{});
-  throw std::invalid_argument(fmt::format("[{}] unsupported dtype {} (compute is f32/f64)", op, dtype_name(t)));
-}
-
 // Reads integer ids of either width.
 struct Ids {
   const int32_t* p32 = nullptr;
@@ -93,28 +86,28 @@ void CpuBackend::reduce(ReduceOp op, const Tensor& x, Tensor& out) {
   }
   visit_float(x.dtype(), "reduce", [&](auto tag) {
     using T = decltype(tag);
-    using Acc = std::conditional_t<std::is_same_v<T, float>, double, T>;
+    using A = Acc<T>;
     const T* px = data<T>(x);
     // Reduces the n_red elements starting at base into (value, index of first extreme).
     auto reduce_block = [&](const T* base, int64_t begin, int64_t end) {
-      Acc acc = op == ReduceOp::Max || op == ReduceOp::ArgMax ? -std::numeric_limits<Acc>::infinity()
-                : op == ReduceOp::Min                      ? std::numeric_limits<Acc>::infinity()
-                                                           : Acc(0);
+      A acc = op == ReduceOp::Max || op == ReduceOp::ArgMax ? -std::numeric_limits<A>::infinity()
+                : op == ReduceOp::Min                      ? std::numeric_limits<A>::infinity()
+                                                           : A(0);
       int64_t best = begin;
       int64_t pos = begin;
       run_range(R, begin, end, [&](const int64_t* off, int64_t n) {
         const T* p = base + off[0];
         const int64_t s = R.inner_stride(0);
         if (op == ReduceOp::Sum || op == ReduceOp::Mean) {
-          Acc a = 0;
-          if (s == 1) for (int64_t i = 0; i < n; ++i) a += Acc(p[i]);
-          else for (int64_t i = 0; i < n; ++i) a += Acc(p[i * s]);
+          A a = 0;
+          if (s == 1) for (int64_t i = 0; i < n; ++i) a += A(p[i]);
+          else for (int64_t i = 0; i < n; ++i) a += A(p[i * s]);
           acc += a;
         } else if (op == ReduceOp::Min) {
-          for (int64_t i = 0; i < n; ++i) acc = std::min(acc, Acc(p[i * s]));
+          for (int64_t i = 0; i < n; ++i) acc = std::min(acc, A(p[i * s]));
         } else {  // Max, ArgMax: first index of the maximum; NaN wins like torch
           for (int64_t i = 0; i < n; ++i) {
-            Acc v = Acc(p[i * s]);
+            A v = A(p[i * s]);
             if (v > acc || (std::isnan(v) && !std::isnan(acc))) {
               acc = v;
               best = pos + i;
@@ -123,19 +116,19 @@ void CpuBackend::reduce(ReduceOp op, const Tensor& x, Tensor& out) {
         }
         pos += n;
       });
-      return std::pair<Acc, int64_t>(acc, best);
+      return std::pair<A, int64_t>(acc, best);
     };
-    auto combine = [&](std::pair<Acc, int64_t> a, std::pair<Acc, int64_t> b) {
+    auto combine = [&](std::pair<A, int64_t> a, std::pair<A, int64_t> b) {
       switch (op) {
         case ReduceOp::Sum:
-        case ReduceOp::Mean: return std::pair<Acc, int64_t>(a.first + b.first, 0);
+        case ReduceOp::Mean: return std::pair<A, int64_t>(a.first + b.first, 0);
         case ReduceOp::Min: return a.first <= b.first ? a : b;
         default: return (b.first > a.first || (std::isnan(b.first) && !std::isnan(a.first))) ? b : a;
       }
     };
-    auto finish = [&](int64_t o_off, std::pair<Acc, int64_t> r) {
+    auto finish = [&](int64_t o_off, std::pair<A, int64_t> r) {
       if (op == ReduceOp::ArgMax) data<int64_t>(out)[o_off] = n_red == 0 ? 0 : r.second;
-      else if (op == ReduceOp::Mean) data<T>(out)[o_off] = T(r.first / Acc(n_red));
+      else if (op == ReduceOp::Mean) data<T>(out)[o_off] = T(r.first / A(n_red));
       else data<T>(out)[o_off] = T(r.first);
     };
     if (n_out == 0) return;
@@ -152,7 +145,7 @@ void CpuBackend::reduce(ReduceOp op, const Tensor& x, Tensor& out) {
           auto init = reduce_block(base, 0, 0);
           auto r = tbb::parallel_reduce(
               tbb::blocked_range<int64_t>(0, n_red, kGrain), init,
-              [&](const tbb::blocked_range<int64_t>& br, std::pair<Acc, int64_t> acc) {
+              [&](const tbb::blocked_range<int64_t>& br, std::pair<A, int64_t> acc) {
                 return combine(acc, reduce_block(base, br.begin(), br.end()));
               },
               combine);
