@@ -43,7 +43,7 @@ enum class RandDist : uint8_t { Uniform, Normal, Count };
 
 struct AttnArgs {
   bool causal = false;   // query i sees keys j <= i + (Tk - Tq): aligned bottom-right
-  float scale = 1.0f;    // usually 1/sqrt(D)
+  double scale = 1.0;    // usually 1/sqrt(D); double so f64 checks see no f32 rounding
 };
 
 struct AdamWArgs {

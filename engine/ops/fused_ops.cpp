@@ -106,7 +106,7 @@ struct AttentionOp {
                         double scale) {
     Tensor o = empty({q.size(0), q.size(1), q.size(2), v.size(3)}, q.dtype(), q.device());
     Tensor lse = empty({q.size(0), q.size(1), q.size(2)}, q.dtype(), q.device());
-    AttnArgs args{causal, float(scale)};
+    AttnArgs args{causal, scale};
     q.backend().attention(q, k, v, mask, args, o, lse);
     for (const Tensor* t : std::initializer_list<const Tensor*>{&q, &k, &v, &mask, &o, &lse})
       ctx.save(*t);  // never the (Tq, Tk) scores
@@ -118,7 +118,7 @@ struct AttentionOp {
     const Tensor &q = ctx.saved(0), &k = ctx.saved(1), &v = ctx.saved(2);
     Tensor dq = empty(q.shape(), q.dtype(), q.device()), dk = empty(k.shape(), k.dtype(), k.device());
     Tensor dv = empty(v.shape(), v.dtype(), v.device());
-    AttnArgs args{ctx.ints[0] != 0, float(ctx.scalars[0])};
+    AttnArgs args{ctx.ints[0] != 0, ctx.scalars[0]};
     dy.backend().attention_bwd(q, k, v, ctx.saved(3), args, ctx.saved(4), ctx.saved(5), dense(dy), dq, dk, dv);
     return {dq, dk, dv, Tensor()};
   }
