@@ -3,6 +3,8 @@
 // called from the front-end thread; inside TBB tasks it must run single-threaded.
 #include <cblas.h>
 
+#include <cstdint>
+
 namespace rf::cpu {
 
 // Pins OpenBLAS to one thread for a scope (batched small GEMMs under tbb::parallel_for).
@@ -20,5 +22,16 @@ class BlasSingleThread {
  private:
   int prev_;
 };
+
+// Row-major GEMM for float or double: C = alpha * op(A) @ op(B) + beta * C.
+template <class T>
+inline void gemm_rm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
+                    int64_t ldb, T beta, T* C, int64_t ldc) {
+  auto oa = ta ? CblasTrans : CblasNoTrans, ob = tb ? CblasTrans : CblasNoTrans;
+  if constexpr (sizeof(T) == 4)
+    cblas_sgemm(CblasRowMajor, oa, ob, int(M), int(N), int(K), alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
+  else
+    cblas_dgemm(CblasRowMajor, oa, ob, int(M), int(N), int(K), alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
+}
 
 }  // namespace rf::cpu

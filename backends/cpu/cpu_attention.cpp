@@ -1,5 +1,6 @@
-// Scaled dot-product attention, flash style: each query row computes its scores into an O(Tk)
-// scratch row, and only lse (B, H, Tq) survives the forward. The backward recomputes the row.
+// Scaled dot-product attention, flash style: one block of Bq queries at a time computes its
+// (Bq, Tk) scores with BLAS into per-task scratch; only lse (B, H, Tq) survives the forward and
+// the backward recomputes each block. Memory is O(Bq * Tk) per task, never O(Tq * Tk) per head.
 #include <fmt/format.h>
 
 #include <cmath>
@@ -7,6 +8,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "backends/cpu/blas_threads.h"
 #include "backends/cpu/cpu_backend.h"
 #include "backends/cpu/cpu_loops.h"
 
@@ -14,14 +16,15 @@ namespace rf::cpu {
 
 namespace {
 
+constexpr int64_t kBq = 64;  // queries per block
+
 struct Dims {
-  int64_t B, H, Hk, Tq, Tk, D, Dv, group;
+  int64_t B, H, Hk, Tq, Tk, D, Dv, group, nblk;
 };
 
 Dims check_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask) {
-  if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4)
-    throw std::invalid_argument("[attention] q, k, v must be (B, H, T, D)");
-  Dims d{q.size(0), q.size(1), k.size(1), q.size(2), k.size(2), q.size(3), v.size(3), 1};
+  if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4) throw std::invalid_argument("[attention] q, k, v must be (B, H, T, D)");
+  Dims d{q.size(0), q.size(1), k.size(1), q.size(2), k.size(2), q.size(3), v.size(3), 1, 0};
   if (k.size(0) != d.B || v.size(0) != d.B || v.size(1) != d.Hk || v.size(2) != d.Tk || k.size(3) != d.D)
     throw std::invalid_argument(fmt::format("[attention] shapes q {} k {} v {} do not agree", shape_str(q.shape()),
                                             shape_str(k.shape()), shape_str(v.shape())));
@@ -31,35 +34,85 @@ Dims check_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Te
   if (mask.defined() && (mask.dim() != 2 || mask.size(0) != d.B || mask.size(1) != d.Tk || mask.dtype() != DType::Bool))
     throw std::invalid_argument("[attention] key_mask must be (B, Tk) bool");
   d.group = d.H / d.Hk;
+  d.nblk = (d.Tq + kBq - 1) / kBq;
   return d;
 }
 
-// Pointer to row t of head h in batch b of a (B, H, T, D) view.
+// Row t of head h in batch b of a (B, H, T, D) view; rows are stride(2) apart (a BLAS leading dim).
 template <class T>
 inline const T* row(const Tensor& x, const T* base, int64_t b, int64_t h, int64_t t) {
   return base + b * x.stride(0) + h * x.stride(1) + t * x.stride(2);
 }
+inline int64_t ld(const Tensor& x) { return std::max<int64_t>(x.stride(2), std::max<int64_t>(1, x.size(3))); }
 
-template <class T>
-inline T dot(const T* a, const T* b, int64_t n) {
-  T s = 0;
-  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
-  return s;
+struct Visibility {
+  const uint8_t* mask = nullptr;
+  int64_t ms0 = 0, ms1 = 0, shift = 0;  // shift = Tk - Tq (bottom-right causal alignment)
+  bool causal = false;
+  int64_t Tk = 0;
+  int64_t last(int64_t i) const { return causal ? std::clamp<int64_t>(i + shift + 1, 0, Tk) : Tk; }  // keys [0, last)
+  bool key_ok(int64_t b, int64_t j) const { return !mask || mask[b * ms0 + j * ms1]; }
+};
+
+Visibility visibility(const Dims& d, const Tensor& key_mask, bool causal) {
+  Visibility v;
+  if (key_mask.defined()) {
+    v.mask = data<uint8_t>(key_mask);
+    v.ms0 = key_mask.stride(0);
+    v.ms1 = key_mask.stride(1);
+  }
+  v.shift = d.Tk - d.Tq;
+  v.causal = causal;
+  v.Tk = d.Tk;
+  return v;
 }
 
-// Scores of query row i against every key, -inf where masked; returns the row max.
+// P = exp(scale * Q K^T - lse) for queries [i0, i1) of (b, h) into p (rows of n keys, ld n).
+// In the forward (lse == nullptr) it also writes each row's lse. Returns n, the visible key span.
 template <class T>
-T score_row(const Dims& d, const Tensor& k, const T* pk, const uint8_t* pm, int64_t ms0, int64_t ms1, bool causal,
-            T scale, int64_t b, int64_t kh, int64_t i, const T* qi, T* s) {
+int64_t block_probs(const Dims& d, const Visibility& vis, const Tensor& q, const T* pq, const Tensor& k, const T* pk,
+                    T scale, int64_t b, int64_t h, int64_t i0, int64_t i1, T* p, const T* lse_in, T* lse_out) {
+  const int64_t kh = h / d.group, n = vis.last(i1 - 1);
   const T ninf = -std::numeric_limits<T>::infinity();
-  const int64_t last = causal ? std::min(d.Tk, i + (d.Tk - d.Tq) + 1) : d.Tk;  // keys [0, last) visible
-  T m = ninf;
-  for (int64_t j = 0; j < d.Tk; ++j) {
-    bool vis = j < last && (!pm || pm[b * ms0 + j * ms1]);
-    s[j] = vis ? scale * dot(qi, row(k, pk, b, kh, j), d.D) : ninf;
-    m = s[j] > m ? s[j] : m;
+  if (n > 0) gemm_rm<T>(false, true, i1 - i0, n, d.D, scale, row(q, pq, b, h, i0), ld(q), row(k, pk, b, kh, 0), ld(k), T(0), p, n);
+  for (int64_t i = i0; i < i1; ++i) {
+    T* s = p + (i - i0) * n;
+    const int64_t last = vis.last(i);
+    T m = ninf;
+    for (int64_t j = 0; j < n; ++j) {
+      if (j >= last || !vis.key_ok(b, j)) s[j] = ninf;
+      m = s[j] > m ? s[j] : m;
+    }
+    const T z = lse_in ? lse_in[i] : m;
+    if (z == ninf) {  // nothing visible: zero row, lse = -inf
+      for (int64_t j = 0; j < n; ++j) s[j] = T(0);
+      if (lse_out) lse_out[i] = ninf;
+      continue;
+    }
+    Acc<T> sum = 0;
+    for (int64_t j = 0; j < n; ++j) {
+      s[j] = std::exp(s[j] - z);
+      sum += s[j];
+    }
+    if (lse_out) {
+      const T inv = T(1 / sum);
+      for (int64_t j = 0; j < n; ++j) s[j] *= inv;
+      lse_out[i] = m + T(std::log(sum));
+    }
   }
-  return m;
+  return n;
+}
+
+// Runs fn(task) over [0, n): TBB tasks with single-threaded BLAS when there are enough tasks,
+// otherwise serially so that BLAS can use every thread (the policy of cpu_matmul.cpp).
+template <class F>
+void run_tasks(int64_t n, F&& fn) {
+  if (n >= num_threads() && num_threads() > 1) {
+    BlasSingleThread guard;
+    tbb::parallel_for(int64_t(0), n, [&](int64_t t) { fn(t); });
+  } else {
+    for (int64_t t = 0; t < n; ++t) fn(t);
+  }
 }
 
 }  // namespace
@@ -67,96 +120,76 @@ T score_row(const Dims& d, const Tensor& k, const T* pk, const uint8_t* pm, int6
 void CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_mask,
                            const AttnArgs& args, Tensor& o, Tensor& lse) {
   Dims d = check_attention(q, k, v, key_mask);
-  const auto* pm = key_mask.defined() ? data<uint8_t>(key_mask) : nullptr;
-  const int64_t ms0 = key_mask.defined() ? key_mask.stride(0) : 0, ms1 = key_mask.defined() ? key_mask.stride(1) : 0;
+  Visibility vis = visibility(d, key_mask, args.causal);
   auto run = [&](auto tag) {
     using T = decltype(tag);
     const T *pq = data<T>(q), *pk = data<T>(k), *pv = data<T>(v);
     T* po = data<T>(o);
     T* pl = data<T>(lse);
-    const T scale = T(args.scale);
-    parallel_rows(d.B * d.H * d.Tq, d.Tk * (d.D + d.Dv), [&](int64_t r) {
-      thread_local std::vector<T> scratch;
-      scratch.resize(size_t(d.Tk));
-      T* s = scratch.data();
-      const int64_t i = r % d.Tq, h = (r / d.Tq) % d.H, b = r / (d.Tq * d.H), kh = h / d.group;
-      T* out = po + r * d.Dv;
-      const T m = score_row(d, k, pk, pm, ms0, ms1, args.causal, scale, b, kh, i, row(q, pq, b, h, i), s);
-      for (int64_t c = 0; c < d.Dv; ++c) out[c] = T(0);
-      if (m == -std::numeric_limits<T>::infinity()) {  // nothing visible
-        pl[r] = m;
-        return;
-      }
-      Acc<T> sum = 0;
-      for (int64_t j = 0; j < d.Tk; ++j) {
-        if (s[j] == -std::numeric_limits<T>::infinity()) continue;
-        const T p = std::exp(s[j] - m);
-        sum += p;
-        const T* vj = row(v, pv, b, kh, j);
-        for (int64_t c = 0; c < d.Dv; ++c) out[c] += p * vj[c];
-      }
-      const T inv = T(1 / sum);
-      for (int64_t c = 0; c < d.Dv; ++c) out[c] *= inv;
-      pl[r] = m + T(std::log(sum));
+    run_tasks(d.B * d.H * d.nblk, [&](int64_t task) {
+      const int64_t blk = task % d.nblk, h = (task / d.nblk) % d.H, b = task / (d.nblk * d.H);
+      const int64_t i0 = blk * kBq, i1 = std::min(d.Tq, i0 + kBq), bh = b * d.H + h;
+      std::vector<T> p(static_cast<size_t>((i1 - i0) * d.Tk));
+      const int64_t n = block_probs<T>(d, vis, q, pq, k, pk, T(args.scale), b, h, i0, i1, p.data(), nullptr, pl + bh * d.Tq);
+      T* out = po + (bh * d.Tq + i0) * d.Dv;
+      if (n > 0) gemm_rm<T>(false, false, i1 - i0, d.Dv, n, T(1), p.data(), n, row(v, pv, b, h / d.group, 0), ld(v), T(0), out, d.Dv);
+      else std::fill(out, out + (i1 - i0) * d.Dv, T(0));
     });
   };
-  if (q.dtype() == DType::F32) run(float{});
-  else if (q.dtype() == DType::F64) run(double{});
-  else throw std::invalid_argument(fmt::format("[attention] unsupported dtype {}", dtype_name(q.dtype())));
+  visit_float(q.dtype(), "attention", run);
 }
 
 void CpuBackend::attention_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_mask,
                                const AttnArgs& args, const Tensor& o, const Tensor& lse, const Tensor& dout,
                                Tensor& dq, Tensor& dk, Tensor& dv) {
   Dims d = check_attention(q, k, v, key_mask);
-  const auto* pm = key_mask.defined() ? data<uint8_t>(key_mask) : nullptr;
-  const int64_t ms0 = key_mask.defined() ? key_mask.stride(0) : 0, ms1 = key_mask.defined() ? key_mask.stride(1) : 0;
+  Visibility vis = visibility(d, key_mask, args.causal);
   auto run = [&](auto tag) {
     using T = decltype(tag);
     const T *pq = data<T>(q), *pk = data<T>(k), *pv = data<T>(v), *po = data<T>(o), *pg = data<T>(dout);
     const T* pl = data<T>(lse);
     T *pdq = data<T>(dq), *pdk = data<T>(dk), *pdv = data<T>(dv);
     const T scale = T(args.scale);
-    // One task per (b, kv head): it owns dk/dv of that head, so the GQA group adds without races.
-    parallel_rows(d.B * d.Hk, d.group * d.Tq * d.Tk * (2 * d.D + 2 * d.Dv), [&](int64_t task) {
+    // One task per (b, kv head): it owns that head's dk/dv, so a GQA group adds without races.
+    run_tasks(d.B * d.Hk, [&](int64_t task) {
       const int64_t b = task / d.Hk, kh = task % d.Hk;
-      T* dk0 = pdk + (b * d.Hk + kh) * d.Tk * d.D;
-      T* dv0 = pdv + (b * d.Hk + kh) * d.Tk * d.Dv;
-      for (int64_t j = 0; j < d.Tk * d.D; ++j) dk0[j] = T(0);
-      for (int64_t j = 0; j < d.Tk * d.Dv; ++j) dv0[j] = T(0);
-      std::vector<T> s(static_cast<size_t>(d.Tk));
+      T* dk0 = pdk + task * d.Tk * d.D;
+      T* dv0 = pdv + task * d.Tk * d.Dv;
+      std::fill(dk0, dk0 + d.Tk * d.D, T(0));
+      std::fill(dv0, dv0 + d.Tk * d.Dv, T(0));
+      std::vector<T> p(static_cast<size_t>(kBq * d.Tk)), dp(static_cast<size_t>(kBq * d.Tk)), rowd(static_cast<size_t>(kBq));
       for (int64_t h = kh * d.group; h < (kh + 1) * d.group; ++h) {
-        for (int64_t i = 0; i < d.Tq; ++i) {
-          const int64_t r = (b * d.H + h) * d.Tq + i;
-          T* dqi = pdq + r * d.D;
-          for (int64_t c = 0; c < d.D; ++c) dqi[c] = T(0);
-          const T z = pl[r];
-          if (z == -std::numeric_limits<T>::infinity()) continue;
-          const T* qi = row(q, pq, b, h, i);
-          const T* gi = row(dout, pg, b, h, i);
-          score_row(d, k, pk, pm, ms0, ms1, args.causal, scale, b, kh, i, qi, s.data());
-          const T Di = dot(gi, row(o, po, b, h, i), d.Dv);
-          for (int64_t j = 0; j < d.Tk; ++j) {
-            if (s[size_t(j)] == -std::numeric_limits<T>::infinity()) continue;
-            const T p = std::exp(s[size_t(j)] - z);
-            const T* vj = row(v, pv, b, kh, j);
-            const T* kj = row(k, pk, b, kh, j);
-            const T ds = p * (dot(gi, vj, d.Dv) - Di) * scale;
-            T* dvj = dv0 + j * d.Dv;
-            T* dkj = dk0 + j * d.D;
-            for (int64_t c = 0; c < d.Dv; ++c) dvj[c] += p * gi[c];
-            for (int64_t c = 0; c < d.D; ++c) {
-              dqi[c] += ds * kj[c];
-              dkj[c] += ds * qi[c];
-            }
+        const int64_t bh = b * d.H + h;
+        for (int64_t blk = 0; blk < d.nblk; ++blk) {
+          const int64_t i0 = blk * kBq, i1 = std::min(d.Tq, i0 + kBq), m = i1 - i0;
+          T* dqb = pdq + (bh * d.Tq + i0) * d.D;
+          const int64_t n = block_probs<T>(d, vis, q, pq, k, pk, scale, b, h, i0, i1, p.data(), pl + bh * d.Tq, nullptr);
+          if (n == 0) {
+            std::fill(dqb, dqb + m * d.D, T(0));
+            continue;
           }
+          const T* g = row(dout, pg, b, h, i0);
+          gemm_rm<T>(true, false, n, d.Dv, m, T(1), p.data(), n, g, ld(dout), T(1), dv0, d.Dv);                      // dV += P^T dO
+          gemm_rm<T>(false, true, m, n, d.Dv, T(1), g, ld(dout), row(v, pv, b, kh, 0), ld(v), T(0), dp.data(), n);  // dP = dO V^T
+          for (int64_t i = 0; i < m; ++i) {  // D_i = dO_i . O_i
+            const T* gi = g + i * ld(dout);
+            const T* oi = row(o, po, b, h, i0 + i);
+            Acc<T> s = 0;
+            for (int64_t c = 0; c < d.Dv; ++c) s += Acc<T>(gi[c]) * oi[c];
+            rowd[size_t(i)] = T(s);
+          }
+          for (int64_t i = 0; i < m; ++i) {  // dS = P * (dP - D) * scale, written over dP
+            T* dsi = dp.data() + i * n;
+            const T* pi = p.data() + i * n;
+            for (int64_t j = 0; j < n; ++j) dsi[j] = pi[j] * (dsi[j] - rowd[size_t(i)]) * scale;
+          }
+          gemm_rm<T>(false, false, m, d.D, n, T(1), dp.data(), n, row(k, pk, b, kh, 0), ld(k), T(0), dqb, d.D);  // dQ = dS K
+          gemm_rm<T>(true, false, n, d.D, m, T(1), dp.data(), n, row(q, pq, b, h, i0), ld(q), T(1), dk0, d.D);   // dK += dS^T Q
         }
       }
     });
   };
-  if (q.dtype() == DType::F32) run(float{});
-  else if (q.dtype() == DType::F64) run(double{});
-  else throw std::invalid_argument(fmt::format("[attention_bwd] unsupported dtype {}", dtype_name(q.dtype())));
+  visit_float(q.dtype(), "attention_bwd", run);
 }
 
 }  // namespace rf::cpu

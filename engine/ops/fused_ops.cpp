@@ -216,7 +216,9 @@ Tensor scaled_dot_product_attention(const Tensor& q0, const Tensor& k0, const Te
   DType t = detail::promote(detail::promote(q.dtype(), k.dtype()), v.dtype());
   auto prep = [&](Tensor x) {
     if (x.dtype() != t) x = cast(x, t);
-    return x.stride(-1) == 1 ? x : x.contiguous();
+    // Kernels read rows stride(2) apart as a BLAS leading dim: rows must not overlap.
+    bool rows_ok = x.stride(-1) == 1 && (x.size(2) <= 1 || x.stride(2) >= x.size(3));
+    return rows_ok ? x : x.contiguous();
   };
   const double scale = opt.scale != 0.0 ? opt.scale : 1.0 / std::sqrt(double(q.size(3)));
   return apply<AttentionOp>(prep(q), prep(k), prep(v), m.defined() ? m.detach() : Tensor(), opt.causal, scale);
