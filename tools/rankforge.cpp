@@ -8,6 +8,10 @@
 #include "engine/backend.h"
 #include "tools/bench.h"
 
+#ifdef RF_HAVE_VULKAN
+#include "backends/vulkan/vk_device.h"
+#endif
+
 int main(int argc, char** argv) {
   CLI::App app{"rankforge: tensor engine with built-in parameter-efficient fine-tuning"};
   app.require_subcommand(1);
@@ -34,10 +38,20 @@ int main(int argc, char** argv) {
 
   auto* devices = app.add_subcommand("devices", "List compute devices");
   devices->callback([&] {
-    for (int t = 0; t < int(rf::DeviceType::Count); ++t) {
-      auto type = rf::DeviceType(t);
-      fmt::print("{}: {}\n", rf::device_name(type), rf::backend_available(type) ? "available" : "not available in this build");
-    }
+    fmt::print("cpu: available (backend)\n");
+#ifdef RF_HAVE_VULKAN
+    auto devs = rf::vk::list_devices();
+    if (devs.empty()) fmt::print("vulkan: no device found\n");
+    for (const auto& d : devs)
+      fmt::print("vulkan:{}: {} [{}] Vulkan {}.{} memory {:.1f} GiB subgroup {} shared {} KiB fp16 {} bf16 {} "
+                 "coopmat khr {} nv {}{}\n",
+                 d.index, d.name, rf::vk::device_type_name(d.type), VK_API_VERSION_MAJOR(d.api_version),
+                 VK_API_VERSION_MINOR(d.api_version), double(d.device_local_bytes) / (1 << 30), d.subgroup_size,
+                 d.shared_memory / 1024, d.fp16, d.bf16, d.coopmat_khr, d.coopmat_nv,
+                 rf::backend_available(rf::DeviceType::Vulkan) ? "" : " (device layer only: the backend is issue 3)");
+#else
+    fmt::print("vulkan: not built (needs libvulkan-dev and glslc)\n");
+#endif
   });
 
   try {

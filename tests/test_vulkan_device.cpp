@@ -1,0 +1,70 @@
+// The Vulkan device layer on whatever device exists (lavapipe in CI): discovery, selection rules,
+// and one shader round trip with sentinels that catch out-of-bounds writes.
+#include <fmt/format.h>
+
+#include <cstring>
+#include <vector>
+
+#include "backends/vulkan/vk_device.h"
+#include "backends/vulkan/vk_kernel.h"
+#include "backends/vulkan/vk_shaders.h"
+#include "tests/test_util.h"
+
+namespace rf::test {
+namespace {
+
+TEST_SUITE("vulkan") {
+TEST_CASE("device discovery and selection rules") {
+  std::vector<vk::DeviceInfo> devs = vk::list_devices();
+  if (devs.empty()) {
+    MESSAGE("skipping: no Vulkan device (install mesa-vulkan-drivers for lavapipe)");
+    CHECK_THROWS_WITH_AS(vk::choose_device(devs, std::nullopt, true), "[vulkan] no Vulkan device found (is a Vulkan driver installed?)",
+                         std::runtime_error);
+    return;
+  }
+  for (const auto& d : devs) {
+    MESSAGE(fmt::format("vulkan:{} {} ({}) subgroup {} shared {} KiB storage range {} MiB fp16 {}", d.index, d.name,
+                        vk::device_type_name(d.type), d.subgroup_size, d.shared_memory / 1024, d.max_storage_range >> 20, d.fp16));
+    CHECK(!d.name.empty());
+    CHECK(d.subgroup_size >= 1);
+    CHECK(d.shared_memory >= 16384);  // Vulkan's guaranteed minimum
+  }
+  CHECK_THROWS_AS(vk::choose_device(devs, int(devs.size()), false), std::invalid_argument);
+  bool only_cpu = true;
+  for (const auto& d : devs) only_cpu = only_cpu && d.is_cpu();
+  if (only_cpu && !std::getenv("RANKFORGE_VULKAN_ALLOW_CPU")) {
+    // A CPU device is never picked by default, only by index or when allowed.
+    CHECK_THROWS_AS(vk::choose_device(devs, std::nullopt, false), std::runtime_error);
+  }
+  CHECK(vk::choose_device(devs, 0, false) == 0);
+  int chosen = vk::choose_device(devs, std::nullopt, true);
+  CHECK((!devs[size_t(chosen)].is_cpu() || only_cpu));
+}
+
+TEST_CASE("a fill shader runs and writes exactly its range") {
+  std::vector<vk::DeviceInfo> devs = vk::list_devices();
+  if (devs.empty()) {
+    MESSAGE("skipping: no Vulkan device");
+    return;
+  }
+  vk::Context ctx(vk::choose_device(devs, std::nullopt, true));
+  const uint32_t n = 100000, guard = 64;  // odd size, more than one grid stride on small grids
+  vk::DeviceBuffer buf(ctx, (n + guard) * sizeof(float));
+  std::vector<float> sentinel(n + guard, -7.0f);
+  buf.write(0, std::as_bytes(std::span<const float>(sentinel)));
+  vk::Kernel fill(ctx, vk::shaders::fill(), 1, 8);
+  struct { uint32_t n; float value; } push{n, 2.5f};
+  vk::DeviceBuffer* bufs[] = {&buf};
+  fill.run(bufs, std::as_bytes(std::span(&push, 1)), 64);
+  std::vector<float> out(n + guard);
+  buf.read(0, std::as_writable_bytes(std::span<float>(out)));
+  size_t wrong = 0;
+  for (uint32_t i = 0; i < n; ++i) wrong += out[i] != 2.5f;
+  CHECK(wrong == 0);
+  for (uint32_t i = n; i < n + guard; ++i) CHECK(out[i] == -7.0f);  // nothing written past n
+  CHECK_THROWS_AS(buf.read(n * sizeof(float), std::as_writable_bytes(std::span<float>(out))), std::out_of_range);
+}
+}
+
+}  // namespace
+}  // namespace rf::test
