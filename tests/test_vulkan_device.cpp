@@ -68,3 +68,55 @@ TEST_CASE("a fill shader runs and writes exactly its range") {
 
 }  // namespace
 }  // namespace rf::test
+
+namespace rf::test {
+namespace {
+
+TEST_SUITE("vulkan") {
+TEST_CASE("every unary shader variant matches the CPU backend on a strided view") {
+  std::vector<vk::DeviceInfo> devs = vk::list_devices();
+  if (devs.empty()) {
+    MESSAGE("skipping: no Vulkan device");
+    return;
+  }
+  vk::Context ctx(vk::choose_device(devs, std::nullopt, true));
+  // (7, 5) storage viewed transposed as (5, 7): the shader must follow the strides.
+  manual_seed(3);
+  std::vector<float> base = rand({7, 5}, 0.2, 2.0).to_vector<float>();
+  for (size_t i = 0; i < base.size(); i += 2) base[i] = -base[i];  // both signs for the ops that allow them
+  Tensor host = from_data(base, {7, 5});
+  vk::DeviceBuffer xb(ctx, base.size() * sizeof(float)), ob(ctx, (35 + 8) * sizeof(float));
+  xb.write(0, std::as_bytes(std::span<const float>(base)));
+  int ran = 0;
+  for (int i = 0; i < int(UnaryOp::Count); ++i) {
+    const auto op = UnaryOp(i);
+    const bool positive_only = op == UnaryOp::Log || op == UnaryOp::Sqrt || op == UnaryOp::Rsqrt ||
+                               op == UnaryOp::PowS || op == UnaryOp::Reciprocal || op == UnaryOp::RDivS;
+    Tensor x = host.t();
+    if (positive_only) x = abs(x);
+    if (positive_only) xb.write(0, std::as_bytes(std::span<const float>(abs(host).to_vector<float>())));
+    else xb.write(0, std::as_bytes(std::span<const float>(base)));
+    const double a = op == UnaryOp::Clamp ? -0.5 : 1.7, b = 0.9;
+    std::vector<float> want = unary_raw(op, x.contiguous(), a, b).to_vector<float>();
+    vk::shaders::UnaryPush push{35, 2, 0, 0, {5, 7}, {1, 5}, float(a), float(b)};
+    std::vector<float> guard(35 + 8, -7.0f);
+    ob.write(0, std::as_bytes(std::span<const float>(guard)));
+    vk::Kernel k(ctx, vk::shaders::unary(op), 2, sizeof(push));
+    vk::DeviceBuffer* bufs[] = {&xb, &ob};
+    k.run(bufs, std::as_bytes(std::span(&push, 1)), 1);
+    std::vector<float> got(35 + 8);
+    ob.read(0, std::as_writable_bytes(std::span<float>(got)));
+    double err = 0;
+    for (size_t j = 0; j < 35; ++j) err = std::max(err, std::abs(double(got[j]) - want[j]) / std::max(1.0, std::abs(double(want[j]))));
+    // f32 transcendental functions differ by a few ulp between libm and the device; erf is approximated to 1.2e-7.
+    CHECK_MESSAGE(err <= 1e-5, fmt::format("unary op {}: max rel error {:.3g}", i, err));
+    for (size_t j = 35; j < got.size(); ++j) CHECK(got[j] == -7.0f);
+    ++ran;
+  }
+  MESSAGE(fmt::format("{} unary variants ran on {}", ran, ctx.info().name));
+  CHECK(ran == int(UnaryOp::Count));
+}
+}
+
+}  // namespace
+}  // namespace rf::test

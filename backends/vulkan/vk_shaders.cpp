@@ -1,5 +1,8 @@
 #include "backends/vulkan/vk_shaders.h"
 
+#include <array>
+#include <stdexcept>
+
 namespace rf::vk::shaders {
 
 namespace {
@@ -7,8 +10,124 @@ namespace {
 constexpr uint32_t kFill[] =
 #include "backends/vulkan/fill.spv.inc"
     ;
+constexpr uint32_t kUnary_NEG[] =
+#include "backends/vulkan/unary_NEG.spv.inc"
+    ;
+constexpr uint32_t kUnary_ABS[] =
+#include "backends/vulkan/unary_ABS.spv.inc"
+    ;
+constexpr uint32_t kUnary_EXP[] =
+#include "backends/vulkan/unary_EXP.spv.inc"
+    ;
+constexpr uint32_t kUnary_LOG[] =
+#include "backends/vulkan/unary_LOG.spv.inc"
+    ;
+constexpr uint32_t kUnary_SQRT[] =
+#include "backends/vulkan/unary_SQRT.spv.inc"
+    ;
+constexpr uint32_t kUnary_RSQRT[] =
+#include "backends/vulkan/unary_RSQRT.spv.inc"
+    ;
+constexpr uint32_t kUnary_TANH[] =
+#include "backends/vulkan/unary_TANH.spv.inc"
+    ;
+constexpr uint32_t kUnary_SIGMOID[] =
+#include "backends/vulkan/unary_SIGMOID.spv.inc"
+    ;
+constexpr uint32_t kUnary_RELU[] =
+#include "backends/vulkan/unary_RELU.spv.inc"
+    ;
+constexpr uint32_t kUnary_SILU[] =
+#include "backends/vulkan/unary_SILU.spv.inc"
+    ;
+constexpr uint32_t kUnary_GELU_TANH[] =
+#include "backends/vulkan/unary_GELU_TANH.spv.inc"
+    ;
+constexpr uint32_t kUnary_GELU_ERF[] =
+#include "backends/vulkan/unary_GELU_ERF.spv.inc"
+    ;
+constexpr uint32_t kUnary_SQUARE[] =
+#include "backends/vulkan/unary_SQUARE.spv.inc"
+    ;
+constexpr uint32_t kUnary_RECIPROCAL[] =
+#include "backends/vulkan/unary_RECIPROCAL.spv.inc"
+    ;
+constexpr uint32_t kUnary_SIGN[] =
+#include "backends/vulkan/unary_SIGN.spv.inc"
+    ;
+constexpr uint32_t kUnary_STEP[] =
+#include "backends/vulkan/unary_STEP.spv.inc"
+    ;
+constexpr uint32_t kUnary_SILU_GRAD[] =
+#include "backends/vulkan/unary_SILU_GRAD.spv.inc"
+    ;
+constexpr uint32_t kUnary_GELU_TANH_GRAD[] =
+#include "backends/vulkan/unary_GELU_TANH_GRAD.spv.inc"
+    ;
+constexpr uint32_t kUnary_GELU_ERF_GRAD[] =
+#include "backends/vulkan/unary_GELU_ERF_GRAD.spv.inc"
+    ;
+constexpr uint32_t kUnary_ADD_S[] =
+#include "backends/vulkan/unary_ADD_S.spv.inc"
+    ;
+constexpr uint32_t kUnary_MUL_S[] =
+#include "backends/vulkan/unary_MUL_S.spv.inc"
+    ;
+constexpr uint32_t kUnary_POW_S[] =
+#include "backends/vulkan/unary_POW_S.spv.inc"
+    ;
+constexpr uint32_t kUnary_RSUB_S[] =
+#include "backends/vulkan/unary_RSUB_S.spv.inc"
+    ;
+constexpr uint32_t kUnary_RDIV_S[] =
+#include "backends/vulkan/unary_RDIV_S.spv.inc"
+    ;
+constexpr uint32_t kUnary_MAX_S[] =
+#include "backends/vulkan/unary_MAX_S.spv.inc"
+    ;
+constexpr uint32_t kUnary_MIN_S[] =
+#include "backends/vulkan/unary_MIN_S.spv.inc"
+    ;
+constexpr uint32_t kUnary_CLAMP[] =
+#include "backends/vulkan/unary_CLAMP.spv.inc"
+    ;
+
+const std::array<std::span<const uint32_t>, 27> kUnary = {
+    std::span<const uint32_t>(kUnary_NEG),
+    std::span<const uint32_t>(kUnary_ABS),
+    std::span<const uint32_t>(kUnary_EXP),
+    std::span<const uint32_t>(kUnary_LOG),
+    std::span<const uint32_t>(kUnary_SQRT),
+    std::span<const uint32_t>(kUnary_RSQRT),
+    std::span<const uint32_t>(kUnary_TANH),
+    std::span<const uint32_t>(kUnary_SIGMOID),
+    std::span<const uint32_t>(kUnary_RELU),
+    std::span<const uint32_t>(kUnary_SILU),
+    std::span<const uint32_t>(kUnary_GELU_TANH),
+    std::span<const uint32_t>(kUnary_GELU_ERF),
+    std::span<const uint32_t>(kUnary_SQUARE),
+    std::span<const uint32_t>(kUnary_RECIPROCAL),
+    std::span<const uint32_t>(kUnary_SIGN),
+    std::span<const uint32_t>(kUnary_STEP),
+    std::span<const uint32_t>(kUnary_SILU_GRAD),
+    std::span<const uint32_t>(kUnary_GELU_TANH_GRAD),
+    std::span<const uint32_t>(kUnary_GELU_ERF_GRAD),
+    std::span<const uint32_t>(kUnary_ADD_S),
+    std::span<const uint32_t>(kUnary_MUL_S),
+    std::span<const uint32_t>(kUnary_POW_S),
+    std::span<const uint32_t>(kUnary_RSUB_S),
+    std::span<const uint32_t>(kUnary_RDIV_S),
+    std::span<const uint32_t>(kUnary_MAX_S),
+    std::span<const uint32_t>(kUnary_MIN_S),
+    std::span<const uint32_t>(kUnary_CLAMP)};
+static_assert(kUnary.size() == size_t(UnaryOp::Count), "one unary shader variant per UnaryOp");
 }  // namespace
 
 std::span<const uint32_t> fill() { return kFill; }
+
+std::span<const uint32_t> unary(UnaryOp op) {
+  if (op >= UnaryOp::Count) throw std::invalid_argument("[vulkan] invalid unary op");
+  return kUnary[size_t(op)];
+}
 
 }  // namespace rf::vk::shaders

@@ -3,8 +3,21 @@
 #include <cstdint>
 #include <span>
 
+#include "engine/backend.h"
+
 namespace rf::vk::shaders {
 
 std::span<const uint32_t> fill();
+// Variant of shaders/unary.comp for op; push constants: UnaryPush below.
+std::span<const uint32_t> unary(UnaryOp op);
+
+// Matches the push block of unary.comp (std430 push-constant layout).
+struct UnaryPush {
+  uint32_t n, ndim, x_off, o_off;
+  uint32_t shape[6];
+  uint32_t xs[6];
+  float a, b;
+};
+static_assert(sizeof(UnaryPush) == 72);
 
 }  // namespace rf::vk::shaders
