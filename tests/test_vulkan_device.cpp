@@ -64,15 +64,7 @@ TEST_CASE("a fill shader runs and writes exactly its range") {
   for (uint32_t i = n; i < n + guard; ++i) CHECK(out[i] == -7.0f);  // nothing written past n
   CHECK_THROWS_AS(buf.read(n * sizeof(float), std::as_writable_bytes(std::span<float>(out))), std::out_of_range);
 }
-}
 
-}  // namespace
-}  // namespace rf::test
-
-namespace rf::test {
-namespace {
-
-TEST_SUITE("vulkan") {
 TEST_CASE("every unary shader variant matches the CPU backend on a strided view") {
   std::vector<vk::DeviceInfo> devs = vk::list_devices();
   if (devs.empty()) {
@@ -115,6 +107,54 @@ TEST_CASE("every unary shader variant matches the CPU backend on a strided view"
   }
   MESSAGE(fmt::format("{} unary variants ran on {}", ran, ctx.info().name));
   CHECK(ran == int(UnaryOp::Count));
+}
+
+TEST_CASE("every binary shader variant broadcasts like the CPU backend") {
+  std::vector<vk::DeviceInfo> devs = vk::list_devices();
+  if (devs.empty()) {
+    MESSAGE("skipping: no Vulkan device");
+    return;
+  }
+  vk::Context ctx(vk::choose_device(devs, std::nullopt, true));
+  // a (3, 1, 4) and b (2, 4) broadcast to (3, 2, 4); a few equal pairs so comparisons see ties.
+  manual_seed(5);
+  std::vector<float> av = rand({3, 1, 4}, 0.2, 2.0).to_vector<float>(), bv = rand({2, 4}, 0.2, 2.0).to_vector<float>();
+  bv[1] = av[1];
+  bv[6] = av[10];
+  Tensor a = from_data(av, {3, 1, 4}), b = from_data(bv, {2, 4});
+  vk::DeviceBuffer ab(ctx, av.size() * 4), bb(ctx, bv.size() * 4), ob(ctx, (24 + 8) * 4);
+  ab.write(0, std::as_bytes(std::span<const float>(av)));
+  bb.write(0, std::as_bytes(std::span<const float>(bv)));
+  vk::shaders::BinaryPush push{24, 3, 0, 0, 0, {0, 0, 0}, {3, 2, 4}, {4, 0, 1}, {0, 4, 1}};
+  for (int i = 0; i < int(BinaryOp::Count); ++i) {
+    const auto op = BinaryOp(i);
+    if (is_comparison(op) && !ctx.info().storage8) {
+      MESSAGE("skipping comparisons: no 8-bit storage on this device");
+      continue;
+    }
+    std::vector<float> guard(24 + 8, -7.0f);
+    ob.write(0, std::as_bytes(std::span<const float>(guard)));
+    vk::Kernel k(ctx, vk::shaders::binary(op), 3, sizeof(push));
+    vk::DeviceBuffer* bufs[] = {&ab, &bb, &ob};
+    k.run(bufs, std::as_bytes(std::span(&push, 1)), 1);
+    Tensor want = binary_raw(op, a, b);
+    if (is_comparison(op)) {
+      std::vector<uint8_t> got(24 + 32);
+      ob.read(0, std::as_writable_bytes(std::span<uint8_t>(got)));
+      std::vector<int32_t> w = want.to_vector<int32_t>();
+      for (size_t j = 0; j < 24; ++j) CHECK_MESSAGE(int32_t(got[j]) == w[j], fmt::format("comparison {} at {}", i, j));
+      std::vector<float> tail(8);
+      ob.read(24 * 4, std::as_writable_bytes(std::span<float>(tail)));
+      for (float t : tail) CHECK(t == -7.0f);
+    } else {
+      std::vector<float> got(24 + 8), w = want.to_vector<float>();
+      ob.read(0, std::as_writable_bytes(std::span<float>(got)));
+      double err = 0;
+      for (size_t j = 0; j < 24; ++j) err = std::max(err, std::abs(double(got[j]) - w[j]) / std::max(1.0, std::abs(double(w[j]))));
+      CHECK_MESSAGE(err <= 1e-6, fmt::format("binary op {}: max rel error {:.3g}", i, err));
+      for (size_t j = 24; j < got.size(); ++j) CHECK(got[j] == -7.0f);
+    }
+  }
 }
 }
 

@@ -96,6 +96,7 @@ DeviceInfo describe(VkPhysicalDevice pd, int index) {
     vkGetPhysicalDeviceFeatures2(pd, &feats);
     d.fp16 = f12.shaderFloat16;
     d.storage16 = f11.storageBuffer16BitAccess;
+    d.storage8 = f12.storageBuffer8BitAccess && f12.shaderInt8;
   }
   d.bf16 = has_extension(pd, "VK_KHR_shader_bfloat16");
   d.coopmat_khr = has_extension(pd, "VK_KHR_cooperative_matrix");
@@ -178,6 +179,8 @@ Context::Context(int device_index) {
     VkPhysicalDeviceVulkan12Features f12{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES};
     f11.storageBuffer16BitAccess = info_.storage16;
     f12.shaderFloat16 = info_.fp16;
+    f12.storageBuffer8BitAccess = info_.storage8;
+    f12.shaderInt8 = info_.storage8;
     f11.pNext = &f12;
     VkDeviceCreateInfo dci{VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO};
     dci.pNext = &f11;

@@ -22,6 +22,7 @@ struct DeviceInfo {
   uint32_t max_push_constants = 0;
   bool fp16 = false;                // shaderFloat16
   bool storage16 = false;           // storageBuffer16BitAccess
+  bool storage8 = false;            // storageBuffer8BitAccess + shaderInt8 (bool tensors)
   bool subgroup_arithmetic = false;
   bool bf16 = false;                // VK_KHR_shader_bfloat16
   bool coopmat_khr = false, coopmat_nv = false;

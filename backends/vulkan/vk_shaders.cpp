@@ -91,6 +91,45 @@ constexpr uint32_t kUnary_MIN_S[] =
 constexpr uint32_t kUnary_CLAMP[] =
 #include "backends/vulkan/unary_CLAMP.spv.inc"
     ;
+constexpr uint32_t kBinary_ADD[] =
+#include "backends/vulkan/binary_ADD.spv.inc"
+    ;
+constexpr uint32_t kBinary_SUB[] =
+#include "backends/vulkan/binary_SUB.spv.inc"
+    ;
+constexpr uint32_t kBinary_MUL[] =
+#include "backends/vulkan/binary_MUL.spv.inc"
+    ;
+constexpr uint32_t kBinary_DIV[] =
+#include "backends/vulkan/binary_DIV.spv.inc"
+    ;
+constexpr uint32_t kBinary_POW[] =
+#include "backends/vulkan/binary_POW.spv.inc"
+    ;
+constexpr uint32_t kBinary_MAX[] =
+#include "backends/vulkan/binary_MAX.spv.inc"
+    ;
+constexpr uint32_t kBinary_MIN[] =
+#include "backends/vulkan/binary_MIN.spv.inc"
+    ;
+constexpr uint32_t kBinary_EQ[] =
+#include "backends/vulkan/binary_EQ.spv.inc"
+    ;
+constexpr uint32_t kBinary_NE[] =
+#include "backends/vulkan/binary_NE.spv.inc"
+    ;
+constexpr uint32_t kBinary_LT[] =
+#include "backends/vulkan/binary_LT.spv.inc"
+    ;
+constexpr uint32_t kBinary_LE[] =
+#include "backends/vulkan/binary_LE.spv.inc"
+    ;
+constexpr uint32_t kBinary_GT[] =
+#include "backends/vulkan/binary_GT.spv.inc"
+    ;
+constexpr uint32_t kBinary_GE[] =
+#include "backends/vulkan/binary_GE.spv.inc"
+    ;
 
 const std::array<std::span<const uint32_t>, 27> kUnary = {
     std::span<const uint32_t>(kUnary_NEG),
@@ -121,6 +160,21 @@ const std::array<std::span<const uint32_t>, 27> kUnary = {
     std::span<const uint32_t>(kUnary_MIN_S),
     std::span<const uint32_t>(kUnary_CLAMP)};
 static_assert(kUnary.size() == size_t(UnaryOp::Count), "one unary shader variant per UnaryOp");
+const std::array<std::span<const uint32_t>, 13> kBinary = {
+    std::span<const uint32_t>(kBinary_ADD),
+    std::span<const uint32_t>(kBinary_SUB),
+    std::span<const uint32_t>(kBinary_MUL),
+    std::span<const uint32_t>(kBinary_DIV),
+    std::span<const uint32_t>(kBinary_POW),
+    std::span<const uint32_t>(kBinary_MAX),
+    std::span<const uint32_t>(kBinary_MIN),
+    std::span<const uint32_t>(kBinary_EQ),
+    std::span<const uint32_t>(kBinary_NE),
+    std::span<const uint32_t>(kBinary_LT),
+    std::span<const uint32_t>(kBinary_LE),
+    std::span<const uint32_t>(kBinary_GT),
+    std::span<const uint32_t>(kBinary_GE)};
+static_assert(kBinary.size() == size_t(BinaryOp::Count), "one binary shader variant per BinaryOp");
 }  // namespace
 
 std::span<const uint32_t> fill() { return kFill; }
@@ -128,6 +182,11 @@ std::span<const uint32_t> fill() { return kFill; }
 std::span<const uint32_t> unary(UnaryOp op) {
   if (op >= UnaryOp::Count) throw std::invalid_argument("[vulkan] invalid unary op");
   return kUnary[size_t(op)];
+}
+
+std::span<const uint32_t> binary(BinaryOp op) {
+  if (op >= BinaryOp::Count) throw std::invalid_argument("[vulkan] invalid binary op");
+  return kBinary[size_t(op)];
 }
 
 }  // namespace rf::vk::shaders

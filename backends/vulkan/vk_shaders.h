@@ -20,4 +20,14 @@ struct UnaryPush {
 };
 static_assert(sizeof(UnaryPush) == 72);
 
+// Variant of shaders/binary.comp for op (comparisons write bool bytes and need 8-bit storage).
+std::span<const uint32_t> binary(BinaryOp op);
+struct BinaryPush {
+  uint32_t n, ndim, a_off, b_off, o_off, pad[3];
+  uint32_t shape[6];
+  uint32_t as[6];
+  uint32_t bs[6];
+};
+static_assert(sizeof(BinaryPush) == 104);
+
 }  // namespace rf::vk::shaders
