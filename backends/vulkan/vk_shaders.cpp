@@ -10,6 +10,9 @@ namespace {
 constexpr uint32_t kFill[] =
 #include "backends/vulkan/fill.spv.inc"
     ;
+constexpr uint32_t kMatmul[] =
+#include "backends/vulkan/matmul.spv.inc"
+    ;
 constexpr uint32_t kUnary_NEG[] =
 #include "backends/vulkan/unary_NEG.spv.inc"
     ;
@@ -178,6 +181,7 @@ static_assert(kBinary.size() == size_t(BinaryOp::Count), "one binary shader vari
 }  // namespace
 
 std::span<const uint32_t> fill() { return kFill; }
+std::span<const uint32_t> matmul() { return kMatmul; }
 
 std::span<const uint32_t> unary(UnaryOp op) {
   if (op >= UnaryOp::Count) throw std::invalid_argument("[vulkan] invalid unary op");

@@ -30,4 +30,14 @@ struct BinaryPush {
 };
 static_assert(sizeof(BinaryPush) == 104);
 
+// shaders/matmul.comp: 128x128 tiles, 256 threads; dispatch (ceil(N/128), ceil(M/128), batch).
+std::span<const uint32_t> matmul();
+struct MatmulPush {
+  uint32_t M, N, K, a_off, b_off, c_off;
+  uint32_t sam, sak, sbk, sbn;
+  uint32_t a_batch, b_batch, c_batch;
+  float alpha, beta;
+};
+static_assert(sizeof(MatmulPush) == 60);
+
 }  // namespace rf::vk::shaders
