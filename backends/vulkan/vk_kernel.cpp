@@ -18,7 +18,11 @@ DeviceBuffer::DeviceBuffer(Context& ctx, size_t bytes) : ctx_(ctx), bytes_(bytes
   RF_VK_CHECK(vkCreateBuffer(ctx.device(), &bi, nullptr, &buffer_));
   VkMemoryRequirements req;
   vkGetBufferMemoryRequirements(ctx.device(), buffer_, &req);
-  int type = ctx.memory_type(req.memoryTypeBits, VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT);
+  // Device-local and mappable first (ReBAR GPUs, lavapipe): plain host-visible memory would make
+  // every shader read cross PCIe.
+  const VkMemoryPropertyFlags mappable = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
+  int type = ctx.memory_type(req.memoryTypeBits, mappable | VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT);
+  if (type < 0) type = ctx.memory_type(req.memoryTypeBits, mappable);
   if (type < 0) {
     vkDestroyBuffer(ctx.device(), buffer_, nullptr);
     throw std::runtime_error(fmt::format("[vulkan] {} has no host-visible coherent memory for a {}-byte buffer",

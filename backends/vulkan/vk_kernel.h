@@ -12,8 +12,8 @@
 
 namespace rf::vk {
 
-// One VkBuffer with its own memory; host-visible memory is preferred for now (lavapipe and
-// ReBAR GPUs expose DEVICE_LOCAL|HOST_VISIBLE), with a staging copy otherwise.
+// One VkBuffer with its own mapped memory, device-local when the device offers mappable
+// device-local memory (ReBAR GPUs, lavapipe); the backend adds staging for the other case.
 class DeviceBuffer {
  public:
   DeviceBuffer(Context& ctx, size_t bytes);

@@ -1,4 +1,5 @@
 #version 450
+#extension GL_EXT_control_flow_attributes : enable
 // C = alpha * A @ B + beta * C, f32, tiled through shared memory with 8x8 register blocking:
 // a 128x128 output tile per workgroup of 256 threads, K in steps of 8. A and B are read through
 // strides, so transposed operands (dX = dY W, dW = dY^T X) need no copies. Batch = workgroup z.
@@ -28,7 +29,7 @@ void main() {
   float ra[TM], rb[TN];
   for (uint k0 = 0; k0 < p.K; k0 += BK) {
     // Each thread loads 4 of the 1024 elements of each tile; out-of-range reads become 0.
-    for (uint l = 0; l < 4; ++l) {
+    [[unroll]] for (uint l = 0; l < 4; ++l) {
       uint e = tid + l * 256;
       uint am = e / BK, ak = e % BK;  // A tile element (am, ak)
       uint gm = m0 + am, gk = k0 + ak;
@@ -38,20 +39,22 @@ void main() {
       Bs[bk][bn] = (hk < p.K && hn < p.N) ? b[bb + hk * p.sbk + hn * p.sbn] : 0.0;
     }
     barrier();
-    for (uint k = 0; k < BK; ++k) {
-      for (uint i = 0; i < TM; ++i) ra[i] = As[k][ty * TM + i];
-      for (uint j = 0; j < TN; ++j) rb[j] = Bs[k][tx * TN + j];
-      for (uint i = 0; i < TM; ++i)
-        for (uint j = 0; j < TN; ++j) acc[i][j] += ra[i] * rb[j];
+    // Thread (ty, tx) owns rows ty + 16i and columns tx + 16j: neighbouring threads read
+    // neighbouring shared-memory words (no bank conflicts) and store neighbouring outputs.
+    [[unroll]] for (uint k = 0; k < BK; ++k) {
+      [[unroll]] for (uint i = 0; i < TM; ++i) ra[i] = As[k][ty + 16 * i];
+      [[unroll]] for (uint j = 0; j < TN; ++j) rb[j] = Bs[k][tx + 16 * j];
+      [[unroll]] for (uint i = 0; i < TM; ++i)
+        [[unroll]] for (uint j = 0; j < TN; ++j) acc[i][j] += ra[i] * rb[j];
     }
     barrier();
   }
   const uint cb = p.c_off + z * p.c_batch;
   for (uint i = 0; i < TM; ++i) {
-    uint gm = m0 + ty * TM + i;
+    uint gm = m0 + ty + 16 * i;
     if (gm >= p.M) continue;
     for (uint j = 0; j < TN; ++j) {
-      uint gn = n0 + tx * TN + j;
+      uint gn = n0 + tx + 16 * j;
       if (gn >= p.N) continue;
       uint ci = cb + gm * p.N + gn;
       c[ci] = p.alpha * acc[i][j] + (p.beta != 0.0 ? p.beta * c[ci] : 0.0);
