@@ -15,7 +15,7 @@ layout(push_constant) uniform Push {
 } p;
 
 const uint BM = 128, BN = 128, BK = 8, TM = 8, TN = 8;
-shared float As[BK][BM];
+shared float As[BK][BM + 4];  // +4: the transposing store hits 32 distinct banks
 shared float Bs[BK][BN];
 
 void main() {
@@ -24,21 +24,36 @@ void main() {
   const uint m0 = gl_WorkGroupID.y * BM, n0 = gl_WorkGroupID.x * BN, z = gl_WorkGroupID.z;
   const uint ab = p.a_off + z * p.a_batch, bb = p.b_off + z * p.b_batch;
   float acc[TM][TN];
-  for (uint i = 0; i < TM; ++i)
-    for (uint j = 0; j < TN; ++j) acc[i][j] = 0.0;
+  [[unroll]] for (uint i = 0; i < TM; ++i)
+    [[unroll]] for (uint j = 0; j < TN; ++j) acc[i][j] = 0.0;
   float ra[TM], rb[TN];
+  // Register prefetch: the global loads of tile k+1 are issued before the math on tile k, so
+  // memory latency overlaps compute. Each thread moves 4 of the 1024 elements of each tile.
+  float pa[4], pb[4];
+  [[unroll]] for (uint l = 0; l < 4; ++l) {
+    uint e = tid + l * 256;
+    uint gm = m0 + e / BK, gk = e % BK;
+    pa[l] = (gm < p.M && gk < p.K) ? a[ab + gm * p.sam + gk * p.sak] : 0.0;
+    uint hk = e / BN, hn = n0 + e % BN;
+    pb[l] = (hk < p.K && hn < p.N) ? b[bb + hk * p.sbk + hn * p.sbn] : 0.0;
+  }
   for (uint k0 = 0; k0 < p.K; k0 += BK) {
-    // Each thread loads 4 of the 1024 elements of each tile; out-of-range reads become 0.
     [[unroll]] for (uint l = 0; l < 4; ++l) {
       uint e = tid + l * 256;
-      uint am = e / BK, ak = e % BK;  // A tile element (am, ak)
-      uint gm = m0 + am, gk = k0 + ak;
-      As[ak][am] = (gm < p.M && gk < p.K) ? a[ab + gm * p.sam + gk * p.sak] : 0.0;
-      uint bk = e / BN, bn = e % BN;  // B tile element (bk, bn)
-      uint hk = k0 + bk, hn = n0 + bn;
-      Bs[bk][bn] = (hk < p.K && hn < p.N) ? b[bb + hk * p.sbk + hn * p.sbn] : 0.0;
+      As[e % BK][e / BK] = pa[l];
+      Bs[e / BN][e % BN] = pb[l];
     }
     barrier();
+    const uint k1 = k0 + BK;
+    if (k1 < p.K) {
+      [[unroll]] for (uint l = 0; l < 4; ++l) {
+        uint e = tid + l * 256;
+        uint gm = m0 + e / BK, gk = k1 + e % BK;
+        pa[l] = (gm < p.M && gk < p.K) ? a[ab + gm * p.sam + gk * p.sak] : 0.0;
+        uint hk = k1 + e / BN, hn = n0 + e % BN;
+        pb[l] = (hk < p.K && hn < p.N) ? b[bb + hk * p.sbk + hn * p.sbn] : 0.0;
+      }
+    }
     // Thread (ty, tx) owns rows ty + 16i and columns tx + 16j: neighbouring threads read
     // neighbouring shared-memory words (no bank conflicts) and store neighbouring outputs.
     [[unroll]] for (uint k = 0; k < BK; ++k) {
@@ -49,15 +64,16 @@ void main() {
     }
     barrier();
   }
+  // Fully unrolled with constant indices: any dynamic index into acc would demote it to local memory.
   const uint cb = p.c_off + z * p.c_batch;
-  for (uint i = 0; i < TM; ++i) {
+  [[unroll]] for (uint i = 0; i < TM; ++i) {
     uint gm = m0 + ty + 16 * i;
-    if (gm >= p.M) continue;
-    for (uint j = 0; j < TN; ++j) {
+    [[unroll]] for (uint j = 0; j < TN; ++j) {
       uint gn = n0 + tx + 16 * j;
-      if (gn >= p.N) continue;
-      uint ci = cb + gm * p.N + gn;
-      c[ci] = p.alpha * acc[i][j] + (p.beta != 0.0 ? p.beta * c[ci] : 0.0);
+      if (gm < p.M && gn < p.N) {
+        uint ci = cb + gm * p.N + gn;
+        c[ci] = p.alpha * acc[i][j] + (p.beta != 0.0 ? p.beta * c[ci] : 0.0);
+      }
     }
   }
 }
