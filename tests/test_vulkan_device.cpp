@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "backends/vulkan/vk_device.h"
@@ -12,6 +13,16 @@
 
 namespace rf::test {
 namespace {
+
+// A context on the preferred device (lavapipe allowed), or null with a skip message when there is none.
+std::unique_ptr<vk::Context> test_context() {
+  std::vector<vk::DeviceInfo> devs = vk::list_devices();
+  if (devs.empty()) {
+    MESSAGE("skipping: no Vulkan device");
+    return nullptr;
+  }
+  return std::make_unique<vk::Context>(vk::choose_device(devs, std::nullopt, true));
+}
 
 TEST_SUITE("vulkan") {
 TEST_CASE("device discovery and selection rules") {
@@ -42,12 +53,9 @@ TEST_CASE("device discovery and selection rules") {
 }
 
 TEST_CASE("a fill shader runs and writes exactly its range") {
-  std::vector<vk::DeviceInfo> devs = vk::list_devices();
-  if (devs.empty()) {
-    MESSAGE("skipping: no Vulkan device");
-    return;
-  }
-  vk::Context ctx(vk::choose_device(devs, std::nullopt, true));
+  auto ctx_ptr = test_context();
+  if (!ctx_ptr) return;
+  vk::Context& ctx = *ctx_ptr;
   const uint32_t n = 100000, guard = 64;  // odd size, more than one grid stride on small grids
   vk::DeviceBuffer buf(ctx, (n + guard) * sizeof(float));
   std::vector<float> sentinel(n + guard, -7.0f);
@@ -66,12 +74,9 @@ TEST_CASE("a fill shader runs and writes exactly its range") {
 }
 
 TEST_CASE("every unary shader variant matches the CPU backend on a strided view") {
-  std::vector<vk::DeviceInfo> devs = vk::list_devices();
-  if (devs.empty()) {
-    MESSAGE("skipping: no Vulkan device");
-    return;
-  }
-  vk::Context ctx(vk::choose_device(devs, std::nullopt, true));
+  auto ctx_ptr = test_context();
+  if (!ctx_ptr) return;
+  vk::Context& ctx = *ctx_ptr;
   // (7, 5) storage viewed transposed as (5, 7): the shader must follow the strides.
   manual_seed(3);
   std::vector<float> base = rand({7, 5}, 0.2, 2.0).to_vector<float>();
@@ -110,12 +115,9 @@ TEST_CASE("every unary shader variant matches the CPU backend on a strided view"
 }
 
 TEST_CASE("every binary shader variant broadcasts like the CPU backend") {
-  std::vector<vk::DeviceInfo> devs = vk::list_devices();
-  if (devs.empty()) {
-    MESSAGE("skipping: no Vulkan device");
-    return;
-  }
-  vk::Context ctx(vk::choose_device(devs, std::nullopt, true));
+  auto ctx_ptr = test_context();
+  if (!ctx_ptr) return;
+  vk::Context& ctx = *ctx_ptr;
   // a (3, 1, 4) and b (2, 4) broadcast to (3, 2, 4); a few equal pairs so comparisons see ties.
   manual_seed(5);
   std::vector<float> av = rand({3, 1, 4}, 0.2, 2.0).to_vector<float>(), bv = rand({2, 4}, 0.2, 2.0).to_vector<float>();
@@ -158,12 +160,9 @@ TEST_CASE("every binary shader variant broadcasts like the CPU backend") {
 }
 
 TEST_CASE("the tiled matmul shader handles transposes, batch broadcast, ragged edges and beta") {
-  std::vector<vk::DeviceInfo> devs = vk::list_devices();
-  if (devs.empty()) {
-    MESSAGE("skipping: no Vulkan device");
-    return;
-  }
-  vk::Context ctx(vk::choose_device(devs, std::nullopt, true));
+  auto ctx_ptr = test_context();
+  if (!ctx_ptr) return;
+  vk::Context& ctx = *ctx_ptr;
   const uint32_t M = 131, N = 45, K = 37, Bt = 2;  // ragged against the 128x128x8 tiles
   manual_seed(9);
   Tensor a = rand({Bt, M, K}, -1, 1), bt = rand({N, K}, -1, 1), c0 = rand({Bt, M, N}, -1, 1);
