@@ -13,6 +13,9 @@ constexpr uint32_t kFill[] =
 constexpr uint32_t kMatmul[] =
 #include "backends/vulkan/matmul.spv.inc"
     ;
+constexpr uint32_t kMatmulVec4[] =
+#include "backends/vulkan/matmul_vec4.spv.inc"
+    ;
 constexpr uint32_t kUnary_NEG[] =
 #include "backends/vulkan/unary_NEG.spv.inc"
     ;
@@ -181,7 +184,16 @@ static_assert(kBinary.size() == size_t(BinaryOp::Count), "one binary shader vari
 }  // namespace
 
 std::span<const uint32_t> fill() { return kFill; }
-std::span<const uint32_t> matmul() { return kMatmul; }
+std::span<const uint32_t> matmul(bool vec4) {
+  if (vec4) return kMatmulVec4;
+  return kMatmul;
+}
+
+bool matmul_vec4_ok(const MatmulPush& p) {
+  auto q = [](uint32_t v) { return v % 4 == 0; };
+  return p.sak == 1 && p.sbn == 1 && q(p.a_off) && q(p.b_off) && q(p.sam) && q(p.sbk) && q(p.K) && q(p.N) &&
+         q(p.a_batch) && q(p.b_batch);
+}
 
 std::span<const uint32_t> unary(UnaryOp op) {
   if (op >= UnaryOp::Count) throw std::invalid_argument("[vulkan] invalid unary op");

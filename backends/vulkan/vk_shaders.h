@@ -31,7 +31,8 @@ struct BinaryPush {
 static_assert(sizeof(BinaryPush) == 104);
 
 // shaders/matmul.comp: 128x128 tiles, 256 threads; dispatch (ceil(N/128), ceil(M/128), batch).
-std::span<const uint32_t> matmul();
+// The vec4 variant loads four floats at a time; use it only where matmul_vec4_ok(push).
+std::span<const uint32_t> matmul(bool vec4 = false);
 struct MatmulPush {
   uint32_t M, N, K, a_off, b_off, c_off;
   uint32_t sam, sak, sbk, sbn;
@@ -39,5 +40,6 @@ struct MatmulPush {
   float alpha, beta;
 };
 static_assert(sizeof(MatmulPush) == 60);
+bool matmul_vec4_ok(const MatmulPush& p);
 
 }  // namespace rf::vk::shaders

@@ -27,10 +27,12 @@ int main(int argc, char** argv) try {
   vk::DeviceBuffer ab(ctx, A.size() * 4), bb(ctx, B.size() * 4), cb(ctx, A.size() * 4);
   ab.write(0, std::as_bytes(std::span<const float>(A)));
   bb.write(0, std::as_bytes(std::span<const float>(B)));
-  vk::Kernel k(ctx, vk::shaders::matmul(), 3, sizeof(vk::shaders::MatmulPush));
+  vk::Kernel k_scalar(ctx, vk::shaders::matmul(false), 3, sizeof(vk::shaders::MatmulPush));
+  vk::Kernel k_vec4(ctx, vk::shaders::matmul(true), 3, sizeof(vk::shaders::MatmulPush));
   vk::DeviceBuffer* bufs[] = {&ab, &bb, &cb};
   for (uint32_t bt = 0; bt < 2; ++bt) {  // bt = 1: B read transposed, the dX = dY W pattern
     vk::shaders::MatmulPush p{n, n, n, 0, 0, 0, n, 1, bt ? 1u : n, bt ? n : 1u, 0, 0, 0, 1.0f, 0.0f};
+    vk::Kernel& k = vk::shaders::matmul_vec4_ok(p) ? k_vec4 : k_scalar;
     auto once = [&] { k.run(bufs, std::as_bytes(std::span(&p, 1)), (n + 127) / 128, (n + 127) / 128, 1); };
     for (int i = 0; i < 3; ++i) once();
     std::vector<double> t;

@@ -7,6 +7,12 @@ layout(local_size_x = 256) in;
 layout(std430, binding = 0) readonly buffer A { float a[]; };
 layout(std430, binding = 1) readonly buffer B { float b[]; };
 layout(std430, binding = 2) buffer C { float c[]; };
+#ifdef VEC4
+// Same buffers seen as vec4: the host picks this variant only when A rows and B rows are
+// contiguous and every offset, stride, K and N is a multiple of 4.
+layout(std430, binding = 0) readonly buffer A4 { vec4 a4[]; };
+layout(std430, binding = 1) readonly buffer B4 { vec4 b4[]; };
+#endif
 layout(push_constant) uniform Push {
   uint M, N, K, a_off, b_off, c_off;
   uint sam, sak, sbk, sbn;     // element strides: A(m, k) = a[a_off + m*sam + k*sak], B(k, n) likewise
@@ -29,30 +35,39 @@ void main() {
   float ra[TM], rb[TN];
   // Register prefetch: the global loads of tile k+1 are issued before the math on tile k, so
   // memory latency overlaps compute. Each thread moves 4 of the 1024 elements of each tile.
+#ifdef VEC4
+  // A: thread -> row tid/2, k quad (tid%2)*4; B: thread -> k row tid/32, n quad (tid%32)*4.
+  const uint am = tid / 2, aq = (tid % 2) * 4, bk = tid / 32, bq = (tid % 32) * 4;
+  vec4 pa, pb;
+#define LOAD_TILE(kb)                                                                            \
+  pa = (m0 + am < p.M && (kb) + aq < p.K) ? a4[(ab + (m0 + am) * p.sam + (kb) + aq) / 4] : vec4(0); \
+  pb = ((kb) + bk < p.K && n0 + bq < p.N) ? b4[(bb + ((kb) + bk) * p.sbk + n0 + bq) / 4] : vec4(0);
+#define STORE_TILE()                                                                             \
+  As[aq][am] = pa.x; As[aq + 1][am] = pa.y; As[aq + 2][am] = pa.z; As[aq + 3][am] = pa.w;         \
+  Bs[bk][bq] = pb.x; Bs[bk][bq + 1] = pb.y; Bs[bk][bq + 2] = pb.z; Bs[bk][bq + 3] = pb.w;
+#else
   float pa[4], pb[4];
-  [[unroll]] for (uint l = 0; l < 4; ++l) {
-    uint e = tid + l * 256;
-    uint gm = m0 + e / BK, gk = e % BK;
-    pa[l] = (gm < p.M && gk < p.K) ? a[ab + gm * p.sam + gk * p.sak] : 0.0;
-    uint hk = e / BN, hn = n0 + e % BN;
-    pb[l] = (hk < p.K && hn < p.N) ? b[bb + hk * p.sbk + hn * p.sbn] : 0.0;
+#define LOAD_TILE(kb)                                                                            \
+  [[unroll]] for (uint l = 0; l < 4; ++l) {                                                      \
+    uint e = tid + l * 256;                                                                      \
+    uint gm = m0 + e / BK, gk = (kb) + e % BK;                                                   \
+    pa[l] = (gm < p.M && gk < p.K) ? a[ab + gm * p.sam + gk * p.sak] : 0.0;                       \
+    uint hk = (kb) + e / BN, hn = n0 + e % BN;                                                   \
+    pb[l] = (hk < p.K && hn < p.N) ? b[bb + hk * p.sbk + hn * p.sbn] : 0.0;                       \
   }
+#define STORE_TILE()                                                                             \
+  [[unroll]] for (uint l = 0; l < 4; ++l) {                                                      \
+    uint e = tid + l * 256;                                                                      \
+    As[e % BK][e / BK] = pa[l];                                                                  \
+    Bs[e / BN][e % BN] = pb[l];                                                                  \
+  }
+#endif
+  LOAD_TILE(0u)
   for (uint k0 = 0; k0 < p.K; k0 += BK) {
-    [[unroll]] for (uint l = 0; l < 4; ++l) {
-      uint e = tid + l * 256;
-      As[e % BK][e / BK] = pa[l];
-      Bs[e / BN][e % BN] = pb[l];
-    }
+    STORE_TILE()
     barrier();
-    const uint k1 = k0 + BK;
-    if (k1 < p.K) {
-      [[unroll]] for (uint l = 0; l < 4; ++l) {
-        uint e = tid + l * 256;
-        uint gm = m0 + e / BK, gk = k1 + e % BK;
-        pa[l] = (gm < p.M && gk < p.K) ? a[ab + gm * p.sam + gk * p.sak] : 0.0;
-        uint hk = k1 + e / BN, hn = n0 + e % BN;
-        pb[l] = (hk < p.K && hn < p.N) ? b[bb + hk * p.sbk + hn * p.sbn] : 0.0;
-      }
+    if (k0 + BK < p.K) {
+      LOAD_TILE(k0 + BK)
     }
     // Thread (ty, tx) owns rows ty + 16i and columns tx + 16j: neighbouring threads read
     // neighbouring shared-memory words (no bank conflicts) and store neighbouring outputs.
