@@ -103,7 +103,7 @@ Kernel::~Kernel() {
 }
 
 void Kernel::run(std::span<DeviceBuffer* const> buffers, std::span<const std::byte> push, uint32_t gx, uint32_t gy,
-                 uint32_t gz) {
+                 uint32_t gz, uint32_t repeat) {
   if (buffers.size() != bindings_ || push.size() != push_bytes_)
     throw std::invalid_argument(fmt::format("[vulkan] kernel takes {} buffers and {} push bytes, got {} and {}", bindings_,
                                             push_bytes_, buffers.size(), push.size()));
@@ -136,7 +136,15 @@ void Kernel::run(std::span<DeviceBuffer* const> buffers, std::span<const std::by
     vkCmdBindPipeline(cb, VK_PIPELINE_BIND_POINT_COMPUTE, pipeline_);
     vkCmdBindDescriptorSets(cb, VK_PIPELINE_BIND_POINT_COMPUTE, layout_, 0, 1, &set, 0, nullptr);
     if (push_bytes_) vkCmdPushConstants(cb, layout_, VK_SHADER_STAGE_COMPUTE_BIT, 0, push_bytes_, push.data());
-    vkCmdDispatch(cb, gx, gy, gz);
+    for (uint32_t r = 0; r < repeat; ++r) {
+      if (r > 0) {  // a dispatch may read what the previous one wrote (beta != 0)
+        VkMemoryBarrier cc{VK_STRUCTURE_TYPE_MEMORY_BARRIER, nullptr, VK_ACCESS_SHADER_WRITE_BIT,
+                           VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT};
+        vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, 1, &cc, 0,
+                             nullptr, 0, nullptr);
+      }
+      vkCmdDispatch(cb, gx, gy, gz);
+    }
     VkMemoryBarrier mb{VK_STRUCTURE_TYPE_MEMORY_BARRIER, nullptr, VK_ACCESS_SHADER_WRITE_BIT, VK_ACCESS_HOST_READ_BIT};
     vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb, 0, nullptr, 0, nullptr);
     RF_VK_CHECK(vkEndCommandBuffer(cb));

@@ -40,9 +40,10 @@ class Kernel {
   ~Kernel();
   Kernel(const Kernel&) = delete;
   Kernel& operator=(const Kernel&) = delete;
-  // Records, submits and waits for one dispatch (synchronous; batching comes with the backend).
+  // Records `repeat` back-to-back dispatches (compute->compute barriers between them) in one
+  // command buffer, submits and waits (synchronous; batching across kernels comes with the backend).
   void run(std::span<DeviceBuffer* const> buffers, std::span<const std::byte> push, uint32_t groups_x,
-           uint32_t groups_y = 1, uint32_t groups_z = 1);
+           uint32_t groups_y = 1, uint32_t groups_z = 1, uint32_t repeat = 1);
 
  private:
   Context& ctx_;
