@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <string_view>
 
 #include "engine/dtype.h"
@@ -24,6 +25,12 @@ struct Device {
   bool operator==(const Device&) const = default;
 };
 std::string_view device_name(DeviceType t);
+// "cpu", "vulkan" (the default Vulkan device: the first GPU; a CPU-type one only when
+// RANKFORGE_VULKAN_ALLOW_CPU=1) or "vulkan:N". Throws a one-line error for anything else.
+Device parse_device(std::string_view spec);
+std::string device_str(Device d);  // "cpu", "vulkan:0"
+// RANKFORGE_DEVICE if set, else the CPU.
+Device default_device();
 
 // Unary ops. a/b are scalar parameters where the op has them.
 enum class UnaryOp : uint8_t {

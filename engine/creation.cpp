@@ -69,11 +69,14 @@ Tensor arange(double start, double end, double step, DType t, Device d) {
   int64_t n = int64_t(std::ceil((end - start) / step));
   std::vector<double> v(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) v[size_t(i)] = start + double(i) * step;
-  Tensor x = from_data(std::span<const double>(v), {n}, d);
-  if (t == DType::F64) return x;
-  Tensor y = empty({n}, t, d);
-  y.backend().copy(x, y);
-  return y;
+  // Built and converted on the host, then moved: devices need not support f64.
+  Tensor x = from_data(std::span<const double>(v), {n});
+  if (t != DType::F64) {
+    Tensor y = empty({n}, t);
+    y.backend().copy(x, y);
+    x = y;
+  }
+  return x.to(d);
 }
 
 Tensor make_view(const Tensor& x, Shape s, Strides st, int64_t offset) {

@@ -58,6 +58,8 @@ Tensor Tensor::clone() const { return rf::clone(*this); }
 
 template <class T>
 std::vector<T> Tensor::to_vector() const {
+  // Other devices hand over their own dtype; conversions (to f64 too) then happen on the CPU.
+  if (device().type != DeviceType::CPU) return to(Device{}).to_vector<T>();
   Tensor src = *this;
   if (src.dtype() != DTypeOf<T>::value || !src.is_contiguous()) {
     NoGradGuard g;

@@ -15,30 +15,30 @@ void set_gradient(const Tensor& p, const Tensor& c) { backward(sum(mul(p, c))); 
 TEST_SUITE("unit") {
 TEST_CASE("sgd: plain, momentum and weight decay") {
   for_each_backend([](Device d) {
-    Tensor p = f64({1, 2}, {2}, d).set_requires_grad();
-    Tensor c = f64({0.5, -1}, {2}, d);
+    Tensor p = fdata({1, 2}, {2}, d).set_requires_grad();
+    Tensor c = fdata({0.5, -1}, {2}, d);
     auto buffer = p.buffer_ptr();
     nn::Sgd plain({p}, 0.1f);
     set_gradient(p, c);
     plain.step();
-    CHECK(allclose(p.to_vector<double>(), {0.95, 2.1}, 1e-7));
+    CHECK(allclose(p.to_vector<double>(), {0.95, 2.1}, ftol(d, 1e-7)));
     CHECK(p.buffer_ptr() == buffer);  // updated in place
     CHECK(plain.step_count() == 1);
     plain.zero_grad();
     CHECK(!p.grad().defined());
 
-    Tensor q = f64({1, 2}, {2}, d).set_requires_grad();
+    Tensor q = fdata({1, 2}, {2}, d).set_requires_grad();
     nn::Sgd mom({q}, 0.1f, 0.9f, 0.5f);
     // step 1: d = g + 0.5 q = (1, 0); buf = d; q -= 0.1 buf -> (0.9, 2)
     set_gradient(q, c);
     mom.step();
-    CHECK(allclose(q.to_vector<double>(), {0.9, 2.0}, 1e-7));
+    CHECK(allclose(q.to_vector<double>(), {0.9, 2.0}, ftol(d, 1e-7)));
     // step 2: d = g + 0.5 q = (0.95, 0); buf = 0.9 * (1, 0) + d = (1.85, 0); q -= 0.1 buf
     mom.zero_grad();
     set_gradient(q, c);
     CHECK(q.grad().to_vector<double>() == std::vector<double>{0.5, -1});
     mom.step();
-    CHECK(allclose(q.to_vector<double>(), {0.9 - 0.185, 2.0}, 1e-7));
+    CHECK(allclose(q.to_vector<double>(), {0.9 - 0.185, 2.0}, ftol(d, 1e-7)));
     CHECK(q.grad().to_vector<double>() == std::vector<double>{0.5, -1});  // weight decay left .grad alone
   });
 }

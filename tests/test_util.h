@@ -38,6 +38,11 @@ inline Tensor bools(const std::vector<int>& v, const Shape& s, Device d = {}) {
   std::vector<uint8_t> b(v.begin(), v.end());
   return from_raw(std::as_bytes(std::span<const uint8_t>(b)), s, DType::Bool, d);
 }
+// Tests written in f64 on the CPU run in f32 on Vulkan, whose kernels compute in f32.
+inline DType ftype(Device d) { return d.type == DeviceType::CPU ? DType::F64 : DType::F32; }
+inline Tensor fdata(const std::vector<double>& v, const Shape& s, Device d) { return from_data(v, s).to(ftype(d)).to(d); }
+// Relative tolerance for results computed in ftype(d).
+inline double ftol(Device d, double f64_tol) { return d.type == DeviceType::CPU ? f64_tol : std::max(f64_tol, 2e-6); }
 // An F64 leaf that records gradients.
 inline Tensor leaf(const std::vector<double>& v, const Shape& s) {
   Tensor t = from_data(v, s);

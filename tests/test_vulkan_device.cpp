@@ -95,7 +95,7 @@ TEST_CASE("every unary shader variant matches the CPU backend on a strided view"
     else xb.write(0, std::as_bytes(std::span<const float>(base)));
     const double a = op == UnaryOp::Clamp ? -0.5 : 1.7, b = 0.9;
     std::vector<float> want = unary_raw(op, x.contiguous(), a, b).to_vector<float>();
-    vk::shaders::UnaryPush push{35, 2, 0, 0, {5, 7}, {1, 5}, float(a), float(b)};
+    vk::shaders::UnaryPush push{35, 2, 0, 0, {5, 7}, {1, 5}, {7, 1}, float(a), float(b)};
     std::vector<float> guard(35 + 8, -7.0f);
     ob.write(0, std::as_bytes(std::span<const float>(guard)));
     vk::Kernel k(ctx, vk::shaders::unary(op), 2, sizeof(push));
@@ -127,7 +127,7 @@ TEST_CASE("every binary shader variant broadcasts like the CPU backend") {
   vk::DeviceBuffer ab(ctx, av.size() * 4), bb(ctx, bv.size() * 4), ob(ctx, (24 + 8) * 4);
   ab.write(0, std::as_bytes(std::span<const float>(av)));
   bb.write(0, std::as_bytes(std::span<const float>(bv)));
-  vk::shaders::BinaryPush push{24, 3, 0, 0, 0, {0, 0, 0}, {3, 2, 4}, {4, 0, 1}, {0, 4, 1}};
+  vk::shaders::BinaryPush push{24, 3, 0, 0, 0, {3, 2, 4}, {4, 0, 1}, {0, 4, 1}, {8, 4, 1}};
   for (int i = 0; i < int(BinaryOp::Count); ++i) {
     const auto op = BinaryOp(i);
     if (is_comparison(op) && !ctx.info().storage8) {

@@ -77,6 +77,10 @@ DeviceInfo describe(VkPhysicalDevice pd, int index) {
   d.type = props.properties.deviceType;
   d.api_version = props.properties.apiVersion;
   d.subgroup_size = sub.subgroupSize;
+  const VkPhysicalDeviceLimits& lim = props.properties.limits;
+  d.min_storage_align = std::max<uint64_t>(lim.minStorageBufferOffsetAlignment, 4);
+  d.max_groups_x = lim.maxComputeWorkGroupCount[0];
+  d.max_groups_yz = std::min(lim.maxComputeWorkGroupCount[1], lim.maxComputeWorkGroupCount[2]);
   d.subgroup_arithmetic = (sub.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT) &&
                           (sub.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT);
   d.shared_memory = props.properties.limits.maxComputeSharedMemorySize;
@@ -150,6 +154,8 @@ int choose_device(const std::vector<DeviceInfo>& devices, std::optional<int> req
   throw std::runtime_error(
       "[vulkan] only CPU-type Vulkan devices found; pick one by index (vulkan:N) or set RANKFORGE_VULKAN_ALLOW_CPU=1");
 }
+
+int default_device_index() { return choose_device(list_devices(), std::nullopt, false); }
 
 Context::Context(int device_index) {
   instance_ = create_instance();

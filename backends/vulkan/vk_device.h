@@ -20,6 +20,9 @@ struct DeviceInfo {
   uint32_t shared_memory = 0;       // maxComputeSharedMemorySize
   uint64_t max_storage_range = 0;   // maxStorageBufferRange
   uint32_t max_push_constants = 0;
+  uint64_t min_storage_align = 4;   // minStorageBufferOffsetAlignment
+  uint32_t max_groups_x = 65535;    // maxComputeWorkGroupCount[0]
+  uint32_t max_groups_yz = 65535;   // min of maxComputeWorkGroupCount[1], [2]
   bool fp16 = false;                // shaderFloat16
   bool storage16 = false;           // storageBuffer16BitAccess
   bool storage8 = false;            // storageBuffer8BitAccess + shaderInt8 (bool tensors)
@@ -37,6 +40,7 @@ std::vector<DeviceInfo> list_devices();
 // Index to use: `requested` if given; else the first non-CPU device; else a CPU device when
 // allow_cpu (or RANKFORGE_VULKAN_ALLOW_CPU=1). Throws a one-line error when nothing fits.
 int choose_device(const std::vector<DeviceInfo>& devices, std::optional<int> requested, bool allow_cpu);
+int default_device_index();  // choose_device over every device, nothing requested
 
 // Instance + logical device + compute queue + command pool. Not copyable; destroys in reverse.
 class Context {
@@ -54,6 +58,7 @@ class Context {
   VkCommandPool command_pool() const { return pool_; }
   // Memory type with all `want` flags among those allowed by `type_bits`, or -1.
   int memory_type(uint32_t type_bits, VkMemoryPropertyFlags want) const;
+  const VkPhysicalDeviceMemoryProperties& memory_properties() const { return mem_; }
 
  private:
   DeviceInfo info_;

@@ -12,10 +12,11 @@ layout(std430, binding = 2) writeonly buffer O { uint8_t o[]; };
 layout(std430, binding = 2) writeonly buffer O { float o[]; };
 #endif
 layout(push_constant) uniform Push {
-  uint n, ndim, a_off, b_off, o_off, pad0, pad1, pad2;
+  uint n, ndim, a_off, b_off, o_off;
   uint shape[6];
   uint as_[6];
   uint bs[6];
+  uint os[6];
 } p;
 
 #ifdef CMP
@@ -61,17 +62,18 @@ float op(float x, float y) {
 void main() {
   uint stride = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
   for (uint i = gl_GlobalInvocationID.x; i < p.n; i += stride) {
-    uint rem = i, ia = p.a_off, ib = p.b_off;
+    uint rem = i, ia = p.a_off, ib = p.b_off, io = p.o_off;
     for (int d = int(p.ndim) - 1; d >= 0; --d) {
       uint c = rem % p.shape[d];
       rem /= p.shape[d];
       ia += c * p.as_[d];
       ib += c * p.bs[d];
+      io += c * p.os[d];
     }
 #ifdef CMP
-    o[p.o_off + i] = uint8_t(op(a[ia], b[ib]) ? 1 : 0);
+    o[io] = uint8_t(op(a[ia], b[ib]) ? 1 : 0);
 #else
-    o[p.o_off + i] = op(a[ia], b[ib]);
+    o[io] = op(a[ia], b[ib]);
 #endif
   }
 }

@@ -3,6 +3,8 @@
 // C = alpha * A @ B + beta * C, f32, tiled through shared memory with 8x8 register blocking:
 // a 128x128 output tile per workgroup of 256 threads, K in steps of 8. A and B are read through
 // strides, so transposed operands (dX = dY W, dW = dY^T X) need no copies. Batch = workgroup z.
+// -DSPLITK: z = batch * splits + split; each split sums K in [split*kchunk, +kchunk) into its own
+// (M, N) slice of c (scratch), and splitk_reduce.comp adds the slices (weight gradients: K = tokens).
 layout(local_size_x = 256) in;
 layout(std430, binding = 0) readonly buffer A { float a[]; };
 layout(std430, binding = 1) readonly buffer B { float b[]; };
@@ -18,6 +20,7 @@ layout(push_constant) uniform Push {
   uint sam, sak, sbk, sbn;     // element strides: A(m, k) = a[a_off + m*sam + k*sak], B(k, n) likewise
   uint a_batch, b_batch, c_batch;
   float alpha, beta;
+  uint kchunk, splits;
 } p;
 
 const uint BM = 128, BN = 128, BK = 8, TM = 8, TN = 8;
@@ -27,7 +30,13 @@ shared float Bs[BK][BN];
 void main() {
   const uint tid = gl_LocalInvocationID.x;
   const uint tx = tid % (BN / TN), ty = tid / (BN / TN);  // 16 x 16 threads
-  const uint m0 = gl_WorkGroupID.y * BM, n0 = gl_WorkGroupID.x * BN, z = gl_WorkGroupID.z;
+  const uint m0 = gl_WorkGroupID.y * BM, n0 = gl_WorkGroupID.x * BN;
+#ifdef SPLITK
+  const uint z = gl_WorkGroupID.z / p.splits, split = gl_WorkGroupID.z % p.splits;
+  const uint kbeg = split * p.kchunk, kend = min(p.K, kbeg + p.kchunk);
+#else
+  const uint z = gl_WorkGroupID.z, kbeg = 0, kend = p.K;
+#endif
   const uint ab = p.a_off + z * p.a_batch, bb = p.b_off + z * p.b_batch;
   float acc[TM][TN];
   [[unroll]] for (uint i = 0; i < TM; ++i)
@@ -40,8 +49,8 @@ void main() {
   const uint am = tid / 2, aq = (tid % 2) * 4, bk = tid / 32, bq = (tid % 32) * 4;
   vec4 pa, pb;
 #define LOAD_TILE(kb)                                                                            \
-  pa = (m0 + am < p.M && (kb) + aq < p.K) ? a4[(ab + (m0 + am) * p.sam + (kb) + aq) / 4] : vec4(0); \
-  pb = ((kb) + bk < p.K && n0 + bq < p.N) ? b4[(bb + ((kb) + bk) * p.sbk + n0 + bq) / 4] : vec4(0);
+  pa = (m0 + am < p.M && (kb) + aq < kend) ? a4[(ab + (m0 + am) * p.sam + (kb) + aq) / 4] : vec4(0); \
+  pb = ((kb) + bk < kend && n0 + bq < p.N) ? b4[(bb + ((kb) + bk) * p.sbk + n0 + bq) / 4] : vec4(0);
 #define STORE_TILE()                                                                             \
   As[aq][am] = pa.x; As[aq + 1][am] = pa.y; As[aq + 2][am] = pa.z; As[aq + 3][am] = pa.w;         \
   Bs[bk][bq] = pb.x; Bs[bk][bq + 1] = pb.y; Bs[bk][bq + 2] = pb.z; Bs[bk][bq + 3] = pb.w;
@@ -51,9 +60,9 @@ void main() {
   [[unroll]] for (uint l = 0; l < 4; ++l) {                                                      \
     uint e = tid + l * 256;                                                                      \
     uint gm = m0 + e / BK, gk = (kb) + e % BK;                                                   \
-    pa[l] = (gm < p.M && gk < p.K) ? a[ab + gm * p.sam + gk * p.sak] : 0.0;                       \
+    pa[l] = (gm < p.M && gk < kend) ? a[ab + gm * p.sam + gk * p.sak] : 0.0;                       \
     uint hk = (kb) + e / BN, hn = n0 + e % BN;                                                   \
-    pb[l] = (hk < p.K && hn < p.N) ? b[bb + hk * p.sbk + hn * p.sbn] : 0.0;                       \
+    pb[l] = (hk < kend && hn < p.N) ? b[bb + hk * p.sbk + hn * p.sbn] : 0.0;                       \
   }
 #define STORE_TILE()                                                                             \
   [[unroll]] for (uint l = 0; l < 4; ++l) {                                                      \
@@ -62,11 +71,11 @@ void main() {
     Bs[e / BN][e % BN] = pb[l];                                                                  \
   }
 #endif
-  LOAD_TILE(0u)
-  for (uint k0 = 0; k0 < p.K; k0 += BK) {
+  LOAD_TILE(kbeg)
+  for (uint k0 = kbeg; k0 < kend; k0 += BK) {
     STORE_TILE()
     barrier();
-    if (k0 + BK < p.K) {
+    if (k0 + BK < kend) {
       LOAD_TILE(k0 + BK)
     }
     // Thread (ty, tx) owns rows ty + 16i and columns tx + 16j: neighbouring threads read
@@ -80,14 +89,22 @@ void main() {
     barrier();
   }
   // Fully unrolled with constant indices: any dynamic index into acc would demote it to local memory.
+#ifdef SPLITK
+  const uint cb = gl_WorkGroupID.z * p.M * p.N;
+#else
   const uint cb = p.c_off + z * p.c_batch;
+#endif
   [[unroll]] for (uint i = 0; i < TM; ++i) {
     uint gm = m0 + ty + 16 * i;
     [[unroll]] for (uint j = 0; j < TN; ++j) {
       uint gn = n0 + tx + 16 * j;
       if (gm < p.M && gn < p.N) {
         uint ci = cb + gm * p.N + gn;
+#ifdef SPLITK
+        c[ci] = acc[i][j];
+#else
         c[ci] = p.alpha * acc[i][j] + (p.beta != 0.0 ? p.beta * c[ci] : 0.0);
+#endif
       }
     }
   }

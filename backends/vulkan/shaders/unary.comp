@@ -1,6 +1,6 @@
 #version 450
 // o[i] = OP(x[strided index of i]) for one UnaryOp, chosen at build time by -DOP_<NAME>.
-// The host collapses dims (at most 6, innermost last); o is contiguous.
+// The host collapses dims (at most 6, innermost last); o is strided too (in-place on views).
 layout(local_size_x = 256) in;
 layout(std430, binding = 0) readonly buffer X { float x[]; };
 layout(std430, binding = 1) writeonly buffer O { float o[]; };
@@ -8,6 +8,7 @@ layout(push_constant) uniform Push {
   uint n, ndim, x_off, o_off;
   uint shape[6];
   uint xs[6];
+  uint os[6];
   float a, b;
 } p;
 
@@ -88,12 +89,13 @@ float op(float v) {
 void main() {
   uint stride = gl_NumWorkGroups.x * gl_WorkGroupSize.x;
   for (uint i = gl_GlobalInvocationID.x; i < p.n; i += stride) {
-    uint rem = i, xi = p.x_off;
+    uint rem = i, xi = p.x_off, oi = p.o_off;
     for (int d = int(p.ndim) - 1; d >= 0; --d) {
       uint c = rem % p.shape[d];
       rem /= p.shape[d];
       xi += c * p.xs[d];
+      oi += c * p.os[d];
     }
-    o[p.o_off + i] = op(x[xi]);
+    o[oi] = op(x[xi]);
   }
 }
