@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
+#include <string>
 
 #include "backends/vulkan/vk_backend.h"
 #include "backends/vulkan/vk_shaders.h"
@@ -123,10 +124,14 @@ void VulkanBackend::unary(UnaryOp op, const Tensor& x, Tensor& out, double a, do
 }
 
 void VulkanBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
-  need_f32(a, "binary");
-  need_f32(b, "binary");
+  const bool i64 = a.dtype() == DType::I64 && b.dtype() == DType::I64 && is_comparison(op);
+  if (!i64) {
+    need_f32(a, "binary");
+    need_f32(b, "binary");
+  }
   if (is_comparison(op) ? out.dtype() != DType::Bool : out.dtype() != DType::F32)
-    throw std::invalid_argument(fmt::format("[binary] output dtype {} does not fit f32 inputs", dtype_name(out.dtype())));
+    throw std::invalid_argument(fmt::format("[binary] output dtype {} does not fit {} inputs", dtype_name(out.dtype()),
+                                            dtype_name(a.dtype())));
   same_shape(a, out, "binary");
   same_shape(b, out, "binary");
   if (out.numel() == 0) return;
@@ -142,7 +147,9 @@ void VulkanBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor
   std::memcpy(p.as, c.strides[0], sizeof p.as);
   std::memcpy(p.bs, c.strides[1], sizeof p.bs);
   std::memcpy(p.os, c.strides[2], sizeof p.os);
-  run(shaders::binary_name(op), {aa, ab, ao}, p, groups_for(p.n));
+  std::string name(shaders::binary_name(op));
+  if (i64) name.insert(7, "i64_");  // binary_i64_EQ
+  run(name, {aa, ab, ao}, p, groups_for(p.n));
 }
 
 void VulkanBackend::where(const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out) {

@@ -242,11 +242,12 @@ Tensor cross_entropy(const Tensor& logits0, const Tensor& targets, int64_t ignor
     case Reduction::Sum: return sum(rows);
     case Reduction::Mean: {
       // torch divides by the count of non-ignored targets; with none left we return 0 (torch: NaN).
+      // The count stays on the device (no host sync): total / max(count, 1) is 0 when all are ignored.
       Tensor valid = ne(t, full({}, double(ignore_index), DType::I64, t.device()));
-      Tensor count = empty(valid.shape(), DType::F64, valid.device());
+      Tensor count = empty(valid.shape(), rows.dtype(), valid.device());
       valid.backend().copy(valid, count);
-      double n = sum(count).item();
-      return mul(sum(rows), n > 0 ? 1.0 / n : 0.0);
+      Tensor n = maximum(sum(count), full({}, 1.0, rows.dtype(), rows.device()));
+      return div(sum(rows), n);
     }
   }
   throw std::invalid_argument("[cross_entropy] invalid reduction");

@@ -4,8 +4,14 @@
 #extension GL_EXT_shader_8bit_storage : require
 #extension GL_EXT_shader_explicit_arithmetic_types_int8 : require
 layout(local_size_x = 256) in;
+#ifdef I64
+// 64-bit integer comparisons: words (lo, hi), compared as signed hi then unsigned lo.
+layout(std430, binding = 0) readonly buffer A { uvec2 a[]; };
+layout(std430, binding = 1) readonly buffer B { uvec2 b[]; };
+#else
 layout(std430, binding = 0) readonly buffer A { float a[]; };
 layout(std430, binding = 1) readonly buffer B { float b[]; };
+#endif
 #ifdef CMP
 layout(std430, binding = 2) writeonly buffer O { uint8_t o[]; };
 #else
@@ -19,7 +25,26 @@ layout(push_constant) uniform Push {
   uint os[6];
 } p;
 
-#ifdef CMP
+#ifdef I64
+bool op(uvec2 x, uvec2 y) {
+  bool eq = x == y, lt = int(x.y) < int(y.y) || (x.y == y.y && x.x < y.x);
+#if defined(OP_EQ)
+  return eq;
+#elif defined(OP_NE)
+  return !eq;
+#elif defined(OP_LT)
+  return lt;
+#elif defined(OP_LE)
+  return lt || eq;
+#elif defined(OP_GT)
+  return !(lt || eq);
+#elif defined(OP_GE)
+  return !lt;
+#else
+#error "i64: comparisons only"
+#endif
+}
+#elif defined(CMP)
 bool op(float x, float y) {
 #if defined(OP_EQ)
   return x == y;
