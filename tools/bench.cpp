@@ -44,7 +44,46 @@ std::pair<double, double> race(int iters, int warmup, auto&& engine, auto&& ceil
 
 }  // namespace
 
-int bench_matmul(int64_t m, int64_t n, int64_t k, int iters, int warmup) {
+namespace {
+// On a GPU backend: `reps` matmuls recorded back to back, then one wait, per timed round (the
+// PyTorch peer is timed the same way, on the GPU without launch gaps). Engine = the front end
+// (allocates each output); kernel = Backend::matmul into one preallocated output.
+int bench_matmul_device(Device d, int64_t m, int64_t n, int64_t k, bool tb, int iters, int warmup) {
+  NoGradGuard no_grad;
+  manual_seed(0);
+  Tensor a = rand({m, k}, -1, 1, DType::F32, d);
+  Tensor b = tb ? rand({n, k}, -1, 1, DType::F32, d).t() : rand({k, n}, -1, 1, DType::F32, d);
+  Tensor out = empty({m, n}, DType::F32, d);
+  Backend& be = backend_for(d);
+  const int reps = 10;
+  Tensor keep;
+  auto [te, tc] = race(
+      iters, warmup,
+      [&] {
+        for (int r = 0; r < reps; ++r) keep = matmul(a, b);
+        be.synchronize();
+      },
+      [&] {
+        for (int r = 0; r < reps; ++r) be.matmul(a, b, out);
+        be.synchronize();
+      });
+  // Spot check one element against an f64 dot product on the host.
+  std::vector<float> va = a.to_vector<float>(), vb = b.to_vector<float>(), vo = keep.to_vector<float>();
+  double ref = 0;
+  for (int64_t kk = 0; kk < k; ++kk) ref += double(va[size_t(kk)]) * double(vb[size_t(kk * n)]);
+  const double flop = 2.0 * double(m) * double(n) * double(k) * reps;
+  const double ge = flop / te / 1e12, gc = flop / tc / 1e12;
+  fmt::print("# device: {}; {} matmuls per timed round, one wait; b {}\n", be.name(), reps, tb ? "transposed view" : "row-major");
+  fmt::print("# engine: rf::matmul through the front end; kernel: Backend::matmul into a preallocated output\n");
+  fmt::print("bench=matmul device={} m={} n={} k={} b_transposed={} engine_tflops={:.2f} kernel_tflops={:.2f} "
+             "c00_abs_err={:.1e} ratio={:.3f}\n",
+             device_str(d), m, n, k, int(tb), ge, gc, std::abs(double(vo[0]) - ref), ge / gc);
+  return 0;
+}
+}  // namespace
+
+int bench_matmul(int64_t m, int64_t n, int64_t k, int iters, int warmup, Device d, bool tb) {
+  if (d.type != DeviceType::CPU) return bench_matmul_device(d, m, n, k, tb, iters, warmup);
   NoGradGuard no_grad;
   manual_seed(0);
   Tensor a = rand({m, k}, -1, 1), b = rand({k, n}, -1, 1);

@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <exception>
+#include <string>
 
 #include "engine/backend.h"
 #include "tools/bench.h"
@@ -16,6 +17,10 @@ int main(int argc, char** argv) {
   CLI::App app{"rankforge: tensor engine with built-in parameter-efficient fine-tuning"};
   app.require_subcommand(1);
   int rc = 0;
+  // --device (any subcommand) > RANKFORGE_DEVICE > cpu. Parsed lazily: only commands that compute need it.
+  std::string device_spec;
+  app.add_option("--device", device_spec, "cpu, vulkan or vulkan:N (default: $RANKFORGE_DEVICE, else cpu)");
+  auto device = [&] { return device_spec.empty() ? rf::default_device() : rf::parse_device(device_spec); };
 
   auto* bench = app.add_subcommand("bench", "Benchmarks against the raw ceiling, side by side in one run");
   bench->require_subcommand(1);
@@ -27,7 +32,10 @@ int main(int argc, char** argv) {
   mm->add_option("--k", k, "inner dimension")->check(CLI::Range(int64_t(1), int64_t(1) << 40));
   mm->add_option("--iters", iters, "timed rounds")->check(CLI::Range(int64_t(1), int64_t(1) << 40));
   mm->add_option("--warmup", warmup, "untimed rounds")->check(CLI::Range(0, 1 << 20));
-  mm->callback([&] { rc = rf::tools::bench_matmul(m, n, k, iters, warmup); });
+  bool tb = false;
+  mm->add_flag("--b-transposed", tb, "B is a transposed view (dX = dY W)");
+  mm->add_option("--device", device_spec, "cpu, vulkan or vulkan:N");
+  mm->callback([&] { rc = rf::tools::bench_matmul(m, n, k, iters, warmup, device(), tb); });
   auto* ew = bench->add_subcommand("elementwise", "rf::add vs memcpy of the same bytes");
   std::string op = "add";
   ew->add_option("--n", elems, "elements")->check(CLI::Range(int64_t(1), int64_t(1) << 40));
@@ -48,7 +56,7 @@ int main(int argc, char** argv) {
                  d.index, d.name, rf::vk::device_type_name(d.type), VK_API_VERSION_MAJOR(d.api_version),
                  VK_API_VERSION_MINOR(d.api_version), double(d.device_local_bytes) / (1 << 30), d.subgroup_size,
                  d.shared_memory / 1024, d.fp16, d.bf16, d.coopmat_khr, d.coopmat_nv,
-                 rf::backend_available(rf::DeviceType::Vulkan) ? "" : " (device layer only: the backend is issue 3)");
+                 d.is_cpu() ? " (CPU device: used when named as vulkan:N or with RANKFORGE_VULKAN_ALLOW_CPU=1)" : "");
 #else
     fmt::print("vulkan: not built (needs libvulkan-dev and glslc)\n");
 #endif
