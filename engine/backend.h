@@ -88,6 +88,9 @@ class Backend {
   // Batch dims of a and b are pre-broadcast to out's (stride 0 allowed). Each operand matrix has
   // either stride(-1) == 1 (row-major) or stride(-2) == 1 (transposed): no copies for transposes.
   virtual void matmul(const Tensor& a, const Tensor& b, Tensor& out, float alpha = 1.0f, float beta = 0.0f) = 0;
+  // Whether matmul also takes an F16/BF16 b with f32 a and out (16-bit frozen weights, f32
+  // accumulate). Where it does not, the front end upcasts b first.
+  virtual bool matmul_takes_16bit_b() const { return false; }
 
   // Indexing. ids: 1-D I32/I64. index_add adds into an existing out; gather/scatter_add follow torch.
   virtual void index_select(const Tensor& x, int64_t axis, const Tensor& ids, Tensor& out) = 0;

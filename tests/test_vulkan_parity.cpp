@@ -129,6 +129,31 @@ TEST_CASE("long-K matmuls (split-K), batched transposed operands and beta match 
   CHECK(allclose(got, want, 1e-4, 1e-4));
 }
 
+TEST_CASE("frozen F16/BF16 weights feed the Vulkan matmul directly and match the CPU's upcast") {
+  if (!backend_available(DeviceType::Vulkan)) {
+    MESSAGE("skipping: no Vulkan device");
+    return;
+  }
+  Device dev = parse_device("vulkan");
+  CHECK(backend_for(dev).matmul_takes_16bit_b());
+  CHECK(!backend_for(Device{}).matmul_takes_16bit_b());
+  manual_seed(8);
+  for (DType t : {DType::F16, DType::BF16}) {
+    INFO(dtype_name(t));
+    for (int64_t k : {40, 3000}) {  // 3000 with 24 rows also runs the split-K variant
+      Tensor w16 = randn({33, k}, 0, 0.1).to(t), bias = randn({33});
+      Tensor x = randn({24, k});
+      Tensor xc = x.clone().set_requires_grad(true), xv = x.to(dev).set_requires_grad(true);
+      Tensor yc = linear(xc, w16, bias), yv = linear(xv, w16.to(dev), bias.to(dev));
+      CHECK(allclose(yv, yc, 1e-4, 1e-4));
+      Tensor g = randn(yc.shape());
+      backward(sum(mul(yc, g)));
+      backward(sum(mul(yv, g.to(dev))));
+      CHECK(allclose(xv.grad(), xc.grad(), 1e-4, 1e-4));
+    }
+  }
+}
+
 TEST_CASE("the sentinel guard notices a kernel writing past its output") {
   if (!backend_available(DeviceType::Vulkan)) {
     MESSAGE("skipping: no Vulkan device");

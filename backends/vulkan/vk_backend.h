@@ -75,6 +75,7 @@ class VulkanBackend final : public Backend {
   // vk_ops_reduce.cpp
   void reduce(ReduceOp op, const Tensor& x, Tensor& out) override;
   void matmul(const Tensor& a, const Tensor& b, Tensor& out, float alpha, float beta) override;
+  bool matmul_takes_16bit_b() const override { return true; }
   void index_select(const Tensor& x, int64_t axis, const Tensor& ids, Tensor& out) override;
   void index_add(const Tensor& src, int64_t axis, const Tensor& ids, Tensor& out) override;
   void gather(const Tensor& x, int64_t axis, const Tensor& idx, Tensor& out) override;

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
+#include <string>
 
 #include "backends/vulkan/vk_backend.h"
 #include "backends/vulkan/vk_shaders.h"
@@ -86,8 +87,10 @@ void VulkanBackend::reduce(ReduceOp op, const Tensor& x, Tensor& out) {
 
 void VulkanBackend::matmul(const Tensor& a, const Tensor& b, Tensor& out, float alpha, float beta) {
   need_f32(a, "matmul");
-  need_f32(b, "matmul");
+  const bool b16 = b.dtype() == DType::F16 || b.dtype() == DType::BF16;
+  if (!b16) need_f32(b, "matmul");
   need_f32(out, "matmul");
+  const std::string suffix = b.dtype() == DType::F16 ? "_f16b" : b.dtype() == DType::BF16 ? "_bf16b" : "";
   const int64_t nd = out.dim();
   if (nd < 2 || a.dim() != nd || b.dim() != nd) throw std::invalid_argument("[matmul] operands must share out's rank (>= 2)");
   const int64_t M = out.size(-2), N = out.size(-1), K = a.size(-1);
@@ -147,12 +150,13 @@ void VulkanBackend::matmul(const Tensor& a, const Tensor& b, Tensor& out, float 
     p.a_off = offa;
     p.b_off = offb;
     p.c_off = offc;
-    const bool vec4 = shaders::matmul_vec4_ok(p);
+    const bool vec4 = !b16 && shaders::matmul_vec4_ok(p);
     const uint32_t gx = uint32_t((N + 127) / 128), gy = uint32_t((M + 127) / 128);
     if (splits == 1) {
-      run(vec4 ? "matmul_vec4" : "matmul", {aa, ab, ao}, p, gx, gy, batch);
+      run(vec4 ? std::string("matmul_vec4") : "matmul" + suffix, {aa, ab, ao}, p, gx, gy, batch);
     } else {
-      run(vec4 ? "matmul_splitk_vec4" : "matmul_splitk", {aa, ab, apart}, p, gx, gy, batch * splits);
+      run(vec4 ? std::string("matmul_splitk_vec4") : "matmul_splitk" + suffix, {aa, ab, apart}, p, gx, gy,
+          batch * splits);
       apart.b.write = false;
       struct {
         uint32_t MN, batch, splits, c_off, c_batch;

@@ -94,7 +94,11 @@ Tensor matmul(const Tensor& a0, const Tensor& b0) {
 }
 
 Tensor linear(const Tensor& x0, const Tensor& w0, const Tensor& b0) {
-  Tensor x = detail::compute_input(x0), w = detail::compute_input(w0);
+  // Mixed precision: a frozen weight stored in F16/BF16 goes to the kernel as is where the backend
+  // reads 16-bit operands (f32 accumulate); elsewhere it is upcast like any 16-bit input.
+  const bool keep16 = (w0.dtype() == DType::F16 || w0.dtype() == DType::BF16) && !w0.requires_grad() &&
+                      w0.backend().matmul_takes_16bit_b() && x0.dtype() != DType::F64;
+  Tensor x = detail::compute_input(x0), w = keep16 ? w0 : detail::compute_input(w0);
   Tensor b = b0.defined() ? detail::compute_input(b0) : Tensor();
   if (w.dim() != 2 || x.dim() < 1 || x.size(-1) != w.size(1))
     throw std::invalid_argument(fmt::format("[linear] input {} does not fit weight {}", shape_str(x0.shape()), shape_str(w0.shape())));
@@ -102,7 +106,7 @@ Tensor linear(const Tensor& x0, const Tensor& w0, const Tensor& b0) {
     throw std::invalid_argument(fmt::format("[linear] bias {} does not fit weight {}", shape_str(b.shape()), shape_str(w.shape())));
   DType t = detail::promote(x.dtype(), w.dtype());
   if (x.dtype() != t) x = cast(x, t);
-  if (w.dtype() != t) w = cast(w, t);
+  if (w.dtype() != t && !keep16) w = cast(w, t);
   if (b.defined() && b.dtype() != t) b = cast(b, t);
   Shape out = x.shape();
   out.back() = w.size(0);

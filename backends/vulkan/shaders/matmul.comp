@@ -7,7 +7,26 @@
 // (M, N) slice of c (scratch), and splitk_reduce.comp adds the slices (weight gradients: K = tokens).
 layout(local_size_x = 256) in;
 layout(std430, binding = 0) readonly buffer A { float a[]; };
+#if defined(B_F16) || defined(B_BF16)
+// Frozen weights stored in 16 bits (mixed precision): converted exactly on load, f32 accumulate.
+#extension GL_EXT_shader_16bit_storage : require
+#extension GL_EXT_shader_explicit_arithmetic_types_int16 : require
+layout(std430, binding = 1) readonly buffer B { uint16_t b[]; };
+float load_b(uint i) {
+  uint h = uint(b[i]);
+#ifdef B_BF16
+  return uintBitsToFloat(h << 16);
+#else
+  uint sgn = (h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+  if (e == 0x1fu) return uintBitsToFloat(sgn | 0x7f800000u | (m << 13));
+  if (e == 0u) return (sgn != 0u ? -1.0 : 1.0) * float(m) * 5.9604644775390625e-8;
+  return uintBitsToFloat(sgn | ((e + 112u) << 23) | (m << 13));
+#endif
+}
+#else
 layout(std430, binding = 1) readonly buffer B { float b[]; };
+float load_b(uint i) { return b[i]; }
+#endif
 layout(std430, binding = 2) buffer C { float c[]; };
 #ifdef VEC4
 // Same buffers seen as vec4: the host picks this variant only when A rows and B rows are
@@ -62,7 +81,7 @@ void main() {
     uint gm = m0 + e / BK, gk = (kb) + e % BK;                                                   \
     pa[l] = (gm < p.M && gk < kend) ? a[ab + gm * p.sam + gk * p.sak] : 0.0;                       \
     uint hk = (kb) + e / BN, hn = n0 + e % BN;                                                   \
-    pb[l] = (hk < kend && hn < p.N) ? b[bb + hk * p.sbk + hn * p.sbn] : 0.0;                       \
+    pb[l] = (hk < kend && hn < p.N) ? load_b(bb + hk * p.sbk + hn * p.sbn) : 0.0;                       \
   }
 #define STORE_TILE()                                                                             \
   [[unroll]] for (uint l = 0; l < 4; ++l) {                                                      \
