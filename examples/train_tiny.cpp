@@ -1,8 +1,11 @@
 // A character-level causal transformer (one block) trained with the engine's tape and AdamW:
 // the smallest complete fine-tuning loop a library user writes. Prints the loss curve.
+// The device is one argument: `train_tiny --device vulkan` (or RANKFORGE_DEVICE=vulkan); nothing
+// else in the program changes.
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -36,12 +39,13 @@ struct Model {
   }
 };
 
-Tensor param(const Shape& s, double std) { return randn(s, 0.0, std).set_requires_grad(); }
-Tensor param_full(const Shape& s, double v) { return full(s, v).set_requires_grad(); }
+Device dev;  // set once from the command line
+Tensor param(const Shape& s, double std) { return randn(s, 0.0, std, DType::F32, dev).set_requires_grad(); }
+Tensor param_full(const Shape& s, double v) { return full(s, v, DType::F32, dev).set_requires_grad(); }
 
 }  // namespace
 
-int main() {
+int run() {
   manual_seed(42);
   const std::string text = kText;
   std::vector<char> vocab;
@@ -66,9 +70,10 @@ int main() {
       xs.push_back(ids[size_t(b * stride + t)]);
       ys.push_back(ids[size_t(b * stride + t + 1)]);
     }
-  Tensor x = from_data(xs, {B, T}), y = from_data(ys, {B, T});
+  Tensor x = from_data(xs, {B, T}, dev), y = from_data(ys, {B, T}, dev);
 
-  fmt::print("tiny char transformer: vocab {}, C {}, heads {}, {} sequences of {}\n", V, C, H, B, T);
+  fmt::print("tiny char transformer on {}: vocab {}, C {}, heads {}, {} sequences of {}\n", device_str(dev), V, C, H, B,
+             T);
   double loss_v = 0;
   for (int step = 0; step <= 200; ++step) {
     Tensor loss = cross_entropy(m(x), y);
@@ -80,4 +85,19 @@ int main() {
   }
   fmt::print("final_loss={:.4f}\n", loss_v);
   return loss_v < 0.5 ? 0 : 1;
+}
+
+int main(int argc, char** argv) try {
+  std::string spec;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--device" && i + 1 < argc) spec = argv[++i];
+    else if (a.rfind("--device=", 0) == 0) spec = a.substr(9);
+    else throw std::invalid_argument("usage: train_tiny [--device cpu|vulkan|vulkan:N]");
+  }
+  dev = spec.empty() ? default_device() : parse_device(spec);
+  return run();
+} catch (const std::exception& e) {
+  fmt::print(stderr, "[train_tiny] {}\n", e.what());
+  return 2;
 }
