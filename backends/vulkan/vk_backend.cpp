@@ -30,6 +30,11 @@ void need_f32(const Tensor& t, const char* op) {
                                             op, dtype_name(t.dtype())));
 }
 
+uint32_t to_u32(int64_t v, const char* what) {
+  if (v < 0 || v > int64_t(UINT32_MAX)) throw std::invalid_argument(fmt::format("[vulkan] {} {} exceeds 32 bits", what, v));
+  return uint32_t(v);
+}
+
 Collapsed collapse(const Shape& shape, std::initializer_list<const Strides*> strides) {
   Collapsed c;
   const size_t nops = strides.size();

@@ -117,6 +117,7 @@ class VulkanBackend final : public Backend {
   std::pair<uint32_t, uint32_t> row_grid(uint64_t rows) const;  // one workgroup per row, x then y
   std::string row_kernel(std::string_view base) const;    // "_sg" variant where the device allows
   Tensor dense(const Tensor& t);                          // contiguous (a copy only when needed)
+  Tensor last_dense(const Tensor& t);                     // last dim contiguous (copy only when needed)
 
  private:
   void check_errors();  // throws when a kernel flagged a bad index since the last check
@@ -129,5 +130,7 @@ class VulkanBackend final : public Backend {
 };
 
 void need_f32(const Tensor& t, const char* op);
+// A size or stride as the uint32 shaders index with; throws when it does not fit.
+uint32_t to_u32(int64_t v, const char* what = "size");
 
 }  // namespace rf::vk

@@ -9,10 +9,7 @@
 namespace rf::vk {
 
 namespace {
-uint32_t u32(int64_t v) {
-  if (v < 0 || v > int64_t(UINT32_MAX)) throw std::invalid_argument(fmt::format("[vulkan] size {} exceeds 32 bits", v));
-  return uint32_t(v);
-}
+uint32_t u32(int64_t v) { return to_u32(v); }
 struct RowShape {
   uint32_t rows, C;
 };
@@ -143,10 +140,12 @@ struct AttnPush {
 static_assert(sizeof(AttnPush) == 116);
 }  // namespace
 
+// Attention reads q/k/v through strides but needs each row's last dim contiguous.
+Tensor VulkanBackend::last_dense(const Tensor& t) { return t.stride(-1) == 1 ? t : dense(t); }
+
 void VulkanBackend::attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, const Tensor& key_mask,
                               const AttnArgs& args, Tensor& o, Tensor& lse) {
   need_f32(q_in, "attention");
-  auto last_dense = [&](const Tensor& t) { return t.stride(-1) == 1 ? t : dense(t); };
   Tensor q = last_dense(q_in), k = last_dense(k_in), v = last_dense(v_in);
   Tensor m = key_mask.defined() ? dense(key_mask) : Tensor();
   const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), D = q.size(3), Hk = k.size(1), Tk = k.size(2),
@@ -166,7 +165,6 @@ void VulkanBackend::attention_bwd(const Tensor& q_in, const Tensor& k_in, const 
                                   const AttnArgs& args, const Tensor& o_in, const Tensor& lse, const Tensor& dout_in,
                                   Tensor& dq, Tensor& dk, Tensor& dv) {
   need_f32(q_in, "attention_bwd");
-  auto last_dense = [&](const Tensor& t) { return t.stride(-1) == 1 ? t : dense(t); };
   Tensor q = last_dense(q_in), k = last_dense(k_in), v = last_dense(v_in), o = dense(o_in), dout = dense(dout_in);
   Tensor m = key_mask.defined() ? dense(key_mask) : Tensor();
   const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), D = q.size(3), Hk = k.size(1), Tk = k.size(2),

@@ -13,10 +13,7 @@
 namespace rf::vk {
 
 namespace {
-uint32_t u32(int64_t v, const char* what) {
-  if (v < 0 || v > int64_t(UINT32_MAX)) throw std::invalid_argument(fmt::format("[vulkan] {} {} exceeds 32 bits", what, v));
-  return uint32_t(v);
-}
+uint32_t u32(int64_t v, const char* what) { return to_u32(v, what); }
 void need_ids(const Tensor& ids, const char* op) {
   if (ids.dtype() != DType::I64 && ids.dtype() != DType::I32)
     throw std::invalid_argument(fmt::format("[{}] ids must be i32 or i64, got {}", op, dtype_name(ids.dtype())));
