@@ -69,6 +69,11 @@ class Backend {
   virtual void upload(Buffer& dst, size_t dst_offset, std::span<const std::byte> src) = 0;
   virtual void download(const Buffer& src, size_t src_offset, std::span<std::byte> dst) = 0;
   virtual void synchronize() = 0;
+  // Wraps host memory owned by `owner` (e.g. a file mapping) without copying; nullptr when the
+  // backend cannot address host memory directly (then the caller uploads a copy).
+  virtual std::shared_ptr<Buffer> wrap_host(void* data, size_t bytes, std::shared_ptr<const void> owner) {
+    return nullptr;
+  }
 
   // Fill a contiguous tensor of any dtype with v.
   virtual void fill(Tensor& out, double v) = 0;

@@ -7,7 +7,7 @@
 #include <string>
 
 #include "engine/backend.h"
-#include "tools/bench.h"
+#include "tools/commands.h"
 
 #ifdef RF_HAVE_VULKAN
 #include "backends/vulkan/vk_device.h"
@@ -20,29 +20,12 @@ int main(int argc, char** argv) {
   // --device (any subcommand) > RANKFORGE_DEVICE > cpu. Parsed lazily: only commands that compute need it.
   std::string device_spec;
   app.add_option("--device", device_spec, "cpu, vulkan or vulkan:N (default: $RANKFORGE_DEVICE, else cpu)");
-  auto device = [&] { return device_spec.empty() ? rf::default_device() : rf::parse_device(device_spec); };
+  rf::tools::DeviceFn device = [&] { return device_spec.empty() ? rf::default_device() : rf::parse_device(device_spec); };
 
-  auto* bench = app.add_subcommand("bench", "Benchmarks against the raw ceiling, side by side in one run");
-  bench->require_subcommand(1);
-  int64_t m = 1024, n = 1024, k = 1024, elems = 1 << 24;
-  int iters = 20, warmup = 3;
-  auto* mm = bench->add_subcommand("matmul", "rf::matmul vs cblas_sgemm on the same buffers");
-  mm->add_option("--m", m, "rows of A")->check(CLI::Range(int64_t(1), int64_t(1) << 40));
-  mm->add_option("--n", n, "columns of B")->check(CLI::Range(int64_t(1), int64_t(1) << 40));
-  mm->add_option("--k", k, "inner dimension")->check(CLI::Range(int64_t(1), int64_t(1) << 40));
-  mm->add_option("--iters", iters, "timed rounds")->check(CLI::Range(int64_t(1), int64_t(1) << 40));
-  mm->add_option("--warmup", warmup, "untimed rounds")->check(CLI::Range(0, 1 << 20));
-  bool tb = false;
-  mm->add_flag("--b-transposed", tb, "B is a transposed view (dX = dY W)");
-  mm->add_option("--device", device_spec, "cpu, vulkan or vulkan:N");
-  mm->callback([&] { rc = rf::tools::bench_matmul(m, n, k, iters, warmup, device(), tb); });
-  auto* ew = bench->add_subcommand("elementwise", "rf::add vs memcpy of the same bytes");
-  std::string op = "add";
-  ew->add_option("--n", elems, "elements")->check(CLI::Range(int64_t(1), int64_t(1) << 40));
-  ew->add_option("--op", op, "elementwise op")->check(CLI::IsMember({"add"}));
-  ew->add_option("--iters", iters, "timed rounds")->check(CLI::Range(int64_t(1), int64_t(1) << 40));
-  ew->add_option("--warmup", warmup, "untimed rounds")->check(CLI::Range(0, 1 << 20));
-  ew->callback([&] { rc = rf::tools::bench_elementwise(elems, iters, warmup); });
+  rf::tools::add_bench_commands(app, rc, device_spec, device);
+  rf::tools::add_inspect_command(app, rc);
+  rf::tools::add_tokenize_command(app, rc);
+  rf::tools::add_model_commands(app, rc, device_spec, device);
 
   auto* devices = app.add_subcommand("devices", "List compute devices");
   devices->callback([&] {

@@ -89,6 +89,8 @@ void allocator_empty_cache() {
   release_all(c);
 }
 
-CpuBuffer::~CpuBuffer() { allocator_put(data_, capacity_); }
+CpuBuffer::~CpuBuffer() {
+  if (!owner_) allocator_put(data_, capacity_);
+}
 
 }  // namespace rf::cpu

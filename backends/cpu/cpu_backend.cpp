@@ -16,6 +16,10 @@ std::shared_ptr<Buffer> CpuBackend::alloc(size_t bytes) {
   return std::make_shared<CpuBuffer>(*this, bytes, p, cap);
 }
 
+std::shared_ptr<Buffer> CpuBackend::wrap_host(void* data, size_t bytes, std::shared_ptr<const void> owner) {
+  return std::make_shared<CpuBuffer>(*this, bytes, data, std::move(owner));
+}
+
 void CpuBackend::upload(Buffer& dst, size_t dst_offset, std::span<const std::byte> src) {
   if (dst_offset + src.size() > dst.bytes())
     throw std::out_of_range(fmt::format("[cpu] upload out of range: {} bytes at offset {} into a {}-byte buffer",

@@ -15,6 +15,9 @@ namespace rf::cpu {
 class CpuBuffer final : public Buffer {
  public:
   CpuBuffer(Backend& b, size_t bytes, void* data, size_t capacity) : Buffer(b, bytes), data_(data), capacity_(capacity) {}
+  // Borrowed memory (a file mapping): kept alive by owner, never returned to the cache.
+  CpuBuffer(Backend& b, size_t bytes, void* data, std::shared_ptr<const void> owner)
+      : Buffer(b, bytes), data_(data), capacity_(0), owner_(std::move(owner)) {}
   ~CpuBuffer() override;
   void* data() const { return data_; }
   size_t capacity() const { return capacity_; }
@@ -22,6 +25,7 @@ class CpuBuffer final : public Buffer {
  private:
   void* data_;
   size_t capacity_;
+  std::shared_ptr<const void> owner_;
 };
 
 // Size-bucketed caching allocator (64-byte aligned) so a training step does not malloc per op.
@@ -49,6 +53,7 @@ class CpuBackend final : public Backend {
   void upload(Buffer& dst, size_t dst_offset, std::span<const std::byte> src) override;
   void download(const Buffer& src, size_t src_offset, std::span<std::byte> dst) override;
   void synchronize() override {}
+  std::shared_ptr<Buffer> wrap_host(void* data, size_t bytes, std::shared_ptr<const void> owner) override;
 
   // cpu_elementwise.cpp
   void fill(Tensor& out, double v) override;

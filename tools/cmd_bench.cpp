@@ -1,0 +1,32 @@
+// `rankforge bench matmul|elementwise`.
+#include "tools/bench.h"
+#include "tools/commands.h"
+
+namespace rf::tools {
+
+void add_bench_commands(CLI::App& app, int& rc, std::string& device_spec, const DeviceFn& device) {
+  auto* bench = app.add_subcommand("bench", "Benchmarks against the raw ceiling, side by side in one run");
+  bench->require_subcommand(1);
+  // Option targets outlive this function: CLI11 writes them during parse().
+  static int64_t m = 1024, n = 1024, k = 1024, elems = 1 << 24;
+  static int iters = 20, warmup = 3;
+  static bool tb = false;
+  static std::string op = "add";
+  auto* mm = bench->add_subcommand("matmul", "rf::matmul vs cblas_sgemm on the same buffers");
+  mm->add_option("--m", m, "rows of A")->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+  mm->add_option("--n", n, "columns of B")->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+  mm->add_option("--k", k, "inner dimension")->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+  mm->add_option("--iters", iters, "timed rounds")->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+  mm->add_option("--warmup", warmup, "untimed rounds")->check(CLI::Range(0, 1 << 20));
+  mm->add_flag("--b-transposed", tb, "B is a transposed view (dX = dY W)");
+  mm->add_option("--device", device_spec, "cpu, vulkan or vulkan:N");
+  mm->callback([&rc, &device] { rc = rf::tools::bench_matmul(m, n, k, iters, warmup, device(), tb); });
+  auto* ew = bench->add_subcommand("elementwise", "rf::add vs memcpy of the same bytes");
+  ew->add_option("--n", elems, "elements")->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+  ew->add_option("--op", op, "elementwise op")->check(CLI::IsMember({"add"}));
+  ew->add_option("--iters", iters, "timed rounds")->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+  ew->add_option("--warmup", warmup, "untimed rounds")->check(CLI::Range(0, 1 << 20));
+  ew->callback([&rc, &device] { rc = rf::tools::bench_elementwise(elems, iters, warmup); });
+}
+
+}  // namespace rf::tools

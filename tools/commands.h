@@ -1,0 +1,18 @@
+#pragma once
+// Each rankforge subcommand registers itself on the app; `rc` receives its exit code and
+// `device` resolves --device / RANKFORGE_DEVICE lazily.
+#include <CLI/CLI.hpp>
+
+#include <functional>
+
+#include "engine/backend.h"
+
+namespace rf::tools {
+
+using DeviceFn = std::function<Device()>;
+void add_bench_commands(CLI::App& app, int& rc, std::string& device_spec, const DeviceFn& device);
+void add_inspect_command(CLI::App& app, int& rc);
+void add_tokenize_command(CLI::App& app, int& rc);
+void add_model_commands(CLI::App& app, int& rc, std::string& device_spec, const DeviceFn& device);  // forward, generate
+
+}  // namespace rf::tools
