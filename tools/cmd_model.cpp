@@ -1,5 +1,198 @@
-// PLACEHOLDER: replaced by the real command.
+// `rankforge forward`, `generate`, `init` and `bench load`: the model commands.
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "engine/autograd.h"
+#include "engine/safetensors.h"
+#include "models/generate.h"
+#include "models/model.h"
+#include "models/tokenizer.h"
 #include "tools/commands.h"
+
 namespace rf::tools {
-void add_model_commands(CLI::App& app, int& rc, std::string& device_spec, const DeviceFn& device) {}
+
+namespace {
+
+struct ModelArgs {
+  std::string model, input, output, prompt, tokenizer, config;
+  bool keep_16bit = false, greedy = false, print_ids = false;
+  models::SamplingOptions sampling;
+  std::vector<std::string> stop;
+  std::vector<int64_t> stop_ids;
+  uint64_t seed = 0;
+  int repeats = 3;
+};
+
+// An optional (B, T) integer input tensor from the input file, as I64 on device d.
+Tensor int_input(const safetensors::File& f, const std::string& name, const Shape& want, Device d, bool required) {
+  const auto* info = f.find(name);
+  if (!info) {
+    if (required) throw std::runtime_error(fmt::format("[forward] {}: no '{}' tensor", f.path(), name));
+    return Tensor();
+  }
+  Tensor t = f.load(*info);
+  if (!is_int(t.dtype()) && t.dtype() != DType::Bool)
+    throw std::runtime_error(fmt::format("[forward] {}: '{}' must be an integer tensor, got {}", f.path(), name, dtype_name(t.dtype())));
+  if (t.dim() != 2 || (!want.empty() && t.shape() != want))
+    throw std::runtime_error(fmt::format("[forward] {}: '{}' must be [B, T]{}, got [{}]", f.path(), name,
+                                         want.empty() ? "" : fmt::format(" = [{}]", fmt::join(want, ", ")), fmt::join(t.shape(), ", ")));
+  return t.to(DType::I64).to(d);
+}
+
+int run_forward(const ModelArgs& a, Device d) {
+  auto f = safetensors::File::open(a.input);
+  models::ModelInputs in;
+  in.input_ids = int_input(*f, "input_ids", {}, d, true);
+  in.attention_mask = int_input(*f, "attention_mask", in.input_ids.shape(), d, false);
+  in.token_type_ids = int_input(*f, "token_type_ids", in.input_ids.shape(), d, false);
+  models::LoadOptions lo;
+  lo.device = d;
+  lo.keep_16bit = a.keep_16bit;
+  auto m = models::load_model(a.model, lo);
+  std::vector<int64_t> ids = in.input_ids.to_vector<int64_t>();
+  for (size_t i = 0; i < ids.size(); ++i)
+    if (ids[i] < 0 || ids[i] >= m->config().vocab_size)
+      throw std::runtime_error(fmt::format("[forward] {}: input_ids[{}] = {} is outside the vocabulary [0, {})", a.input, i, ids[i],
+                                           m->config().vocab_size));
+  NoGradGuard ng;
+  Tensor logits = m->forward(in).to(DType::F32).to(Device{});
+  safetensors::save_file({{"logits", logits}}, a.output, {{"format", "pt"}});
+  fmt::print(stderr, "[forward] wrote logits [{}] to {}\n", fmt::join(logits.shape(), ", "), a.output);
+  return 0;
+}
+
+int run_generate(const ModelArgs& a, Device d) {
+  models::LoadOptions lo;
+  lo.device = d;
+  lo.keep_16bit = a.keep_16bit;
+  auto m = models::load_model(a.model, lo);
+  auto tok = models::load_tokenizer(a.tokenizer.empty() ? a.model : a.tokenizer);
+  models::SamplingOptions s = a.sampling;
+  s.greedy = a.greedy;
+  s.seed = a.seed;
+  s.stop_ids = a.stop_ids;
+  if (s.stop_ids.empty()) s.stop_ids = m->config().eos_token_ids;
+  for (const auto& text : a.stop) {
+    auto ids = tok->encode(text);
+    if (ids.size() != 1) throw std::runtime_error(fmt::format("[generate] stop text '{}' is {} tokens; it must be one", text, ids.size()));
+    s.stop_ids.push_back(ids[0]);
+  }
+  std::vector<int64_t> prompt = tok->encode(a.prompt, true);
+  std::vector<int64_t> out;
+  size_t printed = 0;
+  fmt::print("{}", a.prompt);
+  std::fflush(stdout);
+  auto gen = models::generate(*m, prompt, s, [&](int64_t t) {
+    out.push_back(t);
+    std::string text = tok->decode(out, true);
+    size_t ready = models::utf8_complete_prefix(text);
+    if (ready > printed) {
+      std::fwrite(text.data() + printed, 1, ready - printed, stdout);
+      std::fflush(stdout);
+      printed = ready;
+    }
+    return true;
+  });
+  fmt::print("\n");
+  if (a.print_ids) fmt::print("{}\n", nlohmann::json(gen.tokens).dump());
+  fmt::print(stderr, "[generate] {} new tokens, stopped: {}\n", gen.tokens.size(), gen.stop_reason);
+  return 0;
+}
+
+int run_init(const ModelArgs& a) {
+  auto c = models::load_config(a.config);
+  manual_seed(a.seed);
+  auto m = models::create_model(c);
+  models::save_model(*m, a.output);
+  fmt::print("[init] {} ({}) with {} parameters written to {}\n", c.architecture, c.model_type, m->num_parameters(), a.output);
+  return 0;
+}
+
+size_t rss_bytes() {  // resident set size from /proc (Linux)
+  std::ifstream in("/proc/self/statm");
+  size_t pages = 0, resident = 0;
+  in >> pages >> resident;
+  return resident * size_t(sysconf(_SC_PAGESIZE));
+}
+
+int run_bench_load(const ModelArgs& a, Device d) {
+  namespace fs = std::filesystem;
+  size_t file_bytes = 0;
+  for (auto& e : fs::directory_iterator(a.model))
+    if (e.path().extension() == ".safetensors") file_bytes += e.file_size();
+  const size_t rss0 = rss_bytes();
+  models::LoadOptions lo;
+  lo.device = d;
+  double best = 1e30;
+  size_t rss = 0;
+  int64_t params = 0;
+  for (int i = 0; i < a.repeats; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    auto m = models::load_model(a.model, lo);
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    // Read every weight once (a checksum) so the whole mapping is resident, as after a first forward.
+    double sum = 0;
+    for (auto& p : m->named_parameters())
+      for (float v : p.tensor->to_vector<float>()) sum += v;
+    params = m->num_parameters();
+    rss = std::max(rss, rss_bytes() - rss0);
+    if (std::isnan(sum)) fmt::print(stderr, "[bench] the checkpoint holds NaN weights\n");
+  }
+  fmt::print("load {}: {} parameters, files {:.1f} MiB\n", a.model, params, double(file_bytes) / (1 << 20));
+  fmt::print("load_seconds={:.4f} rss_growth_mib={:.1f} rss_over_file={:.3f}\n", best, double(rss) / (1 << 20),
+             double(rss) / double(std::max<size_t>(file_bytes, 1)));
+  return 0;
+}
+
+}  // namespace
+
+void add_model_commands(CLI::App& app, int& rc, std::string& device_spec, const DeviceFn& device) {
+  static ModelArgs a;
+  auto* fw = app.add_subcommand("forward", "Logits of a Hugging Face checkpoint for input_ids from a safetensors file");
+  fw->add_option("--model", a.model, "checkpoint directory (config.json + safetensors)")->required();
+  fw->add_option("--input", a.input, "safetensors file with input_ids (I64 [B,T]), optional attention_mask, token_type_ids")->required();
+  fw->add_option("--output", a.output, "safetensors file to write logits (F32) to")->required();
+  fw->add_option("--device", device_spec, "cpu, vulkan or vulkan:N");
+  fw->add_flag("--keep-16bit", a.keep_16bit, "keep F16/BF16 weights 16-bit in memory");
+  fw->callback([&rc, &device] { rc = run_forward(a, device()); });
+
+  auto* gen = app.add_subcommand("generate", "Generate text from a prompt with a KV cache, streaming to stdout");
+  gen->add_option("--model", a.model, "checkpoint directory")->required();
+  gen->add_option("--prompt", a.prompt, "prompt text")->required();
+  gen->add_option("--tokenizer", a.tokenizer, "tokenizer directory (default: the model directory)");
+  gen->add_option("--max-new-tokens", a.sampling.max_new_tokens, "tokens to generate")->check(CLI::Range(int64_t(0), int64_t(1) << 20));
+  gen->add_flag("--greedy", a.greedy, "argmax decoding (same as --temperature 0)");
+  gen->add_option("--temperature", a.sampling.temperature, "softmax temperature")->check(CLI::Range(0.0, 100.0));
+  gen->add_option("--top-k", a.sampling.top_k, "keep the k most likely tokens (0: off)")->check(CLI::Range(int64_t(0), int64_t(1) << 30));
+  gen->add_option("--top-p", a.sampling.top_p, "nucleus sampling mass (1: off)")->check(CLI::Range(0.0, 1.0));
+  gen->add_option("--seed", a.seed, "sampling seed");
+  gen->add_option("--stop", a.stop, "stop text (one token each; default: the config's eos_token_id)");
+  gen->add_option("--stop-id", a.stop_ids, "stop token id");
+  gen->add_flag("--print-ids", a.print_ids, "print the generated ids as a JSON array at the end");
+  gen->add_option("--device", device_spec, "cpu, vulkan or vulkan:N");
+  gen->add_flag("--keep-16bit", a.keep_16bit, "keep F16/BF16 weights 16-bit in memory");
+  gen->callback([&rc, &device] { rc = run_generate(a, device()); });
+
+  auto* init = app.add_subcommand("init", "Write a freshly initialised checkpoint for a config.json");
+  init->add_option("--config", a.config, "config.json (or a directory holding one)")->required();
+  init->add_option("--output", a.output, "output directory")->required();
+  init->add_option("--seed", a.seed, "initialisation seed");
+  init->callback([&rc] { rc = run_init(a); });
+
+  if (auto bench = app.get_subcommand_ptr("bench")) {
+    auto* load = bench->add_subcommand("load", "Checkpoint load time and resident memory");
+    load->add_option("--model", a.model, "checkpoint directory")->required();
+    load->add_option("--repeats", a.repeats, "loads (the best time is printed)")->check(CLI::Range(1, 1000));
+    load->add_option("--device", device_spec, "cpu, vulkan or vulkan:N");
+    load->callback([&rc, &device] { rc = run_bench_load(a, device()); });
+  }
+}
+
 }  // namespace rf::tools

@@ -1,0 +1,86 @@
+#include "models/model.h"
+
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <stdexcept>
+#include <unistd.h>
+
+#include "engine/safetensors.h"
+
+namespace rf::models {
+
+std::unique_ptr<Model> make_gpt2(const ModelConfig& c, const nn::Init& init);
+std::unique_ptr<Model> make_llama(const ModelConfig& c, const nn::Init& init);
+std::unique_ptr<Model> make_bert(const ModelConfig& c, const nn::Init& init);
+
+std::unique_ptr<Model> create_model(const ModelConfig& c, const nn::Init& init) {
+  nn::Init i = init;
+  if (!init.uninitialized && init.std == 0.02) i.std = c.initializer_range;
+  switch (c.arch) {
+    case Arch::GPT2: return make_gpt2(c, i);
+    case Arch::Llama: return make_llama(c, i);
+    case Arch::Bert: return make_bert(c, i);
+  }
+  throw std::logic_error("[model] unknown architecture");
+}
+
+std::unique_ptr<Model> load_model(const std::string& dir, const LoadOptions& opt) {
+  ModelConfig c = load_config(dir);
+  auto ck = safetensors::Checkpoint::open(dir);
+  // Storage only: every tensor is replaced by the checkpoint's (aliasing the file mapping on the CPU).
+  nn::Init init;
+  init.uninitialized = true;
+  auto model = create_model(c, init);
+  const std::string prefix = model->key_prefix();
+  std::vector<std::string> names = ck.names();
+  bool has_prefix = prefix.empty();
+  for (auto& n : names) has_prefix = has_prefix || n.starts_with(prefix);
+  safetensors::LoadOptions lo;
+  lo.device = opt.device;
+  lo.keep_16bit = opt.keep_16bit;
+  nn::StateSource src;
+  src.names = names;
+  src.shape = [&](const std::string& k) {
+    const auto& info = ck.info(k);
+    return Shape(info.shape.begin(), info.shape.end());
+  };
+  src.load = [&](const std::string& k) { return ck.load(k, lo); };
+  nn::load_state(*model, src, [&](const std::string& n) { return model->checkpoint_key(n, has_prefix); },
+                 [&](const std::string& k) { return model->ignored_key(k); }, opt.strict, dir);
+  // Tied heads and anything left out by a non-strict load still live on the CPU: move them.
+  model->to(opt.device);
+  model->eval();
+  return model;
+}
+
+namespace {
+void write_text_atomic(const std::filesystem::path& path, const std::string& text) {
+  std::filesystem::path tmp = path;
+  tmp += fmt::format(".tmp.{}", ::getpid());
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << text;
+    out.flush();
+    if (!out) {
+      std::error_code ec;
+      std::filesystem::remove(tmp, ec);
+      throw std::runtime_error(fmt::format("[save] {}: cannot write", path.string()));
+    }
+  }
+  std::filesystem::rename(tmp, path);
+}
+}  // namespace
+
+void save_model(Model& m, const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw std::runtime_error(fmt::format("[save] {}: cannot create directory: {}", dir, ec.message()));
+  safetensors::save_file(m.state_dict(), (fs::path(dir) / "model.safetensors").string(), {{"format", "pt"}});
+  write_text_atomic(fs::path(dir) / "config.json", m.config().raw.dump(2) + "\n");
+}
+
+}  // namespace rf::models

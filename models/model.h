@@ -1,0 +1,70 @@
+#pragma once
+// Models built from a Hugging Face checkpoint directory: the architecture comes from config.json's
+// model_type, the weights from (sharded) safetensors with strict, zero-copy loading.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/tensor.h"
+#include "models/config.h"
+#include "nn/layers.h"
+#include "nn/module.h"
+
+namespace rf::models {
+
+struct ModelInputs {
+  Tensor input_ids;       // (B, T) I64
+  Tensor attention_mask;  // optional (B, T): 1 = real token, 0 = padding
+  Tensor token_type_ids;  // optional (B, T) (BERT)
+  Tensor position_ids;    // optional (B, T) I64; default: past length + [0, T)
+};
+
+// Per-layer keys and values of the tokens seen so far, in preallocated (B, Hk, capacity, D) buffers.
+class KVCache {
+ public:
+  KVCache(int64_t layers, int64_t capacity) : k_(layers), v_(layers), capacity_(capacity) {}
+  int64_t length() const { return length_; }
+  int64_t capacity() const { return capacity_; }
+  // Writes this step's k, v (B, Hk, T, D) for a layer; returns views over everything cached so far.
+  std::pair<Tensor, Tensor> append(int64_t layer, const Tensor& k, const Tensor& v);
+  void advance(int64_t t) { length_ += t; }  // after every layer has appended
+  void reset() { length_ = 0; }
+
+ private:
+  std::vector<Tensor> k_, v_;
+  int64_t capacity_, length_ = 0;
+};
+
+class Model : public nn::Module {
+ public:
+  explicit Model(ModelConfig c) : config_(std::move(c)) {}
+  const ModelConfig& config() const { return config_; }
+  using nn::Module::forward;
+  // Causal LMs: logits (B, T, V). Classifiers: (B, num_labels). A cache makes the call incremental.
+  virtual Tensor forward(const ModelInputs& in, KVCache* cache = nullptr) = 0;
+  // Checkpoint keys the model ignores (buffers old files carry, e.g. GPT-2's attn.bias).
+  virtual bool ignored_key(const std::string& key) const { return false; }
+  // The checkpoint key of a module parameter name (GPT-2 files may lack the "transformer." prefix).
+  virtual std::string checkpoint_key(const std::string& name, bool file_has_prefix) const { return name; }
+  virtual std::string key_prefix() const { return ""; }
+  Device device();
+
+ protected:
+  ModelConfig config_;
+};
+
+struct LoadOptions {
+  Device device{};
+  bool keep_16bit = false;  // frozen F16/BF16 weights stay 16-bit in memory (computed in f32)
+  bool strict = true;
+};
+
+// A model with freshly initialised weights (HF's _init_weights), for training from scratch.
+std::unique_ptr<Model> create_model(const ModelConfig& c, const nn::Init& init = {});
+// config.json + model.safetensors (or the index of shards) from dir.
+std::unique_ptr<Model> load_model(const std::string& dir, const LoadOptions& opt = {});
+// Writes config.json and model.safetensors into dir (created), each via a temporary file.
+void save_model(Model& m, const std::string& dir);
+
+}  // namespace rf::models
