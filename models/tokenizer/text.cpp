@@ -1,0 +1,157 @@
+// PCRE2 pre-tokenizer patterns, UTF-8 checks and added-token splitting.
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <fmt/format.h>
+#include <pcre2.h>
+
+#include <cctype>
+#include <stdexcept>
+
+#include "models/tokenizer/internal.h"
+
+namespace rf::models::tok {
+
+void fail(const std::string& file, const std::string& msg) {
+  throw std::runtime_error(fmt::format("[tokenizer] {}: {}", file, msg));
+}
+
+const char* const kGpt2Pattern = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+const char* const kLlama3Pattern =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+const char* const kQwen2Pattern =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+
+Regex::Regex(const std::string& pattern) {
+  int err = 0;
+  PCRE2_SIZE off = 0;
+  code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), PCRE2_UTF | PCRE2_UCP, &err, &off, nullptr);
+  if (!code_) {
+    PCRE2_UCHAR msg[256];
+    pcre2_get_error_message(err, msg, sizeof msg);
+    throw std::runtime_error(fmt::format("[tokenizer] pattern error at {}: {}", off, reinterpret_cast<char*>(msg)));
+  }
+  pcre2_jit_compile(static_cast<pcre2_code*>(code_), PCRE2_JIT_COMPLETE);  // optional speed-up
+}
+
+Regex::~Regex() { pcre2_code_free(static_cast<pcre2_code*>(code_)); }
+
+std::vector<std::string_view> Regex::split(std::string_view text) const {
+  std::vector<std::string_view> out;
+  auto* code = static_cast<pcre2_code*>(code_);
+  pcre2_match_data* md = pcre2_match_data_create_from_pattern(code, nullptr);
+  size_t pos = 0, last = 0;
+  // The text was validated as UTF-8 already: skip PCRE2's own check on every call.
+  while (pos <= text.size()) {
+    int rc = pcre2_match(code, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), pos, PCRE2_NO_UTF_CHECK, md, nullptr);
+    if (rc < 0) break;
+    PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
+    size_t s = ov[0], e = ov[1];
+    if (e == s) {  // empty match: step one code point and go on
+      pos = e + 1;
+      while (pos < text.size() && (static_cast<unsigned char>(text[pos]) & 0xC0) == 0x80) ++pos;
+      continue;
+    }
+    if (s > last) out.push_back(text.substr(last, s - last));
+    out.push_back(text.substr(s, e - s));
+    last = pos = e;
+  }
+  if (last < text.size()) out.push_back(text.substr(last));
+  pcre2_match_data_free(md);
+  return out;
+}
+
+bool Regex::full_match(std::string_view text) const {
+  auto* code = static_cast<pcre2_code*>(code_);
+  pcre2_match_data* md = pcre2_match_data_create_from_pattern(code, nullptr);
+  int rc = pcre2_match(code, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), 0, PCRE2_ANCHORED | PCRE2_NO_UTF_CHECK, md, nullptr);
+  bool ok = rc >= 0 && pcre2_get_ovector_pointer(md)[1] == text.size();
+  pcre2_match_data_free(md);
+  return ok;
+}
+
+size_t utf8_invalid_at(std::string_view text) {
+  const auto* s = reinterpret_cast<const unsigned char*>(text.data());
+  const size_t n = text.size();
+  size_t i = 0;
+  while (i < n) {
+    unsigned c = s[i];
+    size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    if (len == 0 || i + len > n) return i;
+    uint32_t cp = len == 1 ? c : c & (0x7F >> len);
+    for (size_t k = 1; k < len; ++k) {
+      if ((s[i + k] & 0xC0) != 0x80) return i;
+      cp = (cp << 6) | (s[i + k] & 0x3F);
+    }
+    static constexpr uint32_t kMin[5] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < kMin[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
+    i += len;
+  }
+  return n;
+}
+
+namespace {
+bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+bool is_word(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || (static_cast<unsigned char>(c) & 0x80); }
+}  // namespace
+
+std::vector<Segment> split_added(std::string_view text, const std::vector<AddedToken>& added) {
+  std::vector<Segment> out;
+  size_t start = 0, i = 0;
+  while (i < text.size()) {
+    const AddedToken* best = nullptr;
+    for (const auto& a : added)
+      if (!a.content.empty() && text.compare(i, a.content.size(), a.content) == 0 && (!best || a.content.size() > best->content.size())) {
+        if (a.single_word && ((i > 0 && is_word(text[i - 1])) ||
+                              (i + a.content.size() < text.size() && is_word(text[i + a.content.size()]))))
+          continue;
+        best = &a;
+      }
+    if (!best) {
+      ++i;
+      continue;
+    }
+    size_t s = i, e = i + best->content.size();
+    if (best->lstrip)
+      while (s > start && is_space(text[s - 1])) --s;
+    if (best->rstrip)
+      while (e < text.size() && is_space(text[e])) ++e;
+    if (s > start) out.push_back({text.substr(start, s - start), -1});
+    out.push_back({text.substr(s, e - s), best->id});
+    start = i = e;
+  }
+  if (start < text.size()) out.push_back({text.substr(start), -1});
+  return out;
+}
+
+Template parse_post_processor(const nlohmann::json& pp, const std::string& file) {
+  Template t;
+  if (pp.is_null()) return t;
+  const std::string type = pp.value("type", "");
+  if (type == "Sequence") {
+    for (const auto& p : pp.value("processors", nlohmann::json::array())) {
+      Template s = parse_post_processor(p, file);
+      t.prefix.insert(t.prefix.end(), s.prefix.begin(), s.prefix.end());
+      t.suffix.insert(t.suffix.end(), s.suffix.begin(), s.suffix.end());
+    }
+  } else if (type == "TemplateProcessing") {
+    bool seen_a = false;
+    for (const auto& piece : pp.value("single", nlohmann::json::array())) {
+      if (piece.contains("Sequence")) {
+        seen_a = true;
+      } else if (piece.contains("SpecialToken")) {
+        std::string id = piece["SpecialToken"].value("id", "");
+        const auto& st = pp.value("special_tokens", nlohmann::json::object());
+        if (!st.contains(id)) fail(file, fmt::format("post_processor names special token '{}' without defining it", id));
+        for (const auto& v : st[id].value("ids", nlohmann::json::array())) (seen_a ? t.suffix : t.prefix).push_back(v.get<int64_t>());
+      }
+    }
+  } else if (type == "BertProcessing" || type == "RobertaProcessing") {
+    t.prefix.push_back(pp.at("cls").at(1).get<int64_t>());
+    t.suffix.push_back(pp.at("sep").at(1).get<int64_t>());
+  } else if (type != "ByteLevel") {
+    fail(file, fmt::format("post_processor type '{}' is not supported (supported: TemplateProcessing, BertProcessing, "
+                           "RobertaProcessing, ByteLevel, Sequence)", type));
+  }
+  return t;
+}
+
+}  // namespace rf::models::tok
