@@ -1,0 +1,108 @@
+// The rankforge binary end to end: forward against the fixtures, tokenize, inspect, and bad input
+// (one line naming the file, non-zero exit, no output file).
+#include <fmt/format.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "engine/safetensors.h"
+#include "tests/test_util.h"
+
+namespace fs = std::filesystem;
+using namespace rf;
+
+namespace {
+
+struct Run {
+  int rc;
+  std::string out, err;
+};
+
+Run run(const std::string& args) {
+  const char* cli = std::getenv("RF_CLI");
+  REQUIRE_MESSAGE(cli != nullptr, "RF_CLI is not set (meson sets it to the rankforge binary)");
+  fs::path dir = fs::temp_directory_path();
+  std::string o = (dir / fmt::format("rf_cli_{}.out", ::getpid())).string(), e = (dir / fmt::format("rf_cli_{}.err", ::getpid())).string();
+  int rc = std::system(fmt::format("{} {} > {} 2> {}", cli, args, o, e).c_str());
+  auto slurp = [](const std::string& p) {
+    std::ifstream in(p);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  Run r{WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, slurp(o), slurp(e)};
+  fs::remove(o);
+  fs::remove(e);
+  return r;
+}
+
+std::string fixtures() {
+  const char* f = std::getenv("RF_FIXTURES");
+  REQUIRE(f != nullptr);
+  return f;
+}
+
+}  // namespace
+
+TEST_SUITE("e2e") {
+  TEST_CASE("cli: forward writes logits equal to transformers' for every fixture") {
+    fs::path tmp = fs::temp_directory_path() / fmt::format("rf_cli_fw_{}", ::getpid());
+    fs::create_directories(tmp);
+    for (std::string arch : {"gpt2", "llama", "qwen2", "bert"}) {
+      CAPTURE(arch);
+      fs::path dir = fs::path(fixtures()) / "hf" / arch;
+      auto ref = safetensors::load_file((dir / "reference.safetensors").string());
+      safetensors::save_file({{"input_ids", ref.at("input_ids")}}, (tmp / "in.safetensors").string());
+      Run r = run(fmt::format("forward --model {} --input {} --output {}", (dir / "base").string(), (tmp / "in.safetensors").string(),
+                              (tmp / "out.safetensors").string()));
+      REQUIRE_MESSAGE(r.rc == 0, r.err);
+      auto out = safetensors::load_file((tmp / "out.safetensors").string());
+      Tensor l = out.at("logits"), want = ref.at("base_logits");
+      REQUIRE(l.shape() == want.shape());
+      double scale = max(abs(want)).item();
+      CHECK(max(abs(l - want)).item() / scale < 1e-4);
+    }
+    fs::remove_all(tmp);
+  }
+
+  TEST_CASE("cli: malformed input gives one line naming the file, a non-zero exit and no output") {
+    fs::path tmp = fs::temp_directory_path() / fmt::format("rf_cli_bad_{}", ::getpid());
+    fs::create_directories(tmp);
+    const std::string model = (fs::path(fixtures()) / "hf/gpt2/base").string(), out = (tmp / "out.safetensors").string();
+    auto check_bad = [&](const std::string& args, const std::string& needle) {
+      Run r = run(args);
+      CAPTURE(args);
+      CAPTURE(r.err);
+      CHECK(r.rc != 0);
+      CHECK(r.err.find(needle) != std::string::npos);
+      CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+      CHECK(!fs::exists(out));
+    };
+    std::ofstream(tmp / "garbage.safetensors") << "this is not a safetensors file at all";
+    check_bad(fmt::format("forward --model {} --input {} --output {}", model, (tmp / "garbage.safetensors").string(), out),
+              "garbage.safetensors: header too large");
+    safetensors::save_file({{"ids", zeros({1, 2}, DType::I64)}}, (tmp / "noids.safetensors").string());
+    check_bad(fmt::format("forward --model {} --input {} --output {}", model, (tmp / "noids.safetensors").string(), out),
+              "noids.safetensors: no 'input_ids' tensor");
+    safetensors::save_file({{"input_ids", full({1, 2}, 300.0, DType::I64)}}, (tmp / "oov.safetensors").string());
+    check_bad(fmt::format("forward --model {} --input {} --output {}", model, (tmp / "oov.safetensors").string(), out),
+              "input_ids[0] = 300 is outside the vocabulary [0, 300)");
+    check_bad(fmt::format("forward --model {} --input {} --output {}", tmp.string(), (tmp / "oov.safetensors").string(), out),
+              "config.json");
+    check_bad(fmt::format("inspect {}", (tmp / "garbage.safetensors").string()), "garbage.safetensors: header too large");
+    check_bad(fmt::format("tokenize --tokenizer {} hello", tmp.string()), "no tokenizer.json");
+    fs::remove_all(tmp);
+  }
+
+  TEST_CASE("cli: tokenize and inspect") {
+    const char* vocab = std::getenv("RF_GPT2_VOCAB");
+    REQUIRE(vocab != nullptr);
+    Run t = run(fmt::format("tokenize --tokenizer {} 'Hello world'", vocab));
+    CHECK(t.rc == 0);
+    CHECK(t.out == "[15496,995]\n");
+    Run i = run(fmt::format("inspect {}", (fs::path(fixtures()) / "hf/qwen2/base").string()));
+    CHECK(i.rc == 0);
+    CHECK(i.out.find("model.layers.0.self_attn.q_proj.bias") != std::string::npos);
+    CHECK(i.out.find("parameters") != std::string::npos);
+    CHECK(i.out.find("model_type=\"qwen2\"") != std::string::npos);
+  }
+}
