@@ -16,6 +16,7 @@ class Tokenizer {
   virtual ~Tokenizer() = default;
   // add_special: BOS/CLS/SEP etc. as the tokenizer's post-processor defines (none for GPT-2).
   virtual std::vector<int64_t> encode(std::string_view text, bool add_special = false) const = 0;
+  // Ids outside the vocabulary decode to nothing (as Hugging Face tokenizers).
   virtual std::string decode(std::span<const int64_t> ids, bool skip_special = false) const = 0;
   virtual int64_t vocab_size() const = 0;  // including added tokens
   virtual std::optional<int64_t> token_to_id(std::string_view token) const = 0;

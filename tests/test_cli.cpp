@@ -7,6 +7,8 @@
 #include <fstream>
 
 #include "engine/safetensors.h"
+#include "models/generate.h"
+#include "models/tokenizer.h"
 #include "tests/test_util.h"
 
 namespace fs = std::filesystem;
@@ -104,5 +106,33 @@ TEST_SUITE("e2e") {
     CHECK(i.out.find("model.layers.0.self_attn.q_proj.bias") != std::string::npos);
     CHECK(i.out.find("parameters") != std::string::npos);
     CHECK(i.out.find("model_type=\"qwen2\"") != std::string::npos);
+  }
+
+  TEST_CASE("cli: generate streams text and its greedy ids equal the library's") {
+    const char* vocab = std::getenv("RF_GPT2_VOCAB");
+    REQUIRE(vocab != nullptr);
+    // The gpt2 fixture (vocab 300) with a byte-level tokenizer over GPT-2's 256 byte symbols.
+    fs::path dir = fs::temp_directory_path() / fmt::format("rf_cli_gen_{}", ::getpid());
+    fs::create_directories(dir);
+    for (const char* f : {"config.json", "model.safetensors"}) fs::copy_file(fs::path(fixtures()) / "hf/gpt2/base" / f, dir / f);
+    auto gpt2 = models::load_tokenizer(vocab);
+    nlohmann::json v = nlohmann::json::object();
+    for (int64_t i = 0; i < 256; ++i) v[*gpt2->id_to_token(i)] = i;
+    nlohmann::json tj = {{"model", {{"type", "BPE"}, {"vocab", v}, {"merges", nlohmann::json::array()}}},
+                         {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}}};
+    std::ofstream(dir / "tokenizer.json") << tj.dump();
+    Run r = run(fmt::format("generate --model {} --prompt 'Hello there' --greedy --max-new-tokens 6 --print-ids", dir.string()));
+    REQUIRE_MESSAGE(r.rc == 0, r.err);
+    CHECK(r.out.starts_with("Hello there"));
+    CHECK(r.err.find("6 new tokens, stopped: max_new_tokens") != std::string::npos);
+    auto m = models::load_model(dir.string());
+    auto tok = models::load_tokenizer(dir.string());
+    models::SamplingOptions s;
+    s.greedy = true;
+    s.max_new_tokens = 6;
+    s.stop_ids = m->config().eos_token_ids;
+    auto g = models::generate(*m, tok->encode("Hello there"), s);
+    CHECK(r.out.find(nlohmann::json(g.tokens).dump()) != std::string::npos);
+    fs::remove_all(dir);
   }
 }

@@ -132,8 +132,8 @@ class BpeTokenizer final : public Tokenizer {
   std::string decode(std::span<const int64_t> ids, bool skip_special) const override {
     std::string out;
     for (int64_t id : ids) {
-      if (id < 0 || id >= int64_t(id_to_tok.size()) || (id_to_tok[size_t(id)].empty() && !is_added(id)))
-        throw std::runtime_error(fmt::format("[tokenizer] id {} is outside the vocabulary (size {})", id, id_to_tok.size()));
+      // Ids the vocabulary lacks (e.g. a model's padded embedding rows) decode to nothing, as in HF tokenizers.
+      if (id < 0 || id >= int64_t(id_to_tok.size()) || (id_to_tok[size_t(id)].empty() && !is_added(id))) continue;
       if (const AddedToken* a = find_added(id)) {
         if (!(skip_special && a->special)) out += a->content;
         continue;

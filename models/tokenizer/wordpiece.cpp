@@ -163,8 +163,7 @@ class WordPiece final : public Tokenizer {
   std::string decode(std::span<const int64_t> ids, bool skip_special) const override {
     std::string out;
     for (int64_t id : ids) {
-      if (id < 0 || id >= int64_t(id_to_tok.size()))
-        throw std::runtime_error(fmt::format("[tokenizer] id {} is outside the vocabulary (size {})", id, id_to_tok.size()));
+      if (id < 0 || id >= int64_t(id_to_tok.size())) continue;  // as HF tokenizers: unknown ids decode to nothing
       if (skip_special && is_special(id)) continue;
       const std::string& t = id_to_tok[size_t(id)];
       if (t.starts_with(prefix)) out += t.substr(prefix.size());
