@@ -12,6 +12,7 @@
 #include <stdexcept>
 
 #include "engine/safetensors.h"
+#include "engine/utf8.h"
 
 static_assert(std::endian::native == std::endian::little, "safetensors is little-endian; big-endian hosts are not supported");
 
@@ -40,26 +41,6 @@ constexpr std::array<DTypeInfo, 22> kDTypes{{
 
 [[noreturn]] void fail(std::string_view what, const std::string& msg) {
   throw std::runtime_error(fmt::format("[safetensors] {}: {}", what, msg));
-}
-
-// Strict UTF-8 (no overlongs, surrogates or code points above U+10FFFF); returns the first bad offset.
-size_t utf8_error(const unsigned char* s, size_t n) {
-  size_t i = 0;
-  while (i < n) {
-    unsigned c = s[i];
-    size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
-    if (len == 0 || i + len > n) return i;
-    if (len == 1) { ++i; continue; }
-    uint32_t cp = c & (0x7F >> len);
-    for (size_t k = 1; k < len; ++k) {
-      if ((s[i + k] & 0xC0) != 0x80) return i;
-      cp = (cp << 6) | (s[i + k] & 0x3F);
-    }
-    static constexpr uint32_t kMin[5] = {0, 0, 0x80, 0x800, 0x10000};
-    if (cp < kMin[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
-    i += len;
-  }
-  return n;
 }
 
 uint64_t as_u64(const nlohmann::json& v, std::string_view what, const std::string& name, const char* field) {
@@ -135,7 +116,7 @@ Header parse(std::span<const std::byte> file, std::string_view what) {
   if (8 + n > file.size())
     fail(what, fmt::format("invalid header length: {} header bytes announced at byte 0 but the file has {} bytes", n, file.size()));
   const auto* h = reinterpret_cast<const unsigned char*>(file.data() + 8);
-  if (size_t bad = utf8_error(h, n); bad != n) fail(what, fmt::format("invalid header: not UTF-8 at byte offset {}", 8 + bad));
+  if (size_t bad = utf8_invalid_at({reinterpret_cast<const char*>(h), size_t(n)}); bad != n) fail(what, fmt::format("invalid header: not UTF-8 at byte offset {}", 8 + bad));
   size_t first = 0;
   while (first < n && (h[first] == ' ' || h[first] == '\t' || h[first] == '\n' || h[first] == '\r')) ++first;
   if (first == n || h[first] != '{') fail(what, fmt::format("invalid header: does not start with '{{' (byte offset {})", 8 + first));

@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/utf8.h"
 #include "models/tokenizer.h"
 
 namespace rf::models::tok {
@@ -33,8 +34,7 @@ extern const char* const kGpt2Pattern;
 extern const char* const kLlama3Pattern;
 extern const char* const kQwen2Pattern;
 
-// Byte offset of the first invalid UTF-8 sequence, or text.size().
-size_t utf8_invalid_at(std::string_view text);
+using rf::utf8_invalid_at;  // engine/utf8.h
 
 struct AddedToken {
   std::string content;
