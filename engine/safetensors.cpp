@@ -17,6 +17,8 @@
 #include <set>
 #include <stdexcept>
 
+#include "engine/utf8.h"
+
 namespace rf::safetensors {
 
 namespace {
@@ -26,13 +28,18 @@ namespace {
 }  // namespace
 
 std::shared_ptr<File> File::open(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: a FIFO given by mistake fails below instead of blocking open() forever.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) fail(path, std::strerror(errno));
   struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+  if (::fstat(fd, &st) != 0) {
     int err = errno;
     ::close(fd);
-    fail(path, S_ISDIR(st.st_mode) ? "is a directory" : S_ISREG(st.st_mode) ? std::strerror(err) : "not a regular file");
+    fail(path, std::strerror(err));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    fail(path, S_ISDIR(st.st_mode) ? std::strerror(EISDIR) : "not a regular file");
   }
   std::shared_ptr<File> f(new File());
   f->path_ = path;
@@ -69,18 +76,26 @@ std::span<const std::byte> File::bytes(const TensorInfo& t) const {
 
 Tensor File::load(std::string_view name, const LoadOptions& opt) const {
   const TensorInfo* t = find(name);
-  if (!t) fail(path_, fmt::format("no tensor named '{}'", name));
+  if (!t) fail(path_, fmt::format("no tensor named {}", quote_name(name)));
   return load(*t, opt);
 }
 
 Tensor File::load(const TensorInfo& t, const LoadOptions& opt) const {
   auto rt = to_rf(t.dtype);
-  if (!rt) fail(path_, fmt::format("tensor '{}' has dtype {}, which rankforge does not load", t.name, dtype_string(t.dtype)));
+  if (!rt) fail(path_, fmt::format("tensor {}: dtype {} is not supported", quote_name(t.name), dtype_string(t.dtype)));
+  // parse() bounds the byte size, not the dims of an empty tensor ([0, 2^63]); Shape is int64 and
+  // rf::numel multiplies every dim, so the product of the non-zero dims must fit.
+  int64_t prod = 1;
+  for (uint64_t d : t.shape)
+    if (d > uint64_t(INT64_MAX) || __builtin_mul_overflow(prod, std::max<int64_t>(int64_t(d), 1), &prod))
+      fail(path_, fmt::format("tensor {}: shape {} is too large", quote_name(t.name), fmt::join(t.shape, "x")));
   Shape shape(t.shape.begin(), t.shape.end());
   auto b = bytes(t);
+  // Kernels treat BOOL bytes as 0/1 (masks are summed and compared), so other values are refused.
   if (*rt == DType::Bool)
-    for (std::byte x : b)
-      if (uint8_t(x) > 1) fail(path_, fmt::format("tensor '{}': BOOL byte {} is neither 0 nor 1", t.name, uint8_t(x)));
+    for (size_t i = 0; i < b.size(); ++i)
+      if (uint8_t(b[i]) > 1)
+        fail(path_, fmt::format("tensor {}: BOOL byte {} at element {} is neither 0 nor 1", quote_name(t.name), uint8_t(b[i]), i));
   const bool convert = (*rt == DType::F16 || *rt == DType::BF16) && !opt.keep_16bit;
   const size_t esize = dtype_size(*rt);
   const bool aligned = reinterpret_cast<uintptr_t>(b.data()) % esize == 0;
@@ -98,9 +113,9 @@ Tensor File::load(const TensorInfo& t, const LoadOptions& opt) const {
       return Tensor(impl);
     }
   }
-  Tensor host = from_raw(b, shape, *rt);
-  if (convert) host = host.to(DType::F32);
-  return host.to(opt.device);
+  if (!convert) return from_raw(b, shape, *rt, opt.device);
+  // Widened on the host: devices only move 16-bit storage through copy().
+  return from_raw(b, shape, *rt).to(DType::F32).to(opt.device);
 }
 
 std::map<std::string, Tensor> load_file(const std::string& path, const LoadOptions& opt) {
@@ -110,19 +125,37 @@ std::map<std::string, Tensor> load_file(const std::string& path, const LoadOptio
   return out;
 }
 
+namespace {
+void write_all(int fd, const void* data, size_t n, const std::string& path) {
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    ssize_t w = ::write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) fail(path, fmt::format("write failed: {}", std::strerror(w < 0 ? errno : EIO)));
+    p += w;
+    n -= size_t(w);
+  }
+}
+}  // namespace
+
 void save_file(const std::map<std::string, Tensor>& tensors, const std::string& path,
                const std::map<std::string, std::string>& metadata) {
   struct Entry {
     const std::string* name;
     Tensor t;
     StDType st;
+    uint64_t bytes;
   };
+  auto utf8 = [](const std::string& s) { return utf8_invalid_at(s) == s.size(); };
   std::vector<Entry> es;
   for (const auto& [name, t] : tensors) {
-    if (name.empty() || name == "__metadata__") fail(path, fmt::format("invalid tensor name '{}'", name));
-    if (!t.defined()) fail(path, fmt::format("tensor '{}' is undefined", name));
-    es.push_back({&name, t.detach().to(Device{}).contiguous(), from_rf(t.dtype())});
+    if (name.empty() || name == "__metadata__" || !utf8(name)) fail(path, fmt::format("invalid tensor name {}", quote_name(name)));
+    if (!t.defined()) fail(path, fmt::format("tensor {} is undefined", quote_name(name)));
+    Tensor c = t.detach().to(Device{}).contiguous();
+    es.push_back({&name, c, from_rf(c.dtype()), uint64_t(c.numel()) * dtype_size(c.dtype())});
   }
+  for (const auto& [k, v] : metadata)
+    if (!utf8(k) || !utf8(v)) fail(path, fmt::format("__metadata__ entry {} is not UTF-8", quote_name(k)));
   // The reference writer's order: descending alignment, then name; offsets back to back.
   std::stable_sort(es.begin(), es.end(), [](const Entry& a, const Entry& b) {
     return dtype_bits(a.st) != dtype_bits(b.st) ? dtype_bits(a.st) > dtype_bits(b.st) : *a.name < *b.name;
@@ -131,46 +164,81 @@ void save_file(const std::map<std::string, Tensor>& tensors, const std::string& 
   if (!metadata.empty()) header += "\"__metadata__\":" + nlohmann::json(metadata).dump();
   uint64_t offset = 0;
   for (const auto& e : es) {
-    uint64_t n = uint64_t(e.t.numel()) * dtype_size(e.t.dtype());
-    nlohmann::json entry = {{"dtype", std::string(dtype_string(e.st))}, {"shape", e.t.shape()}, {"data_offsets", {offset, offset + n}}};
-    header += (header.size() > 1 ? "," : "") + nlohmann::json(*e.name).dump() + ":" + entry.dump();
-    offset += n;
+    nlohmann::json entry = {{"dtype", std::string(dtype_string(e.st))}, {"shape", e.t.shape()}, {"data_offsets", {offset, offset + e.bytes}}};
+    if (header.size() > 1) header += ',';  // appended piecewise: g++ 12 warns (-Wrestrict) on "," + temporary
+    header += nlohmann::json(*e.name).dump();
+    header += ':';
+    header += entry.dump();
+    offset += e.bytes;
   }
   header += "}";
-  header.append((8 - header.size() % 8) % 8, ' ');
+  header.append((8 - header.size() % 8) % 8, ' ');  // keeps every tensor 8-byte aligned in a mapping
   if (header.size() > kMaxHeaderSize) fail(path, fmt::format("header too large: {} bytes (limit {})", header.size(), kMaxHeaderSize));
 
-  namespace fs = std::filesystem;
+  // Written beside the target and renamed over it: readers see the old file or the whole new one.
   const std::string tmp = fmt::format("{}.tmp.{}", path, ::getpid());
-  auto cleanup_fail = [&](const std::string& why) {
-    std::error_code ec;
-    fs::remove(tmp, ec);
-    fail(path, why);
-  };
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) fail(path, fmt::format("cannot create {}: {}", tmp, std::strerror(errno)));
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+  if (fd < 0) fail(path, fmt::format("cannot create {}: {}", tmp, std::strerror(errno)));
+  try {
     uint64_t n = header.size();
-    out.write(reinterpret_cast<const char*>(&n), 8);
-    out.write(header.data(), std::streamsize(header.size()));
+    write_all(fd, &n, 8, path);
+    write_all(fd, header.data(), header.size(), path);
+    constexpr size_t kChunk = size_t(64) << 20;  // staging for the download, not a copy of each tensor
+    std::vector<std::byte> raw;
     for (const auto& e : es) {
-      if (e.t.numel() == 0) continue;
-      std::vector<std::byte> raw(size_t(e.t.numel()) * dtype_size(e.t.dtype()));
-      e.t.backend().download(e.t.buffer(), size_t(e.t.offset()) * dtype_size(e.t.dtype()), raw);
-      out.write(reinterpret_cast<const char*>(raw.data()), std::streamsize(raw.size()));
+      const size_t base = size_t(e.t.offset()) * dtype_size(e.t.dtype());
+      for (uint64_t done = 0; done < e.bytes; done += raw.size()) {
+        raw.resize(size_t(std::min<uint64_t>(kChunk, e.bytes - done)));
+        e.t.backend().download(e.t.buffer(), base + size_t(done), raw);
+        write_all(fd, raw.data(), raw.size(), path);
+      }
     }
-    out.flush();
-    if (!out) cleanup_fail(fmt::format("write failed: {}", std::strerror(errno)));
+    if (::fsync(fd) != 0) fail(path, fmt::format("fsync failed: {}", std::strerror(errno)));
+    int rc = ::close(fd);
+    fd = -1;
+    if (rc != 0) fail(path, fmt::format("close failed: {}", std::strerror(errno)));
+    if (::rename(tmp.c_str(), path.c_str()) != 0)
+      fail(path, fmt::format("cannot rename {} into place: {}", tmp, std::strerror(errno)));
+  } catch (...) {
+    if (fd >= 0) ::close(fd);
+    ::unlink(tmp.c_str());
+    throw;
   }
-  int fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
+  // Best effort: make the rename itself durable.
+  std::string dir = std::filesystem::path(path).parent_path().string();
+  int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
   }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) cleanup_fail(fmt::format("cannot rename the temporary file into place: {}", ec.message()));
 }
+
+namespace {
+// The index as JSON, refusing duplicate keys (nlohmann would keep one silently, so a tensor listed
+// twice could load from either shard).
+nlohmann::json read_index(const std::string& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) fail(file, std::strerror(errno));
+  std::vector<std::set<std::string>> open_objects;
+  std::string dup;
+  auto cb = [&](int, nlohmann::json::parse_event_t ev, nlohmann::json& parsed) {
+    using E = nlohmann::json::parse_event_t;
+    if (ev == E::object_start) open_objects.emplace_back();
+    else if (ev == E::object_end && !open_objects.empty()) open_objects.pop_back();
+    else if (ev == E::key && !open_objects.empty() && !open_objects.back().insert(parsed.get<std::string>()).second && dup.empty())
+      dup = parsed.get<std::string>();
+    return true;
+  };
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in, cb);
+  } catch (const nlohmann::json::exception& e) {
+    fail(file, fmt::format("invalid JSON: {}", e.what()));
+  }
+  if (!dup.empty()) fail(file, fmt::format("invalid JSON: duplicate key {}", quote_name(dup)));
+  return j;
+}
+}  // namespace
 
 Checkpoint Checkpoint::open(const std::string& dir) {
   namespace fs = std::filesystem;
@@ -180,47 +248,50 @@ Checkpoint Checkpoint::open(const std::string& dir) {
     c.files_.push_back(File::open(file));
     return c.files_.size() - 1;
   };
-  if (fs::is_regular_file(p)) {
-    size_t i = add(dir);
+  auto add_all = [&](const std::string& file) {
+    size_t i = add(file);
     for (const auto& t : c.files_[i]->header().tensors) c.where_.emplace(t.name, i);
+  };
+  std::error_code ec;
+  auto st = fs::status(p, ec);
+  if (!fs::exists(st)) fail(dir, ec && st.type() != fs::file_type::not_found ? ec.message() : std::strerror(ENOENT));
+  if (!fs::is_directory(st)) {  // a single .safetensors file
+    add_all(dir);
     return c;
   }
-  fs::path index = p / "model.safetensors.index.json";
-  if (fs::exists(index)) {
-    std::ifstream in(index);
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(in);
-    } catch (const nlohmann::json::exception& e) {
-      fail(index.string(), fmt::format("invalid JSON: {}", e.what()));
-    }
-    if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
-      fail(index.string(), "no 'weight_map' object");
+  const fs::path index = p / "model.safetensors.index.json";
+  if (fs::exists(index, ec)) {
+    const std::string ix = index.string();
+    nlohmann::json j = read_index(ix);
+    if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object()) fail(ix, "no 'weight_map' object");
     std::map<std::string, size_t> shard_index;
     for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
-      if (!it->is_string()) fail(index.string(), fmt::format("weight_map['{}'] is not a file name", it.key()));
-      std::string shard = it->get<std::string>();
-      if (shard.find('/') != std::string::npos || shard == "..")
-        fail(index.string(), fmt::format("shard '{}' must be a file name in the same directory", shard));
+      if (!it->is_string()) fail(ix, fmt::format("weight_map entry {} is not a file name", quote_name(it.key())));
+      const std::string& shard = it->get_ref<const std::string&>();
+      // Shards are siblings of the index: a path here could read files outside the checkpoint.
+      if (shard.empty() || shard.find('/') != std::string::npos || shard == "." || shard == "..")
+        fail(ix, fmt::format("shard {} must be a file name in the same directory", quote_name(shard)));
       auto [s, fresh] = shard_index.emplace(shard, 0);
       if (fresh) s->second = add((p / shard).string());
       if (!c.files_[s->second]->find(it.key()))
-        fail(index.string(), fmt::format("tensor '{}' is listed in {} but that shard does not hold it", it.key(), shard));
+        fail(ix, fmt::format("tensor {} is listed in {} but that shard does not hold it", quote_name(it.key()), shard));
       c.where_.emplace(it.key(), s->second);
     }
     // A tensor must live in exactly one shard, and every tensor a shard holds must be indexed.
     for (size_t i = 0; i < c.files_.size(); ++i)
       for (const auto& t : c.files_[i]->header().tensors) {
         auto w = c.where_.find(t.name);
-        if (w == c.where_.end()) fail(index.string(), fmt::format("tensor '{}' in {} is missing from weight_map", t.name, c.files_[i]->path()));
-        if (w->second != i) fail(index.string(), fmt::format("tensor '{}' appears in two shards", t.name));
+        if (w == c.where_.end())
+          fail(ix, fmt::format("tensor {} in {} is missing from weight_map", quote_name(t.name), c.files_[i]->path()));
+        if (w->second != i)
+          fail(ix, fmt::format("tensor {} appears in two shards: {} and {}", quote_name(t.name), c.files_[w->second]->path(),
+                               c.files_[i]->path()));
       }
     return c;
   }
-  fs::path single = p / "model.safetensors";
-  if (!fs::exists(single)) fail(dir, "no model.safetensors or model.safetensors.index.json");
-  size_t i = add(single.string());
-  for (const auto& t : c.files_[i]->header().tensors) c.where_.emplace(t.name, i);
+  const fs::path single = p / "model.safetensors";
+  if (!fs::exists(single, ec)) fail(dir, fmt::format("no model.safetensors or model.safetensors.index.json in {}", dir));
+  add_all(single.string());
   return c;
 }
 
@@ -234,13 +305,13 @@ bool Checkpoint::contains(std::string_view name) const { return where_.find(name
 
 const TensorInfo& Checkpoint::info(std::string_view name) const {
   auto it = where_.find(name);
-  if (it == where_.end()) fail(files_.empty() ? "checkpoint" : files_[0]->path(), fmt::format("no tensor named '{}'", name));
+  if (it == where_.end()) fail(files_.empty() ? "checkpoint" : files_[0]->path(), fmt::format("no tensor named {}", quote_name(name)));
   return *files_[it->second]->find(name);
 }
 
 Tensor Checkpoint::load(std::string_view name, const LoadOptions& opt) const {
   auto it = where_.find(name);
-  if (it == where_.end()) fail(files_.empty() ? "checkpoint" : files_[0]->path(), fmt::format("no tensor named '{}'", name));
+  if (it == where_.end()) fail(files_.empty() ? "checkpoint" : files_[0]->path(), fmt::format("no tensor named {}", quote_name(name)));
   return files_[it->second]->load(name, opt);
 }
 

@@ -27,6 +27,8 @@ std::optional<DType> to_rf(StDType t);  // the dtypes rankforge computes with or
 StDType from_rf(DType t);
 
 constexpr uint64_t kMaxHeaderSize = 100'000'000;
+// A tensor name for messages: single-quoted, control characters escaped (errors stay one line).
+std::string quote_name(std::string_view name);
 
 struct TensorInfo {
   std::string name;
@@ -61,6 +63,7 @@ class File {
   const Header& header() const { return header_; }
   const TensorInfo* find(std::string_view name) const;  // nullptr when absent
   std::span<const std::byte> bytes(const TensorInfo& t) const;
+  std::span<const std::byte> mapping() const { return {map_, size_}; }  // the whole file image
   Tensor load(const TensorInfo& t, const LoadOptions& opt = {}) const;
   Tensor load(std::string_view name, const LoadOptions& opt = {}) const;  // throws when absent
 

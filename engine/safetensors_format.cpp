@@ -45,21 +45,21 @@ constexpr std::array<DTypeInfo, 22> kDTypes{{
 
 uint64_t as_u64(const nlohmann::json& v, std::string_view what, const std::string& name, const char* field) {
   if (!v.is_number_unsigned() && !(v.is_number_integer() && v.get<int64_t>() >= 0))
-    fail(what, fmt::format("invalid header deserialization: tensor '{}': {} must hold non-negative integers", name, field));
+    fail(what, fmt::format("invalid header deserialization: tensor {}: {} must hold non-negative integers", quote_name(name), field));
   return v.get<uint64_t>();
 }
 
 TensorInfo parse_entry(const std::string& name, const nlohmann::json& e, std::string_view what) {
-  auto bad = [&](const std::string& why) { fail(what, fmt::format("invalid header deserialization: tensor '{}': {}", name, why)); };
+  auto bad = [&](const std::string& why) { fail(what, fmt::format("invalid header deserialization: tensor {}: {}", quote_name(name), why)); };
   if (!e.is_object()) bad("entry is not an object");
   for (auto it = e.begin(); it != e.end(); ++it)
-    if (it.key() != "dtype" && it.key() != "shape" && it.key() != "data_offsets") bad(fmt::format("unknown field '{}'", it.key()));
+    if (it.key() != "dtype" && it.key() != "shape" && it.key() != "data_offsets") bad(fmt::format("unknown field {}", quote_name(it.key())));
   if (!e.contains("dtype") || !e.contains("shape") || !e.contains("data_offsets")) bad("needs dtype, shape and data_offsets");
   TensorInfo t;
   t.name = name;
   if (!e["dtype"].is_string()) bad("dtype is not a string");
   auto dt = parse_dtype(e["dtype"].get_ref<const std::string&>());
-  if (!dt) bad(fmt::format("unknown dtype '{}'", e["dtype"].get<std::string>()));
+  if (!dt) bad(fmt::format("unknown dtype {}", quote_name(e["dtype"].get_ref<const std::string&>())));
   t.dtype = *dt;
   if (!e["shape"].is_array()) bad("shape is not a list");
   for (const auto& d : e["shape"]) t.shape.push_back(as_u64(d, what, name, "shape"));
@@ -71,6 +71,15 @@ TensorInfo parse_entry(const std::string& name, const nlohmann::json& e, std::st
 }
 
 }  // namespace
+
+std::string quote_name(std::string_view name) {
+  std::string out = "'";
+  for (char c : name) {
+    if (uint8_t(c) < 0x20 || c == 0x7f) out += fmt::format("\\x{:02x}", uint8_t(c));
+    else out += c;
+  }
+  return out + "'";
+}
 
 std::string_view dtype_string(StDType t) { return kDTypes[size_t(t)].name; }
 size_t dtype_bits(StDType t) { return kDTypes[size_t(t)].bits; }
@@ -121,12 +130,22 @@ Header parse(std::span<const std::byte> file, std::string_view what) {
   while (first < n && (h[first] == ' ' || h[first] == '\t' || h[first] == '\n' || h[first] == '\r')) ++first;
   if (first == n || h[first] != '{') fail(what, fmt::format("invalid header: does not start with '{{' (byte offset {})", 8 + first));
 
-  // nlohmann keeps the last of duplicate keys silently; the callback sees every top-level key.
-  std::set<std::string> seen;
-  std::string dup;
-  auto cb = [&](int depth, nlohmann::json::parse_event_t ev, nlohmann::json& parsed) {
-    if (ev == nlohmann::json::parse_event_t::key && depth == 1 && !seen.insert(parsed.get<std::string>()).second && dup.empty())
-      dup = parsed.get<std::string>();
+  // nlohmann keeps the last of duplicate keys silently, so the callback tracks the keys of every
+  // open object: a repeated tensor name, field or metadata key would make the file ambiguous.
+  std::vector<std::set<std::string>> open_objects;
+  std::string last_top_key, dup;
+  auto cb = [&](int, nlohmann::json::parse_event_t ev, nlohmann::json& parsed) {
+    using E = nlohmann::json::parse_event_t;
+    if (ev == E::object_start) open_objects.emplace_back();
+    else if (ev == E::object_end && !open_objects.empty()) open_objects.pop_back();
+    else if (ev == E::key && !open_objects.empty()) {
+      const auto& k = parsed.get_ref<const std::string&>();
+      if (!open_objects.back().insert(k).second && dup.empty())
+        dup = open_objects.size() == 1 ? fmt::format("duplicate tensor name {}", quote_name(k))
+              : open_objects.size() == 2 ? fmt::format("duplicate key {} in {}", quote_name(k), quote_name(last_top_key))
+                                         : fmt::format("duplicate key {}", quote_name(k));
+      if (open_objects.size() == 1) last_top_key = k;
+    }
     return true;
   };
   nlohmann::json j;
@@ -135,7 +154,7 @@ Header parse(std::span<const std::byte> file, std::string_view what) {
   } catch (const nlohmann::json::exception& e) {
     fail(what, fmt::format("invalid header deserialization: {}", e.what()));
   }
-  if (!dup.empty()) fail(what, fmt::format("invalid header deserialization: duplicate tensor name '{}'", dup));
+  if (!dup.empty()) fail(what, fmt::format("invalid header deserialization: {}", dup));
   if (!j.is_object()) fail(what, "invalid header deserialization: the header is not a JSON object");
 
   Header hd;
@@ -144,7 +163,7 @@ Header parse(std::span<const std::byte> file, std::string_view what) {
     if (it.key() == "__metadata__") {
       if (!it->is_object()) fail(what, "invalid header deserialization: __metadata__ must map strings to strings");
       for (auto m = it->begin(); m != it->end(); ++m) {
-        if (!m->is_string()) fail(what, fmt::format("invalid header deserialization: __metadata__ value of '{}' is not a string", m.key()));
+        if (!m->is_string()) fail(what, fmt::format("invalid header deserialization: __metadata__ value of {} is not a string", quote_name(m.key())));
         hd.metadata[m.key()] = m->get<std::string>();
       }
       continue;
@@ -156,16 +175,16 @@ Header parse(std::span<const std::byte> file, std::string_view what) {
   uint64_t expected = 0;
   for (const auto& t : hd.tensors) {
     if (t.begin != expected || t.end < t.begin)
-      fail(what, fmt::format("invalid offset: tensor '{}' has data_offsets [{}, {}] but must start at {} (no gaps or overlaps)",
-                             t.name, t.begin, t.end, expected));
+      fail(what, fmt::format("invalid offset: tensor {} has data_offsets [{}, {}] but must start at {} (no gaps or overlaps)",
+                             quote_name(t.name), t.begin, t.end, expected));
     uint64_t numel = 1, nbits = 0;
     for (uint64_t d : t.shape)
-      if (__builtin_mul_overflow(numel, d, &numel)) fail(what, fmt::format("validation overflow: the shape of tensor '{}'", t.name));
+      if (__builtin_mul_overflow(numel, d, &numel)) fail(what, fmt::format("validation overflow: the shape of tensor {}", quote_name(t.name)));
     if (__builtin_mul_overflow(numel, uint64_t(dtype_bits(t.dtype)), &nbits))
-      fail(what, fmt::format("validation overflow: the byte size of tensor '{}'", t.name));
-    if (nbits % 8) fail(what, fmt::format("misaligned slice: tensor '{}' does not fill whole bytes ({} bits)", t.name, nbits));
+      fail(what, fmt::format("validation overflow: the byte size of tensor {}", quote_name(t.name)));
+    if (nbits % 8) fail(what, fmt::format("misaligned slice: tensor {} does not fill whole bytes ({} bits)", quote_name(t.name), nbits));
     if (t.end - t.begin != nbits / 8)
-      fail(what, fmt::format("tensor invalid info: tensor '{}' ({} {}) needs {} bytes but data_offsets span {}", t.name,
+      fail(what, fmt::format("tensor invalid info: tensor {} ({} {}) needs {} bytes but data_offsets span {}", quote_name(t.name),
                              dtype_string(t.dtype), nlohmann::json(t.shape).dump(), nbits / 8, t.end - t.begin));
     expected = t.end;
   }
