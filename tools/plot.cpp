@@ -1,0 +1,1 @@
+// implemented by the trainer work (issue 5)
