@@ -1,5 +1,7 @@
 #include "models/model.h"
 
+#include "engine/file_io.h"
+
 #include <fmt/format.h>
 
 #include <cstdio>
@@ -56,23 +58,6 @@ std::unique_ptr<Model> load_model(const std::string& dir, const LoadOptions& opt
   return model;
 }
 
-namespace {
-void write_text_atomic(const std::filesystem::path& path, const std::string& text) {
-  std::filesystem::path tmp = path;
-  tmp += fmt::format(".tmp.{}", ::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.flush();
-    if (!out) {
-      std::error_code ec;
-      std::filesystem::remove(tmp, ec);
-      throw std::runtime_error(fmt::format("[save] {}: cannot write", path.string()));
-    }
-  }
-  std::filesystem::rename(tmp, path);
-}
-}  // namespace
 
 void save_model(Model& m, const std::string& dir) {
   namespace fs = std::filesystem;
@@ -80,7 +65,7 @@ void save_model(Model& m, const std::string& dir) {
   fs::create_directories(dir, ec);
   if (ec) throw std::runtime_error(fmt::format("[save] {}: cannot create directory: {}", dir, ec.message()));
   safetensors::save_file(m.state_dict(), (fs::path(dir) / "model.safetensors").string(), {{"format", "pt"}});
-  write_text_atomic(fs::path(dir) / "config.json", m.config().raw.dump(2) + "\n");
+  write_file_atomic((fs::path(dir) / "config.json").string(), m.config().raw.dump(2) + "\n");
 }
 
 }  // namespace rf::models

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include <set>
 #include <stdexcept>
 
@@ -48,6 +50,13 @@ Module* Module::find(const std::string& path) {
     start = dot + 1;
   }
   return path.empty() ? this : m;
+}
+
+bool Module::remove_module(const std::string& name) {
+  auto it = std::find_if(children_.begin(), children_.end(), [&](const auto& c) { return c.first == name; });
+  if (it == children_.end()) return false;
+  children_.erase(it);
+  return true;
 }
 
 std::shared_ptr<Module> Module::replace(const std::string& path, std::shared_ptr<Module> m) {

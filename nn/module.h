@@ -41,6 +41,9 @@ class Module {
   // Puts m in the slot of the child at a dotted path ("h.0.attn.c_attn"); returns the module it replaced.
   std::shared_ptr<Module> replace(const std::string& path, std::shared_ptr<Module> m);
   Module* find(const std::string& path);  // nullptr when absent
+  // Drops a direct child by name (containers keyed by name, e.g. LoRA's per-adapter modules); slots
+  // of later children shift, so only use it on modules that look children up by name.
+  bool remove_module(const std::string& name);
 
   // ---- traversal (depth first, registration order) ----
   struct NamedParam {

@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   rf::tools::add_inspect_command(app, rc);
   rf::tools::add_tokenize_command(app, rc);
   rf::tools::add_model_commands(app, rc, device_spec, device);
+  rf::tools::add_train_commands(app, rc, device_spec, device);
 
   auto* devices = app.add_subcommand("devices", "List compute devices");
   devices->callback([&] {

@@ -1,0 +1,137 @@
+// PEFT adapter files: adapter_config.json + adapter_model.safetensors with "base_model.model." keys
+// and the adapter name removed (".lora_A.weight"; DoRA's "lora_magnitude_vector" without ".weight").
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <filesystem>
+#include <set>
+#include <stdexcept>
+
+#include "engine/autograd.h"
+#include "engine/file_io.h"
+#include "engine/safetensors.h"
+#include "peft/peft_model.h"
+
+namespace rf::peft {
+
+namespace {
+[[noreturn]] void fail(const std::string& what, const std::string& why) {
+  throw std::runtime_error(fmt::format("[peft] {}: {}", what, why));
+}
+const char* kAdapterSegments[] = {".lora_A.", ".lora_B."};
+}  // namespace
+
+std::string PeftModel::key_to_param(const std::string& key, const std::string& name) const {
+  if (!key.starts_with(kPeftPrefix)) return "";
+  std::string k = key.substr(std::string(kPeftPrefix).size());
+  for (const char* seg : kAdapterSegments) {
+    size_t p = k.rfind(seg);
+    if (p != std::string::npos) return k.substr(0, p + std::string(seg).size()) + name + "." + k.substr(p + std::string(seg).size());
+  }
+  if (k.ends_with(".lora_magnitude_vector")) return k + "." + name + ".weight";
+  if (k.ends_with(".lora_magnitude_vector.weight")) return k.substr(0, k.size() - 7) + "." + name + ".weight";
+  return k;
+}
+
+std::map<std::string, Tensor> PeftModel::adapter_state_dict(const std::string& name) {
+  const LoraConfig& c = config(name);
+  std::map<std::string, Tensor> out;
+  const std::string pre = kPeftPrefix;
+  for (auto& [path, l] : layers_) {
+    if (!l->has_adapter(name)) continue;
+    out[pre + path + ".lora_A.weight"] = l->lora_A(name).weight();
+    out[pre + path + ".lora_B.weight"] = l->lora_B(name).weight();
+    if (l->options(name).lora_bias) out[pre + path + ".lora_B.bias"] = l->lora_B(name).bias();
+    if (l->options(name).use_dora) out[pre + path + ".lora_magnitude_vector"] = l->magnitude(name);
+    if (c.bias == "lora_only" && l->base().has_bias()) out[pre + path + ".base_layer.bias"] = l->base().bias();
+  }
+  if (c.bias == "all")
+    for (auto& p : model_.named_parameters())
+      if (p.name.ends_with(".bias") && p.name.find(".lora_") == std::string::npos) out[pre + p.name] = *p.tensor;
+  for (auto& [path, s] : saved_) {
+    auto it = s.copies.find(name);
+    if (it == s.copies.end()) continue;
+    auto params = s.module->named_parameters();
+    for (size_t i = 0; i < s.original.size(); ++i)
+      for (auto& p : params)
+        if (p.slot == s.original[i].first) out[pre + path + "." + p.name] = it->second[i];
+  }
+  return out;
+}
+
+void PeftModel::save_adapter(const std::string& dir, const std::string& name) {
+  namespace fs = std::filesystem;
+  LoraConfig c = config(name);
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) fail(dir, ec.message());
+  if (!fs::is_directory(dir)) fail(dir, "not a directory");
+  std::map<std::string, Tensor> tensors;
+  NoGradGuard ng;
+  for (auto& [k, t] : adapter_state_dict(name)) tensors[k] = t.detach().to(Device{}).contiguous();
+  if (tensors.empty()) fail(dir, fmt::format("adapter '{}' has no tensors to save", name));
+  // Tensors first, config last: a directory with a config always has its weights.
+  safetensors::save_file(tensors, (fs::path(dir) / "adapter_model.safetensors").string(), {{"format", "pt"}});
+  write_file_atomic((fs::path(dir) / "adapter_config.json").string(), dump_peft_json(to_json(c)));
+}
+
+void PeftModel::load_adapter(const std::string& dir, const std::string& name, bool trainable, std::vector<std::string>* notes) {
+  namespace fs = std::filesystem;
+  const std::string cfg_path = (fs::path(dir) / "adapter_config.json").string();
+  const std::string st_path = (fs::path(dir) / "adapter_model.safetensors").string();
+  if (!fs::exists(cfg_path)) {
+    if (fs::exists(fs::path(dir) / "adapter_model.bin"))
+      fail(dir, "holds adapter_model.bin (pickle); only adapter_model.safetensors is read");
+    fail(cfg_path, fs::exists(dir) ? "no such file" : "no such directory");
+  }
+  LoraConfig c = load_lora_config(cfg_path, notes);
+  auto file = safetensors::File::open(st_path);
+  // Weights come from the file: no init may touch the base (PiSSA/OLoRA adapters expect the base
+  // they were trained against, as in PEFT).
+  c.init_lora_weights = "true";
+  add_adapter(name, c);
+  std::map<std::string, Tensor*> params;
+  for (auto& p : model_.named_parameters()) params[p.name] = p.tensor;
+  std::set<std::string> expected;
+  for (auto& [k, t] : adapter_state_dict(name)) expected.insert(k);
+  std::vector<std::string> unexpected, mismatched;
+  std::vector<std::pair<Tensor*, const safetensors::TensorInfo*>> todo;
+  std::set<std::string> seen;
+  for (const auto& info : file->header().tensors) {
+    std::string pn = key_to_param(info.name, name);
+    auto it = params.find(pn);
+    if (pn.empty() || it == params.end() || !expected.count(info.name)) {
+      unexpected.push_back(info.name);
+      continue;
+    }
+    Shape want = it->second->shape();
+    Shape got(info.shape.begin(), info.shape.end());
+    if (got != want) {
+      mismatched.push_back(fmt::format("{} [{}] vs model [{}]", info.name, fmt::join(got, ","), fmt::join(want, ",")));
+      continue;
+    }
+    seen.insert(info.name);
+    todo.emplace_back(it->second, &info);
+  }
+  std::vector<std::string> missing;
+  for (const auto& k : expected)
+    if (!seen.count(k)) missing.push_back(k);
+  if (!unexpected.empty() || !mismatched.empty() || !missing.empty()) {
+    delete_adapter(name);
+    auto list = [](const std::vector<std::string>& v) {
+      return v.size() <= 4 ? fmt::format("{}", fmt::join(v, ", "))
+                           : fmt::format("{}, ... ({} in all)", fmt::join(v.begin(), v.begin() + 4, ", "), v.size());
+    };
+    std::string msg;
+    if (!missing.empty()) msg += fmt::format("missing {}; ", list(missing));
+    if (!unexpected.empty()) msg += fmt::format("unexpected {}; ", list(unexpected));
+    if (!mismatched.empty()) msg += fmt::format("shape mismatch {}; ", list(mismatched));
+    msg.resize(msg.size() - 2);
+    fail(st_path, msg + " (does adapter_config.json match this model?)");
+  }
+  NoGradGuard ng;
+  for (auto& [t, info] : todo) t->copy_(file->load(*info).to(DType::F32));
+  set_trainable(name, trainable);
+}
+
+}  // namespace rf::peft

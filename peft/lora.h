@@ -1,0 +1,83 @@
+#pragma once
+// LoraLinear takes a Linear's place under the same name and keeps it as `base_layer`, so parameter
+// names are PEFT's in-memory names: "<path>.base_layer.weight", "<path>.lora_A.<adapter>.weight",
+// "<path>.lora_B.<adapter>.weight", "<path>.lora_magnitude_vector.<adapter>.weight" (DoRA).
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/ops.h"
+#include "nn/layers.h"
+
+namespace rf::peft {
+
+struct LoraOptions {  // one adapter on one module, after rank_pattern / alpha_pattern
+  int64_t r = 8;
+  double alpha = 8;
+  bool use_rslora = false;
+  double dropout = 0.0;
+  bool use_dora = false;
+  bool lora_bias = false;
+  std::string init = "true";  // true | false | gaussian | pissa | pissa_niter_<k> | olora
+  double scaling() const;
+};
+
+class LoraLinear : public nn::Module {
+ public:
+  explicit LoraLinear(std::shared_ptr<nn::Linear> base);
+  std::string_view type_name() const override { return "LoraLinear"; }
+  Tensor forward(const Tensor& x) override;  // (..., in) -> (..., out)
+
+  // Creates the adapter's tensors on the base's device and initialises them (PiSSA / OLoRA also
+  // rewrite the base weight, as PEFT). Throws "[peft] ..." for a duplicate name or r > min(in, out) where needed.
+  void add_adapter(const std::string& name, const LoraOptions& o);
+  void delete_adapter(const std::string& name);
+  bool has_adapter(const std::string& name) const { return opts_.count(name) > 0; }
+  std::vector<std::string> adapters() const;
+  void set_active(const std::vector<std::string>& names);  // unknown names are skipped (module not targeted)
+  const std::vector<std::string>& active() const { return active_; }
+  const LoraOptions& options(const std::string& name) const;
+  void set_scaling(const std::string& name, double s) { scale_[name] = s; }
+  double scaling(const std::string& name) const { return scale_.at(name); }
+
+  nn::Linear& base() { return child_as<nn::Linear>(base_slot_); }
+  std::shared_ptr<nn::Linear> base_ptr() const { return std::static_pointer_cast<nn::Linear>(child_ptr(base_slot_)); }
+  nn::Linear& lora_A(const std::string& name);  // (r, in)
+  nn::Linear& lora_B(const std::string& name);  // (out, r)
+  Tensor& magnitude(const std::string& name);   // (out) DoRA
+  // scaling * B A as (out, in), f32; detached.
+  Tensor delta_weight(const std::string& name);
+
+  // Adds the active adapters into the base weight (DoRA: rescales rows and caches the norm so
+  // unmerge is exact up to rounding); forward then runs the base alone.
+  void merge(const std::vector<std::string>& names);
+  void unmerge();
+  const std::vector<std::string>& merged() const { return merged_; }
+
+ private:
+  Tensor base_out_in_f32();  // current base weight as (out, in) f32, contiguous copy
+  void write_base_out_in(const Tensor& w);  // stores a (out, in) weight in the base's layout and dtype
+  Tensor dora_weight_norm(const std::string& name);  // ||W + scaling * B A||_row, detached (out)
+
+  size_t base_slot_;
+  size_t a_slot_, b_slot_;
+  size_t m_slot_ = SIZE_MAX;  // lora_magnitude_vector container, created with the first DoRA adapter
+  std::map<std::string, LoraOptions> opts_;
+  std::map<std::string, double> scale_;
+  std::vector<std::string> order_;  // adapters in creation order
+  std::vector<std::string> active_;
+  std::vector<std::string> merged_;
+  std::map<std::string, Tensor> dora_norm_cache_;  // merged DoRA adapters: the norm used at merge
+};
+
+// DoRA's magnitude holder: a module with one parameter "weight" (PEFT's DoraLinearLayer).
+class Magnitude : public nn::Module {
+ public:
+  explicit Magnitude(Tensor w) { register_parameter("weight", std::move(w)); }
+  std::string_view type_name() const override { return "DoraLinearLayer"; }
+  Tensor& weight() { return param(0); }
+};
+
+}  // namespace rf::peft

@@ -1,0 +1,62 @@
+#pragma once
+// Rank strategies plug into training through hooks the Trainer always calls (architecture.md):
+// a library user driving peft::Trainer gets exactly what `rankforge train` does. Plain LoRA is the
+// first user: fixed ranks, no extra work.
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "engine/tensor.h"
+#include "nn/optim.h"
+#include "peft/peft_model.h"
+
+namespace rf::peft {
+
+struct ModuleRank {
+  std::string module;  // module path
+  int64_t rank = 0;
+};
+
+// A loss over one batch of held-out or probe data; strategies call it without knowing the data.
+using BatchLoss = std::function<Tensor()>;
+
+class RankStrategy {
+ public:
+  virtual ~RankStrategy() = default;
+  virtual std::string name() const = 0;
+  // Once, before the first step: probe batches (GeLoRA's intrinsic dimensions, RoSA's masks) and the
+  // planned number of optimizer steps (AdaLoRA's budget schedule).
+  virtual void before_training(PeftModel& pm, const std::vector<BatchLoss>& probe, int64_t total_steps) {}
+  // Added to the training loss of every micro-batch (AdaLoRA's orthogonality term); undefined = none.
+  virtual Tensor extra_loss(PeftModel& pm) { return Tensor(); }
+  // After the gradients of a whole step are in (importance scores, gradient statistics).
+  virtual void after_backward(PeftModel& pm, int64_t step) {}
+  // After the optimizer update (masking, merge-and-reinit, moment resets). Returning true tells the
+  // trainer the set of trainable tensors changed and the optimizer must be rebuilt.
+  virtual bool after_optimizer_step(PeftModel& pm, int64_t step, nn::Optimizer& opt) { return false; }
+  // Bi-level methods (AutoLoRA): one update of selection variables on a validation batch.
+  virtual void meta_step(PeftModel& pm, const BatchLoss& val, int64_t step) {}
+  // After the last step: fix ranks, export.
+  virtual void finalize(PeftModel& pm) {}
+  // Per-module ranks of the active adapter, for logs and plots.
+  virtual std::vector<ModuleRank> rank_report(PeftModel& pm) const;
+  // The strategy has finished (AROMA's stopping rule): the trainer stops.
+  virtual bool done() const { return false; }
+  // Checkpoint state (tensors on the host, JSON for the rest).
+  virtual void save_state(std::map<std::string, Tensor>& tensors, nlohmann::json& meta) const {}
+  virtual void load_state(const std::map<std::string, Tensor>& tensors, const nlohmann::json& meta) {}
+};
+
+class LoraStrategy final : public RankStrategy {
+ public:
+  std::string name() const override { return "lora"; }
+};
+
+// "lora" (later issues register adalora, aroma, gelora, ...); throws listing the known names.
+std::unique_ptr<RankStrategy> make_strategy(const std::string& method);
+
+}  // namespace rf::peft

@@ -1,0 +1,139 @@
+#include "peft/trainer.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <stdexcept>
+
+#include "engine/autograd.h"
+#include "engine/ops.h"
+
+namespace rf::peft {
+
+namespace {
+// As the HF Trainer: no weight decay on biases, norm weights and DoRA magnitudes.
+bool no_decay(const std::string& n) {
+  return n.ends_with(".bias") || n.find("norm") != std::string::npos || n.find("ln_") != std::string::npos ||
+         n.find("lora_magnitude_vector") != std::string::npos;
+}
+}  // namespace
+
+Trainer::Trainer(models::Model& model, PeftModel* pm, std::unique_ptr<RankStrategy> strategy, TrainerOptions o)
+    : model_(model), pm_(pm), strategy_(std::move(strategy)), o_(std::move(o)) {
+  if (!strategy_) strategy_ = std::make_unique<LoraStrategy>();
+  if (o_.grad_accum < 1) throw std::invalid_argument("[train] grad_accum must be >= 1");
+  if (o_.optimizer != "adamw" && o_.optimizer != "sgd")
+    throw std::invalid_argument(fmt::format("[train] unknown optimizer '{}'; valid: adamw, sgd", o_.optimizer));
+  nn::validate(o_.schedule);
+  if (!pm_) model_.set_requires_grad(true);
+  build_optimizer();
+}
+
+void Trainer::build_optimizer() {
+  params_.clear();
+  if (pm_) {
+    params_ = pm_->trainable_parameters();
+  } else {
+    for (auto& p : model_.named_parameters())
+      if (p.tensor->requires_grad()) params_.emplace_back(p.name, *p.tensor);
+  }
+  if (params_.empty()) throw std::invalid_argument("[train] nothing to train: no parameter requires a gradient");
+  nn::ParamGroup decay{{}, {}, o_.lr, o_.weight_decay}, plain{{}, {}, o_.lr, 0.0f};
+  for (auto& [n, t] : params_) {
+    auto& g = no_decay(n) ? plain : decay;
+    g.params.push_back(t);
+    g.names.push_back(n);
+  }
+  std::vector<nn::ParamGroup> groups;
+  for (auto* g : {&decay, &plain})
+    if (!g->params.empty()) groups.push_back(*g);
+  if (o_.optimizer == "adamw")
+    opt_ = std::make_unique<nn::AdamW>(groups, nn::AdamWOptions{o_.lr, o_.beta1, o_.beta2, o_.eps, o_.weight_decay});
+  else
+    opt_ = std::make_unique<nn::Sgd>(groups, o_.momentum);
+}
+
+int64_t Trainer::trainable_count() const {
+  int64_t n = 0;
+  for (auto& [name, t] : params_) n += t.numel();
+  return n;
+}
+
+void Trainer::begin(const std::vector<BatchLoss>& probe) {
+  if (begun_) return;
+  begun_ = true;
+  if (pm_) strategy_->before_training(*pm_, probe, o_.schedule.total_steps);
+}
+
+StepResult Trainer::step(const std::vector<BatchLoss>& micro) {
+  begin();
+  if (micro.empty()) throw std::invalid_argument("[train] a step needs at least one micro-batch");
+  StepResult r;
+  r.lr = double(o_.lr) * nn::lr_multiplier(o_.schedule, step_);
+  opt_->set_lr_multiplier(nn::lr_multiplier(o_.schedule, step_));
+  const double scale = 1.0 / double(micro.size());
+  double total = 0;
+  for (const auto& f : micro) {
+    Tensor loss = f();
+    const double v = loss.item();
+    total += v;
+    if (!std::isfinite(v)) {
+      opt_->zero_grad();
+      r.loss = v;
+      r.finite = false;
+      return r;
+    }
+    Tensor extra = pm_ ? strategy_->extra_loss(*pm_) : Tensor();
+    if (extra.defined()) loss = add(loss, extra);
+    backward(micro.size() == 1 ? loss : mul(loss, scale));
+  }
+  r.loss = total * scale;
+  std::vector<Tensor> ps;
+  for (auto& [n, t] : params_) ps.push_back(t);
+  if (pm_) strategy_->after_backward(*pm_, step_);
+  r.grad_norm = o_.max_grad_norm > 0 ? nn::clip_grad_norm(ps, o_.max_grad_norm) : nn::grad_norm(ps);
+  if (!std::isfinite(r.grad_norm)) {
+    opt_->zero_grad();
+    r.finite = false;
+    return r;
+  }
+  opt_->step();
+  opt_->zero_grad();
+  ++step_;
+  if (pm_ && strategy_->after_optimizer_step(*pm_, step_, *opt_)) build_optimizer();
+  return r;
+}
+
+void Trainer::finish() {
+  if (pm_) strategy_->finalize(*pm_);
+}
+
+void Trainer::save_state(std::map<std::string, Tensor>& tensors, nlohmann::json& meta) const {
+  std::map<std::string, Tensor> ot, st;
+  nlohmann::json om, sm;
+  opt_->save_state(ot, om);
+  strategy_->save_state(st, sm);
+  for (auto& [k, v] : ot) tensors["optimizer." + k] = v;
+  for (auto& [k, v] : st) tensors["strategy." + k] = v;
+  meta["optimizer"] = om;
+  meta["strategy"] = sm;
+  meta["strategy_name"] = strategy_->name();
+  meta["global_step"] = step_;
+}
+
+void Trainer::load_state(const std::map<std::string, Tensor>& tensors, const nlohmann::json& meta) {
+  if (meta.value("strategy_name", "") != strategy_->name())
+    throw std::runtime_error(fmt::format("[train] the checkpoint was written by strategy '{}', this run uses '{}'",
+                                         meta.value("strategy_name", "?"), strategy_->name()));
+  std::map<std::string, Tensor> ot, st;
+  for (auto& [k, v] : tensors) {
+    if (k.starts_with("optimizer.")) ot[k.substr(10)] = v;
+    if (k.starts_with("strategy.")) st[k.substr(9)] = v;
+  }
+  strategy_->load_state(st, meta.at("strategy"));
+  opt_->load_state(ot, meta.at("optimizer"));
+  step_ = meta.at("global_step").get<int64_t>();
+  begun_ = true;
+}
+
+}  // namespace rf::peft

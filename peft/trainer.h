@@ -1,0 +1,71 @@
+#pragma once
+// The training step every front end shares: micro-batches with gradient accumulation, the strategy
+// hooks, clipping by global norm, the learning-rate schedule, and the optimizer. Full fine-tuning
+// (no PeftModel) uses the same loop with every model parameter trainable.
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "models/model.h"
+#include "nn/optim.h"
+#include "nn/schedule.h"
+#include "peft/peft_model.h"
+#include "peft/strategy.h"
+
+namespace rf::peft {
+
+struct TrainerOptions {
+  std::string optimizer = "adamw";  // adamw | sgd
+  float lr = 2e-4f;
+  float weight_decay = 0.0f;        // not applied to biases, norms and DoRA magnitudes (as HF Trainer)
+  float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
+  float momentum = 0.0f;            // sgd
+  double max_grad_norm = 1.0;       // 0: no clipping
+  int64_t grad_accum = 1;           // micro-batches per optimizer step
+  nn::ScheduleOptions schedule;     // total_steps set by the caller
+};
+
+struct StepResult {
+  double loss = 0;       // mean over the micro-batches (before extra_loss)
+  double grad_norm = 0;  // before clipping
+  double lr = 0;         // used for this step
+  bool finite = true;    // false: NaN/Inf loss or gradient; nothing was updated
+};
+
+class Trainer {
+ public:
+  // pm may be null: full fine-tuning of every parameter of model.
+  Trainer(models::Model& model, PeftModel* pm, std::unique_ptr<RankStrategy> strategy, TrainerOptions o);
+  // Runs the probe hook (once). Call before the first step; step() calls it with no probes otherwise.
+  void begin(const std::vector<BatchLoss>& probe = {});
+  // One optimizer step over o.grad_accum micro-batch losses (each called once, in order).
+  StepResult step(const std::vector<BatchLoss>& micro);
+  void finish();  // strategy finalize()
+
+  int64_t global_step() const { return step_; }
+  bool strategy_done() const { return strategy_->done(); }
+  nn::Optimizer& optimizer() { return *opt_; }
+  RankStrategy& strategy() { return *strategy_; }
+  std::vector<std::pair<std::string, Tensor>> trainable() const { return params_; }
+  int64_t trainable_count() const;
+
+  // Optimizer, strategy and step counter, for checkpoints (bit-exact resume).
+  void save_state(std::map<std::string, Tensor>& tensors, nlohmann::json& meta) const;
+  void load_state(const std::map<std::string, Tensor>& tensors, const nlohmann::json& meta);
+
+ private:
+  void build_optimizer();
+  models::Model& model_;
+  PeftModel* pm_;
+  std::unique_ptr<RankStrategy> strategy_;
+  TrainerOptions o_;
+  std::vector<std::pair<std::string, Tensor>> params_;
+  std::unique_ptr<nn::Optimizer> opt_;
+  int64_t step_ = 0;
+  bool begun_ = false;
+};
+
+}  // namespace rf::peft

@@ -1,0 +1,275 @@
+#include "tools/train_config.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <yaml-cpp/yaml.h>
+
+#include <filesystem>
+#include <map>
+#include <set>
+#include <stdexcept>
+
+#include "engine/file_io.h"
+#include "peft/pattern.h"
+
+namespace rf::tools {
+
+namespace {
+
+[[noreturn]] void fail(const std::string& what, const std::string& why) {
+  throw std::runtime_error(fmt::format("[config] {}: {}", what, why));
+}
+
+// Every valid key, dotted. Order here is the order of the README's schema table.
+const std::vector<std::string> kKeys = {
+    "model", "tokenizer", "device", "seed", "output", "keep_16bit",
+    "adapter.method", "adapter.r", "adapter.alpha", "adapter.dropout", "adapter.target_modules",
+    "adapter.exclude_modules", "adapter.use_rslora", "adapter.use_dora", "adapter.init", "adapter.bias",
+    "adapter.lora_bias", "adapter.modules_to_save", "adapter.layers_to_transform", "adapter.layers_pattern",
+    "adapter.rank_pattern", "adapter.alpha_pattern",
+    "data.train", "data.validation", "data.format", "data.val_fraction", "data.max_seq_len", "data.pack",
+    "data.add_special", "data.add_eos", "data.labels",
+    "training.steps", "training.epochs", "training.batch_size", "training.grad_accum", "training.optimizer",
+    "training.lr", "training.weight_decay", "training.betas", "training.eps", "training.momentum",
+    "training.max_grad_norm", "training.schedule", "training.warmup_steps", "training.min_lr_ratio",
+    "training.cycle_length", "training.restart_warmup_steps",
+    "eval.every", "eval.batch_size", "eval.max_batches",
+    "log.every", "log.plots", "checkpoint.every"};
+const std::set<std::string> kMaps = {"adapter.rank_pattern", "adapter.alpha_pattern"};
+
+void check_keys(const YAML::Node& n, const std::string& prefix, const std::string& what) {
+  if (!n.IsMap()) fail(what, prefix.empty() ? "the top level must be a mapping" : fmt::format("'{}' must be a mapping", prefix));
+  for (const auto& kv : n) {
+    const std::string k = prefix.empty() ? kv.first.as<std::string>() : prefix + "." + kv.first.as<std::string>();
+    const bool leaf = std::find(kKeys.begin(), kKeys.end(), k) != kKeys.end();
+    const bool section = std::any_of(kKeys.begin(), kKeys.end(), [&](const std::string& v) { return v.starts_with(k + "."); });
+    if (!leaf && !section) {
+      auto near = peft::close_names(k, kKeys, 1);
+      fail(what, fmt::format("unknown key '{}' (line {}); did you mean '{}'?", k, kv.first.Mark().line + 1, near.empty() ? "" : near[0]));
+    }
+    if (section && !leaf) check_keys(kv.second, k, what);
+  }
+}
+
+YAML::Node get(const YAML::Node& root, const std::string& dotted) {
+  YAML::Node n = YAML::Clone(root);
+  size_t start = 0;
+  while (true) {
+    size_t dot = dotted.find('.', start);
+    std::string part = dotted.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    if (!n.IsMap() || !n[part]) return YAML::Node();
+    n = n[part];
+    if (dot == std::string::npos) return n;
+    start = dot + 1;
+  }
+}
+
+template <class T>
+void read(const YAML::Node& root, const std::string& key, T& out, const std::string& what) {
+  YAML::Node n = get(root, key);
+  if (!n || n.IsNull()) return;
+  try {
+    out = n.as<T>();
+  } catch (const YAML::Exception&) {
+    fail(what, fmt::format("'{}' (line {}) has an invalid value '{}'", key, n.Mark().line + 1, YAML::Dump(n)));
+  }
+}
+
+peft::ModuleSelector read_selector(const YAML::Node& root, const std::string& key, const std::string& what) {
+  YAML::Node n = get(root, key);
+  if (!n || n.IsNull()) return {};
+  if (n.IsScalar()) {
+    std::string s = n.as<std::string>();
+    if (s == "all-linear") return {peft::ModuleSelector::Kind::AllLinear, {}, {}};
+    return peft::ModuleSelector::pattern(s);
+  }
+  std::vector<std::string> v;
+  read(root, key, v, what);
+  return peft::ModuleSelector::list(v);
+}
+
+void set_override(YAML::Node& root, const std::string& kv, const std::string& what) {
+  size_t eq = kv.find('=');
+  if (eq == std::string::npos || eq == 0) fail(what, fmt::format("--set '{}' must be key=value", kv));
+  std::string key = kv.substr(0, eq), value = kv.substr(eq + 1);
+  if (std::find(kKeys.begin(), kKeys.end(), key) == kKeys.end()) {
+    auto near = peft::close_names(key, kKeys, 1);
+    fail(what, fmt::format("--set: unknown key '{}'; did you mean '{}'?", key, near.empty() ? "" : near[0]));
+  }
+  YAML::Node v;
+  try {
+    v = YAML::Load(value);
+  } catch (const YAML::Exception& e) {
+    fail(what, fmt::format("--set {}: invalid value: {}", key, e.msg));
+  }
+  // Walk/create the path; yaml-cpp nodes are handles, so assigning through them edits root.
+  std::vector<std::string> parts;
+  for (size_t s = 0, d; s <= key.size(); s = d + 1) {
+    d = key.find('.', s);
+    if (d == std::string::npos) d = key.size();
+    parts.push_back(key.substr(s, d - s));
+  }
+  if (parts.size() == 1) {
+    root[parts[0]] = v;
+  } else {
+    if (!root[parts[0]] || !root[parts[0]].IsMap()) root[parts[0]] = YAML::Node(YAML::NodeType::Map);
+    YAML::Node sec = root[parts[0]];
+    sec[parts[1]] = v;
+  }
+}
+
+}  // namespace
+
+TrainConfig parse_train_config(const std::string& text, const std::string& what, const std::vector<std::string>& overrides) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    fail(what, fmt::format("invalid YAML at line {}: {}", e.mark.line + 1, e.msg));
+  }
+  if (!root || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
+  check_keys(root, "", what);
+  for (const auto& o : overrides) set_override(root, o, what);
+  TrainConfig c;
+  c.source = what;
+  read(root, "model", c.model, what);
+  if (c.model.empty()) fail(what, "'model' (a checkpoint directory) is required");
+  read(root, "tokenizer", c.tokenizer, what);
+  if (c.tokenizer.empty()) c.tokenizer = c.model;
+  read(root, "device", c.device, what);
+  read(root, "seed", c.seed, what);
+  read(root, "output", c.output, what);
+  read(root, "keep_16bit", c.keep_16bit, what);
+  read(root, "adapter.method", c.method, what);
+  if (c.method != "lora" && c.method != "full") fail(what, fmt::format("adapter.method '{}' is not one of: lora, full", c.method));
+  auto& l = c.lora;
+  l.r = 8;
+  l.lora_alpha = 16;
+  read(root, "adapter.r", l.r, what);
+  read(root, "adapter.alpha", l.lora_alpha, what);
+  read(root, "adapter.dropout", l.lora_dropout, what);
+  l.target_modules = read_selector(root, "adapter.target_modules", what);
+  l.exclude_modules = read_selector(root, "adapter.exclude_modules", what);
+  read(root, "adapter.use_rslora", l.use_rslora, what);
+  read(root, "adapter.use_dora", l.use_dora, what);
+  read(root, "adapter.init", l.init_lora_weights, what);
+  read(root, "adapter.bias", l.bias, what);
+  read(root, "adapter.lora_bias", l.lora_bias, what);
+  read(root, "adapter.modules_to_save", l.modules_to_save, what);
+  read(root, "adapter.layers_to_transform", l.layers_to_transform, what);
+  read(root, "adapter.layers_pattern", l.layers_pattern, what);
+  for (const char* k : {"adapter.rank_pattern", "adapter.alpha_pattern"}) {
+    YAML::Node n = get(root, k);
+    if (!n || n.IsNull()) continue;
+    if (!n.IsMap()) fail(what, fmt::format("'{}' must be a mapping", k));
+    for (const auto& kv : n) {
+      try {
+        if (std::string(k) == "adapter.rank_pattern") l.rank_pattern.emplace_back(kv.first.as<std::string>(), kv.second.as<int64_t>());
+        else l.alpha_pattern.emplace_back(kv.first.as<std::string>(), kv.second.as<double>());
+      } catch (const YAML::Exception&) {
+        fail(what, fmt::format("'{}.{}' must be a number", k, kv.first.as<std::string>()));
+      }
+    }
+  }
+  try {
+    if (c.method == "lora") l.validate();
+  } catch (const std::exception& e) {
+    std::string m = e.what();
+    fail(what, "adapter: " + m.substr(m.rfind(": ") + 2));
+  }
+  auto& d = c.data;
+  read(root, "data.train", d.path, what);
+  if (d.path.empty()) fail(what, "'data.train' (a JSONL or text file) is required");
+  read(root, "data.validation", d.val_path, what);
+  std::string fmt_name = "auto";
+  read(root, "data.format", fmt_name, what);
+  static const std::map<std::string, DataFormat> formats = {{"auto", DataFormat::Auto}, {"text", DataFormat::Text},
+      {"prompt_completion", DataFormat::PromptCompletion}, {"classification", DataFormat::Classification},
+      {"plain_text", DataFormat::PlainText}};
+  if (!formats.count(fmt_name)) fail(what, fmt::format("data.format '{}' is not one of: auto, text, prompt_completion, classification, plain_text", fmt_name));
+  d.format = formats.at(fmt_name);
+  read(root, "data.val_fraction", d.val_fraction, what);
+  read(root, "data.max_seq_len", d.max_seq_len, what);
+  read(root, "data.pack", d.pack, what);
+  read(root, "data.add_special", d.add_special, what);
+  read(root, "data.add_eos", d.add_eos, what);
+  read(root, "data.labels", d.label_names, what);
+  // Relative data paths are relative to the config file, so a run folder can move.
+  auto rel = [&](std::string& p) {
+    if (!p.empty() && std::filesystem::path(p).is_relative() && std::filesystem::exists(std::filesystem::path(what).parent_path() / p))
+      p = (std::filesystem::path(what).parent_path() / p).string();
+  };
+  rel(d.path);
+  rel(d.val_path);
+  rel(c.model);
+  rel(c.tokenizer);
+  auto& t = c.trainer;
+  read(root, "training.steps", c.steps, what);
+  read(root, "training.epochs", c.epochs, what);
+  read(root, "training.batch_size", c.batch_size, what);
+  read(root, "training.grad_accum", t.grad_accum, what);
+  read(root, "training.optimizer", t.optimizer, what);
+  read(root, "training.lr", t.lr, what);
+  read(root, "training.weight_decay", t.weight_decay, what);
+  std::vector<float> betas = {t.beta1, t.beta2};
+  read(root, "training.betas", betas, what);
+  if (betas.size() != 2) fail(what, "training.betas must be two numbers");
+  t.beta1 = betas[0];
+  t.beta2 = betas[1];
+  read(root, "training.eps", t.eps, what);
+  read(root, "training.momentum", t.momentum, what);
+  read(root, "training.max_grad_norm", t.max_grad_norm, what);
+  std::string sched = "constant";
+  read(root, "training.schedule", sched, what);
+  try {
+    t.schedule.kind = nn::parse_schedule_kind(sched);
+  } catch (const std::exception& e) {
+    fail(what, e.what());
+  }
+  read(root, "training.warmup_steps", t.schedule.warmup_steps, what);
+  read(root, "training.min_lr_ratio", t.schedule.min_lr_ratio, what);
+  read(root, "training.cycle_length", t.schedule.cycle_length, what);
+  read(root, "training.restart_warmup_steps", t.schedule.restart_warmup_steps, what);
+  read(root, "eval.every", c.eval_every, what);
+  read(root, "eval.batch_size", c.eval_batch_size, what);
+  read(root, "eval.max_batches", c.eval_max_batches, what);
+  read(root, "log.every", c.log_every, what);
+  read(root, "log.plots", c.plots, what);
+  read(root, "checkpoint.every", c.checkpoint_every, what);
+  if (c.batch_size < 1) fail(what, "training.batch_size must be >= 1");
+  if (c.steps < 0 || (c.steps == 0 && c.epochs <= 0)) fail(what, "set training.steps > 0 or training.epochs > 0");
+  if (c.eval_every < 0 || c.log_every < 1 || c.checkpoint_every < 0) fail(what, "eval.every, log.every and checkpoint.every must be >= 0 (log.every >= 1)");
+  return c;
+}
+
+TrainConfig load_train_config(const std::string& path, const std::vector<std::string>& overrides) {
+  return parse_train_config(read_file(path, "config"), path, overrides);
+}
+
+std::string dump_train_config(const TrainConfig& c) {
+  YAML::Emitter e;
+  e << YAML::BeginMap;
+  e << YAML::Key << "model" << YAML::Value << c.model << YAML::Key << "tokenizer" << YAML::Value << c.tokenizer;
+  e << YAML::Key << "device" << YAML::Value << c.device << YAML::Key << "seed" << YAML::Value << c.seed;
+  e << YAML::Key << "output" << YAML::Value << c.output;
+  e << YAML::Key << "adapter" << YAML::Value << YAML::BeginMap << YAML::Key << "method" << YAML::Value << c.method;
+  e << YAML::Key << "r" << YAML::Value << c.lora.r << YAML::Key << "alpha" << YAML::Value << c.lora.lora_alpha;
+  e << YAML::Key << "dropout" << YAML::Value << c.lora.lora_dropout;
+  e << YAML::Key << "target_modules" << YAML::Value << c.lora.target_modules.to_json().dump();
+  e << YAML::Key << "use_rslora" << YAML::Value << c.lora.use_rslora << YAML::Key << "use_dora" << YAML::Value << c.lora.use_dora;
+  e << YAML::Key << "init" << YAML::Value << c.lora.init_lora_weights << YAML::EndMap;
+  e << YAML::Key << "data" << YAML::Value << YAML::BeginMap << YAML::Key << "train" << YAML::Value << c.data.path;
+  e << YAML::Key << "validation" << YAML::Value << c.data.val_path << YAML::Key << "max_seq_len" << YAML::Value << c.data.max_seq_len;
+  e << YAML::Key << "val_fraction" << YAML::Value << c.data.val_fraction << YAML::Key << "pack" << YAML::Value << c.data.pack << YAML::EndMap;
+  e << YAML::Key << "training" << YAML::Value << YAML::BeginMap << YAML::Key << "steps" << YAML::Value << c.steps;
+  e << YAML::Key << "batch_size" << YAML::Value << c.batch_size << YAML::Key << "grad_accum" << YAML::Value << c.trainer.grad_accum;
+  e << YAML::Key << "optimizer" << YAML::Value << c.trainer.optimizer << YAML::Key << "lr" << YAML::Value << c.trainer.lr;
+  e << YAML::Key << "weight_decay" << YAML::Value << c.trainer.weight_decay;
+  e << YAML::Key << "max_grad_norm" << YAML::Value << c.trainer.max_grad_norm;
+  e << YAML::Key << "schedule" << YAML::Value << nn::schedule_kind_name(c.trainer.schedule.kind);
+  e << YAML::Key << "warmup_steps" << YAML::Value << c.trainer.schedule.warmup_steps << YAML::EndMap;
+  e << YAML::EndMap;
+  return std::string(e.c_str()) + "\n";
+}
+
+}  // namespace rf::tools

@@ -1,0 +1,49 @@
+#pragma once
+// The `rankforge train` YAML schema (README "Training"): every key with its default. Unknown keys
+// are errors that name the nearest valid key; `--set a.b=value` overrides any key.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "nn/schedule.h"
+#include "peft/config.h"
+#include "peft/trainer.h"
+#include "tools/data.h"
+
+namespace rf::tools {
+
+struct TrainConfig {
+  std::string model;                // checkpoint directory (required)
+  std::string tokenizer;            // default: model
+  std::string device = "cpu";
+  uint64_t seed = 0;
+  std::string output = "runs/run";  // run folder
+  bool keep_16bit = false;
+  // adapter
+  std::string method = "lora";      // lora | full (no adapter: every parameter trains)
+  peft::LoraConfig lora;
+  // data
+  DataOptions data;
+  // training
+  int64_t steps = 100;              // optimizer steps (0: from epochs)
+  double epochs = 0;                // used when steps == 0
+  int64_t batch_size = 8;
+  peft::TrainerOptions trainer;
+  // evaluation, logging, checkpoints
+  int64_t eval_every = 50;          // 0: only before and after training
+  int64_t eval_batch_size = 0;      // 0: batch_size
+  int64_t eval_max_batches = 0;     // 0: the whole validation split
+  int64_t log_every = 10;
+  int64_t checkpoint_every = 50;    // 0: only at the end and on SIGINT
+  bool plots = true;
+  std::string source;               // the file it came from (messages)
+};
+
+// Parses YAML text (file name for messages) and applies overrides "a.b=value" in order.
+TrainConfig parse_train_config(const std::string& yaml_text, const std::string& what,
+                               const std::vector<std::string>& overrides = {});
+TrainConfig load_train_config(const std::string& path, const std::vector<std::string>& overrides = {});
+// The resolved configuration as YAML (written into the run folder).
+std::string dump_train_config(const TrainConfig& c);
+
+}  // namespace rf::tools

@@ -1,0 +1,350 @@
+#include "tools/train_run.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "engine/autograd.h"
+#include "engine/file_io.h"
+#include "engine/safetensors.h"
+#include "models/loss.h"
+#include "models/tokenizer.h"
+#include "peft/peft_model.h"
+#include "peft/trainer.h"
+#include "tools/plot.h"
+#include "tools/progress.h"
+
+namespace rf::tools {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::atomic<bool> g_interrupted{false};
+extern "C" void on_sigint(int) { g_interrupted = true; }
+
+models::ModelInputs inputs_of(const Batch& b) { return models::ModelInputs{b.input_ids, b.attention_mask, {}, {}}; }
+
+Tensor batch_loss(models::Model& m, const Batch& b, bool cls) {
+  Tensor logits = m.forward(inputs_of(b));
+  return cls ? models::classification_loss(logits, b.class_labels) : models::causal_lm_loss(logits, b.labels);
+}
+
+// Targets the shifted causal loss counts in a batch (labels[:, 1:] != -100).
+int64_t counted_targets(const Batch& b) {
+  std::vector<int64_t> y = b.labels.to_vector<int64_t>();
+  const int64_t B = b.labels.size(0), T = b.labels.size(1);
+  int64_t n = 0;
+  for (int64_t r = 0; r < B; ++r)
+    for (int64_t t = 1; t < T; ++t) n += y[size_t(r * T + t)] != -100;
+  return n;
+}
+
+struct RunState {
+  int64_t epoch = 0, cursor = 0;
+  std::vector<double> loss_steps, losses, eval_steps, eval_losses;
+  uint64_t metrics_bytes = 0;
+  double before = NAN;
+};
+
+nlohmann::json to_json(const RunState& s, RngState rng, int64_t step) {
+  return {{"epoch", s.epoch}, {"cursor", s.cursor}, {"loss_steps", s.loss_steps}, {"losses", s.losses},
+          {"eval_steps", s.eval_steps}, {"eval_losses", s.eval_losses}, {"metrics_bytes", s.metrics_bytes},
+          {"before", std::isfinite(s.before) ? nlohmann::json(s.before) : nlohmann::json(nullptr)},
+          {"rng_seed", rng.seed}, {"rng_offset", rng.offset}, {"step", step}};
+}
+
+void write_plots(const TrainConfig& c, const RunState& s, peft::Trainer& tr, peft::PeftModel* pm) {
+  if (!c.plots) return;
+  LineChart lc;
+  lc.title = "loss";
+  lc.x_label = "step";
+  lc.y_label = "loss";
+  lc.series.push_back({"train", s.loss_steps, s.losses, 0});
+  lc.series.push_back({"eval", s.eval_steps, s.eval_losses, 0});
+  write_png(lc, (fs::path(c.output) / "loss.png").string());
+  if (pm) {
+    BarChart bc;
+    bc.title = "rank per adapted module";
+    bc.y_label = "rank";
+    for (auto& r : tr.strategy().rank_report(*pm)) {
+      bc.labels.push_back(r.module);
+      bc.values.push_back(double(r.rank));
+    }
+    write_png(bc, (fs::path(c.output) / "ranks.png").string());
+  }
+}
+
+// checkpoint.tmp is filled, then swapped in by two renames; a crash leaves checkpoint or checkpoint.old.
+void save_checkpoint(const TrainConfig& c, peft::Trainer& tr, peft::PeftModel* pm, const RunState& s) {
+  fs::path out(c.output), tmp = out / "checkpoint.tmp", cur = out / "checkpoint", old = out / "checkpoint.old";
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  std::map<std::string, Tensor> tensors;
+  nlohmann::json meta;
+  tr.save_state(tensors, meta);
+  NoGradGuard ng;
+  for (auto& [n, t] : tr.trainable()) tensors["param." + n] = t.detach().to(Device{}).contiguous();
+  meta["run"] = to_json(s, rng_take(0), tr.global_step());
+  safetensors::save_file(tensors, (tmp / "trainer_state.safetensors").string(), {{"format", "rankforge"}});
+  if (pm) pm->save_adapter(tmp.string(), pm->active_adapters()[0]);
+  write_file_atomic((tmp / "trainer_state.json").string(), meta.dump(1) + "\n");
+  fs::remove_all(old);
+  if (fs::exists(cur)) fs::rename(cur, old);
+  fs::rename(tmp, cur);
+  fs::remove_all(old);
+}
+
+RunState load_checkpoint(const TrainConfig& c, peft::Trainer& tr) {
+  fs::path dir = fs::path(c.output) / "checkpoint";
+  if (!fs::exists(dir) && fs::exists(fs::path(c.output) / "checkpoint.old")) dir = fs::path(c.output) / "checkpoint.old";
+  if (!fs::exists(dir / "trainer_state.json"))
+    throw std::runtime_error(fmt::format("[train] --resume: no checkpoint in {}", c.output));
+  nlohmann::json meta = nlohmann::json::parse(read_file((dir / "trainer_state.json").string(), "train"));
+  auto tensors = safetensors::load_file((dir / "trainer_state.safetensors").string());
+  NoGradGuard ng;
+  for (auto& [n, t] : tr.trainable()) {
+    auto it = tensors.find("param." + n);
+    if (it == tensors.end() || it->second.shape() != t.shape())
+      throw std::runtime_error(fmt::format("[train] --resume: the checkpoint does not hold '{}' with this shape; was the config changed?", n));
+    Tensor dst = t;
+    dst.copy_(it->second);
+  }
+  tr.load_state(tensors, meta);
+  const auto& r = meta.at("run");
+  RunState s;
+  s.epoch = r.at("epoch");
+  s.cursor = r.at("cursor");
+  s.loss_steps = r.at("loss_steps").get<std::vector<double>>();
+  s.losses = r.at("losses").get<std::vector<double>>();
+  s.eval_steps = r.at("eval_steps").get<std::vector<double>>();
+  s.eval_losses = r.at("eval_losses").get<std::vector<double>>();
+  s.metrics_bytes = r.at("metrics_bytes");
+  s.before = r.at("before").is_null() ? NAN : r.at("before").get<double>();
+  manual_seed(r.at("rng_seed").get<uint64_t>());
+  rng_take(r.at("rng_offset").get<uint64_t>());
+  return s;
+}
+
+}  // namespace
+
+EvalResult evaluate(models::Model& m, const Dataset& ds, const std::vector<Example>& split, int64_t batch_size,
+                    int64_t max_batches, Device d) {
+  EvalResult r;
+  if (split.empty()) return r;
+  const bool was_training = m.training();
+  m.eval();
+  NoGradGuard ng;
+  const bool cls = ds.classification();
+  double loss_sum = 0, weight = 0;
+  int64_t correct = 0;
+  const int64_t n = int64_t(split.size());
+  for (int64_t start = 0, b = 0; start < n && (max_batches <= 0 || b < max_batches); start += batch_size, ++b) {
+    std::vector<int64_t> rows;
+    for (int64_t i = start; i < std::min(n, start + batch_size); ++i) rows.push_back(i);
+    Batch batch = make_batch(ds, split, rows, d);
+    Tensor logits = m.forward(inputs_of(batch));
+    if (cls) {
+      loss_sum += models::classification_loss(logits, batch.class_labels).item() * double(rows.size());
+      weight += double(rows.size());
+      std::vector<int64_t> pred = argmax(logits, 1).to_vector<int64_t>(), y = batch.class_labels.to_vector<int64_t>();
+      for (size_t i = 0; i < pred.size(); ++i) correct += pred[i] == y[i];
+    } else {
+      const int64_t cnt = counted_targets(batch);
+      if (cnt == 0) continue;
+      loss_sum += models::causal_lm_loss(logits, batch.labels).item() * double(cnt);
+      weight += double(cnt);
+    }
+    r.rows += int64_t(rows.size());
+  }
+  r.loss = weight > 0 ? loss_sum / weight : NAN;
+  if (cls) r.accuracy = double(correct) / double(std::max<int64_t>(r.rows, 1));
+  else r.perplexity = std::exp(r.loss);
+  m.train(was_training);
+  return r;
+}
+
+std::string format_eval(const EvalResult& r) {
+  if (r.accuracy >= 0) return fmt::format("eval_loss={:.4f} accuracy={:.4f} ({} examples)", r.loss, r.accuracy, r.rows);
+  return fmt::format("eval_loss={:.4f} perplexity={:.3f} ({} examples)", r.loss, r.perplexity, r.rows);
+}
+
+namespace {
+struct Loaded {
+  std::unique_ptr<models::Model> model;
+  std::unique_ptr<models::Tokenizer> tok;
+  Dataset ds;
+};
+Loaded load_all(const TrainConfig& c, Device d) {
+  Loaded l;
+  models::LoadOptions lo;
+  lo.device = d;
+  lo.keep_16bit = c.keep_16bit;
+  l.model = models::load_model(c.model, lo);
+  l.tok = models::load_tokenizer(c.tokenizer);
+  DataOptions o = c.data;
+  o.seed = c.seed;
+  const auto& eos = l.model->config().eos_token_ids;
+  if (o.eos_id < 0 && !eos.empty()) o.eos_id = eos[0];
+  if (o.pad_id < 0 && l.model->config().pad_token_id) o.pad_id = *l.model->config().pad_token_id;
+  l.ds = load_dataset(o, *l.tok);
+  if (l.ds.classification() && l.model->config().architecture.find("Classification") == std::string::npos)
+    throw std::runtime_error(fmt::format("[train] {}: classification data needs a classification model, {} is {}", c.data.path,
+                                         c.model, l.model->config().architecture));
+  if (l.ds.classification() && int64_t(l.ds.label_names.size()) > l.model->config().num_labels)
+    throw std::runtime_error(fmt::format("[train] {} has {} labels but the model has num_labels={}", c.data.path,
+                                         l.ds.label_names.size(), l.model->config().num_labels));
+  return l;
+}
+}  // namespace
+
+int run_eval(const TrainConfig& c, const std::string& adapter_dir, Device d) {
+  Loaded l = load_all(c, d);
+  std::unique_ptr<peft::PeftModel> pm;
+  if (!adapter_dir.empty()) {
+    pm = std::make_unique<peft::PeftModel>(*l.model);
+    std::vector<std::string> notes;
+    pm->load_adapter(adapter_dir, "default", false, &notes);
+    for (auto& n : notes) fmt::print(stderr, "[eval] note: {}\n", n);
+  }
+  const auto& split = l.ds.val.empty() ? l.ds.train : l.ds.val;
+  EvalResult r = evaluate(*l.model, l.ds, split, c.eval_batch_size > 0 ? c.eval_batch_size : c.batch_size, c.eval_max_batches, d);
+  fmt::print("{}{}\n", adapter_dir.empty() ? "base " : "adapter ", format_eval(r));
+  return 0;
+}
+
+int run_train(const TrainConfig& c, bool resume, Device d, int64_t stop_after) {
+  manual_seed(c.seed);
+  Loaded l = load_all(c, d);
+  models::Model& m = *l.model;
+  const bool cls = l.ds.classification();
+  std::unique_ptr<peft::PeftModel> pm;
+  if (c.method == "lora") {
+    pm = std::make_unique<peft::PeftModel>(m);
+    peft::LoraConfig lc = c.lora;
+    if (!lc.task_type) lc.task_type = cls ? "SEQ_CLS" : "CAUSAL_LM";
+    if (cls && lc.modules_to_save.empty() && m.find("classifier")) lc.modules_to_save = {"classifier"};  // as PEFT for SEQ_CLS
+    pm->add_adapter("default", lc);
+  }
+  BatchSampler sampler(int64_t(l.ds.train.size()), c.batch_size, c.seed, true, false);
+  peft::TrainerOptions to = c.trainer;
+  int64_t total = c.steps > 0 ? c.steps
+                              : int64_t(std::ceil(c.epochs * double(sampler.batches_per_epoch()) / double(to.grad_accum)));
+  to.schedule.total_steps = total;
+  if (to.schedule.kind == nn::ScheduleKind::Constant && to.schedule.total_steps <= to.schedule.warmup_steps)
+    to.schedule.total_steps = to.schedule.warmup_steps + 1;
+  peft::Trainer tr(m, pm.get(), peft::make_strategy(c.method == "full" ? "lora" : c.method), to);
+  fs::create_directories(c.output);
+  write_file_atomic((fs::path(c.output) / "config.yaml").string(), dump_train_config(c));
+  const int64_t eval_bs = c.eval_batch_size > 0 ? c.eval_batch_size : c.batch_size;
+  const auto& val = l.ds.val;
+  RunState s;
+  const fs::path metrics_path = fs::path(c.output) / "metrics.jsonl";
+  if (resume) {
+    s = load_checkpoint(c, tr);
+    sampler.restore(s.epoch, s.cursor);
+    if (fs::exists(metrics_path)) fs::resize_file(metrics_path, s.metrics_bytes);  // drop lines after the checkpoint
+  } else {
+    fs::remove(metrics_path);
+  }
+  std::ofstream metrics(metrics_path, std::ios::app);
+  auto log_metrics = [&](const nlohmann::json& j) {
+    metrics << j.dump() << "\n";
+    metrics.flush();
+  };
+  fmt::print(stderr, "[train] {} on {}: {} trainable parameters of {}; {} train / {} validation examples; {} steps\n",
+             c.method, device_str(d), tr.trainable_count(), m.num_parameters(), l.ds.train.size(), val.size(), total);
+  Progress progress(stderr);
+  auto run_eval_now = [&](int64_t step) {
+    if (val.empty()) return EvalResult{};
+    EvalResult r = evaluate(m, l.ds, val, eval_bs, c.eval_max_batches, d);
+    s.eval_steps.push_back(double(step));
+    s.eval_losses.push_back(r.loss);
+    nlohmann::json j = {{"step", step}, {"eval_loss", r.loss}};
+    if (r.accuracy >= 0) j["accuracy"] = r.accuracy;
+    else j["perplexity"] = r.perplexity;
+    log_metrics(j);
+    progress.message(fmt::format("[eval] step {}: {}", step, format_eval(r)));
+    return r;
+  };
+  if (!resume) {
+    EvalResult before = run_eval_now(0);
+    s.before = before.accuracy >= 0 ? before.accuracy : before.loss;
+  }
+  std::signal(SIGINT, on_sigint);
+  g_interrupted = false;
+  m.train();
+  auto t0 = std::chrono::steady_clock::now();
+  int64_t tokens = 0, steps_here = 0;
+  int rc = 0;
+  while (tr.global_step() < total && !tr.strategy_done()) {
+    std::vector<Batch> batches;
+    for (int64_t a = 0; a < to.grad_accum; ++a) batches.push_back(make_batch(l.ds, l.ds.train, sampler.next(), d));
+    std::vector<peft::BatchLoss> micro;
+    for (auto& b : batches) {
+      tokens += b.tokens;
+      micro.push_back([&m, &b, cls] { return batch_loss(m, b, cls); });
+    }
+    peft::StepResult r = tr.step(micro);
+    if (!r.finite) {
+      progress.finish();
+      fmt::print(stderr, "[train] non-finite {} ({}) at step {}: stopping; the last checkpoint in {} is intact\n",
+                 std::isfinite(r.loss) ? "gradient" : "loss", std::isfinite(r.loss) ? r.grad_norm : r.loss,
+                 tr.global_step() + 1, (fs::path(c.output) / "checkpoint").string());
+      rc = 1;
+      break;
+    }
+    ++steps_here;
+    s.epoch = sampler.epoch();
+    s.cursor = sampler.cursor();
+    const int64_t step = tr.global_step();
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (step % c.log_every == 0 || step == total) {
+      s.loss_steps.push_back(double(step));
+      s.losses.push_back(r.loss);
+      log_metrics({{"step", step}, {"loss", r.loss}, {"lr", r.lr}, {"grad_norm", r.grad_norm}, {"tokens_per_s", double(tokens) / secs}});
+    }
+    progress.update({step, total, r.loss, r.lr, double(tokens) / secs, ""});
+    if (c.eval_every > 0 && step % c.eval_every == 0 && step != total) run_eval_now(step);
+    const bool stop = g_interrupted || (stop_after > 0 && steps_here >= stop_after);
+    if ((c.checkpoint_every > 0 && step % c.checkpoint_every == 0) || stop) {
+      metrics.flush();
+      s.metrics_bytes = fs::file_size(metrics_path);
+      save_checkpoint(c, tr, pm.get(), s);
+      write_plots(c, s, tr, pm.get());
+    }
+    if (stop) {
+      progress.finish();
+      fmt::print(stderr, "[train] interrupted at step {}; checkpoint saved in {}; continue with --resume\n", step,
+                 (fs::path(c.output) / "checkpoint").string());
+      return 130;
+    }
+  }
+  std::signal(SIGINT, SIG_DFL);
+  progress.finish();
+  if (rc != 0) return rc;
+  tr.finish();
+  EvalResult after = run_eval_now(tr.global_step());
+  metrics.flush();
+  s.metrics_bytes = fs::file_size(metrics_path);
+  save_checkpoint(c, tr, pm.get(), s);
+  write_plots(c, s, tr, pm.get());
+  fs::path final_dir = fs::path(c.output) / (pm ? "adapter" : "model");
+  if (pm) pm->save_adapter(final_dir.string(), "default");
+  else models::save_model(m, final_dir.string());
+  const char* metric = after.accuracy >= 0 ? "accuracy" : "eval_loss";
+  const double now = after.accuracy >= 0 ? after.accuracy : after.loss;
+  if (!val.empty()) fmt::print("[train] held-out {}: before {:.4f}, after {:.4f}\n", metric, s.before, now);
+  fmt::print("[train] {} written to {}; metrics in {}{}\n", pm ? "adapter" : "model", final_dir.string(), metrics_path.string(),
+             c.plots ? fmt::format("; plots {}", (fs::path(c.output) / "loss.png").string()) : "");
+  return 0;
+}
+
+}  // namespace rf::tools
