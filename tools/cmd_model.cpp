@@ -12,6 +12,9 @@
 #include "engine/autograd.h"
 #include "engine/safetensors.h"
 #include "models/generate.h"
+#include "models/loss.h"
+#include "peft/peft_model.h"
+#include "engine/ops.h"
 #include "models/model.h"
 #include "models/tokenizer.h"
 #include "tools/commands.h"
@@ -21,8 +24,9 @@ namespace rf::tools {
 namespace {
 
 struct ModelArgs {
-  std::string model, input, output, prompt, tokenizer, config;
-  bool keep_16bit = false, greedy = false, print_ids = false;
+  std::string model, input, output, prompt, tokenizer, config, adapter;
+  bool keep_16bit = false, greedy = false, print_ids = false, loss_grads = false;
+  std::vector<int64_t> labels;
   models::SamplingOptions sampling;
   std::vector<std::string> stop;
   std::vector<int64_t> stop_ids;
@@ -61,10 +65,49 @@ int run_forward(const ModelArgs& a, Device d) {
     if (ids[i] < 0 || ids[i] >= m->config().vocab_size)
       throw std::runtime_error(fmt::format("[forward] {}: input_ids[{}] = {} is outside the vocabulary [0, {})", a.input, i, ids[i],
                                            m->config().vocab_size));
-  NoGradGuard ng;
-  Tensor logits = m->forward(in).to(DType::F32).to(Device{});
-  safetensors::save_file({{"logits", logits}}, a.output, {{"format", "pt"}});
-  fmt::print(stderr, "[forward] wrote logits [{}] to {}\n", fmt::join(logits.shape(), ", "), a.output);
+  std::unique_ptr<peft::PeftModel> pm;
+  if (!a.adapter.empty()) {
+    pm = std::make_unique<peft::PeftModel>(*m);
+    std::vector<std::string> notes;
+    pm->load_adapter(a.adapter, "default", a.loss_grads, &notes);
+    for (auto& n : notes) fmt::print(stderr, "[forward] note: {}\n", n);
+  }
+  m->eval();
+  std::map<std::string, Tensor> out;
+  if (!a.loss_grads) {
+    NoGradGuard ng;
+    out["logits"] = m->forward(in).to(DType::F32).to(Device{});
+  } else {
+    if (!pm) m->set_requires_grad(true);  // no adapter: gradients of every weight
+    Tensor logits = m->forward(in);
+    Tensor loss;
+    if (logits.dim() == 2) {  // classifier: class 0 per row unless --labels
+      std::vector<int64_t> y = a.labels.empty() ? std::vector<int64_t>(size_t(logits.size(0)), 0) : a.labels;
+      if (int64_t(y.size()) != logits.size(0))
+        throw std::runtime_error(fmt::format("[forward] --labels has {} values for {} rows", y.size(), logits.size(0)));
+      for (int64_t v : y)
+        if (v < 0 || v >= logits.size(1)) throw std::runtime_error(fmt::format("[forward] label {} is outside [0, {})", v, logits.size(1)));
+      loss = models::classification_loss(logits, from_data(y, {int64_t(y.size())}).to(d));
+    } else {
+      if (!a.labels.empty()) throw std::runtime_error("[forward] --labels is for classifiers; causal LMs use the inputs shifted");
+      Tensor labels = in.input_ids;
+      if (in.attention_mask.defined()) labels = where(eq(in.attention_mask, zeros_like(in.attention_mask)), full(labels.shape(), -100, DType::I64, d), labels);
+      loss = models::causal_lm_loss(logits, labels);
+    }
+    backward(loss);
+    out["logits"] = logits.detach().to(DType::F32).to(Device{});
+    out["loss"] = loss.detach().to(DType::F32).to(Device{});
+    if (pm) {
+      for (auto& [name, p] : pm->trainable_parameters())
+        if (p.grad().defined()) out[name] = p.grad().to(DType::F32).to(Device{}).contiguous();
+    } else {
+      for (auto& p : m->named_parameters())
+        if (p.tensor->grad().defined()) out[p.name] = p.tensor->grad().to(DType::F32).to(Device{}).contiguous();
+    }
+  }
+  safetensors::save_file(out, a.output, {{"format", "pt"}});
+  fmt::print(stderr, "[forward] wrote logits [{}]{} to {}\n", fmt::join(out["logits"].shape(), ", "),
+             a.loss_grads ? fmt::format(", loss {:.6f} and {} gradients", out["loss"].item(), out.size() - 2) : "", a.output);
   return 0;
 }
 
@@ -161,6 +204,9 @@ void add_model_commands(CLI::App& app, int& rc, std::string& device_spec, const 
   fw->add_option("--output", a.output, "safetensors file to write logits (F32) to")->required();
   fw->add_option("--device", device_spec, "cpu, vulkan or vulkan:N");
   fw->add_flag("--keep-16bit", a.keep_16bit, "keep F16/BF16 weights 16-bit in memory");
+  fw->add_option("--adapter", a.adapter, "PEFT LoRA adapter directory to apply");
+  fw->add_flag("--loss-grads", a.loss_grads, "also write 'loss' and the gradient of every trainable adapter tensor (PEFT in-memory names)");
+  fw->add_option("--labels", a.labels, "classifier labels per row (default: class 0)")->delimiter(',');
   fw->callback([&rc, &device] { rc = run_forward(a, device()); });
 
   auto* gen = app.add_subcommand("generate", "Generate text from a prompt with a KV cache, streaming to stdout");

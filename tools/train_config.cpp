@@ -44,7 +44,14 @@ void check_keys(const YAML::Node& n, const std::string& prefix, const std::strin
     const bool leaf = std::find(kKeys.begin(), kKeys.end(), k) != kKeys.end();
     const bool section = std::any_of(kKeys.begin(), kKeys.end(), [&](const std::string& v) { return v.starts_with(k + "."); });
     if (!leaf && !section) {
-      auto near = peft::close_names(k, kKeys, 1);
+      // Suggest among the keys of the same section ("trainng" -> "training", "training.lrr" -> "training.lr").
+      std::vector<std::string> level;
+      for (const auto& v : kKeys)
+        if (prefix.empty() || v.starts_with(prefix + ".")) {
+          size_t from = prefix.empty() ? 0 : prefix.size() + 1, dot = v.find('.', from);
+          level.push_back(v.substr(0, dot == std::string::npos ? std::string::npos : dot));
+        }
+      auto near = peft::close_names(k, level, 1);
       fail(what, fmt::format("unknown key '{}' (line {}); did you mean '{}'?", k, kv.first.Mark().line + 1, near.empty() ? "" : near[0]));
     }
     if (section && !leaf) check_keys(kv.second, k, what);

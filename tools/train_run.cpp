@@ -192,9 +192,20 @@ Loaded load_all(const TrainConfig& c, Device d) {
   DataOptions o = c.data;
   o.seed = c.seed;
   const auto& eos = l.model->config().eos_token_ids;
+  const int64_t V = l.model->config().vocab_size;
   if (o.eos_id < 0 && !eos.empty()) o.eos_id = eos[0];
-  if (o.pad_id < 0 && l.model->config().pad_token_id) o.pad_id = *l.model->config().pad_token_id;
+  if (o.eos_id >= V) {  // configs of resized toy models can name an EOS their vocabulary lacks
+    fmt::print(stderr, "[train] note: eos_token_id {} is outside the vocabulary ({}); no EOS appended\n", o.eos_id, V);
+    o.eos_id = -1;
+  }
+  if (o.pad_id < 0 && l.model->config().pad_token_id && *l.model->config().pad_token_id < V) o.pad_id = *l.model->config().pad_token_id;
   l.ds = load_dataset(o, *l.tok);
+  for (const auto* split : {&l.ds.train, &l.ds.val})
+    for (const auto& e : *split)
+      for (int64_t id : e.ids)
+        if (id < 0 || id >= V)
+          throw std::runtime_error(fmt::format("[train] {}: the tokenizer in {} produced id {}, outside the model's vocabulary ({})",
+                                               c.data.path, c.tokenizer, id, V));
   if (l.ds.classification() && l.model->config().architecture.find("Classification") == std::string::npos)
     throw std::runtime_error(fmt::format("[train] {}: classification data needs a classification model, {} is {}", c.data.path,
                                          c.model, l.model->config().architecture));

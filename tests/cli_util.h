@@ -1,0 +1,52 @@
+#pragma once
+// Running the rankforge binary from tests: exit code, stdout, stderr.
+#include <doctest/doctest.h>
+#include <fmt/format.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+namespace rf::test {
+
+struct CliRun {
+  int rc;
+  std::string out, err;
+};
+
+inline std::string slurp(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+inline std::string cli_path() {
+  const char* cli = std::getenv("RF_CLI");
+  REQUIRE_MESSAGE(cli != nullptr, "RF_CLI is not set (meson sets it to the rankforge binary)");
+  return cli;
+}
+
+inline CliRun run_cli(const std::string& args) {
+  static std::atomic<int> n{0};
+  namespace fs = std::filesystem;
+  fs::path dir = fs::temp_directory_path();
+  const int k = n++;
+  std::string o = (dir / fmt::format("rf_cli_{}_{}.out", ::getpid(), k)).string();
+  std::string e = (dir / fmt::format("rf_cli_{}_{}.err", ::getpid(), k)).string();
+  int rc = std::system(fmt::format("{} {} > {} 2> {}", cli_path(), args, o, e).c_str());
+  CliRun r{WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, slurp(o), slurp(e)};
+  fs::remove(o);
+  fs::remove(e);
+  return r;
+}
+
+inline std::string fixtures_dir() {
+  const char* f = std::getenv("RF_FIXTURES");
+  REQUIRE_MESSAGE(f != nullptr, "RF_FIXTURES is not set (meson sets it to tests/fixtures)");
+  return f;
+}
+
+}  // namespace rf::test

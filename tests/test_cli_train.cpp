@@ -1,0 +1,221 @@
+// `rankforge forward --adapter --loss-grads`, `train` (kill and resume, SIGINT, NaN stop, config
+// errors), `eval` and `merge`, end to end through the binary.
+#include <signal.h>
+
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "engine/safetensors.h"
+#include "models/tokenizer.h"
+#include "tests/cli_util.h"
+#include "tests/test_util.h"
+
+namespace fs = std::filesystem;
+using namespace rf;
+using namespace rf::test;
+
+namespace {
+
+double rel_gap(const Tensor& a, const Tensor& b) {
+  REQUIRE(a.shape() == b.shape());
+  std::vector<float> x = a.to_vector<float>(), y = b.to_vector<float>();
+  double diff = 0, scale = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    diff = std::max(diff, double(std::abs(x[i] - y[i])));
+    scale = std::max(scale, double(std::abs(y[i])));
+  }
+  return diff / scale;
+}
+
+// A run folder fixture: the gpt2 fixture model with a byte-level tokenizer (GPT-2's 256 byte
+// symbols, no merges) and a small JSONL corpus.
+struct TrainSetup {
+  fs::path dir;
+  TrainSetup() {
+    dir = fs::temp_directory_path() / fmt::format("rf_train_{}_{}", ::getpid(), counter()++);
+    fs::remove_all(dir);
+    fs::create_directories(dir / "model");
+    for (const char* f : {"config.json", "model.safetensors"})
+      fs::copy_file(fs::path(fixtures_dir()) / "hf/gpt2/base" / f, dir / "model" / f);
+    const char* vocab = std::getenv("RF_GPT2_VOCAB");
+    REQUIRE(vocab != nullptr);
+    auto gpt2 = models::load_tokenizer(vocab);
+    nlohmann::json v = nlohmann::json::object();
+    for (int64_t i = 0; i < 256; ++i) v[*gpt2->id_to_token(i)] = i;
+    nlohmann::json tj = {{"model", {{"type", "BPE"}, {"vocab", v}, {"merges", nlohmann::json::array()}}},
+                         {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}}};
+    std::ofstream(dir / "model" / "tokenizer.json") << tj.dump();
+    std::ofstream data(dir / "data.jsonl");
+    const char* words[] = {"red", "green", "blue", "cat", "dog", "sun", "moon", "tree"};
+    for (int i = 0; i < 48; ++i)
+      data << nlohmann::json({{"prompt", fmt::format("{} {}:", words[i % 8], words[(i * 3) % 8])},
+                              {"completion", fmt::format(" {} {}", words[(i * 5) % 8], words[(i + 1) % 8])}}).dump() << "\n";
+  }
+  ~TrainSetup() { fs::remove_all(dir); }
+  static int& counter() {
+    static int c = 0;
+    return c;
+  }
+  // A config with dropout (so the RNG state matters on resume), eval and checkpoints.
+  std::string config(const std::string& out, int steps, int ckpt_every, const std::string& extra = "") const {
+    fs::path p = dir / fmt::format("{}.yaml", out);
+    std::ofstream(p) << fmt::format(
+        "model: {}\noutput: {}\nseed: 3\nadapter:\n  r: 4\n  alpha: 8\n  dropout: 0.1\n  target_modules: [c_attn, c_fc]\n"
+        "data:\n  train: {}\n  max_seq_len: 24\n  val_fraction: 0.25\ntraining:\n  steps: {}\n  batch_size: 4\n"
+        "  lr: 1.0e-2\n  schedule: cosine\n  warmup_steps: 2\neval:\n  every: 4\nlog:\n  every: 1\n"
+        "checkpoint:\n  every: {}\n{}",
+        (dir / "model").string(), (dir / out).string(), (dir / "data.jsonl").string(), steps, ckpt_every, extra);
+    return p.string();
+  }
+};
+
+std::string adapter_bytes(const fs::path& run) { return slurp(run / "adapter" / "adapter_model.safetensors"); }
+
+}  // namespace
+
+TEST_SUITE("e2e") {
+  TEST_CASE("cli: forward --adapter --loss-grads equals PEFT's logits, loss and gradients for every fixture") {
+    fs::path tmp = fs::temp_directory_path() / fmt::format("rf_cli_lg_{}", ::getpid());
+    fs::create_directories(tmp);
+    for (std::string arch : {"gpt2", "llama", "qwen2", "bert"}) {
+      CAPTURE(arch);
+      fs::path dir = fs::path(fixtures_dir()) / "hf" / arch;
+      auto ref = safetensors::load_file((dir / "reference.safetensors").string());
+      auto grads = safetensors::load_file((dir / "adapter_grads.safetensors").string());
+      safetensors::save_file({{"input_ids", ref.at("input_ids")}}, (tmp / "in.safetensors").string());
+      CliRun r = run_cli(fmt::format("forward --model {} --adapter {} --input {} --output {} --loss-grads", (dir / "base").string(),
+                                     (dir / "adapter").string(), (tmp / "in.safetensors").string(), (tmp / "out.safetensors").string()));
+      REQUIRE_MESSAGE(r.rc == 0, r.err);
+      auto out = safetensors::load_file((tmp / "out.safetensors").string());
+      CHECK(rel_gap(out.at("logits"), ref.at("adapted_logits")) < 1e-4);
+      CHECK(std::abs(out.at("loss").item() - ref.at("loss").item()) <= 1e-3 * std::abs(ref.at("loss").item()));
+      CHECK(out.size() == grads.size() + 2);
+      for (auto& [name, g] : grads) {
+        CAPTURE(name);
+        REQUIRE(out.count(name) == 1);
+        CHECK(rel_gap(out.at(name), g) < 1e-3);
+      }
+    }
+    fs::remove_all(tmp);
+  }
+
+  TEST_CASE("cli: merge writes a checkpoint whose plain forward equals the adapted logits") {
+    fs::path tmp = fs::temp_directory_path() / fmt::format("rf_cli_merge_{}", ::getpid());
+    fs::create_directories(tmp);
+    for (std::string arch : {"gpt2", "llama"}) {
+      fs::path dir = fs::path(fixtures_dir()) / "hf" / arch;
+      CliRun m = run_cli(fmt::format("merge --model {} --adapter {} --output {}", (dir / "base").string(), (dir / "adapter").string(),
+                                     (tmp / arch).string()));
+      REQUIRE_MESSAGE(m.rc == 0, m.err);
+      auto ref = safetensors::load_file((dir / "reference.safetensors").string());
+      safetensors::save_file({{"input_ids", ref.at("input_ids")}}, (tmp / "in.safetensors").string());
+      CliRun f = run_cli(fmt::format("forward --model {} --input {} --output {}", (tmp / arch).string(), (tmp / "in.safetensors").string(),
+                                     (tmp / "out.safetensors").string()));
+      REQUIRE_MESSAGE(f.rc == 0, f.err);
+      CHECK(rel_gap(safetensors::load_file((tmp / "out.safetensors").string()).at("logits"), ref.at("adapted_logits")) < 1e-4);
+    }
+    fs::remove_all(tmp);
+  }
+
+  TEST_CASE("cli: train improves held-out loss, writes a PEFT adapter, metrics and plots; eval reads it back") {
+    TrainSetup s;
+    CliRun r = run_cli("train " + s.config("run", 16, 8));
+    REQUIRE_MESSAGE(r.rc == 0, r.err);
+    fs::path run = s.dir / "run";
+    for (const char* f : {"adapter/adapter_config.json", "adapter/adapter_model.safetensors", "metrics.jsonl", "loss.png",
+                          "ranks.png", "checkpoint/trainer_state.json", "config.yaml"})
+      CHECK_MESSAGE(fs::exists(run / f), f);
+    auto cfg = nlohmann::json::parse(slurp(run / "adapter/adapter_config.json"));
+    CHECK(cfg["peft_type"] == "LORA");
+    CHECK(cfg["task_type"] == "CAUSAL_LM");
+    CHECK(cfg["fan_in_fan_out"] == true);
+    // before/after printed; the loss must have gone down
+    size_t at = r.out.find("before ");
+    REQUIRE(at != std::string::npos);
+    double before = std::stod(r.out.substr(at + 7)), after = std::stod(r.out.substr(r.out.find("after ") + 6));
+    CHECK(after < before);
+    CliRun e = run_cli("eval " + (s.dir / "run.yaml").string());
+    REQUIRE_MESSAGE(e.rc == 0, e.err);
+    CHECK(std::abs(std::stod(e.out.substr(e.out.find("eval_loss=") + 10)) - after) < 1e-4);
+  }
+
+  TEST_CASE("cli: an interrupted (--stop-after), SIGINT-ed or killed run resumes to a byte-identical adapter") {
+    TrainSetup s;
+    CliRun a = run_cli("train " + s.config("full", 12, 3));
+    REQUIRE_MESSAGE(a.rc == 0, a.err);
+    const std::string want = adapter_bytes(s.dir / "full");
+    REQUIRE(!want.empty());
+    // Stopped after 5 steps (checkpoint at 5), then resumed.
+    std::string cfg = s.config("stopped", 12, 3);
+    CliRun b = run_cli("train " + cfg + " --stop-after 5");
+    CHECK(b.rc == 130);
+    CHECK(b.err.find("interrupted at step 5") != std::string::npos);
+    CliRun b2 = run_cli("train " + cfg + " --resume");
+    REQUIRE_MESSAGE(b2.rc == 0, b2.err);
+    CHECK(adapter_bytes(s.dir / "stopped") == want);
+    // SIGKILL right after the first checkpoint appears: resume from whatever checkpoint is there.
+    std::string kcfg = s.config("killed", 12, 3);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      std::string cli = cli_path();
+      ::freopen("/dev/null", "w", stderr);
+      ::execl(cli.c_str(), cli.c_str(), "train", kcfg.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    for (int i = 0; i < 2000 && !fs::exists(s.dir / "killed" / "checkpoint" / "trainer_state.json"); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    CliRun k2 = run_cli("train " + kcfg + " --resume");
+    REQUIRE_MESSAGE(k2.rc == 0, k2.err);
+    CHECK(adapter_bytes(s.dir / "killed") == want);
+    // --resume with no checkpoint is a clear error.
+    CliRun none = run_cli("train " + s.config("fresh", 12, 3) + " --resume");
+    CHECK(none.rc != 0);
+    CHECK(none.err.find("no checkpoint") != std::string::npos);
+  }
+
+  TEST_CASE("cli: a non-finite loss stops training and keeps the last good checkpoint") {
+    TrainSetup s;
+    std::string cfg = s.config("nan", 12, 1, "");
+    CliRun r = run_cli("train " + cfg + " --set training.optimizer=sgd --set training.lr=1e30 --set training.max_grad_norm=0");
+    CHECK(r.rc == 1);
+    CHECK(r.err.find("non-finite") != std::string::npos);
+    CHECK(r.err.find("the last checkpoint") != std::string::npos);
+    CHECK(!fs::exists(s.dir / "nan" / "adapter"));
+    if (fs::exists(s.dir / "nan" / "checkpoint" / "trainer_state.json")) {
+      auto st = nlohmann::json::parse(slurp(s.dir / "nan" / "checkpoint" / "trainer_state.json"));
+      auto t = safetensors::load_file((s.dir / "nan" / "checkpoint" / "trainer_state.safetensors").string());
+      for (auto& [k, v] : t)
+        for (float x : v.to_vector<float>()) REQUIRE(std::isfinite(x));
+      CHECK(st["global_step"].get<int64_t>() >= 1);
+    }
+  }
+
+  TEST_CASE("cli: config errors name the key, suggest the nearest one and exit non-zero") {
+    TrainSetup s;
+    auto bad = [&](const std::string& yaml_extra, const std::string& sets, const std::string& needle) {
+      std::string cfg = s.config("bad", 4, 0, yaml_extra);
+      CliRun r = run_cli("train " + cfg + " " + sets);
+      CAPTURE(r.err);
+      CHECK(r.rc != 0);
+      // The error is one line (notes about the toy fixture's config may precede it).
+      size_t at = r.err.find("[rankforge] ");
+      REQUIRE(at != std::string::npos);
+      std::string line = r.err.substr(at);
+      CHECK(line.find(needle) != std::string::npos);
+      CHECK(std::count(line.begin(), line.end(), '\n') == 1);
+      CHECK(!fs::exists(s.dir / "bad" / "adapter"));
+    };
+    bad("trainng:\n  lr: 1\n", "", "unknown key 'trainng'");
+    bad("trainng:\n  lr: 1\n", "", "did you mean 'training'");
+    bad("", "--set training.lrr=1", "did you mean 'training.lr'");
+    bad("", "--set training.batch_size=abc", "'training.batch_size'");
+    bad("", "--set adapter.target_modules=[c_atn]", "close names: c_attn");
+    bad("", "--set training.schedule=cosinus", "unknown schedule 'cosinus'");
+    bad("", "--set data.train=/nonexistent/x.jsonl", "/nonexistent/x.jsonl");
+  }
+}
