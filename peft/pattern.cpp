@@ -34,7 +34,7 @@ const Code& compiled(const std::string& pattern) {
     pcre2_get_error_message(err, msg, sizeof msg);
     throw std::runtime_error(fmt::format("[peft] bad regex '{}' at offset {}: {}", pattern, off, reinterpret_cast<char*>(msg)));
   }
-  return *cache.emplace(pattern, std::make_unique<Code>(Code{c})).first->second;
+  return *cache.emplace(pattern, std::unique_ptr<Code>(new Code{c})).first->second;  // no temporary Code: it would free c
 }
 
 bool match(const std::string& pattern, const std::string& text, uint32_t opts) {
