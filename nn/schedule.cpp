@@ -22,10 +22,15 @@ void validate(const ScheduleOptions& o) {
     if (o.cycle_length <= 0) fail(fmt::format("cosine_with_restarts needs cycle_length > 0, got {}", o.cycle_length));
     if (o.restart_warmup_steps < 0 || o.restart_warmup_steps > o.cycle_length)
       fail(fmt::format("restart_warmup_steps must be in [0, cycle_length = {}], got {}", o.cycle_length, o.restart_warmup_steps));
+    // As ReLoRA's assertion: the first restart must not cut the first warmup short.
+    if (o.warmup_steps > o.cycle_length)
+      fail(fmt::format("cosine_with_restarts needs warmup_steps ({}) <= cycle_length ({})", o.warmup_steps, o.cycle_length));
   }
 }
 
 double lr_multiplier(const ScheduleOptions& o, int64_t t) {
+  validate(o);  // cheap, and it rules out the divisions by zero below
+  if (t < 0) fail(fmt::format("the step must be >= 0, got {}", t));
   const double m = o.min_lr_ratio;
   const int64_t W = o.warmup_steps;
   if (t < W) return double(t) / double(W);

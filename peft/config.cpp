@@ -99,6 +99,8 @@ void LoraConfig::validate() const {
     fail(w, fmt::format("init_lora_weights '{}' is not supported (true, false, gaussian, pissa, pissa_niter_<k>, olora)",
                         init_lora_weights));
   if (!layers_pattern.empty() && layers_to_transform.empty()) fail(w, "layers_pattern needs layers_to_transform (as PEFT)");
+  if (target_modules.kind == ModuleSelector::Kind::Regex && !layers_to_transform.empty())
+    fail(w, "layers_to_transform cannot be used when target_modules is a regex (as PEFT); put the layer in the regex");
   if (target_modules.kind == ModuleSelector::Kind::List && target_modules.names.empty())
     fail(w, "target_modules is an empty list");
   for (const auto& [k, v] : rank_pattern)

@@ -186,6 +186,8 @@ void LoraLinear::merge(const std::vector<std::string>& names) {
   for (const auto& name : names) {
     if (!opts_.count(name) || std::find(merged_.begin(), merged_.end(), name) != merged_.end()) continue;
     const LoraOptions& o = opts_.at(name);
+    if (o.lora_bias && !base().has_bias())  // s * lora_B.bias would have nowhere to go (PEFT raises too)
+      throw std::invalid_argument(fmt::format("[peft] cannot merge adapter '{}' with lora_bias=true: the base layer has no bias", name));
     Tensor w = base_out_in_f32();
     Tensor delta = delta_weight(name);
     if (!o.use_dora) {

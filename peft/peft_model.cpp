@@ -66,7 +66,10 @@ std::vector<std::string> PeftModel::select_targets(const LoraConfig& c) {
     bool hit = sel.kind == ModuleSelector::Kind::AllLinear ? linear && !is_output_head(n) : selector_matches(sel, n);
     if (!hit) continue;
     if (c.exclude_modules.kind != ModuleSelector::Kind::Unset && selector_matches(c.exclude_modules, n)) continue;
-    if (!c.layers_to_transform.empty()) {
+    // PEFT filters by layer only the list entries matched by a '.'-suffix (all-linear expands to such
+    // entries); an exact full name is taken as is. A regex with layers_to_transform is a config error.
+    const bool exact = sel.kind == ModuleSelector::Kind::List && std::find(sel.names.begin(), sel.names.end(), n) != sel.names.end();
+    if (!c.layers_to_transform.empty() && !exact) {
       auto li = layer_index(n, c.layers_pattern);
       if (!li || std::find(c.layers_to_transform.begin(), c.layers_to_transform.end(), *li) == c.layers_to_transform.end())
         continue;
@@ -97,27 +100,52 @@ void PeftModel::add_adapter(const std::string& name, const LoraConfig& c0) {
     if (std::none_of(targets.begin(), targets.end(), [&](const std::string& t) { return pattern_key_matches(k, t); }))
       fail(fmt::format("alpha_pattern key '{}' matches no targeted module; targeted: {}", k,
                        fmt::join(close_names(k, targets, 3), ", ")));
-  for (const auto& t : targets) {
-    nn::Module* m = model_.find(t);
-    auto* lora = dynamic_cast<LoraLinear*>(m);
-    if (!lora) {
-      // The wrapper takes the Linear's slot and owns it as base_layer.
-      auto lin = std::dynamic_pointer_cast<nn::Linear>(model_.replace(t, nullptr));
-      auto fresh = std::make_shared<LoraLinear>(lin);
-      model_.replace(t, fresh);
-      lora = fresh.get();
-      layers_[t] = lora;
+  // All or nothing: an init that throws part-way (a PiSSA rank too large for one target) undoes the
+  // targets done so far: their adapter, the residual PiSSA/OLoRA wrote into the base, new wrappers.
+  struct Undo {
+    std::string path;
+    LoraLinear* lora;
+    std::shared_ptr<nn::Linear> unwrapped;  // set when this call created the wrapper
+    Tensor base_weight;                     // copy before an init that rewrites the base
+  };
+  std::vector<Undo> done;
+  const bool rewrites_base = c.init_lora_weights == "pissa" || c.init_lora_weights.starts_with("pissa_niter_") ||
+                             c.init_lora_weights == "olora";
+  try {
+    for (const auto& t : targets) {
+      Undo u{t, dynamic_cast<LoraLinear*>(model_.find(t)), nullptr, Tensor()};
+      if (!u.lora) {
+        // The wrapper takes the Linear's slot and owns it as base_layer.
+        u.unwrapped = std::dynamic_pointer_cast<nn::Linear>(model_.replace(t, nullptr));
+        auto fresh = std::make_shared<LoraLinear>(u.unwrapped);
+        model_.replace(t, fresh);
+        u.lora = fresh.get();
+        layers_[t] = u.lora;
+      }
+      if (rewrites_base) u.base_weight = u.lora->base().weight().detach().clone();
+      done.push_back(u);
+      if (u.lora->base().fan_in_fan_out()) c.fan_in_fan_out = true;  // as PEFT does for Conv1D (with a warning)
+      LoraOptions o;
+      o.r = rank_for(c, t);
+      o.alpha = alpha_for(c, t);
+      o.use_rslora = c.use_rslora;
+      o.dropout = c.lora_dropout;
+      o.use_dora = c.use_dora;
+      o.lora_bias = c.lora_bias;
+      o.init = c.init_lora_weights;
+      u.lora->add_adapter(name, o);
     }
-    if (lora->base().fan_in_fan_out()) c.fan_in_fan_out = true;  // as PEFT does for Conv1D (with a warning)
-    LoraOptions o;
-    o.r = rank_for(c, t);
-    o.alpha = alpha_for(c, t);
-    o.use_rslora = c.use_rslora;
-    o.dropout = c.lora_dropout;
-    o.use_dora = c.use_dora;
-    o.lora_bias = c.lora_bias;
-    o.init = c.init_lora_weights;
-    lora->add_adapter(name, o);
+  } catch (...) {
+    NoGradGuard ng;
+    for (auto it = done.rbegin(); it != done.rend(); ++it) {
+      if (it->lora->has_adapter(name)) it->lora->delete_adapter(name);
+      if (it->base_weight.defined()) it->lora->base().weight().copy_(it->base_weight);
+      if (it->unwrapped) {
+        model_.replace(it->path, it->unwrapped);
+        layers_.erase(it->path);
+      }
+    }
+    throw;
   }
   configs_[name] = c;
   order_.push_back(name);
@@ -231,7 +259,8 @@ void PeftModel::delete_adapter(const std::string& name) {
   std::vector<std::string> act;
   for (const auto& a : active_)
     if (a != name) act.push_back(a);
-  if (act.empty() && !order_.empty()) act = {order_.front()};
+  // As PEFT's BaseTunerLayer.delete_adapter: the alphabetically first remaining adapter.
+  if (act.empty() && !order_.empty()) act = {*std::min_element(order_.begin(), order_.end())};
   set_adapters(act);
 }
 

@@ -171,6 +171,31 @@ TEST_CASE("plot: a rising line goes from lower left to upper right") {
   }
   CHECK(rising == steps);
   CHECK(middle_height(img, red) == doctest::Approx(0.5).epsilon(0.05));
+  // 20001 points on the same line (many per pixel column) draw the same line.
+  std::vector<double> dense;
+  for (int i = 0; i <= 20000; ++i) dense.push_back(i * 10.0 / 20000);
+  c.series[0] = line("", dense, dense, red);
+  write_png(c, tmp.file("dense.png"));
+  Image d = load(tmp.file("dense.png"));
+  CHECK(d.count(red) == doctest::Approx(img.count(red)).epsilon(0.05));
+  CHECK(d.count(red, 0, 0, w3, h3) == 0);
+  CHECK(d.column_span(red) == img.column_span(red));
+}
+
+TEST_CASE("plot: thinning a dense series keeps its spikes") {
+  TempDir tmp;
+  std::vector<double> y(20000, 0.0);
+  for (int k = 0; k < 20; ++k) y[size_t(500 + 997 * k)] = 1;  // 20 one-step spikes, ~25 points per column
+  LineChart c{"", "", "", {line("", range_x(20000), y, 0xd62728)}};
+  write_png(c, tmp.file("spikes.png"));
+  Image img = load(tmp.file("spikes.png"));
+  int runs = 0;
+  for (int x = 0, prev = 0; x < img.w; ++x) {
+    int here = img.count(0xd62728, x, 0, x + 1, img.h / 3) > 0;
+    runs += here && !prev;
+    prev = here;
+  }
+  CHECK(runs == 20);
 }
 
 TEST_CASE("plot: two series produce both palette colours and a legend") {

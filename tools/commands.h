@@ -14,6 +14,7 @@ void add_bench_commands(CLI::App& app, int& rc, std::string& device_spec, const 
 void add_inspect_command(CLI::App& app, int& rc);
 void add_tokenize_command(CLI::App& app, int& rc);
 void add_train_commands(CLI::App& app, int& rc, std::string& device_spec, const DeviceFn& device);  // train, eval, merge
+void add_bench_train_command(CLI::App& app, int& rc, std::string& device_spec, const DeviceFn& device);  // after add_bench_commands
 void add_model_commands(CLI::App& app, int& rc, std::string& device_spec, const DeviceFn& device);  // forward, generate
 
 }  // namespace rf::tools

@@ -31,7 +31,7 @@ namespace {
 // tab10: distinguishable, and none of them is the black/grey used for axes and text.
 constexpr uint32_t kPalette[] = {0x1f77b4, 0xff7f0e, 0x2ca02c, 0xd62728, 0x9467bd,
                                  0x8c564b, 0xe377c2, 0xbcbd22, 0x17becf, 0x7f7f7f};
-constexpr uint32_t kInk = 0x222222, kFrame = 0x444444, kGrid = 0xe8e8e8, kWhite = 0xffffff;
+constexpr uint32_t kInk = 0x222222, kFrame = 0x444444, kGrid = 0xe8e8e8;
 // Values are clamped here so ranges, padding and tick arithmetic never overflow to inf.
 constexpr double kMaxAbs = 1e300;
 
@@ -58,17 +58,13 @@ struct Canvas {
     for (int y = std::max(r.y0, 0); y < std::min(r.y1, h); ++y)
       for (int x = std::max(r.x0, 0); x < std::min(r.x1, w); ++x) blend(x, y, rgb);
   }
-  void frame(Rect r, uint32_t rgb) {
-    fill({r.x0, r.y0, r.x1, r.y0 + 1}, rgb);
-    fill({r.x0, r.y1 - 1, r.x1, r.y1}, rgb);
-    fill({r.x0, r.y0, r.x0 + 1, r.y1}, rgb);
-    fill({r.x1 - 1, r.y0, r.x1, r.y1}, rgb);
+  void frame(Rect r, uint32_t rgb) {  // 1-px outline
+    fill({r.x0, r.y0, r.x1, r.y0 + 1}, rgb), fill({r.x0, r.y1 - 1, r.x1, r.y1}, rgb);
+    fill({r.x0, r.y0, r.x0 + 1, r.y1}, rgb), fill({r.x1 - 1, r.y0, r.x1, r.y1}, rgb);
   }
 };
 
-// ---- text (stb_easy_font: 5x7-ish segment glyphs emitted as quads) ----
-
-// The font covers printable ASCII only; anything else would index past its tables.
+// stb_easy_font (5x7-ish glyphs as quads) covers printable ASCII only; more would index past its tables.
 std::string printable(const std::string& s) {
   std::string out = s;
   for (char& c : out)
@@ -106,18 +102,11 @@ void draw_text_centered(Canvas& cv, int cx, int y, const std::string& s, uint32_
   draw_text(cv, cx - text_width(s, scale) / 2, y, s, rgb, scale);
 }
 
-// ---- axes ----
-
 // Compact "{:g}": exponent without '+' and leading zeros ("1e-05" -> "1e-5").
 std::string compact(double v, int precision) {
   std::string s = fmt::format("{:.{}g}", v, precision);
   size_t e = s.find('e');
-  if (e == std::string::npos) return s;
-  std::string mant = s.substr(0, e), ex = s.substr(e + 1);
-  bool neg = !ex.empty() && ex[0] == '-';
-  if (!ex.empty() && (ex[0] == '+' || ex[0] == '-')) ex.erase(0, 1);
-  while (ex.size() > 1 && ex[0] == '0') ex.erase(0, 1);
-  return mant + "e" + (neg ? "-" : "") + ex;
+  return e == std::string::npos ? s : fmt::format("{}e{}", s.substr(0, e), std::stoi(s.substr(e + 1)));
 }
 // Labels with the fewest digits (at least {:g}'s 6) that still tell neighbouring ticks apart.
 std::vector<std::string> tick_labels(const std::vector<double>& ticks) {
@@ -133,8 +122,7 @@ std::vector<std::string> tick_labels(const std::vector<double>& ticks) {
 }
 
 struct Axis {
-  double lo = 0, hi = 1;  // in plot space (log10 of the value when log)
-  bool log = false;
+  double lo = 0, hi = 1;  // in plot space (log10 of the value on a log axis)
   std::vector<double> ticks;  // in plot space
   std::vector<std::string> labels;
   double frac(double v) const { return (v - lo) / (hi - lo); }
@@ -146,8 +134,7 @@ void widen(double& lo, double& hi, double min_half) {
   if (hi - lo > std::max(mag * 1e-9, 1e-300)) return;
   double mid = lo / 2 + hi / 2;
   double d = std::max(mid == 0 ? min_half : std::abs(mid) * 0.1, 1e-300);
-  lo = mid - d;
-  hi = mid + d;
+  lo = mid - d, hi = mid + d;
 }
 
 std::vector<double> nice_ticks(double lo, double hi, int target) {
@@ -171,8 +158,7 @@ Axis linear_axis(double lo, double hi, int target, double pad_lo, double pad_hi)
   Axis a;
   widen(lo, hi, 1.0);
   double r = hi - lo;
-  a.lo = lo - r * pad_lo;
-  a.hi = hi + r * pad_hi;
+  a.lo = lo - r * pad_lo, a.hi = hi + r * pad_hi;
   a.ticks = nice_ticks(a.lo, a.hi, target);
   a.labels = tick_labels(a.ticks);
   return a;
@@ -182,12 +168,10 @@ Axis linear_axis(double lo, double hi, int target, double pad_lo, double pad_hi)
 // falls back to nice linear ticks of the values when fewer than two such marks are inside.
 Axis log_axis(double vmin, double vmax, int target) {
   Axis a;
-  a.log = true;
   double lo = std::log10(vmin), hi = std::log10(vmax);
   if (hi - lo < 1e-9) { lo -= 0.5; hi += 0.5; }
   double r = hi - lo;
-  a.lo = lo - r * 0.04;
-  a.hi = hi + r * 0.04;
+  a.lo = lo - r * 0.04, a.hi = hi + r * 0.04;
   double span = a.hi - a.lo;
   int every = std::max(1, int(std::ceil(span / std::max(target, 2))));
   std::vector<double> values;
@@ -198,14 +182,10 @@ Axis log_axis(double vmin, double vmax, int target) {
       if (t >= a.lo && t <= a.hi) values.push_back(m * std::pow(10.0, k));
     }
   }
+  // The linear fallback stays positive: its range starts above 0.
   if (values.size() < 2) values = nice_ticks(std::pow(10.0, a.lo), std::pow(10.0, a.hi), target);
-  for (double v : values)
-    if (v > 0) a.ticks.push_back(std::log10(v));
+  for (double v : values) a.ticks.push_back(std::log10(v));
   a.labels = tick_labels(values);
-  if (a.labels.size() != a.ticks.size()) {  // a non-positive linear fallback tick was dropped
-    a.labels.clear();
-    for (double t : a.ticks) a.labels.push_back(compact(std::pow(10.0, t), 6));
-  }
   return a;
 }
 
@@ -217,8 +197,7 @@ int max_label_width(const Axis& a, int scale) {
 
 // Shared chart furniture: ticks, grid and labels around plot rect p.
 struct Layout {
-  int ts;  // text scale
-  int pad, tick;
+  int ts, pad, tick;  // text scale, spacing, tick length
   Rect p;
 };
 
@@ -248,9 +227,13 @@ void draw_title(Canvas& cv, const Layout& L, const std::string& title) {
   draw_text(cv, x + 1, L.pad, s, kInk, L.ts);  // poor man's bold
 }
 
+void draw_no_data(Canvas& cv, const Layout& L) {
+  draw_text_centered(cv, (L.p.x0 + L.p.x1) / 2, (L.p.y0 + L.p.y1 - text_height(L.ts)) / 2, "no data", kFrame, L.ts);
+}
+
+// Below 32 px nothing legible fits; above 8k a buffer is huge and surely a mistake.
 void check_size(int w, int h, const std::string& path) {
-  // Below 32 px nothing legible fits; above 16k a buffer is huge and surely a mistake.
-  if (w < 32 || h < 32 || w > 16384 || h > 16384) fail(path, fmt::format("invalid size {}x{}", w, h));
+  if (w < 32 || h < 32 || w > 8192 || h > 8192) fail(path, fmt::format("invalid size {}x{}", w, h));
 }
 
 Layout base_layout(int w, int h, bool title, bool x_label, bool y_label) {
@@ -274,14 +257,27 @@ void clamp_plot(Layout& L, int w, int h) {
   L.p.y1 = std::clamp(L.p.y1, L.p.y0 + 2, h);
 }
 
-// ---- lines ----
+struct Pt { double x, y; };
 
-struct Pt {
-  double x, y;
+// One series' coverage, composited once: overlapping segments (joints, dense data) would otherwise
+// blend their anti-aliased edges again and again into a thicker line.
+struct Mask {
+  int w;
+  std::vector<float> a;
+  Mask(int w_, int h_) : w(w_), a(size_t(w_) * size_t(h_), 0.f) {}
+  void cover(int x, int y, double c) {
+    float& v = a[size_t(y) * size_t(w) + size_t(x)];
+    v = std::max(v, float(c));
+  }
+  void composite(Canvas& cv, uint32_t rgb) const {
+    for (size_t i = 0; i < a.size(); ++i)
+      if (a[i] > 0) cv.blend(int(i % size_t(w)), int(i / size_t(w)), rgb, a[i]);
+  }
 };
 
-// Anti-aliased thick segment: coverage from the pixel centre's distance to the segment, clipped to clip.
-void draw_segment(Canvas& cv, Rect clip, Pt a, Pt b, double half_width, uint32_t rgb) {
+// Anti-aliased thick segment: coverage from the pixel centre's distance to the segment, clipped to
+// clip (which lies inside the canvas).
+void draw_segment(Mask& m, Rect clip, Pt a, Pt b, double half_width) {
   double r = half_width + 1;
   int x0 = std::max(clip.x0, int(std::floor(std::min(a.x, b.x) - r)));
   int x1 = std::min(clip.x1 - 1, int(std::ceil(std::max(a.x, b.x) + r)));
@@ -293,29 +289,47 @@ void draw_segment(Canvas& cv, Rect clip, Pt a, Pt b, double half_width, uint32_t
       double px = x + 0.5 - a.x, py = y + 0.5 - a.y;
       double t = len2 > 0 ? std::clamp((px * dx + py * dy) / len2, 0.0, 1.0) : 0.0;
       double d = std::hypot(px - t * dx, py - t * dy);
-      cv.blend(x, y, rgb, std::clamp(half_width + 0.5 - d, 0.0, 1.0));
+      m.cover(x, y, std::clamp(half_width + 0.5 - d, 0.0, 1.0));
     }
+}
+
+// Long series: within one pixel column only the first, lowest, highest and last points can show,
+// so the others are dropped (a 100k-step run draws like a 1k-step one). NaN breaks are kept.
+std::vector<Pt> thin_columns(const std::vector<Pt>& v) {
+  std::vector<Pt> out;
+  for (size_t i = 0; i < v.size();) {
+    if (std::isnan(v[i].x)) out.push_back(v[i++]);
+    if (i >= v.size() || std::isnan(v[i].x)) continue;
+    size_t j = i, lo = i, hi = i;
+    double col = std::floor(v[i].x);
+    for (; j < v.size() && !std::isnan(v[j].x) && std::floor(v[j].x) == col; ++j) {
+      if (v[j].y < v[lo].y) lo = j;
+      if (v[j].y > v[hi].y) hi = j;
+    }
+    size_t keep[4] = {i, std::min(lo, hi), std::max(lo, hi), j - 1};  // in series order
+    for (int k = 0; k < 4; ++k)
+      if (k == 0 || keep[k] != keep[k - 1]) out.push_back(v[keep[k]]);
+    i = j;
+  }
+  return out;
 }
 
 void write_file(const Canvas& cv, const std::string& path) {
   std::string png;
-  auto sink = [](void* ctx, void* data, int size) { static_cast<std::string*>(ctx)->append(static_cast<char*>(data), size_t(size)); };
+  auto sink = [](void* ctx, void* data, int size) {
+    static_cast<std::string*>(ctx)->append(static_cast<char*>(data), size_t(size));
+  };
   if (!stbi_write_png_to_func(sink, &png, cv.w, cv.h, 3, cv.px.data(), cv.w * 3)) fail(path, "PNG encoding failed");
   // A reader (or a crash) never sees half a PNG: write a sibling temp file, then rename over the target.
   std::string tmp = fmt::format("{}.tmp.{}", path, ::getpid());
   std::FILE* f = std::fopen(tmp.c_str(), "wb");
   if (!f) fail(path, std::strerror(errno));
-  bool ok = std::fwrite(png.data(), 1, png.size(), f) == png.size() && std::fflush(f) == 0;
-  int err = errno;
-  if (std::fclose(f) != 0 && ok) {
-    ok = false;
-    err = errno;
-  }
-  if (ok && std::rename(tmp.c_str(), path.c_str()) != 0) {
-    ok = false;
-    err = errno;
-  }
-  if (!ok) {
+  auto error = [] { return errno ? errno : EIO; };  // a short write need not set errno
+  int err = 0;
+  if (std::fwrite(png.data(), 1, png.size(), f) != png.size() || std::fflush(f) != 0) err = error();
+  if (std::fclose(f) != 0 && !err) err = error();
+  if (!err && std::rename(tmp.c_str(), path.c_str()) != 0) err = error();
+  if (err) {
     std::remove(tmp.c_str());
     fail(path, std::strerror(err));
   }
@@ -335,13 +349,10 @@ void write_png(const LineChart& c, const std::string& path) {
     size_t n = ser.x.empty() ? ser.y.size() : std::min(ser.x.size(), ser.y.size());
     for (size_t i = 0; i < n; ++i) {
       double x = ser.x.empty() ? double(i) : ser.x[i], y = ser.y[i];
-      if (!std::isfinite(x) || !std::isfinite(y)) {
-        pts[s].push_back({NAN, NAN});
-        continue;
-      }
-      x = std::clamp(x, -kMaxAbs, kMaxAbs);
-      y = std::clamp(y, -kMaxAbs, kMaxAbs);
-      pts[s].push_back({x, y});
+      bool finite = std::isfinite(x) && std::isfinite(y);
+      x = std::clamp(x, -kMaxAbs, kMaxAbs), y = std::clamp(y, -kMaxAbs, kMaxAbs);
+      pts[s].push_back(finite ? Pt{x, y} : Pt{NAN, NAN});
+      if (!finite) continue;
       xmin = std::min(xmin, x), xmax = std::max(xmax, x);
       ymin = std::min(ymin, y), ymax = std::max(ymax, y);
       any_nonpos = any_nonpos || y <= 0;
@@ -400,22 +411,22 @@ void write_png(const LineChart& c, const std::string& path) {
     return Pt{L.p.x0 + fx * (L.p.w() - 1) + 0.5, L.p.y1 - 1 - fy * (L.p.h() - 1) + 0.5};
   };
   for (size_t s = 0; s < pts.size(); ++s) {
-    const auto& v = pts[s];
+    std::vector<Pt> v;
+    for (const Pt& p : pts[s]) v.push_back(std::isnan(p.x) ? p : to_px(p));
+    v = thin_columns(v);
+    Mask m(cv.w, cv.h);
     for (size_t i = 0; i < v.size(); ++i) {
       if (std::isnan(v[i].x)) continue;
       bool prev = i > 0 && !std::isnan(v[i - 1].x), next = i + 1 < v.size() && !std::isnan(v[i + 1].x);
-      if (next) draw_segment(cv, clip, to_px(v[i]), to_px(v[i + 1]), hw, colours[s]);
-      else if (!prev) draw_segment(cv, clip, to_px(v[i]), to_px(v[i]), hw + 1.5, colours[s]);  // isolated: a dot
+      if (next) draw_segment(m, clip, v[i], v[i + 1], hw);
+      else if (!prev) draw_segment(m, clip, v[i], v[i], hw + 1.5);  // isolated: a dot
     }
+    m.composite(cv, colours[s]);
   }
-  if (!has_data) {
-    int y = (L.p.y0 + L.p.y1) / 2 - text_height(L.ts) / 2;
-    draw_text_centered(cv, (L.p.x0 + L.p.x1) / 2, y, "no data", kFrame, L.ts);
-  }
+  if (!has_data) draw_no_data(cv, L);
   cv.frame(L.p, kFrame);
   draw_title(cv, L, c.title);
-
-  int ly = L.p.y0 + L.pad / 2;
+  int ly = L.p.y0 + L.pad / 2;  // legend
   for (const auto& [name, rgb] : legend) {
     if (ly + text_height(L.ts) > L.p.y1) break;
     int lx = L.p.x1 + L.pad;
@@ -439,7 +450,6 @@ void write_png(const BarChart& c, const std::string& path) {
       vmax = std::max(vmax, std::clamp(v, -kMaxAbs, kMaxAbs));
     }
   if (vmin == vmax) vmax = 1;  // all zero: a unit axis above the baseline
-
   Layout L = base_layout(c.width, c.height, !c.title.empty(), false, !c.y_label.empty());
   // Bar labels: horizontal when they fit their slot, else vertical (rotated) in a taller bottom margin.
   int max_lw = 0;
@@ -475,17 +485,11 @@ void write_png(const BarChart& c, const std::string& path) {
       draw_text_centered(cv, cx, std::clamp(vy, L.p.y0 + 1, L.p.y1 - th), value, kInk, L.ts);
     }
     if (i >= c.labels.size() || i % every != 0) continue;
-    if (!rotated) {
-      draw_text_centered(cv, cx, L.p.y1 + L.tick + L.pad / 2, c.labels[i], kInk, L.ts);
-    } else {
-      std::string s = fit_text(c.labels[i], rot_len, L.ts, true);
-      draw_text(cv, cx - th / 2 + L.ts, L.p.y1 + L.tick + text_width(s, L.ts), s, kInk, L.ts, true);
-    }
+    std::string s = rotated ? fit_text(c.labels[i], rot_len, L.ts, true) : c.labels[i];
+    if (!rotated) draw_text_centered(cv, cx, L.p.y1 + L.tick + L.pad / 2, s, kInk, L.ts);
+    else draw_text(cv, cx - th / 2 + L.ts, L.p.y1 + L.tick + text_width(s, L.ts), s, kInk, L.ts, true);
   }
-  if (!has_data) {
-    int y = (L.p.y0 + L.p.y1) / 2 - th / 2;
-    draw_text_centered(cv, (L.p.x0 + L.p.x1) / 2, y, "no data", kFrame, L.ts);
-  }
+  if (!has_data) draw_no_data(cv, L);
   cv.fill({L.p.x0, base, L.p.x1, base + 1}, kFrame);
   cv.frame(L.p, kFrame);
   draw_title(cv, L, c.title);

@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   rf::tools::DeviceFn device = [&] { return device_spec.empty() ? rf::default_device() : rf::parse_device(device_spec); };
 
   rf::tools::add_bench_commands(app, rc, device_spec, device);
+  rf::tools::add_bench_train_command(app, rc, device_spec, device);
   rf::tools::add_inspect_command(app, rc);
   rf::tools::add_tokenize_command(app, rc);
   rf::tools::add_model_commands(app, rc, device_spec, device);

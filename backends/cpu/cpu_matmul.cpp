@@ -1,12 +1,14 @@
 // Every matmul goes to OpenBLAS sgemm/dgemm; transposed operands are passed as CblasTrans views.
 //
-// Threading policy: OpenBLAS keeps its own pthread pool and oneTBB its own workers; letting both
-// fan out at once oversubscribes the cores. So:
-//  - a single GEMM, or a batch of few/large GEMMs, is called from the front-end thread with
-//    OpenBLAS using all num_threads() threads (TBB is idle meanwhile);
-//  - a batch of many small GEMMs (batch >= threads and < 8 MFLOP each) runs under
-//    tbb::parallel_for with OpenBLAS pinned to one thread for the duration (BlasSingleThread).
-// Other kernels that call BLAS from inside TBB tasks (attention) use the same guard.
+// Threading policy: OpenBLAS keeps its own pthread pool and oneTBB its own workers. After each
+// threaded call OpenBLAS's workers keep spinning on sched_yield for ~2^28 cycles, stealing the
+// cores from the TBB kernels that run next (measured: 10-15% of a 2-core LoRA training step). So
+// OpenBLAS's pool is never woken by the engine: every sgemm runs single-threaded
+// (BlasSingleThread) and the engine parallelises with TBB instead:
+//  - a large GEMM is cut into one row (or column) panel per thread (gemm_split), the same split
+//    OpenBLAS would make, measured at the same GFLOP/s as OpenBLAS's own threads;
+//  - a batch of many small GEMMs (batch >= threads and < 8 MFLOP each) runs one GEMM per task.
+// openblas_set_num_threads stays at the core count for callers outside the engine.
 #include <fmt/format.h>
 
 #include <mutex>
@@ -53,6 +55,29 @@ void gemm(const MatLayout& la, const MatLayout& lb, int64_t M, int64_t N, int64_
     cblas_dgemm(CblasRowMajor, ta, tb, int(M), int(N), int(K), alpha, a, int(la.ld), b, int(lb.ld), beta, c, int(ldc));
 }
 
+// One GEMM over TBB: panels of rows of C when M >= N, else of columns, one per thread, each a
+// single-threaded sgemm (caller holds BlasSingleThread). Panel edges are multiples of 16 so every
+// panel keeps whole micro-kernel tiles. Below ~2 MFLOP a task split costs more than it saves.
+template <class T>
+void gemm_split(const MatLayout& la, const MatLayout& lb, int64_t M, int64_t N, int64_t K, T alpha, const T* a,
+                const T* b, T beta, T* c, int64_t ldc) {
+  const bool rows = M >= N;
+  const int64_t len = rows ? M : N;
+  const int64_t parts = std::min<int64_t>(num_threads(), len / 32);
+  if (parts < 2 || 2.0 * double(M) * double(N) * double(K) < 2e6) {
+    gemm<T>(la, lb, M, N, K, alpha, a, b, beta, c, ldc);
+    return;
+  }
+  auto edge = [&](int64_t p) { return p == parts ? len : len * p / parts / 16 * 16; };
+  tbb::parallel_for(int64_t(0), parts, [&](int64_t p) {
+    const int64_t s = edge(p), n = edge(p + 1) - s;
+    if (rows)  // A (m, k) lives at a[m * ld + k], or a[k * ld + m] when transposed
+      gemm<T>(la, lb, n, N, K, alpha, a + (la.trans ? s : s * la.ld), b, beta, c + s * ldc, ldc);
+    else
+      gemm<T>(la, lb, M, n, K, alpha, a, b + (lb.trans ? s * lb.ld : s), beta, c + s, ldc);
+  });
+}
+
 }  // namespace
 
 void CpuBackend::matmul(const Tensor& a, const Tensor& b, Tensor& out, float alpha, float beta) {
@@ -89,18 +114,23 @@ void CpuBackend::matmul(const Tensor& a, const Tensor& b, Tensor& out, float alp
     // Fold the batch into M when a is row-major over (batch, M) and b is shared: one big GEMM.
     StridedLoop L = make_loop(batch, {&so, &sa, &sb});
     bool fold = !la.trans && L.shape.size() == 1 && L.st[2][0] == 0 && L.st[1][0] == M * la.ld && L.st[0][0] == M * N;
+    BlasSingleThread guard;
     if (nb == 1 || fold) {
-      gemm<T>(la, lb, M * (fold ? L.shape[0] : 1), N, K, T(alpha), pa, pb, T(beta), po, N);
+      gemm_split<T>(la, lb, M * (fold ? L.shape[0] : 1), N, K, T(alpha), pa, pb, T(beta), po, N);
       return;
     }
-    auto one = [&](const int64_t* off, int64_t n) {
-      for (int64_t i = 0; i < n; ++i)
-        gemm<T>(la, lb, M, N, K, T(alpha), pa + off[1] + i * L.inner_stride(1), pb + off[2] + i * L.inner_stride(2),
-                T(beta), po + off[0] + i * L.inner_stride(0), N);
-    };
     const double flops = 2.0 * double(M) * double(N) * double(K);
-    if (nb >= num_threads() && flops < 8e6 && num_threads() > 1) {
-      BlasSingleThread guard;
+    const bool per_task = nb >= num_threads() && flops < 8e6 && num_threads() > 1;
+    auto one = [&](const int64_t* off, int64_t n) {
+      for (int64_t i = 0; i < n; ++i) {
+        const T* ai = pa + off[1] + i * L.inner_stride(1);
+        const T* bi = pb + off[2] + i * L.inner_stride(2);
+        T* oi = po + off[0] + i * L.inner_stride(0);
+        if (per_task) gemm<T>(la, lb, M, N, K, T(alpha), ai, bi, T(beta), oi, N);
+        else gemm_split<T>(la, lb, M, N, K, T(alpha), ai, bi, T(beta), oi, N);
+      }
+    };
+    if (per_task) {
       tbb::parallel_for(tbb::blocked_range<int64_t>(0, nb, 1),
                         [&](const tbb::blocked_range<int64_t>& r) { run_range(L, r.begin(), r.end(), one); });
     } else {

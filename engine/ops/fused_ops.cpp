@@ -139,7 +139,14 @@ struct CrossEntropyOp {
   }
   static std::vector<Tensor> backward(OpCtx& ctx, const Tensor& dy) {
     const Tensor& logits = ctx.saved(0);
-    Tensor dl = empty_like(logits);
+    // When this node holds the last reference to the logits (the usual LM loss: nothing else keeps
+    // the (N, vocab) tensor), dlogits overwrite them in place: GPT-2's 50257-way logits are 200 MB
+    // per 1024 tokens, so this saves one such tensor at the peak and a pass of fresh memory. The
+    // node frees its saved tensors right after this backward, so nobody sees the overwrite. CPU
+    // only: its kernel reads each logit before writing it; other backends bind them read-only.
+    const bool reuse = logits.device().type == DeviceType::CPU && logits.is_contiguous() &&
+                       logits.impl_ptr().use_count() == 1 && logits.buffer_ptr().use_count() == 1;
+    Tensor dl = reuse ? logits : empty_like(logits);
     dy.backend().cross_entropy_bwd(logits, ctx.saved(1), ctx.ints[0], ctx.saved(2), dense(dy), dl);
     return {dl, Tensor()};
   }

@@ -1,0 +1,101 @@
+// Helpers shared by the PEFT unit tests (test_peft.cpp, test_peft_adapters.cpp): fixture models,
+// host f64 references, one-line error checks.
+#pragma once
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <optional>
+#include <set>
+
+#include "models/model.h"
+#include "peft/peft_model.h"
+#include "tests/test_util.h"
+
+namespace rf::test::peftt {
+
+namespace fs = std::filesystem;
+using peft::LoraConfig;
+
+
+// References are computed in f64 on the CPU with plain engine ops, apart from the peft/ code under test
+// (which runs in f32 on the tested device).
+inline Tensor h(const Tensor& t) { return t.detach().to(Device{}).to(DType::F64).contiguous(); }
+inline Tensor w_out_in(nn::Linear& l) { return l.fan_in_fan_out() ? h(l.weight()).t().contiguous() : h(l.weight()); }
+inline double rel_gap(const Tensor& a, const Tensor& b) {  // max |a - b| / max |b| over the flattened values
+  Tensor x = h(a).reshape({-1}), y = h(b).reshape({-1});
+  return max(abs(x - y)).item() / max(abs(y)).item();
+}
+inline void randomize(Tensor& t, double lo = -1, double hi = 1) {
+  NoGradGuard ng;
+  t.copy_(rand(t.shape(), lo, hi, DType::F32, t.device()));
+}
+
+inline std::string fixture(const std::string& arch, const char* part) {
+  const char* f = std::getenv("RF_FIXTURES");
+  REQUIRE_MESSAGE(f != nullptr, "RF_FIXTURES is not set (meson sets it to tests/fixtures)");
+  return (fs::path(f) / "hf" / arch / part).string();
+}
+inline std::unique_ptr<models::Model> load(const std::string& arch, Device d = {}) {
+  auto m = models::load_model(fixture(arch, "base"), models::LoadOptions{.device = d});
+  m->eval();
+  return m;
+}
+struct Adapted {  // a fixture model and its PeftModel (destroyed first: it refers to the model)
+  std::unique_ptr<models::Model> m;
+  std::unique_ptr<peft::PeftModel> pm;
+};
+inline Adapted adapted(const std::string& arch, const std::optional<LoraConfig>& c = std::nullopt, Device d = {}) {
+  Adapted a{load(arch, d), nullptr};
+  a.pm = std::make_unique<peft::PeftModel>(*a.m);
+  if (c) a.pm->add_adapter("default", *c);
+  return a;
+}
+inline Tensor logits(models::Model& m) {
+  NoGradGuard ng;
+  Tensor ids = i64({5, 17, 42, 7, 99, 3, 250, 11}, {1, 8}).to(m.device());
+  return m.forward(models::ModelInputs{ids, {}, {}, {}}).to(DType::F32).to(Device{});
+}
+inline fs::path temp_dir(const std::string& tag) {
+  fs::path p = fs::temp_directory_path() / fmt::format("rf_peft_{}_{}", tag, ::getpid());
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p;
+}
+inline std::string slurp(const fs::path& p) {
+  std::ifstream in(p);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+inline std::string error_of(const std::function<void()>& f) {  // "" when f does not throw
+  try { f(); } catch (const std::exception& e) { return e.what(); }
+  return "";
+}
+// f throws a one-line message holding every part (shown when it does not).
+inline bool throws_with(const std::function<void()>& f, std::initializer_list<std::string> parts) {
+  std::string msg = error_of(f);
+  bool ok = !msg.empty() && msg.find('\n') == std::string::npos;
+  for (const auto& p : parts) ok = ok && msg.find(p) != std::string::npos;
+  if (!ok) MESSAGE("message: '" << msg << "'");
+  return ok;
+}
+inline std::set<std::string> targeted(const peft::PeftModel& pm) {
+  std::set<std::string> s;
+  for (const auto& [path, l] : pm.lora_layers()) s.insert(path);
+  return s;
+}
+inline std::map<std::string, Tensor> cloned_state(models::Model& m) {  // merges write in place: keep copies
+  std::map<std::string, Tensor> out;
+  for (auto& [k, t] : m.state_dict()) out[k] = t.detach().clone();
+  return out;
+}
+inline std::map<std::string, std::string> module_types(models::Model& m) {
+  std::map<std::string, std::string> out;
+  for (auto& [n, mod] : m.named_modules()) out[n] = std::string(mod->type_name());
+  return out;
+}
+
+
+}  // namespace rf::test::peftt
