@@ -238,6 +238,14 @@ std::vector<std::pair<std::string, Tensor>> PeftModel::trainable_parameters() {
   return out;
 }
 
+std::string PeftModel::memory_name(const std::string& name) const {
+  const std::string prefix = kPeftPrefix;
+  const std::string body = name.starts_with(prefix) ? name.substr(prefix.size()) : name;
+  const size_t dot = body.rfind('.');
+  if (dot == std::string::npos || active_.empty() || !saved_.count(body.substr(0, dot))) return name;
+  return fmt::format("{}{}.modules_to_save.{}{}", kPeftPrefix, body.substr(0, dot), active_.front(), body.substr(dot));
+}
+
 std::vector<std::pair<std::string, int64_t>> PeftModel::ranks(const std::string& name) {
   config(name);
   std::vector<std::pair<std::string, int64_t>> out;

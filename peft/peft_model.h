@@ -64,6 +64,9 @@ class PeftModel {
   const std::map<std::string, LoraLinear*>& lora_layers() const { return layers_; }
   // Trainable parameters with PEFT's in-memory names ("base_model.model.<path>.lora_A.default.weight").
   std::vector<std::pair<std::string, Tensor>> trainable_parameters();
+  // The name PEFT gives a trainable tensor in memory: a modules_to_save parameter `base_model.model.X.p`
+  // becomes `base_model.model.X.modules_to_save.<active adapter>.p`; others are unchanged.
+  std::string memory_name(const std::string& name) const;
   // (module path, rank) of the adapter, in module order.
   std::vector<std::pair<std::string, int64_t>> ranks(const std::string& name);
 

@@ -172,6 +172,30 @@ TEST_SUITE("e2e") {
     CliRun k2 = run_cli("train " + kcfg + " --resume");
     REQUIRE_MESSAGE(k2.rc == 0, k2.err);
     CHECK(adapter_bytes(s.dir / "killed") == want);
+    // SIGINT mid-run (a longer run, so the signal lands before its end): the handler lets the step
+    // finish, checkpoints, exits 130; --resume ends with the adapter of an uninterrupted run.
+    CliRun f80 = run_cli("train " + s.config("full80", 80, 1));
+    REQUIRE_MESSAGE(f80.rc == 0, f80.err);
+    std::string icfg = s.config("sigint", 80, 1);
+    pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      std::string cli = cli_path();
+      ::freopen("/dev/null", "w", stderr);
+      ::execl(cli.c_str(), cli.c_str(), "train", icfg.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    for (int i = 0; i < 20000 && !fs::exists(s.dir / "sigint" / "checkpoint" / "trainer_state.json"); ++i)
+      std::this_thread::sleep_for(std::chrono::microseconds(500));
+    ::kill(pid, SIGINT);
+    status = 0;
+    ::waitpid(pid, &status, 0);
+    REQUIRE(WIFEXITED(status));
+    REQUIRE_MESSAGE(WEXITSTATUS(status) == 130, "exit status ", WEXITSTATUS(status), " (0: the run ended before SIGINT)");
+    CHECK_FALSE(fs::exists(s.dir / "sigint" / "adapter"));
+    CliRun i2 = run_cli("train " + icfg + " --resume");
+    REQUIRE_MESSAGE(i2.rc == 0, i2.err);
+    CHECK(adapter_bytes(s.dir / "sigint") == adapter_bytes(s.dir / "full80"));
     // --resume with no checkpoint is a clear error.
     CliRun none = run_cli("train " + s.config("fresh", 12, 3) + " --resume");
     CHECK(none.rc != 0);

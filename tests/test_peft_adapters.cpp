@@ -197,6 +197,10 @@ TEST_SUITE("unit") {
         for (const char* ab : {"lora_A", "lora_B"})
           want.insert(fmt::format("base_model.model.bert.encoder.layer.{}.attention.self.{}.{}.default.weight", i, mod, ab));
     CHECK(names == want);
+    // memory_name gives PEFT's in-memory name (what --loss-grads writes); LoRA tensors keep theirs.
+    CHECK(a.pm->memory_name("base_model.model.classifier.weight") == "base_model.model.classifier.modules_to_save.default.weight");
+    const std::string q = "base_model.model.bert.encoder.layer.0.attention.self.query.lora_A.default.weight";
+    CHECK(a.pm->memory_name(q) == q);
     // The adapter trains a copy of the classifier; the original stays for other adapters.
     auto& cls = dynamic_cast<nn::Linear&>(*a.m->find("classifier"));
     Tensor before = logits(*a.m);

@@ -99,7 +99,7 @@ int run_forward(const ModelArgs& a, Device d) {
     out["loss"] = loss.detach().to(DType::F32).to(Device{});
     if (pm) {
       for (auto& [name, p] : pm->trainable_parameters())
-        if (p.grad().defined()) out[name] = p.grad().to(DType::F32).to(Device{}).contiguous();
+        if (p.grad().defined()) out[pm->memory_name(name)] = p.grad().to(DType::F32).to(Device{}).contiguous();
     } else {
       for (auto& p : m->named_parameters())
         if (p.tensor->grad().defined()) out[p.name] = p.tensor->grad().to(DType::F32).to(Device{}).contiguous();
