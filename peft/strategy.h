@@ -35,8 +35,10 @@ class RankStrategy {
   virtual Tensor extra_loss(PeftModel& pm) { return Tensor(); }
   // After the gradients of a whole step are in (importance scores, gradient statistics).
   virtual void after_backward(PeftModel& pm, int64_t step) {}
-  // After the optimizer update (masking, merge-and-reinit, moment resets). Returning true tells the
-  // trainer the set of trainable tensors changed and the optimizer must be rebuilt.
+  // After the optimizer update (masking, merge-and-reinit, moment resets); `step` counts the optimizer
+  // steps done so far (1 after the first). The gradients of the step are still present (zeroed right
+  // after). Returning true tells the trainer the set of trainable tensors changed and the optimizer
+  // must be rebuilt (from PeftModel::trainable_parameters(); new moments start at zero).
   virtual bool after_optimizer_step(PeftModel& pm, int64_t step, nn::Optimizer& opt) { return false; }
   // Bi-level methods (AutoLoRA): one update of selection variables on a validation batch.
   virtual void meta_step(PeftModel& pm, const BatchLoss& val, int64_t step) {}

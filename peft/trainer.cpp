@@ -98,9 +98,12 @@ StepResult Trainer::step(const std::vector<BatchLoss>& micro) {
     return r;
   }
   opt_->step();
-  opt_->zero_grad();
   ++step_;
-  if (pm_ && strategy_->after_optimizer_step(*pm_, step_, *opt_)) build_optimizer();
+  // The hook still sees this step's (clipped) gradients and the updated weights, as PEFT's
+  // update_and_allocate called between optimizer.step() and zero_grad().
+  const bool rebuild = pm_ && strategy_->after_optimizer_step(*pm_, step_, *opt_);
+  opt_->zero_grad();
+  if (rebuild) build_optimizer();
   return r;
 }
 

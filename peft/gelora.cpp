@@ -1,0 +1,1 @@
+#include "peft/gelora.h"

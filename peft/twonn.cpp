@@ -1,0 +1,1 @@
+#include "peft/twonn.h"

@@ -1,0 +1,2 @@
+// Tests for peft/aroma (methods.md faithful tests).
+#include "tests/test_util.h"
