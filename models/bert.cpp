@@ -96,7 +96,11 @@ class BertModel : public nn::Module {
   }
   Tensor pooled(const ModelInputs& in) {  // (B, C): tanh(dense(h[:, 0]))
     Tensor x = child_as<BertEmbeddings>(emb_).run(in);
-    for (size_t b : blocks_) x = layers_->child_as<BertLayer>(b).run(x, in.attention_mask);
+    if (in.hidden_states) in.hidden_states->push_back(x);
+    for (size_t b : blocks_) {
+      x = layers_->child_as<BertLayer>(b).run(x, in.attention_mask);
+      if (in.hidden_states) in.hidden_states->push_back(x);
+    }
     return tanh(pooler_->child(pool_dense_)(x.narrow(1, 0, 1).squeeze(1)));
   }
 

@@ -89,7 +89,11 @@ class Gpt2Transformer : public nn::Module {
       throw std::invalid_argument(fmt::format("[gpt2] sequence of {} tokens exceeds n_positions {}", past + T, c_.max_positions));
     Tensor pos = in.position_ids.defined() ? in.position_ids : default_positions(B, T, past, in.input_ids.device());
     Tensor x = dropout(child(wte_)(in.input_ids) + child(wpe_)(pos), c_.embd_dropout, training());
-    for (size_t i = 0; i < blocks_.size(); ++i) x = child(h_).child_as<Gpt2Block>(blocks_[i]).run(x, in, cache);
+    if (in.hidden_states) in.hidden_states->push_back(x);
+    for (size_t i = 0; i < blocks_.size(); ++i) {
+      x = child(h_).child_as<Gpt2Block>(blocks_[i]).run(x, in, cache);
+      if (in.hidden_states) in.hidden_states->push_back(x);
+    }
     if (cache) cache->advance(T);
     return child(ln_f_)(x);
   }

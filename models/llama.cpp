@@ -90,7 +90,11 @@ class LlamaModel : public nn::Module {
     Tensor pos = in.position_ids.defined() ? in.position_ids : default_positions(B, T, past, in.input_ids.device());
     auto [cos, sin] = rope_cos_sin(c_.rope, c_.head_dim, pos);
     Tensor x = child(embed_)(in.input_ids);
-    for (size_t i = 0; i < blocks_.size(); ++i) x = child(layers_).child_as<LlamaLayer>(blocks_[i]).run(x, cos, sin, in, cache);
+    if (in.hidden_states) in.hidden_states->push_back(x);
+    for (size_t i = 0; i < blocks_.size(); ++i) {
+      x = child(layers_).child_as<LlamaLayer>(blocks_[i]).run(x, cos, sin, in, cache);
+      if (in.hidden_states) in.hidden_states->push_back(x);
+    }
     if (cache) cache->advance(T);
     return child(norm_)(x);
   }

@@ -18,6 +18,11 @@ struct ModelInputs {
   Tensor attention_mask;  // optional (B, T): 1 = real token, 0 = padding
   Tensor token_type_ids;  // optional (B, T) (BERT)
   Tensor position_ids;    // optional (B, T) I64; default: past length + [0, T)
+  // When set, forward appends the hidden states (as output_hidden_states): H_0 = the embedding output,
+  // then the output of every block i = 1..L, each (B, T, C) on the model's device. All are taken
+  // before any final norm: transformers' last GPT-2/LLaMA entry is after ln_f/norm, ours is the raw
+  // block output, so block i always maps H_{i-1} to H_i (GeLoRA's per-block rank rule needs that).
+  std::vector<Tensor>* hidden_states = nullptr;
 };
 
 // Per-layer keys and values of the tokens seen so far, in preallocated (B, Hk, capacity, D) buffers.

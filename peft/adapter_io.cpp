@@ -1,5 +1,6 @@
 // PEFT adapter files: adapter_config.json + adapter_model.safetensors with "base_model.model." keys
-// and the adapter name removed (".lora_A.weight"; DoRA's "lora_magnitude_vector" without ".weight").
+// and the adapter name removed (".lora_A.weight"; DoRA's "lora_magnitude_vector" and AdaLoRA's
+// ".lora_A" / ".lora_E" / ".lora_B" without ".weight").
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -19,6 +20,36 @@ namespace {
   throw std::runtime_error(fmt::format("[peft] {}: {}", what, why));
 }
 const char* kAdapterSegments[] = {".lora_A.", ".lora_B."};
+
+// An AdaLoRA module's tensors as PEFT saves them: cut to the kept triplets when the module still has
+// all init_r rows (training masks softly, never resizes); a module already cut (loaded) is as kept.
+void adalora_tensors(std::map<std::string, Tensor>& out, const std::string& key, LoraLinear& l, const std::string& name,
+                     const std::vector<bool>* mask) {
+  Tensor a = l.A(name), e = l.E(name), b = l.B(name);  // (r, in), (r, 1), (out, r)
+  const int64_t r = a.size(0);
+  if (mask) {
+    std::vector<int64_t> idx;
+    for (size_t i = 0; i < mask->size(); ++i)
+      if ((*mask)[i]) idx.push_back(int64_t(i));
+    const int64_t k = int64_t(idx.size());
+    if (r == int64_t(mask->size()) && k != r) {
+      NoGradGuard ng;
+      auto pick = [&](const Tensor& t, int64_t axis) {
+        Shape s = t.shape();
+        s[size_t(axis)] = k;
+        return k == 0 ? zeros(s, t.dtype(), t.device()) : index_select(t.detach(), axis, from_data(idx, {k}, t.device()));
+      };
+      a = pick(a, 0);
+      e = pick(e, 0);
+      b = pick(b, 1);
+    } else if (r != k) {
+      fail(key, fmt::format("has {} AdaLoRA rows but rank_pattern keeps {} of {}", r, k, mask->size()));
+    }
+  }
+  out[key + ".lora_A"] = a;
+  out[key + ".lora_E"] = e;
+  out[key + ".lora_B"] = b;
+}
 }  // namespace
 
 std::string PeftModel::key_to_param(const std::string& key, const std::string& name) const {
@@ -28,6 +59,9 @@ std::string PeftModel::key_to_param(const std::string& key, const std::string& n
     size_t p = k.rfind(seg);
     if (p != std::string::npos) return k.substr(0, p + std::string(seg).size()) + name + "." + k.substr(p + std::string(seg).size());
   }
+  // AdaLoRA's raw tensors (PEFT ParameterDicts) carry no ".weight".
+  for (const char* raw : {".lora_A", ".lora_B", ".lora_E"})
+    if (k.ends_with(raw)) return k + "." + name;
   if (k.ends_with(".lora_magnitude_vector")) return k + "." + name + ".weight";
   if (k.ends_with(".lora_magnitude_vector.weight")) return k.substr(0, k.size() - 7) + "." + name + ".weight";
   return k;
@@ -39,6 +73,10 @@ std::map<std::string, Tensor> PeftModel::adapter_state_dict(const std::string& n
   const std::string pre = kPeftPrefix;
   for (auto& [path, l] : layers_) {
     if (!l->has_adapter(name)) continue;
+    if (c.is_adalora()) {
+      adalora_tensors(out, pre + path, *l, name, adalora_mask_for(c, path));
+      continue;
+    }
     out[pre + path + ".lora_A.weight"] = l->lora_A(name).weight();
     out[pre + path + ".lora_B.weight"] = l->lora_B(name).weight();
     if (l->options(name).lora_bias) out[pre + path + ".lora_B.bias"] = l->lora_B(name).bias();
@@ -90,6 +128,16 @@ void PeftModel::load_adapter(const std::string& dir, const std::string& name, bo
   // they were trained against, as in PEFT).
   c.init_lora_weights = "true";
   add_adapter(name, c);
+  if (c.is_adalora() && c.adalora.rank_pattern) {
+    // As PEFT: modules made at init_r are cut by rank_pattern before the (cut) tensors are read;
+    // ranknum stays init_r, so the scale is the one the adapter was trained with.
+    try {
+      prune_adalora(name, *c.adalora.rank_pattern);
+    } catch (const std::exception& e) {
+      delete_adapter(name);
+      fail(cfg_path, std::string(e.what()).substr(std::string("[peft] ").size()));
+    }
+  }
   std::map<std::string, Tensor*> params;
   for (auto& p : model_.named_parameters()) params[p.name] = p.tensor;
   std::set<std::string> expected;

@@ -67,6 +67,49 @@ T get_as(const ojson& v, const std::string& what, const char* key, const char* t
   }
 }
 
+// One AdaLoraConfig key; false when k is not one of them.
+bool parse_adalora_key(AdaLoraFields& a, const std::string& k, const ojson& v, const std::string& what) {
+  auto integer = [&](int64_t& out) { out = get_as<int64_t>(v, what, k.c_str(), "an integer"); };
+  auto number = [&](double& out) { out = get_as<double>(v, what, k.c_str(), "a number"); };
+  if (k == "target_r") integer(a.target_r);
+  else if (k == "init_r") integer(a.init_r);
+  else if (k == "tinit") integer(a.tinit);
+  else if (k == "tfinal") integer(a.tfinal);
+  else if (k == "deltaT") integer(a.deltaT);
+  else if (k == "beta1") number(a.beta1);
+  else if (k == "beta2") number(a.beta2);
+  else if (k == "orth_reg_weight") number(a.orth_reg_weight);
+  else if (k == "total_step") {
+    if (v.is_null()) a.total_step = 0;
+    else integer(a.total_step);
+  } else if (k == "rank_pattern") {
+    if (v.is_null()) {
+      a.rank_pattern.reset();
+      return true;
+    }
+    if (!v.is_object()) fail(what, "ADALORA 'rank_pattern' must be null or an object of boolean lists");
+    RankMasks masks;
+    for (const auto& [pk, pv] : v.items()) {
+      std::vector<bool> m;
+      if (pv.is_array())
+        for (const auto& e : pv) {
+          if (!e.is_boolean()) break;
+          m.push_back(e.get<bool>());
+        }
+      if (!pv.is_array() || m.size() != pv.size()) fail(what, fmt::format("ADALORA rank_pattern['{}'] must be a list of booleans", pk));
+      // PEFT's in-memory keys carry the adapter name ("<path>.lora_E.default"); files drop it.
+      std::string key = pk;
+      const size_t e = key.rfind(".lora_E.");
+      if (e != std::string::npos && key.find('.', e + 8) == std::string::npos) key.resize(e + 7);
+      masks.emplace_back(key, std::move(m));
+    }
+    a.rank_pattern = std::move(masks);
+  } else {
+    return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 ojson ModuleSelector::to_json() const {
@@ -85,9 +128,42 @@ ojson ModuleSelector::to_json() const {
   return nullptr;
 }
 
+namespace {
+// AdaLoraConfig.__post_init__ and RankAllocator's asserts, plus what would make the schedule crash
+// in PEFT (a target above init_r gives kthvalue a negative k).
+void validate_adalora(const LoraConfig& c, const std::string& w) {
+  const AdaLoraFields& a = c.adalora;
+  if (c.use_dora) fail(w, "ADALORA does not support DoRA (as PEFT)");
+  if (c.lora_bias) fail(w, "ADALORA has no lora_bias (PEFT's SVD layers ignore it)");
+  if (c.use_rslora) fail(w, "use_rslora does not apply to ADALORA (its scale is lora_alpha / init_r)");
+  if (!c.alpha_pattern.empty()) fail(w, "alpha_pattern does not apply to ADALORA (PEFT ignores it)");
+  if (!c.rank_pattern.empty()) fail(w, "ADALORA's rank_pattern holds boolean masks (adalora.rank_pattern), not ranks");
+  if (c.init_lora_weights != "true" && c.init_lora_weights != "false")
+    fail(w, fmt::format("init_lora_weights '{}' is not supported by ADALORA (true or false)", c.init_lora_weights));
+  if (a.init_r < 1) fail(w, fmt::format("init_r must be >= 1, got {}", a.init_r));
+  if (a.target_r < 0 || a.target_r > a.init_r)
+    fail(w, fmt::format("target_r must be in [0, init_r = {}], got {}", a.init_r, a.target_r));
+  if (a.tinit < 0 || a.tfinal < 0) fail(w, fmt::format("tinit and tfinal must be >= 0, got {} and {}", a.tinit, a.tfinal));
+  if (a.deltaT < 1) fail(w, fmt::format("deltaT must be >= 1, got {}", a.deltaT));
+  if (!(a.beta1 > 0 && a.beta1 < 1) || !(a.beta2 > 0 && a.beta2 < 1))
+    fail(w, fmt::format("beta1 and beta2 must be in (0, 1), got {} and {}", a.beta1, a.beta2));
+  if (!(a.orth_reg_weight >= 0)) fail(w, fmt::format("orth_reg_weight must be >= 0, got {}", a.orth_reg_weight));
+  if (a.total_step < 0) fail(w, fmt::format("total_step must be > 0, got {}", a.total_step));
+  if (a.total_step > 0 && a.tinit >= a.total_step - a.tfinal)
+    fail(w, fmt::format("tinit {} must be < total_step - tfinal = {} - {}: no budgeting phase left (as PEFT)", a.tinit,
+                        a.total_step, a.tfinal));
+  if (a.rank_pattern)
+    for (const auto& [k, m] : *a.rank_pattern) {
+      if (!k.ends_with(".lora_E")) fail(w, fmt::format("rank_pattern key '{}' must name a module's lora_E ('<path>.lora_E')", k));
+      if (int64_t(m.size()) != a.init_r)
+        fail(w, fmt::format("rank_pattern['{}'] has {} flags; init_r is {}", k, m.size(), a.init_r));
+    }
+}
+}  // namespace
+
 void LoraConfig::validate() const {
   const std::string w = "adapter config";
-  if (peft_type != "LORA") fail(w, fmt::format("peft_type '{}' is not LORA", peft_type));
+  if (peft_type != "LORA" && peft_type != "ADALORA") fail(w, fmt::format("peft_type '{}' is not LORA or ADALORA", peft_type));
   if (r <= 0) fail(w, fmt::format("r must be > 0, got {}", r));
   if (!(lora_dropout >= 0 && lora_dropout < 1)) fail(w, fmt::format("lora_dropout must be in [0, 1), got {}", lora_dropout));
   if (bias != "none" && bias != "all" && bias != "lora_only")
@@ -105,6 +181,7 @@ void LoraConfig::validate() const {
     fail(w, "target_modules is an empty list");
   for (const auto& [k, v] : rank_pattern)
     if (v <= 0) fail(w, fmt::format("rank_pattern['{}'] must be > 0, got {}", k, v));
+  if (is_adalora()) validate_adalora(*this, w);
 }
 
 LoraConfig parse_lora_config(const ojson& j, const std::string& what, std::vector<std::string>* notes) {
@@ -113,7 +190,10 @@ LoraConfig parse_lora_config(const ojson& j, const std::string& what, std::vecto
   auto note = [&](std::string s) {
     if (notes) notes->push_back(std::move(s));
   };
+  // The type decides how rank_pattern reads, whatever the key order of the file.
+  const bool ada = j.contains("peft_type") && j["peft_type"] == "ADALORA";
   for (const auto& [k, v] : j.items()) {
+    if (ada && parse_adalora_key(c.adalora, k, v, what)) continue;
     if (k == "peft_type") c.peft_type = get_as<std::string>(v, what, "peft_type", "a string");
     else if (k == "r") c.r = get_as<int64_t>(v, what, "r", "an integer");
     else if (k == "lora_alpha") c.lora_alpha = get_as<double>(v, what, "lora_alpha", "a number");
@@ -167,7 +247,16 @@ LoraConfig parse_lora_config(const ojson& j, const std::string& what, std::vecto
       note(fmt::format("{}: unknown key '{}' ignored", what, k));
     }
   }
-  if (c.peft_type != "LORA") fail(what, fmt::format("peft_type '{}' is not supported here (LORA)", c.peft_type));
+  if (c.peft_type != "LORA" && c.peft_type != "ADALORA")
+    fail(what, fmt::format("peft_type '{}' is not supported here (LORA, ADALORA)", c.peft_type));
+  if (c.is_adalora()) {
+    // PEFT's SVD layers never read these, so a file carrying them loads with the same forward.
+    if (c.use_rslora) note(fmt::format("{}: 'use_rslora' = true is ignored by ADALORA (as PEFT)", what));
+    if (!c.alpha_pattern.empty()) note(fmt::format("{}: 'alpha_pattern' is ignored by ADALORA (as PEFT)", what));
+    if (c.lora_bias) note(fmt::format("{}: 'lora_bias' = true is ignored by ADALORA (as PEFT)", what));
+    c.use_rslora = c.lora_bias = false;
+    c.alpha_pattern.clear();
+  }
   try {
     c.validate();
   } catch (const std::runtime_error& e) {
@@ -221,6 +310,24 @@ ojson to_json(const LoraConfig& c) {
       {"target_modules", c.target_modules.to_json()}, {"target_parameters", nullptr}, {"task_type", opt(c.task_type)},
       {"trainable_token_indices", nullptr}, {"use_bdlora", nullptr}, {"use_dora", c.use_dora},
       {"use_qalora", false}, {"use_rslora", c.use_rslora}, {"velora_config", nullptr}};
+  if (c.is_adalora()) {
+    const AdaLoraFields& a = c.adalora;
+    ojson masks = nullptr;
+    if (a.rank_pattern) {
+      masks = ojson::object();
+      for (const auto& [k, m] : *a.rank_pattern) masks[k] = std::vector<bool>(m);
+    }
+    j["rank_pattern"] = masks;
+    j["target_r"] = a.target_r;
+    j["init_r"] = a.init_r;
+    j["tinit"] = a.tinit;
+    j["tfinal"] = a.tfinal;
+    j["deltaT"] = a.deltaT;
+    j["beta1"] = a.beta1;
+    j["beta2"] = a.beta2;
+    j["orth_reg_weight"] = a.orth_reg_weight;
+    j["total_step"] = a.total_step > 0 ? ojson(a.total_step) : ojson(nullptr);
+  }
   return j;
 }
 
@@ -239,16 +346,26 @@ const V* first_match(const std::vector<std::pair<std::string, V>>& pats, const s
 }  // namespace
 
 int64_t rank_for(const LoraConfig& c, const std::string& name) {
+  if (c.is_adalora()) return c.adalora.init_r;
   const int64_t* r = first_match(c.rank_pattern, name);
   return r ? *r : c.r;
 }
 double alpha_for(const LoraConfig& c, const std::string& name) {
+  if (c.is_adalora()) return c.lora_alpha;
   const double* a = first_match(c.alpha_pattern, name);
   return a ? *a : c.lora_alpha;
 }
 double scaling_for(const LoraConfig& c, const std::string& name) {
   const double r = double(rank_for(c, name)), a = alpha_for(c, name);
+  if (c.is_adalora()) return (a > 0 ? a : r) / (r + 1e-5);
   return c.use_rslora ? a / std::sqrt(r) : a / r;
+}
+
+const std::vector<bool>* adalora_mask_for(const LoraConfig& c, const std::string& name) {
+  if (!c.adalora.rank_pattern) return nullptr;
+  for (const auto& [k, m] : *c.adalora.rank_pattern)
+    if (k == name + ".lora_E") return &m;
+  return nullptr;
 }
 
 }  // namespace rf::peft

@@ -1,6 +1,7 @@
 #pragma once
-// LoraConfig: PEFT's adapter_config.json for LoRA, with the same keys, defaults and matching rules
-// (../shared/specs/peft-and-formats.md §1.3). Unknown keys are ignored with a note, as PEFT ≥ 0.13 does.
+// LoraConfig: PEFT's adapter_config.json for LoRA and AdaLoRA (peft_type "ADALORA", whose
+// AdaLoraConfig subclasses LoraConfig), with the same keys, defaults and matching rules
+// (../shared/specs/peft-and-formats.md §1.3-1.4). Unknown keys are ignored with a note, as PEFT ≥ 0.13 does.
 #include <cstdint>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -21,8 +22,26 @@ struct ModuleSelector {
   nlohmann::ordered_json to_json() const;
 };
 
+// AdaLoRA's kept-triplet masks, as PEFT's AdaLoraConfig.rank_pattern: "<module path>.lora_E" -> init_r
+// flags (true = singular triplet kept). Insertion order is kept; files are written with sorted keys.
+using RankMasks = std::vector<std::pair<std::string, std::vector<bool>>>;
+
+// The fields AdaLoraConfig adds (methods.md §5.3); read only when peft_type is "ADALORA".
+struct AdaLoraFields {
+  int64_t target_r = 8;   // average rank kept at the end: the final budget is target_r * modules
+  int64_t init_r = 12;    // rank every module starts with; also the fixed `ranknum` of the scale
+  int64_t tinit = 0;      // steps without masking
+  int64_t tfinal = 0;     // steps at the end with the final mask fixed
+  int64_t deltaT = 1;     // steps between two allocations in the budget phase
+  double beta1 = 0.85;    // EMA of the sensitivity
+  double beta2 = 0.85;    // EMA of the uncertainty
+  double orth_reg_weight = 0.5;
+  int64_t total_step = 0;  // 0 = unset (null in the file); training needs it, or takes the trainer's step count
+  std::optional<RankMasks> rank_pattern;  // null until an allocation ran (then tensors are saved cut to it)
+};
+
 struct LoraConfig {
-  std::string peft_type = "LORA";
+  std::string peft_type = "LORA";  // LORA | ADALORA
   int64_t r = 8;
   double lora_alpha = 8;
   double lora_dropout = 0.0;
@@ -45,7 +64,9 @@ struct LoraConfig {
   std::optional<std::string> revision;
   std::string peft_version = "0.21.0";   // written; PEFT ≥ 0.18 reads files with this key layout
   nlohmann::ordered_json auto_mapping;   // kept as read, written when task_type is unset
+  AdaLoraFields adalora;                 // peft_type ADALORA only; `r` is then ignored (as PEFT)
 
+  bool is_adalora() const { return peft_type == "ADALORA"; }
   void validate() const;  // throws "[peft] ..." one line
 };
 
@@ -58,8 +79,12 @@ nlohmann::ordered_json to_json(const LoraConfig& c);
 std::string dump_peft_json(const nlohmann::ordered_json& j);  // 2-space indent, sorted keys, Python spacing
 
 // Per-module rank and alpha after rank_pattern / alpha_pattern (re.match(rf"(.*\.)?({key})$", name)).
+// ADALORA: every module starts at init_r with alpha lora_alpha (PEFT ignores both patterns there) and
+// scaling_for is lora_alpha / (init_r + 1e-5) (lora_alpha <= 0: init_r / (init_r + 1e-5)).
 int64_t rank_for(const LoraConfig& c, const std::string& module_name);
 double alpha_for(const LoraConfig& c, const std::string& module_name);
 double scaling_for(const LoraConfig& c, const std::string& module_name);
+// The AdaLoRA mask of a module path (key "<path>.lora_E"), or null when rank_pattern has none.
+const std::vector<bool>* adalora_mask_for(const LoraConfig& c, const std::string& module_name);
 
 }  // namespace rf::peft

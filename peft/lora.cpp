@@ -11,7 +11,11 @@
 
 namespace rf::peft {
 
-double LoraOptions::scaling() const { return use_rslora ? alpha / std::sqrt(double(r)) : alpha / double(r); }
+double LoraOptions::scaling() const {
+  // AdaLoRA divides by the fixed ranknum (+1e-5 as PEFT), so pruning never changes the scale.
+  if (adalora) return (alpha > 0 ? alpha : double(ranknum)) / (double(ranknum) + 1e-5);
+  return use_rslora ? alpha / std::sqrt(double(r)) : alpha / double(r);
+}
 
 LoraLinear::LoraLinear(std::shared_ptr<nn::Linear> base) {
   base_slot_ = register_module("base_layer", std::move(base));
@@ -28,14 +32,94 @@ const LoraOptions& LoraLinear::options(const std::string& name) const {
 }
 
 nn::Linear& LoraLinear::lora_A(const std::string& name) {
+  if (is_adalora(name)) throw std::invalid_argument(fmt::format("[peft] adapter '{}' is AdaLoRA: its factors are A(), E(), B()", name));
   Module* m = child(a_slot_).find(name);
   if (!m) throw std::invalid_argument(fmt::format("[peft] no adapter '{}' on this module", name));
   return dynamic_cast<nn::Linear&>(*m);
 }
 nn::Linear& LoraLinear::lora_B(const std::string& name) {
+  if (is_adalora(name)) throw std::invalid_argument(fmt::format("[peft] adapter '{}' is AdaLoRA: its factors are A(), E(), B()", name));
   Module* m = child(b_slot_).find(name);
   if (!m) throw std::invalid_argument(fmt::format("[peft] no adapter '{}' on this module", name));
   return dynamic_cast<nn::Linear&>(*m);
+}
+
+Tensor& LoraLinear::raw_param(size_t container, const std::string& name) {
+  if (container != SIZE_MAX)
+    for (auto& p : child(container).named_parameters())
+      if (p.name == name) return *p.tensor;  // points into the container's storage
+  throw std::invalid_argument(fmt::format("[peft] no AdaLoRA adapter '{}' on this module", name));
+}
+Tensor& LoraLinear::A(const std::string& name) { return is_adalora(name) ? raw_param(a_slot_, name) : lora_A(name).weight(); }
+Tensor& LoraLinear::B(const std::string& name) { return is_adalora(name) ? raw_param(b_slot_, name) : lora_B(name).weight(); }
+Tensor& LoraLinear::E(const std::string& name) {
+  if (!is_adalora(name)) throw std::invalid_argument(fmt::format("[peft] adapter '{}' is not AdaLoRA: it has no lora_E", name));
+  return raw_param(e_slot_, name);
+}
+
+// nn::Module cannot drop a parameter, so the container is rebuilt without it; the other adapters'
+// tensors (same handles, so optimizers keep them) and modules move over unchanged.
+void LoraLinear::drop_raw_param(const char* container_name, const std::string& name) {
+  nn::Module& old = *find(container_name);
+  auto fresh = std::make_shared<nn::Module>();
+  fresh->train(training());
+  for (auto& p : old.named_parameters())
+    if (p.name.find('.') == std::string::npos && p.name != name) fresh->register_parameter(p.name, *p.tensor);
+  std::vector<std::string> kids;
+  for (auto& [n, m] : old.named_modules())
+    if (!n.empty() && n.find('.') == std::string::npos) kids.push_back(n);
+  for (const auto& n : kids) fresh->register_module(n, old.replace(n, nullptr));
+  replace(container_name, fresh);
+}
+
+void LoraLinear::add_svd_adapter(const std::string& name, const LoraOptions& o) {
+  if (o.r < 0) throw std::invalid_argument(fmt::format("[peft] AdaLoRA rank must be >= 0, got {}", o.r));
+  if (o.ranknum <= 0) throw std::invalid_argument(fmt::format("[peft] AdaLoRA ranknum (init_r) must be > 0, got {}", o.ranknum));
+  if (o.use_dora || o.lora_bias || o.use_rslora)
+    throw std::invalid_argument("[peft] AdaLoRA adapters have no DoRA, lora_bias or rsLoRA");
+  if (o.init != "true" && o.init != "false")
+    throw std::invalid_argument(fmt::format("[peft] AdaLoRA init '{}' is not supported (true or false)", o.init));
+  const int64_t in = base().in_features(), out = base().out_features();
+  const Device d = base().weight().device();
+  NoGradGuard ng;
+  const double sd = o.init == "true" ? 0.02 : 1.0;
+  auto normal = [&](Shape s) { return o.r == 0 ? zeros(s, DType::F32, d) : randn(s, 0.0, sd, DType::F32, d); };
+  Tensor a = normal({o.r, in});                                                            // (r, in)
+  Tensor e = o.init == "true" ? zeros({o.r, 1}, DType::F32, d) : normal({o.r, 1});        // (r, 1)
+  Tensor b = normal({out, o.r});                                                           // (out, r)
+  if (e_slot_ == SIZE_MAX) e_slot_ = register_module("lora_E", std::make_shared<nn::Module>());
+  child(a_slot_).register_parameter(name, a);
+  child(e_slot_).register_parameter(name, e);
+  child(b_slot_).register_parameter(name, b);
+  opts_[name] = o;
+  scale_[name] = o.scaling();
+  order_.push_back(name);
+}
+
+void LoraLinear::prune_adalora(const std::string& name, const std::vector<bool>& keep) {
+  if (!options(name).adalora) throw std::invalid_argument(fmt::format("[peft] adapter '{}' is not AdaLoRA: nothing to prune", name));
+  LoraOptions& o = opts_.at(name);
+  if (int64_t(keep.size()) != o.r)
+    throw std::invalid_argument(fmt::format("[peft] adapter '{}': {} rank flags for {} rows", name, keep.size(), o.r));
+  if (std::find(merged_.begin(), merged_.end(), name) != merged_.end())
+    throw std::invalid_argument(fmt::format("[peft] adapter '{}' is merged; unmerge it first", name));
+  std::vector<int64_t> idx;
+  for (size_t i = 0; i < keep.size(); ++i)
+    if (keep[i]) idx.push_back(int64_t(i));
+  const int64_t k = int64_t(idx.size());
+  NoGradGuard ng;
+  auto cut = [&](Tensor& t, int64_t axis) {
+    const bool rg = t.requires_grad();
+    Shape s = t.shape();
+    s[size_t(axis)] = k;
+    Tensor n = k == 0 ? zeros(s, t.dtype(), t.device()) : index_select(t.detach(), axis, from_data(idx, {k}, t.device())).contiguous();
+    t = n;  // replaces the tensor in the container (and so in named_parameters)
+    if (rg) t.set_requires_grad(true);
+  };
+  cut(A(name), 0);
+  cut(E(name), 0);
+  cut(B(name), 1);
+  o.r = k;
 }
 Tensor& LoraLinear::magnitude(const std::string& name) {
   Module* m = m_slot_ == SIZE_MAX ? nullptr : child(m_slot_).find(name);
@@ -56,6 +140,7 @@ void LoraLinear::write_base_out_in(const Tensor& w) {
 
 void LoraLinear::add_adapter(const std::string& name, const LoraOptions& o) {
   if (opts_.count(name)) throw std::invalid_argument(fmt::format("[peft] adapter '{}' already exists on this module", name));
+  if (o.adalora) return add_svd_adapter(name, o);
   if (o.r <= 0) throw std::invalid_argument(fmt::format("[peft] rank must be > 0, got {}", o.r));
   nn::Linear& b = base();
   const int64_t in = b.in_features(), out = b.out_features();
@@ -118,6 +203,11 @@ void LoraLinear::delete_adapter(const std::string& name) {
   if (!opts_.count(name)) throw std::invalid_argument(fmt::format("[peft] no adapter '{}' on this module", name));
   if (std::find(merged_.begin(), merged_.end(), name) != merged_.end())
     throw std::invalid_argument(fmt::format("[peft] adapter '{}' is merged; unmerge it first", name));
+  if (opts_.at(name).adalora) {
+    drop_raw_param("lora_A", name);
+    drop_raw_param("lora_E", name);
+    drop_raw_param("lora_B", name);
+  }
   child(a_slot_).remove_module(name);
   child(b_slot_).remove_module(name);
   if (m_slot_ != SIZE_MAX) child(m_slot_).remove_module(name);
@@ -135,6 +225,10 @@ void LoraLinear::set_active(const std::vector<std::string>& names) {
 
 Tensor LoraLinear::delta_weight(const std::string& name) {
   NoGradGuard ng;
+  if (is_adalora(name)) {
+    if (options(name).r == 0) return zeros({base().out_features(), base().in_features()}, DType::F32, base().weight().device());
+    return mul(matmul(B(name).detach(), mul(A(name).detach(), E(name).detach())), scaling(name));
+  }
   return mul(matmul(lora_B(name).weight().detach(), lora_A(name).weight().detach()), scaling(name));
 }
 
@@ -157,9 +251,16 @@ Tensor LoraLinear::forward(const Tensor& x) {
   for (const auto& name : active_) {
     const LoraOptions& o = opts_.at(name);
     const double s = scale_.at(name);
+    const bool drop = training() && o.dropout > 0;
+    if (o.adalora) {
+      if (o.r == 0) continue;
+      Tensor xd = drop ? dropout(x, o.dropout, true) : x;
+      Tensor ae = mul(this->A(name), this->E(name));  // (r, in): row i scaled by E_i
+      result = add(result, linear(mul(linear(xd, ae), s), this->B(name)));
+      continue;
+    }
     nn::Linear& A = lora_A(name);
     nn::Linear& B = lora_B(name);
-    const bool drop = training() && o.dropout > 0;
     Tensor xd = drop ? dropout(x, o.dropout, true) : x;
     if (!o.use_dora) {
       // Scaling the rank-r activations is cheaper than scaling the (..., out) result.

@@ -2,6 +2,9 @@
 // LoraLinear takes a Linear's place under the same name and keeps it as `base_layer`, so parameter
 // names are PEFT's in-memory names: "<path>.base_layer.weight", "<path>.lora_A.<adapter>.weight",
 // "<path>.lora_B.<adapter>.weight", "<path>.lora_magnitude_vector.<adapter>.weight" (DoRA).
+// AdaLoRA adapters (LoraOptions::adalora, PEFT's SVDLinear) keep raw tensors as PEFT's ParameterDicts
+// do, without ".weight": "<path>.lora_A.<adapter>" (r, in), "<path>.lora_E.<adapter>" (r, 1),
+// "<path>.lora_B.<adapter>" (out, r).
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -21,6 +24,11 @@ struct LoraOptions {  // one adapter on one module, after rank_pattern / alpha_p
   bool use_dora = false;
   bool lora_bias = false;
   std::string init = "true";  // true | false | gaussian | pissa | pissa_niter_<k> | olora
+  // AdaLoRA's SVD form: ΔW = B (E ⊙ A) · alpha / (ranknum + 1e-5) (alpha <= 0: ranknum instead), with
+  // ranknum = init_r fixed while r shrinks by pruning. init "true": E = 0, A, B ~ N(0, 0.02²);
+  // "false": all three N(0, 1) (PEFT's torch.randn). r may be 0 (a module pruned to nothing).
+  bool adalora = false;
+  int64_t ranknum = 0;
   double scaling() const;
 };
 
@@ -44,10 +52,18 @@ class LoraLinear : public nn::Module {
 
   nn::Linear& base() { return child_as<nn::Linear>(base_slot_); }
   std::shared_ptr<nn::Linear> base_ptr() const { return std::static_pointer_cast<nn::Linear>(child_ptr(base_slot_)); }
-  nn::Linear& lora_A(const std::string& name);  // (r, in)
-  nn::Linear& lora_B(const std::string& name);  // (out, r)
+  nn::Linear& lora_A(const std::string& name);  // (r, in); LoRA adapters only
+  nn::Linear& lora_B(const std::string& name);  // (out, r); LoRA adapters only
   Tensor& magnitude(const std::string& name);   // (out) DoRA
-  // scaling * B A as (out, in), f32; detached.
+  // The factor tensors whatever the form: A (r, in), B (out, r); E (r, 1) for AdaLoRA adapters only.
+  Tensor& A(const std::string& name);
+  Tensor& B(const std::string& name);
+  Tensor& E(const std::string& name);
+  bool is_adalora(const std::string& name) const { return options(name).adalora; }
+  // Keeps the AdaLoRA triplets whose flag is set (PEFT's resize_modules_by_rank_pattern): r becomes
+  // the kept count, ranknum and so the scale stay. keep has one flag per current row.
+  void prune_adalora(const std::string& name, const std::vector<bool>& keep);
+  // scaling * B A (AdaLoRA: scaling * B (E ⊙ A)) as (out, in), f32; detached.
   Tensor delta_weight(const std::string& name);
 
   // Adds the active adapters into the base weight (DoRA: rescales rows and caches the norm so
@@ -60,10 +76,14 @@ class LoraLinear : public nn::Module {
   Tensor base_out_in_f32();  // current base weight as (out, in) f32, contiguous copy
   void write_base_out_in(const Tensor& w);  // stores a (out, in) weight in the base's layout and dtype
   Tensor dora_weight_norm(const std::string& name);  // ||W + scaling * B A||_row, detached (out)
+  void add_svd_adapter(const std::string& name, const LoraOptions& o);
+  Tensor& raw_param(size_t container, const std::string& name);
+  void drop_raw_param(const char* container_name, const std::string& name);
 
   size_t base_slot_;
   size_t a_slot_, b_slot_;
   size_t m_slot_ = SIZE_MAX;  // lora_magnitude_vector container, created with the first DoRA adapter
+  size_t e_slot_ = SIZE_MAX;  // lora_E container, created with the first AdaLoRA adapter
   std::map<std::string, LoraOptions> opts_;
   std::map<std::string, double> scale_;
   std::vector<std::string> order_;  // adapters in creation order

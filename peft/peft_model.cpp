@@ -90,6 +90,10 @@ void PeftModel::add_adapter(const std::string& name, const LoraConfig& c0) {
   if (name.empty() || name.find('.') != std::string::npos) fail(fmt::format("adapter name '{}' must be non-empty without '.'", name));
   if (configs_.count(name)) fail(fmt::format("adapter '{}' already exists", name));
   c0.validate();
+  for (const auto& [n, other] : configs_)
+    if (other.peft_type != c0.peft_type)
+      fail(fmt::format("cannot add {} adapter '{}' next to {} adapter '{}' (one PEFT type per model, as PEFT)", c0.peft_type,
+                       name, other.peft_type, n));
   LoraConfig c = c0;
   std::vector<std::string> targets = select_targets(c);
   for (const auto& [k, v] : c.rank_pattern)
@@ -133,6 +137,10 @@ void PeftModel::add_adapter(const std::string& name, const LoraConfig& c0) {
       o.use_dora = c.use_dora;
       o.lora_bias = c.lora_bias;
       o.init = c.init_lora_weights;
+      if (c.is_adalora()) {  // every module starts at init_r; rank_pattern only cuts on load (as PEFT)
+        o.adalora = true;
+        o.r = o.ranknum = c.adalora.init_r;
+      }
       u.lora->add_adapter(name, o);
     }
   } catch (...) {
@@ -217,8 +225,9 @@ void PeftModel::apply_trainable() {
   const LoraConfig& c = configs_.at(a);
   for (auto& [path, l] : layers_) {
     if (!l->has_adapter(a)) continue;
-    l->lora_A(a).weight().set_requires_grad(true);
-    l->lora_B(a).weight().set_requires_grad(true);
+    l->A(a).set_requires_grad(true);
+    l->B(a).set_requires_grad(true);
+    if (l->is_adalora(a)) l->E(a).set_requires_grad(true);
     if (l->options(a).lora_bias) l->lora_B(a).bias().set_requires_grad(true);
     if (l->options(a).use_dora) l->magnitude(a).set_requires_grad(true);
     if (c.bias == "lora_only" && l->base().has_bias()) l->base().bias().set_requires_grad(true);
@@ -270,6 +279,33 @@ void PeftModel::delete_adapter(const std::string& name) {
   // As PEFT's BaseTunerLayer.delete_adapter: the alphabetically first remaining adapter.
   if (act.empty() && !order_.empty()) act = {*std::min_element(order_.begin(), order_.end())};
   set_adapters(act);
+}
+
+AdaLoraFields& PeftModel::adalora_fields(const std::string& name) {
+  config(name);
+  LoraConfig& c = configs_.at(name);
+  if (!c.is_adalora()) fail(fmt::format("adapter '{}' is {}, not ADALORA", name, c.peft_type));
+  return c.adalora;
+}
+
+void PeftModel::prune_adalora(const std::string& name, const RankMasks& masks) {
+  adalora_fields(name);
+  for (const auto& [key, keep] : masks) {
+    // Keys are "<path>.lora_E" as PEFT writes them ("<path>.lora_E.<adapter>" in PEFT's memory).
+    std::string path = key;
+    if (path.ends_with("." + name)) path.resize(path.size() - name.size() - 1);
+    if (!path.ends_with(".lora_E")) fail(fmt::format("rank_pattern key '{}' must name a module's lora_E", key));
+    path.resize(path.size() - 7);
+    auto it = layers_.find(path);
+    if (it == layers_.end() || !it->second->has_adapter(name)) {
+      std::vector<std::string> have;
+      for (auto& [p, l] : layers_)
+        if (l->has_adapter(name)) have.push_back(p + ".lora_E");
+      fail(fmt::format("rank_pattern key '{}' names no module of adapter '{}'; close names: {}", key, name,
+                       fmt::join(close_names(key, have, 3), ", ")));
+    }
+    it->second->prune_adalora(name, keep);
+  }
 }
 
 void PeftModel::merge_adapter() {

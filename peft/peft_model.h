@@ -1,7 +1,9 @@
 #pragma once
-// PeftModel: LoRA adapters on a model, as PEFT's PeftModel/LoraModel. Target modules are replaced by
-// LoraLinear under the same name; the base stays frozen. Several named adapters can live on one
-// model; one set is active. Adapter files read and write PEFT's format both ways.
+// PeftModel: LoRA adapters on a model, as PEFT's PeftModel/LoraModel (and AdaLoraModel for
+// peft_type ADALORA: SVD-form adapters in the same LoraLinear wrappers). Target modules are replaced
+// by LoraLinear under the same name; the base stays frozen. Several named adapters can live on one
+// model (all LORA or all ADALORA, as PEFT); one set is active. Adapter files read and write PEFT's
+// format both ways.
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -36,9 +38,17 @@ class PeftModel {
   void load_adapter(const std::string& dir, const std::string& name = "default", bool trainable = false,
                     std::vector<std::string>* notes = nullptr);
   // Writes PEFT's files into dir (created): keys "base_model.model.<path>.lora_A.weight", sorted-key JSON.
+  // ADALORA: keys "base_model.model.<path>.lora_A" / ".lora_E" / ".lora_B" (no ".weight"), tensors cut
+  // to the triplets rank_pattern keeps (PEFT's resize_state_dict_by_rank_pattern).
   void save_adapter(const std::string& dir, const std::string& name = "default");
   // The tensors save_adapter writes, by file key.
   std::map<std::string, Tensor> adapter_state_dict(const std::string& name);
+  // ADALORA: cuts every module named in masks ("<path>.lora_E" -> one flag per current row) to its kept
+  // triplets, as PEFT's resize_modules_by_rank_pattern on load; the scale (ranknum = init_r) stays.
+  void prune_adalora(const std::string& name, const RankMasks& masks);
+  // The AdaLoRA fields of an ADALORA adapter's config, for the strategy to record its results
+  // (rank_pattern, total_step) so save_adapter writes them. Throws for other adapters.
+  AdaLoraFields& adalora_fields(const std::string& name);
 
   void set_adapter(const std::string& name) { set_adapters({name}); }
   void set_adapters(const std::vector<std::string>& names);  // trainability follows the first

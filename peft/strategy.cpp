@@ -4,6 +4,10 @@
 
 #include <stdexcept>
 
+#include "peft/adalora.h"
+#include "peft/aroma.h"
+#include "peft/gelora.h"
+
 namespace rf::peft {
 
 std::vector<ModuleRank> RankStrategy::rank_report(PeftModel& pm) const {
@@ -15,7 +19,10 @@ std::vector<ModuleRank> RankStrategy::rank_report(PeftModel& pm) const {
 
 std::unique_ptr<RankStrategy> make_strategy(const std::string& method) {
   if (method == "lora") return std::make_unique<LoraStrategy>();
-  throw std::invalid_argument(fmt::format("[peft] unknown adapter method '{}'; available: lora", method));
+  if (method == "gelora") return std::make_unique<GeLoraStrategy>();
+  if (method == "adalora") return make_adalora_strategy(AdaLoraFields{});
+  if (method == "aroma") return make_aroma_strategy(AromaOptions{});
+  throw std::invalid_argument(fmt::format("[peft] unknown adapter method '{}'; available: lora, adalora, aroma, gelora", method));
 }
 
 }  // namespace rf::peft

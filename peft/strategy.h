@@ -48,6 +48,9 @@ class RankStrategy {
   virtual std::vector<ModuleRank> rank_report(PeftModel& pm) const;
   // The strategy has finished (AROMA's stopping rule): the trainer stops.
   virtual bool done() const { return false; }
+  // A resumed run: called by Trainer::load_state after load_state, before the next forward, so the
+  // strategy can re-apply what lives outside the adapter tensors (AROMA's merges into the base).
+  virtual void resumed(PeftModel& pm) {}
   // Checkpoint state (tensors on the host, JSON for the rest).
   virtual void save_state(std::map<std::string, Tensor>& tensors, nlohmann::json& meta) const {}
   virtual void load_state(const std::map<std::string, Tensor>& tensors, const nlohmann::json& meta) {}
@@ -58,7 +61,9 @@ class LoraStrategy final : public RankStrategy {
   std::string name() const override { return "lora"; }
 };
 
-// "lora" (later issues register adalora, aroma, gelora, ...); throws listing the known names.
+// "lora", "gelora" (LoRA training; GeLoRA's ranks are set before the adapter exists, see gelora.h),
+// "adalora" and "aroma" with default options (make_adalora_strategy / make_aroma_strategy take
+// options); throws listing the known names.
 std::unique_ptr<RankStrategy> make_strategy(const std::string& method);
 
 }  // namespace rf::peft

@@ -55,7 +55,8 @@ void Trainer::build_optimizer() {
 
 int64_t Trainer::trainable_count() const {
   int64_t n = 0;
-  for (auto& [name, t] : params_) n += t.numel();
+  for (auto& [name, t] : params_)  // a strategy may retire tensors (AROMA's converged modules)
+    if (t.requires_grad()) n += t.numel();
   return n;
 }
 
@@ -137,6 +138,7 @@ void Trainer::load_state(const std::map<std::string, Tensor>& tensors, const nlo
   opt_->load_state(ot, meta.at("optimizer"));
   step_ = meta.at("global_step").get<int64_t>();
   begun_ = true;
+  if (pm_) strategy_->resumed(*pm_);
 }
 
 }  // namespace rf::peft

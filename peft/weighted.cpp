@@ -20,6 +20,7 @@ void PeftModel::add_weighted_adapter(const std::vector<std::string>& adapters, c
   if (configs_.count(new_name)) fail(fmt::format("adapter '{}' already exists", new_name));
   for (const auto& a : adapters) {
     const LoraConfig& c = config(a);
+    if (c.is_adalora()) fail(fmt::format("adapter '{}' is ADALORA, which PEFT does not combine; export it as LoRA first", a));
     if (c.use_dora) fail(fmt::format("adapter '{}' uses DoRA, whose magnitude cannot be combined linearly", a));
     if (c.lora_bias) fail(fmt::format("adapter '{}' has lora_bias, which PEFT's combinations drop", a));
   }

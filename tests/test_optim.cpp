@@ -447,6 +447,42 @@ TEST_CASE("optim: sgd reset_state clears the momentum buffer") {
   });
 }
 
+// AROMA retires converged LoRA pairs by taking away their gradients instead of rebuilding the optimizer.
+TEST_CASE("optim: a parameter that stops receiving gradients keeps its value, moments and step count") {
+  for_each_backend([](Device d) {
+    const nn::AdamWOptions o{0.01f, 0.9f, 0.999f, 1e-8f, 0.1f};  // decay would move p if it were applied
+    Tensor p = f32(grad_values(4, 30), {4}, d).set_requires_grad();
+    Tensor q = f32(grad_values(3, 31), {3}, d).set_requires_grad();
+    nn::AdamW opt({p, q}, o);
+    HostAdamW ref(q.to_vector<float>());
+    for (int k = 1; k <= 2; ++k) {
+      p.set_grad(f32(grad_values(4, k), {4}, d));
+      q.set_grad(f32(grad_values(3, k), {3}, d));
+      opt.step();
+      ref.step(grad_values(3, k), o.lr, o.weight_decay, o);
+      opt.zero_grad();
+    }
+    const std::vector<float> p_before = p.to_vector<float>();
+    const Snapshot s0 = snapshot(opt);
+    p.set_requires_grad(false);  // retired: no gradient from now on
+    for (int k = 3; k <= 5; ++k) {
+      q.set_grad(f32(grad_values(3, k), {3}, d));
+      opt.step();
+      ref.step(grad_values(3, k), o.lr, o.weight_decay, o);
+      opt.zero_grad();
+    }
+    const Snapshot s1 = snapshot(opt);
+    CHECK(p.to_vector<float>() == p_before);
+    CHECK(s1.tensors.at("g0.0.exp_avg") == s0.tensors.at("g0.0.exp_avg"));
+    CHECK(s1.tensors.at("g0.0.exp_avg_sq") == s0.tensors.at("g0.0.exp_avg_sq"));
+    CHECK(s1.meta["steps"]["g0.0"] == 2);
+    CHECK(s1.meta["steps"]["g0.1"] == 5);  // the other parameter's bias correction goes on
+    CHECK(allclose(q.to_vector<double>(), ref.p, 1e-5, 1e-6));
+    opt.reset_state(p);  // still optimised here, so its state can be cleared
+    CHECK(snapshot(opt).tensors.at("g0.0.exp_avg") == std::vector<double>(4, 0.0));
+  });
+}
+
 TEST_CASE("optim: clip_grad_norm scales only above max_norm and skips non-finite gradients") {
   for_each_backend([](Device d) {
     Tensor a = fdata({0, 0}, {2}, d).set_requires_grad(), b = fdata({0}, {1}, d).set_requires_grad();

@@ -27,6 +27,16 @@ const std::vector<std::string> kKeys = {
     "adapter.exclude_modules", "adapter.use_rslora", "adapter.use_dora", "adapter.init", "adapter.bias",
     "adapter.lora_bias", "adapter.modules_to_save", "adapter.layers_to_transform", "adapter.layers_pattern",
     "adapter.rank_pattern", "adapter.alpha_pattern",
+    // adalora
+    "adapter.init_r", "adapter.target_r", "adapter.tinit", "adapter.tfinal", "adapter.delta_t", "adapter.beta1",
+    "adapter.beta2", "adapter.orth_reg_weight",
+    // aroma
+    "adapter.check_frequency", "adapter.max_steps_before_reset", "adapter.change_threshold",
+    "adapter.convergence_threshold", "adapter.convergence_window", "adapter.convergence_patience",
+    "adapter.moment_reset", "adapter.inner_criterion", "adapter.variant",
+    // gelora
+    "adapter.id_samples", "adapter.id_pooling", "adapter.id_discard_fraction", "adapter.id_rounding", "adapter.r_min",
+    "adapter.rank_budget",
     "data.train", "data.validation", "data.format", "data.val_fraction", "data.max_seq_len", "data.pack",
     "data.add_special", "data.add_eos", "data.labels",
     "training.steps", "training.epochs", "training.batch_size", "training.grad_accum", "training.optimizer",
@@ -148,7 +158,8 @@ TrainConfig parse_train_config(const std::string& text, const std::string& what,
   read(root, "output", c.output, what);
   read(root, "keep_16bit", c.keep_16bit, what);
   read(root, "adapter.method", c.method, what);
-  if (c.method != "lora" && c.method != "full") fail(what, fmt::format("adapter.method '{}' is not one of: lora, full", c.method));
+  if (c.method != "lora" && c.method != "adalora" && c.method != "aroma" && c.method != "gelora" && c.method != "full")
+    fail(what, fmt::format("adapter.method '{}' is not one of: lora, adalora, aroma, gelora, full", c.method));
   auto& l = c.lora;
   l.r = 8;
   l.lora_alpha = 16;
@@ -178,8 +189,54 @@ TrainConfig parse_train_config(const std::string& text, const std::string& what,
       }
     }
   }
+  auto& ad = l.adalora;
+  read(root, "adapter.init_r", ad.init_r, what);
+  read(root, "adapter.target_r", ad.target_r, what);
+  read(root, "adapter.tinit", ad.tinit, what);
+  read(root, "adapter.tfinal", ad.tfinal, what);
+  read(root, "adapter.delta_t", ad.deltaT, what);
+  read(root, "adapter.beta1", ad.beta1, what);
+  read(root, "adapter.beta2", ad.beta2, what);
+  read(root, "adapter.orth_reg_weight", ad.orth_reg_weight, what);
+  if (c.method == "adalora") {
+    l.peft_type = "ADALORA";
+    if (!get(root, "adapter.alpha")) l.lora_alpha = 8;  // AdaLoraConfig's default
+  }
+  auto& ar = c.aroma;
+  if (c.method == "aroma") {  // AROMA's own defaults for r and alpha (GLUE scripts) unless given
+    if (get(root, "adapter.r")) ar.r = l.r;
+    if (get(root, "adapter.alpha")) ar.alpha = l.lora_alpha;
+    if (!get(root, "adapter.dropout")) l.lora_dropout = 0.1;  // the official GLUE scripts
+  }
+  read(root, "adapter.check_frequency", ar.lora_check_frequency, what);
+  read(root, "adapter.max_steps_before_reset", ar.max_steps_before_reset, what);
+  read(root, "adapter.change_threshold", ar.lora_change_threshold, what);
+  read(root, "adapter.convergence_threshold", ar.convergence_threshold, what);
+  read(root, "adapter.convergence_window", ar.convergence_window, what);
+  read(root, "adapter.convergence_patience", ar.convergence_patience, what);
+  read(root, "adapter.moment_reset", ar.moment_reset, what);
+  read(root, "adapter.inner_criterion", ar.inner_criterion, what);
+  read(root, "adapter.variant", ar.variant, what);
+  ar.seed = c.seed;
+  auto& ge = c.gelora;
+  read(root, "adapter.id_samples", c.gelora_samples, what);
+  std::string pooling = "mean", rounding = "ceil";
+  read(root, "adapter.id_pooling", pooling, what);
+  read(root, "adapter.id_rounding", rounding, what);
+  read(root, "adapter.id_discard_fraction", ge.twonn.discard_fraction, what);
+  read(root, "adapter.r_min", ge.rule.r_min, what);
+  read(root, "adapter.rank_budget", ge.rule.budget, what);
   try {
-    if (c.method == "lora") l.validate();
+    ge.pooling = peft::parse_pooling(pooling);
+    ge.rule.rounding = peft::parse_rank_rounding(rounding);
+    if (c.gelora_samples < 3) throw std::invalid_argument("[gelora] id_samples must be >= 3");
+    if (c.method == "aroma") ar.validate();
+  } catch (const std::exception& e) {
+    std::string m = e.what();
+    fail(what, "adapter: " + m.substr(m.find("] ") + 2));
+  }
+  try {
+    if (c.method != "full" && c.method != "aroma") l.validate();
   } catch (const std::exception& e) {
     std::string m = e.what();
     fail(what, "adapter: " + m.substr(m.rfind(": ") + 2));

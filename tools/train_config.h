@@ -6,7 +6,9 @@
 #include <vector>
 
 #include "nn/schedule.h"
+#include "peft/aroma.h"
 #include "peft/config.h"
+#include "peft/gelora.h"
 #include "peft/trainer.h"
 #include "tools/data.h"
 
@@ -20,8 +22,11 @@ struct TrainConfig {
   std::string output = "runs/run";  // run folder
   bool keep_16bit = false;
   // adapter
-  std::string method = "lora";      // lora | full (no adapter: every parameter trains)
-  peft::LoraConfig lora;
+  std::string method = "lora";      // lora | adalora | aroma | gelora | full (no adapter: every parameter trains)
+  peft::LoraConfig lora;            // AdaLoRA's fields in lora.adalora
+  peft::GeLoraOptions gelora;       // method gelora: rank rule and TwoNN options
+  int64_t gelora_samples = 512;     // training examples whose hidden states give the intrinsic dimensions
+  peft::AromaOptions aroma;         // method aroma
   // data
   DataOptions data;
   // training

@@ -20,6 +20,7 @@
 #include "peft/trainer.h"
 #include "tools/plot.h"
 #include "tools/progress.h"
+#include "tools/train_methods.h"
 
 namespace rf::tools {
 
@@ -236,14 +237,6 @@ int run_train(const TrainConfig& c, bool resume, Device d, int64_t stop_after) {
   Loaded l = load_all(c, d);
   models::Model& m = *l.model;
   const bool cls = l.ds.classification();
-  std::unique_ptr<peft::PeftModel> pm;
-  if (c.method == "lora") {
-    pm = std::make_unique<peft::PeftModel>(m);
-    peft::LoraConfig lc = c.lora;
-    if (!lc.task_type) lc.task_type = cls ? "SEQ_CLS" : "CAUSAL_LM";
-    if (cls && lc.modules_to_save.empty() && m.find("classifier")) lc.modules_to_save = {"classifier"};  // as PEFT for SEQ_CLS
-    pm->add_adapter("default", lc);
-  }
   BatchSampler sampler(int64_t(l.ds.train.size()), c.batch_size, c.seed, true, false);
   peft::TrainerOptions to = c.trainer;
   int64_t total = c.steps > 0 ? c.steps
@@ -251,7 +244,9 @@ int run_train(const TrainConfig& c, bool resume, Device d, int64_t stop_after) {
   to.schedule.total_steps = total;
   if (to.schedule.kind == nn::ScheduleKind::Constant && to.schedule.total_steps <= to.schedule.warmup_steps)
     to.schedule.total_steps = to.schedule.warmup_steps + 1;
-  peft::Trainer tr(m, pm.get(), peft::make_strategy(c.method == "full" ? "lora" : c.method), to);
+  MethodSetup ms = setup_method(c, m, l.ds, d, total);
+  std::unique_ptr<peft::PeftModel> pm = std::move(ms.pm);
+  peft::Trainer tr(m, pm.get(), std::move(ms.strategy), to);
   fs::create_directories(c.output);
   write_file_atomic((fs::path(c.output) / "config.yaml").string(), dump_train_config(c));
   const int64_t eval_bs = c.eval_batch_size > 0 ? c.eval_batch_size : c.batch_size;
@@ -347,13 +342,13 @@ int run_train(const TrainConfig& c, bool resume, Device d, int64_t stop_after) {
   s.metrics_bytes = fs::file_size(metrics_path);
   save_checkpoint(c, tr, pm.get(), s);
   write_plots(c, s, tr, pm.get());
-  fs::path final_dir = fs::path(c.output) / (pm ? "adapter" : "model");
-  if (pm) pm->save_adapter(final_dir.string(), "default");
-  else models::save_model(m, final_dir.string());
+  std::string written = (fs::path(c.output) / "model").string();
+  if (pm) written = save_method_outputs(c, m, *pm, tr.strategy());
+  else models::save_model(m, written);
   const char* metric = after.accuracy >= 0 ? "accuracy" : "eval_loss";
   const double now = after.accuracy >= 0 ? after.accuracy : after.loss;
   if (!val.empty()) fmt::print("[train] held-out {}: before {:.4f}, after {:.4f}\n", metric, s.before, now);
-  fmt::print("[train] {} written to {}; metrics in {}{}\n", pm ? "adapter" : "model", final_dir.string(), metrics_path.string(),
+  fmt::print("[train] {} written to {}; metrics in {}{}\n", pm ? "adapter" : "model", written, metrics_path.string(),
              c.plots ? fmt::format("; plots {}", (fs::path(c.output) / "loss.png").string()) : "");
   return 0;
 }

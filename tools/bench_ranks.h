@@ -1,0 +1,40 @@
+#pragma once
+// The planted-rank benchmark (`rankforge bench ranks`), as a library so tests can run it.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/backend.h"
+#include "nn/schedule.h"
+#include "peft/config.h"
+#include "peft/strategy.h"
+
+namespace rf::tools {
+
+struct BenchRanksArgs {
+  std::string strategy = "lora";
+  std::string planted;  // "0,1,2,3,4,2"
+  int64_t seed = 0, steps = 3000, dim = 32, rank = 0, batch = 64, train_examples = 4096;
+  double lr = 0, sigma = 1.5;  // lr 0: the strategy's default
+};
+
+struct BenchRanksResult {
+  std::vector<int64_t> planted, found;
+  double gap_ratio = 0, seconds = 0;
+  int64_t trainable_params = 0, initial_trainable_params = 0, steps = 0;
+};
+
+// What a strategy needs for the benchmark: the adapter config, the strategy, its schedule and lr.
+struct StrategySetup {
+  peft::LoraConfig config;
+  std::unique_ptr<peft::RankStrategy> strategy;
+  nn::ScheduleOptions schedule;
+  double lr = 1e-2;
+};
+StrategySetup make_bench_strategy(const BenchRanksArgs& a, const std::vector<int64_t>& planted);
+
+BenchRanksResult run_bench_ranks(const BenchRanksArgs& a, Device dev);
+double rank_spearman(const std::vector<int64_t>& a, const std::vector<int64_t>& b);
+
+}  // namespace rf::tools
