@@ -8,6 +8,7 @@
 
 #include "backends/cpu/cpu_backend.h"
 #include "backends/cpu/cpu_loops.h"
+#include "backends/cpu/cpu_simd.h"
 #include "engine/rng.h"
 
 namespace rf::cpu {
@@ -43,28 +44,9 @@ void visit_dtype(DType t, F&& f) {
   throw std::invalid_argument("[cpu] invalid dtype");
 }
 
-// tanh for f32 GELU as a branch-free rational function (Eigen's fast tanh: odd degree-13 over even
-// degree-6 polynomial on [-7.9988, 7.9988], where tanh rounds to +-1 in f32 beyond). Max relative
-// error 3.3e-7 (libm tanhf: 1.6e-7), but it vectorises: libm's scalar tanhf/expm1f calls were 15%
-// of a GPT-2 LoRA training step on the CPU. NaN propagates (both compares are false).
-inline float tanh_f32(float x0) {
-  const float lim = 7.99881172180175781f;
-  const float x = x0 > lim ? lim : (x0 < -lim ? -lim : x0), x2 = x * x;
-  float p = x2 * -2.76076847742355e-16f + 2.00018790482477e-13f;
-  p = x2 * p - 8.60467152213735e-11f;
-  p = x2 * p + 5.12229709037114e-08f;
-  p = x2 * p + 1.48572235717979e-05f;
-  p = x2 * p + 6.37261928875436e-04f;
-  p = x2 * p + 4.89352455891786e-03f;
-  float q = x2 * 1.19825839466702e-06f + 1.18534705686654e-04f;
-  q = x2 * q + 2.26843463243900e-03f;
-  q = x2 * q + 4.89352518554385e-03f;
-  const float t = x * p / q;
-  return (x0 < 0.0004f && x0 > -0.0004f) ? x0 : t;  // tanh(x) = x to f32 precision
-}
 template <class T>
 inline T tanh_gelu(T v) {
-  if constexpr (std::is_same_v<T, float>) return tanh_f32(v);
+  if constexpr (std::is_same_v<T, float>) return simd::tanh_f32(v);
   else return std::tanh(v);  // f64 stays exact: the f64 tests check GELU to 1e-12
 }
 template <class T>
@@ -116,6 +98,23 @@ void unary_loop(const Tensor& x, Tensor& out, F f) {
   const T* px = data<T>(x);
   const int64_t so = L.inner_stride(0), sx = L.inner_stride(1);
   parallel_run(L, [&](const int64_t* off, int64_t n) { map_run(po + off[0], so, px + off[1], sx, n, f); });
+}
+
+// As unary_loop, but contiguous f32 runs go to a multiversioned kernel (cpu_simd.h).
+template <class T, class F>
+void unary_loop_simd(const Tensor& x, Tensor& out, void (*kernel)(const float*, float*, int64_t), F f) {
+  if constexpr (!std::is_same_v<T, float>) {
+    unary_loop<T>(x, out, f);
+  } else {
+    StridedLoop L = make_loop(out.shape(), {&out.strides(), &x.strides()});
+    float* po = data<float>(out);
+    const float* px = data<float>(x);
+    const int64_t so = L.inner_stride(0), sx = L.inner_stride(1);
+    parallel_run(L, [&](const int64_t* off, int64_t n) {
+      if (so == 1 && sx == 1) kernel(px + off[1], po + off[0], n);
+      else map_run(po + off[0], so, px + off[1], sx, n, f);
+    });
+  }
 }
 
 template <class T, class R, class F>
@@ -200,14 +199,15 @@ void CpuBackend::unary(UnaryOp op, const Tensor& x, Tensor& out, double a, doubl
       case UnaryOp::Sigmoid: return run([](T v) { return sigmoid(v); });
       case UnaryOp::Relu: return run([](T v) { return v > T(0) ? v : T(0); });
       case UnaryOp::Silu: return run([](T v) { return v * sigmoid(v); });
-      case UnaryOp::GeluTanh: return run([](T v) { return gelu_tanh(v); });
+      case UnaryOp::GeluTanh: return unary_loop_simd<T>(x, out, simd::gelu_tanh, [](T v) { return gelu_tanh(v); });
       case UnaryOp::GeluErf: return run([](T v) { return T(0.5) * v * (T(1) + std::erf(v * T(0.7071067811865476))); });
       case UnaryOp::Square: return run([](T v) { return v * v; });
       case UnaryOp::Reciprocal: return run([](T v) { return T(1) / v; });
       case UnaryOp::Sign: return run([](T v) { return T((v > T(0)) - (v < T(0))); });
       case UnaryOp::Step: return run([](T v) { return v > T(0) ? T(1) : T(0); });
       case UnaryOp::SiluGrad: return run([](T v) { T s = sigmoid(v); return s * (T(1) + v * (T(1) - s)); });
-      case UnaryOp::GeluTanhGrad: return run([](T v) { return gelu_tanh_grad(v); });
+      case UnaryOp::GeluTanhGrad:
+        return unary_loop_simd<T>(x, out, simd::gelu_tanh_grad, [](T v) { return gelu_tanh_grad(v); });
       case UnaryOp::GeluErfGrad:
         return run([](T v) {
           return T(0.5) * (T(1) + std::erf(v * T(0.7071067811865476))) + v * T(0.3989422804014327) * std::exp(T(-0.5) * v * v);

@@ -1,13 +1,13 @@
 // Fused row kernels over the last axis: softmax, layer/RMS norm, rope, cross-entropy, AdamW.
 #include <fmt/format.h>
 
-#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <stdexcept>
 
 #include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/cpu_simd.h"
 #include "backends/cpu/cpu_loops.h"
 
 namespace rf::cpu {
@@ -20,57 +20,32 @@ void need_contiguous(const Tensor& t, const char* op) {
 
 int64_t last_dim(const Tensor& t) { return t.dim() ? t.size(-1) : 1; }
 
-// e^x in f32 without a libm call, so row loops vectorise (cross-entropy over a 50k vocabulary runs
-// 2 exps per logit per step). Cephes expf: x = n ln2 + r with |r| <= ln2/2, degree-6 polynomial,
-// 2^n put in the exponent bits; <= 2 ulp. Below -87.3 the result is 0 (f32 underflow), above 88 inf.
-// NaN propagates: every compare below is false for it.
-inline float exp_f32(float x) {
-  const float lo = -87.33654475f, hi = 88.0f;
-  const float xc = x < lo ? lo : (x > hi ? hi : x);
-  const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest (1.5 * 2^23 trick)
-  const float r = (xc - n * 0.693359375f) + n * 2.12194440e-4f;              // ln2 split in two: exact n * hi
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  const float y = (p * r * r + r + 1.0f) * std::bit_cast<float>((int32_t(n) + 127) << 23);
-  return x < lo ? 0.0f : (x > hi ? std::numeric_limits<float>::infinity() : y);
-}
-template <class T>
-inline T exp_t(T x) {
-  if constexpr (std::is_same_v<T, float>) return exp_f32(x);
-  else return std::exp(x);  // f64 stays exact for the 1e-12 checks
-}
-
-// max over a row with 16 independent lanes (vectorises; a single running max is a serial chain).
+// Row kernels: f32 rows go to the multiversioned loops of cpu_simd.h, f64 stays exact (libm) for
+// the 1e-12 checks.
 template <class T>
 T row_max(const T* a, int64_t n) {
-  T acc[16];
-  for (T& v : acc) v = -std::numeric_limits<T>::infinity();
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16)
-    for (int k = 0; k < 16; ++k) acc[k] = a[i + k] > acc[k] ? a[i + k] : acc[k];
-  T m = -std::numeric_limits<T>::infinity();
-  for (T v : acc) m = v > m ? v : m;
-  for (; i < n; ++i) m = a[i] > m ? a[i] : m;
-  return m;
+  if constexpr (std::is_same_v<T, float>) {
+    return simd::row_max(a, n);
+  } else {
+    T m = -std::numeric_limits<T>::infinity();
+    for (int64_t i = 0; i < n; ++i) m = a[i] > m ? a[i] : m;
+    return m;
+  }
 }
-
-// sum of exp(a[i] - m): 16 lanes per block of 256 (vectorised), block sums added in Acc<T>.
 template <class T>
 Acc<T> row_sum_exp(const T* a, int64_t n, T m) {
-  Acc<T> s = 0;
-  int64_t i = 0;
-  for (; i + 256 <= n; i += 256) {
-    T acc[16] = {};
-    for (int64_t j = i; j < i + 256; j += 16)
-      for (int k = 0; k < 16; ++k) acc[k] += exp_t(a[j + k] - m);
-    for (T v : acc) s += v;
+  if constexpr (std::is_same_v<T, float>) {
+    return Acc<T>(simd::row_sum_exp(a, n, m));
+  } else {
+    Acc<T> s = 0;
+    for (int64_t i = 0; i < n; ++i) s += std::exp(a[i] - m);
+    return s;
   }
-  for (; i < n; ++i) s += exp_t(a[i] - m);
-  return s;
+}
+template <class T>
+void scaled_exp(const T* a, T* o, int64_t n, T z, T g) {  // o = g exp(a - z); o may be a
+  if constexpr (std::is_same_v<T, float>) simd::scaled_exp(a, o, n, z, g);
+  else for (int64_t i = 0; i < n; ++i) o[i] = g * std::exp(a[i] - z);
 }
 
 }  // namespace
@@ -355,7 +330,7 @@ void CpuBackend::cross_entropy_bwd(const Tensor& logits, const Tensor& targets, 
         return;
       }
       const T g = pg[n * sd], z = pz[n];
-      for (int64_t i = 0; i < C; ++i) o[i] = g * exp_t(a[i] - z);  // o may be a itself (in-place backward)
+      scaled_exp(a, o, C, z, g);  // o may be a itself (in-place backward)
       o[t] -= g;
     });
   });
