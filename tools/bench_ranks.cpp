@@ -14,7 +14,9 @@
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "models/model.h"
+#include "peft/gelora.h"
 #include "peft/linalg.h"
+#include "peft/twonn.h"
 #include "peft/peft_model.h"
 #include "peft/trainer.h"
 #include "tools/bench_ranks.h"
@@ -23,11 +25,13 @@ namespace rf::tools {
 
 namespace {
 
-// h_i = h_{i-1} + tanh(W_i h_{i-1} + b_i): the tanh between modules keeps each module's update
-// identifiable (a purely linear chain could move rank between neighbours).
+// Two layouts. parallel (default): module i maps its own slice x_i of the input to its own slice of
+// the output, y_i = x_i + tanh(W_i x_i + b_i), all trained under one loss: the rank each module needs
+// is exactly its planted rank, while the strategies still allocate and reset globally. chain:
+// h_i = h_{i-1} + tanh(W_i h_{i-1} + b_i), harder: a module can partly make up for its neighbours.
 class PlantedModel : public models::Model {
  public:
-  PlantedModel(int64_t n, int64_t d, Device dev) : models::Model(make_config(n, d)) {
+  PlantedModel(int64_t n, int64_t d, bool chain, Device dev) : models::Model(make_config(n, d)), chain_(chain), d_(d) {
     auto blocks = std::make_shared<nn::Module>();
     for (int64_t i = 0; i < n; ++i) {
       auto blk = std::make_shared<nn::Module>();
@@ -40,9 +44,24 @@ class PlantedModel : public models::Model {
   Tensor forward(const models::ModelInputs&, models::KVCache*) override {
     throw std::logic_error("[bench ranks] the planted model takes real-valued inputs: use run()");
   }
-  Tensor run(const Tensor& x) {  // (B, d) -> (B, d)
+  int64_t width() const { return chain_ ? d_ : n_ * d_; }
+  // (B, width) -> (B, width). hidden: chain: h_0..h_n; parallel: per module its input and output.
+  Tensor run(const Tensor& x, std::vector<Tensor>* hidden = nullptr) {
+    if (!chain_) {
+      std::vector<Tensor> outs;
+      for (int64_t i = 0; i < n_; ++i) {
+        Tensor xi = narrow(x, 1, i * d_, d_);
+        outs.push_back(add(xi, tanh(find(fmt::format("blocks.{}.proj", i))->forward(xi))));
+        if (hidden) hidden->insert(hidden->end(), {xi, outs.back()});
+      }
+      return cat(outs, 1);
+    }
     Tensor h = x;
-    for (int64_t i = 0; i < n_; ++i) h = add(h, tanh(find(fmt::format("blocks.{}.proj", i))->forward(h)));
+    if (hidden) hidden->push_back(h);
+    for (int64_t i = 0; i < n_; ++i) {
+      h = add(h, tanh(find(fmt::format("blocks.{}.proj", i))->forward(h)));
+      if (hidden) hidden->push_back(h);
+    }
     return h;
   }
 
@@ -54,7 +73,8 @@ class PlantedModel : public models::Model {
     c.num_layers = n;
     return c;
   }
-  int64_t n_ = 0;
+  bool chain_;
+  int64_t d_, n_ = 0;
 };
 
 std::vector<int64_t> parse_ranks(const std::string& s) {
@@ -115,8 +135,11 @@ BenchRanksResult run_bench_ranks(const BenchRanksArgs& a, Device dev) {
   for (int64_t r : planted)
     if (r > d) throw std::invalid_argument(fmt::format("[bench ranks] planted rank {} exceeds the module size {}", r, d));
   manual_seed(uint64_t(a.seed));
-  PlantedModel student(n, d, dev);
-  PlantedModel teacher(n, d, dev);
+  const bool chain = a.layout == "chain";
+  if (!chain && a.layout != "parallel") throw std::invalid_argument(fmt::format("[bench ranks] --layout '{}' is not chain or parallel", a.layout));
+  PlantedModel student(n, d, chain, dev);
+  PlantedModel teacher(n, d, chain, dev);
+  const int64_t w = student.width();
   {  // teacher = base + U diag(sigma) V^T per module; sigma_k = scale * 0.75^k (clearly separated)
     NoGradGuard ng;
     auto sd = student.state_dict();
@@ -136,7 +159,7 @@ BenchRanksResult run_bench_ranks(const BenchRanksArgs& a, Device dev) {
   student.set_requires_grad(false);
   teacher.set_requires_grad(false);
   // Inputs and teacher outputs: a fixed training pool and a held-out set.
-  Tensor xtr = randn({a.train_examples, d}, 0, 1, DType::F32, dev), xva = randn({512, d}, 0, 1, DType::F32, dev);
+  Tensor xtr = randn({a.train_examples, w}, 0, 1, DType::F32, dev), xva = randn({512, w}, 0, 1, DType::F32, dev);
   Tensor ytr, yva;
   {
     NoGradGuard ng;
@@ -151,6 +174,22 @@ BenchRanksResult run_bench_ranks(const BenchRanksArgs& a, Device dev) {
 
   peft::PeftModel pm(student);
   StrategySetup setup = make_bench_strategy(a, planted);
+  if (a.strategy == "gelora") {  // ranks from TwoNN on the base's activations over the inputs
+    std::vector<Tensor> hs;
+    {
+      NoGradGuard ng;
+      student.run(narrow(xtr, 0, 0, std::min<int64_t>(a.train_examples, 2000)), &hs);
+    }
+    std::vector<double> ids;
+    for (auto& h : hs) ids.push_back(peft::twonn(h));
+    std::vector<int64_t> r;
+    if (chain) {
+      r = peft::gelora_rank_rule(ids, peft::GeLoraRankRule{});
+    } else {  // each module: output ID minus input ID
+      for (int64_t i = 0; i < n; ++i) r.push_back(peft::gelora_rank_rule({ids[size_t(2 * i)], ids[size_t(2 * i + 1)]}, {})[0]);
+    }
+    for (int64_t i = 0; i < n; ++i) setup.config.rank_pattern.emplace_back(fmt::format("blocks.{}.proj", i), r[size_t(i)]);
+  }
   pm.add_adapter("default", setup.config);
   peft::TrainerOptions o;
   o.lr = float(setup.lr);

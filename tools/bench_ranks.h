@@ -15,8 +15,11 @@ namespace rf::tools {
 struct BenchRanksArgs {
   std::string strategy = "lora";
   std::string planted;  // "0,1,2,3,4,2"
+  std::string layout = "parallel";  // parallel | chain (see bench_ranks.cpp)
   int64_t seed = 0, steps = 3000, dim = 32, rank = 0, batch = 64, train_examples = 4096;
   double lr = 0, sigma = 1.5;  // lr 0: the strategy's default
+  int64_t cycle = 200;         // AROMA: inner-loop cap C (= schedule cycle)
+  double threshold = 0;        // AROMA: convergence threshold (0: default)
 };
 
 struct BenchRanksResult {

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <numeric>
 
+#include "peft/adalora.h"
+#include "peft/aroma.h"
 #include "tools/bench_ranks.h"
 
 namespace rf::tools {
@@ -18,8 +20,53 @@ StrategySetup make_bench_strategy(const BenchRanksArgs& a, const std::vector<int
     s.config.lora_alpha = double(s.config.r);
     s.strategy = peft::make_strategy("lora");
     s.lr = 1e-2;
+  } else if (a.strategy == "gelora") {
+    // Ranks come from the intrinsic dimensions of the base's activations (run_bench_ranks fills
+    // rank_pattern before the adapter is made); training is then plain LoRA.
+    s.config.r = 1;
+    s.config.lora_alpha = 1;
+    s.strategy = peft::make_strategy("gelora");
+    s.lr = 1e-2;
+  } else if (a.strategy == "aroma") {
+    // Rank-one increments, one inner cycle of C steps each (the official runs' effective behaviour),
+    // cosine with restarts aligned to the cycles; the threshold on ||s B A|| / ||W|| suits a
+    // noise-free teacher whose smallest planted direction is about 0.1 of ||W||.
+    peft::AromaOptions o;
+    o.r = 1;
+    o.alpha = 1;
+    o.max_steps_before_reset = a.cycle;
+    o.lora_change_threshold = 0.1;
+    o.convergence_threshold = a.threshold > 0 ? a.threshold : 0.02;
+    o.moment_reset = "zero";
+    o.seed = uint64_t(a.seed);
+    s.config = peft::lora_config_for(o, s.config);
+    s.strategy = peft::make_aroma_strategy(o);
+    s.schedule.kind = nn::ScheduleKind::CosineWithRestarts;
+    s.schedule.warmup_steps = std::max<int64_t>(1, a.cycle / 10);
+    s.schedule.cycle_length = a.cycle;
+    s.schedule.restart_warmup_steps = std::max<int64_t>(1, a.cycle / 20);
+    s.schedule.min_lr_ratio = 0.1;
+    s.lr = 1e-2;
+  } else if (a.strategy == "adalora") {
+    // Budget = the planted total (target_r * n); AdaLoRA's budget is per module on average, so the
+    // total is rounded to a multiple of n.
+    const int64_t n = int64_t(planted.size());
+    const int64_t total = std::accumulate(planted.begin(), planted.end(), int64_t(0));
+    s.config.peft_type = "ADALORA";
+    auto& ad = s.config.adalora;
+    ad.init_r = a.rank > 0 ? a.rank : std::max<int64_t>(4, 2 * max_r);
+    ad.target_r = std::max<int64_t>(1, (total + n / 2) / n);
+    ad.tinit = a.steps / 10;
+    ad.tfinal = a.steps / 5;
+    ad.deltaT = 10;
+    ad.orth_reg_weight = 0.1;
+    ad.total_step = a.steps;
+    s.config.r = ad.init_r;
+    s.config.lora_alpha = double(ad.init_r);
+    s.strategy = peft::make_adalora_strategy(ad);
+    s.lr = 1e-2;
   } else {
-    throw std::invalid_argument(fmt::format("[bench ranks] strategy '{}' is not available yet", a.strategy));
+    throw std::invalid_argument(fmt::format("[bench ranks] unknown strategy '{}'", a.strategy));
   }
   if (a.lr > 0) s.lr = a.lr;
   return s;

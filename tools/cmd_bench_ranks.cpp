@@ -19,6 +19,10 @@ void add_bench_ranks_command(CLI::App& app, int& rc, std::string& device_spec, c
   c->add_option("--rank", a.rank, "LoRA's fixed rank / AdaLoRA's init_r (default: 2 * max planted, at least 4)");
   c->add_option("--lr", a.lr);
   c->add_option("--batch", a.batch)->check(CLI::Range(int64_t(1), int64_t(1) << 20));
+  c->add_option("--layout", a.layout, "parallel (each module its own input/output slice) or chain (residual stack)")
+      ->check(CLI::IsMember({"parallel", "chain"}));
+  c->add_option("--cycle", a.cycle, "AROMA: inner-loop cap and schedule cycle (steps)")->check(CLI::Range(int64_t(2), int64_t(1) << 30));
+  c->add_option("--threshold", a.threshold, "AROMA: convergence threshold on ||sBA|| / ||W|| (default 0.02)");
   c->add_option("--sigma", a.sigma, "largest planted singular value (the others fall by 0.75 each)");
   c->add_option("--device", device_spec, "cpu, vulkan or vulkan:N");
   c->callback([&rc, &device] {
