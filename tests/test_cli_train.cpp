@@ -9,6 +9,7 @@
 #include "engine/safetensors.h"
 #include "models/tokenizer.h"
 #include "tests/cli_util.h"
+#include "tests/train_setup.h"
 #include "tests/test_util.h"
 
 namespace fs = std::filesystem;
@@ -27,50 +28,6 @@ double rel_gap(const Tensor& a, const Tensor& b) {
   }
   return diff / scale;
 }
-
-// A run folder fixture: the gpt2 fixture model with a byte-level tokenizer (GPT-2's 256 byte
-// symbols, no merges) and a small JSONL corpus.
-struct TrainSetup {
-  fs::path dir;
-  TrainSetup() {
-    dir = fs::temp_directory_path() / fmt::format("rf_train_{}_{}", ::getpid(), counter()++);
-    fs::remove_all(dir);
-    fs::create_directories(dir / "model");
-    for (const char* f : {"config.json", "model.safetensors"})
-      fs::copy_file(fs::path(fixtures_dir()) / "hf/gpt2/base" / f, dir / "model" / f);
-    const char* vocab = std::getenv("RF_GPT2_VOCAB");
-    REQUIRE(vocab != nullptr);
-    auto gpt2 = models::load_tokenizer(vocab);
-    nlohmann::json v = nlohmann::json::object();
-    for (int64_t i = 0; i < 256; ++i) v[*gpt2->id_to_token(i)] = i;
-    nlohmann::json tj = {{"model", {{"type", "BPE"}, {"vocab", v}, {"merges", nlohmann::json::array()}}},
-                         {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}}};
-    std::ofstream(dir / "model" / "tokenizer.json") << tj.dump();
-    std::ofstream data(dir / "data.jsonl");
-    const char* words[] = {"red", "green", "blue", "cat", "dog", "sun", "moon", "tree"};
-    for (int i = 0; i < 48; ++i)
-      data << nlohmann::json({{"prompt", fmt::format("{} {}:", words[i % 8], words[(i * 3) % 8])},
-                              {"completion", fmt::format(" {} {}", words[(i * 5) % 8], words[(i + 1) % 8])}}).dump() << "\n";
-  }
-  ~TrainSetup() { fs::remove_all(dir); }
-  static int& counter() {
-    static int c = 0;
-    return c;
-  }
-  // A config with dropout (so the RNG state matters on resume), eval and checkpoints.
-  std::string config(const std::string& out, int steps, int ckpt_every, const std::string& extra = "") const {
-    fs::path p = dir / fmt::format("{}.yaml", out);
-    std::ofstream(p) << fmt::format(
-        "model: {}\noutput: {}\nseed: 3\nadapter:\n  r: 4\n  alpha: 8\n  dropout: 0.1\n  target_modules: [c_attn, c_fc]\n"
-        "data:\n  train: {}\n  max_seq_len: 24\n  val_fraction: 0.25\ntraining:\n  steps: {}\n  batch_size: 4\n"
-        "  lr: 1.0e-2\n  schedule: cosine\n  warmup_steps: 2\neval:\n  every: 4\nlog:\n  every: 1\n"
-        "checkpoint:\n  every: {}\n{}",
-        (dir / "model").string(), (dir / out).string(), (dir / "data.jsonl").string(), steps, ckpt_every, extra);
-    return p.string();
-  }
-};
-
-std::string adapter_bytes(const fs::path& run) { return slurp(run / "adapter" / "adapter_model.safetensors"); }
 
 }  // namespace
 
