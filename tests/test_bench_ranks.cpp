@@ -39,6 +39,19 @@ TEST_SUITE("e2e") {
     }
   }
 
+  TEST_CASE("bench ranks: AROMA on every backend recovers the planted ranks and stops by itself") {
+    for_each_backend([](Device d) {  // lavapipe runs AROMA's small steps slowly: 3 modules
+      BenchRanksArgs a;
+      a.strategy = "aroma";
+      a.planted = "0,2,1";
+      a.steps = 2000;
+      auto r = tools::run_bench_ranks(a, d);
+      for (size_t i = 0; i < r.found.size(); ++i) CHECK(std::abs(r.found[i] - r.planted[i]) <= 1);
+      CHECK(r.trainable_params == 0);
+      CHECK(r.gap_ratio < 0.05);
+    });
+  }
+
   TEST_CASE("bench ranks: AdaLoRA at the planted budget keeps correlated ranks; LoRA keeps its rank") {
     BenchRanksArgs a;
     a.strategy = "adalora";

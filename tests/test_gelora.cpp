@@ -377,6 +377,21 @@ TEST_SUITE("unit") {
     CHECK(c.ids != a.ids);
     CHECK(peft::GeLoraStrategy().name() == "gelora");
   }
+
+  TEST_CASE("gelora: the intrinsic-dimension profile is the same from every backend's hidden states") {
+    auto cpu = load("gpt2");
+    auto batches = random_batches(3, 32, 8, cpu->config().vocab_size, 99);
+    peft::GeLoraResult want = peft::gelora_ranks(*cpu, batches);
+    for_each_backend([&](Device d) {
+      auto m = load("gpt2", d);
+      std::vector<models::ModelInputs> on_d;
+      for (const auto& b : batches) on_d.push_back(models::ModelInputs{b.input_ids.to(d), {}, {}, {}});
+      peft::GeLoraResult got = peft::gelora_ranks(*m, on_d);
+      REQUIRE(got.ids.size() == want.ids.size());
+      for (size_t i = 0; i < got.ids.size(); ++i) CHECK(got.ids[i] == doctest::Approx(want.ids[i]).epsilon(1e-3));
+      CHECK(got.ranks == want.ranks);
+    });
+  }
 }
 
 TEST_SUITE("e2e") {
