@@ -197,7 +197,8 @@ AromaAdapter AromaStrategy::export_adapter(PeftModel& pm, bool include_live) con
   c = pm.config(adapter_);
   c.use_rslora = c.use_dora = c.lora_bias = false;
   c.init_lora_weights = "true";
-  c.modules_to_save.clear();  // AROMA trains none; the adapter holds the low-rank increments only
+  // modules_to_save (a classifier head the run trained next to the increments) and trained biases
+  // (bias: all | lora_only) go along unchanged, as PEFT saves them.
   c.exclude_modules = ModuleSelector{};
   c.layers_to_transform.clear();
   c.layers_pattern.clear();
@@ -234,6 +235,9 @@ AromaAdapter AromaStrategy::export_adapter(PeftModel& pm, bool include_live) con
     rmax = std::max(rmax, k);
   }
   if (targets.empty()) fail("nothing to export: no module has an increment yet");
+  if (!c.modules_to_save.empty() || c.bias != "none")
+    for (auto& [k, t] : pm.adapter_state_dict(adapter_))
+      if (k.find(".lora_") == std::string::npos) out.tensors[k] = host_copy(t);
   c.target_modules = ModuleSelector::list(targets);
   c.r = rmax;
   c.lora_alpha = double(rmax);
