@@ -1,0 +1,389 @@
+#include "backends/cpu/cpu_sparse.h"
+
+#include <tbb/blocked_range.h>
+#include <tbb/parallel_for.h>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <numeric>
+#include <stdexcept>
+
+#include "backends/cpu/cpu_backend.h"
+
+// Same ISA clones as cpu_simd.cpp: a portable build still runs the inner loops at the machine's
+// vector width. Only the per-block functions are cloned, so the dispatch costs once per block.
+#define RF_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+
+namespace rf::cpu {
+
+namespace {
+
+[[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument("[sparse] " + msg); }
+
+void check_dims(int64_t rows, int64_t cols) {
+  constexpr int64_t kMax = std::numeric_limits<int32_t>::max();
+  if (rows < 0 || cols < 0 || rows > kMax || cols > kMax)
+    fail(fmt::format("shape ({}, {}) must be non-negative and fit int32", rows, cols));
+}
+
+// The O(1) checks every kernel makes; the O(nnz) ones (validate) run when a Csr is built, so a
+// training step does not re-scan the structure on every call.
+void check_sizes(const Csr& s, const char* op) {
+  check_dims(s.rows, s.cols);
+  if (int64_t(s.row_ptr.size()) != s.rows + 1 || s.values.size() != s.col_idx.size() || s.row_ptr.front() != 0 ||
+      s.row_ptr.back() != s.nnz())
+    fail(fmt::format("{}: malformed CSR (rows {}, row_ptr {}, col_idx {}, values {})", op, s.rows, s.row_ptr.size(),
+                     s.col_idx.size(), s.values.size()));
+}
+
+void check_ptr(const void* p, int64_t count, const char* op, const char* name) {
+  if (p == nullptr && count > 0) fail(fmt::format("{}: {} is null but has {} elements", op, name, count));
+}
+
+// Row blocks of about equal cost for tbb::parallel_for. A row costs its nnz (one X or B row read
+// each) plus 1 (its own output row / loop overhead), so long rows are not lumped together and
+// runs of empty rows are not free. Cumulative cost row_ptr[r] + r rises strictly with r, so each
+// block edge is a binary search. Small problems stay in one block: a task costs ~1 us to start.
+std::vector<int64_t> row_blocks(const Csr& s, int64_t work) {
+  const int64_t parts = work < (int64_t(1) << 15) ? 1 : std::min<int64_t>(s.rows, int64_t(num_threads()) * 8);
+  std::vector<int64_t> edge{0};
+  const int64_t total = s.nnz() + s.rows;
+  for (int64_t p = 1; p < parts; ++p) {
+    const int64_t target = total * p / parts;
+    int64_t lo = edge.back(), hi = s.rows;  // first r with row_ptr[r] + r >= target
+    while (lo < hi) {
+      const int64_t mid = (lo + hi) / 2;
+      (s.row_ptr[size_t(mid)] + mid < target) ? lo = mid + 1 : hi = mid;
+    }
+    if (lo > edge.back()) edge.push_back(lo);
+  }
+  if (edge.back() != s.rows || edge.size() == 1) edge.push_back(s.rows);
+  return edge;
+}
+
+template <class F>
+void for_row_blocks(const Csr& s, int64_t work, F&& f) {
+  const std::vector<int64_t> edge = row_blocks(s, work);
+  const size_t nb = edge.size() - 1;
+  if (nb == 1) return f(edge[0], edge[1]);
+  tbb::parallel_for(tbb::blocked_range<size_t>(0, nb, 1), [&](const tbb::blocked_range<size_t>& r) {
+    for (size_t b = r.begin(); b != r.end(); ++b) f(edge[b], edge[b + 1]);
+  });
+}
+
+// GCC vector of N floats: an accumulator the compiler keeps in registers (split into halves on
+// narrower ISAs). Auto-vectorising the array form left it in memory, 2-3x slower. These helpers
+// are always inlined, so the ABI note -Wpsabi gives for vector arguments does not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
+template <int N>
+using VecF [[gnu::vector_size(N * sizeof(float))]] = float;
+
+template <int N>
+[[gnu::always_inline]] inline VecF<N> load_vec(const float* p) {
+  VecF<N> v;
+  std::memcpy(&v, p, sizeof(v));  // unaligned load
+  return v;
+}
+
+[[gnu::always_inline]] inline float hsum(VecF<4> v) {
+  const VecF<2> h = __builtin_shufflevector(v, v, 0, 1) + __builtin_shufflevector(v, v, 2, 3);
+  return h[0] + h[1];
+}
+[[gnu::always_inline]] inline float hsum(VecF<8> v) {
+  return hsum(__builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7));
+}
+[[gnu::always_inline]] inline float hsum(VecF<16> v) {
+  return hsum(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+              __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15));
+}
+
+// Rows [r0, r1) of Y = S X for a compile-time n <= 16: the Y row lives in a register for the whole
+// row, so an entry costs one X row load and one FMA, with no per-entry loop set-up. Small n is the
+// memory-bound (SpMV-like) regime, where that set-up otherwise dominates.
+template <int N>
+[[gnu::always_inline]] inline void spmm_rows_fixed(const int32_t* row_ptr, const int32_t* col_idx,
+                                                   const float* values, const float* x, float* y, bool accumulate,
+                                                   int64_t r0, int64_t r1) {
+  for (int64_t i = r0; i < r1; ++i) {
+    VecF<N> acc = accumulate ? load_vec<N>(y + i * N) : VecF<N>{};
+    for (int32_t e = row_ptr[i]; e < row_ptr[i + 1]; ++e) acc += values[e] * load_vec<N>(x + int64_t(col_idx[e]) * N);
+    std::memcpy(y + i * N, &acc, sizeof(acc));
+  }
+}
+
+// Rows [r0, r1) of Y = S X. Fixed small n gets its own body; any other n walks the row once per
+// 32-column panel with two register accumulators (the row's indices and values are re-read from
+// L1), then a 16-column panel, then an axpy over the < 16 leftover columns. The dispatch sits
+// inside the cloned function so every body is compiled for each ISA.
+RF_CLONES void spmm_rows(const int32_t* row_ptr, const int32_t* col_idx, const float* values, const float* x,
+                         int64_t n, float* y, bool accumulate, int64_t r0, int64_t r1) {
+  switch (n) {
+    case 1: {  // SpMV: a plain scalar dot per row
+      for (int64_t i = r0; i < r1; ++i) {
+        float acc = accumulate ? y[i] : 0.0f;
+        for (int32_t e = row_ptr[i]; e < row_ptr[i + 1]; ++e) acc += values[e] * x[col_idx[e]];
+        y[i] = acc;
+      }
+      return;
+    }
+    case 2: return spmm_rows_fixed<2>(row_ptr, col_idx, values, x, y, accumulate, r0, r1);
+    case 4: return spmm_rows_fixed<4>(row_ptr, col_idx, values, x, y, accumulate, r0, r1);
+    case 8: return spmm_rows_fixed<8>(row_ptr, col_idx, values, x, y, accumulate, r0, r1);
+    case 16: return spmm_rows_fixed<16>(row_ptr, col_idx, values, x, y, accumulate, r0, r1);
+    default: break;
+  }
+  for (int64_t i = r0; i < r1; ++i) {
+    float* yi = y + i * n;
+    const int32_t e0 = row_ptr[i], e1 = row_ptr[i + 1];
+    int64_t c = 0;
+    for (; c + 32 <= n; c += 32) {
+      VecF<16> a0 = accumulate ? load_vec<16>(yi + c) : VecF<16>{};
+      VecF<16> a1 = accumulate ? load_vec<16>(yi + c + 16) : VecF<16>{};
+      for (int32_t e = e0; e < e1; ++e) {
+        const float* xr = x + int64_t(col_idx[e]) * n + c;
+        a0 += values[e] * load_vec<16>(xr);
+        a1 += values[e] * load_vec<16>(xr + 16);
+      }
+      std::memcpy(yi + c, &a0, sizeof(a0));
+      std::memcpy(yi + c + 16, &a1, sizeof(a1));
+    }
+    for (; c + 16 <= n; c += 16) {
+      VecF<16> a0 = accumulate ? load_vec<16>(yi + c) : VecF<16>{};
+      for (int32_t e = e0; e < e1; ++e) a0 += values[e] * load_vec<16>(x + int64_t(col_idx[e]) * n + c);
+      std::memcpy(yi + c, &a0, sizeof(a0));
+    }
+    if (c == n) continue;
+    if (!accumulate) std::fill(yi + c, yi + n, 0.0f);
+    for (int32_t e = e0; e < e1; ++e) {
+      const float v = values[e];
+      const float* xr = x + int64_t(col_idx[e]) * n;
+      for (int64_t j = c; j < n; ++j) yi[j] += v * xr[j];
+    }
+  }
+}
+
+// Four W-wide partial-sum vectors -> their four totals, with shuffles instead of four separate
+// horizontal sums (pairwise adds of even/odd lanes, a fixed order).
+[[gnu::always_inline]] inline VecF<4> reduce4(VecF<4> p0, VecF<4> p1, VecF<4> p2, VecF<4> p3) {
+  const VecF<4> s0 = __builtin_shufflevector(p0, p1, 0, 2, 4, 6) + __builtin_shufflevector(p0, p1, 1, 3, 5, 7);
+  const VecF<4> s1 = __builtin_shufflevector(p2, p3, 0, 2, 4, 6) + __builtin_shufflevector(p2, p3, 1, 3, 5, 7);
+  return __builtin_shufflevector(s0, s1, 0, 2, 4, 6) + __builtin_shufflevector(s0, s1, 1, 3, 5, 7);
+}
+[[gnu::always_inline]] inline VecF<4> fold(VecF<8> v) {
+  return __builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7);
+}
+[[gnu::always_inline]] inline VecF<4> fold(VecF<16> v) {
+  return fold(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+              __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15));
+}
+[[gnu::always_inline]] inline VecF<4> fold(VecF<4> v) { return v; }
+
+// SDDMM rows with W-wide partial sums (k >= W), four entries at a time so the horizontal sums
+// share shuffles, then a scalar tail for k % W. Fixed order: results do not depend on threads.
+template <int W>
+[[gnu::always_inline]] inline void sddmm_rows_w(const int32_t* row_ptr, const int32_t* col_idx, const float* a,
+                                                const float* b, int64_t k, float* out, int64_t r0, int64_t r1) {
+  const int64_t kv = k / W * W;
+  for (int64_t i = r0; i < r1; ++i) {
+    const float* ai = a + i * k;
+    int32_t e = row_ptr[i];
+    for (; e + 4 <= row_ptr[i + 1]; e += 4) {
+      const float* bj[4];
+      VecF<W> acc[4] = {};
+      for (int q = 0; q < 4; ++q) bj[q] = b + int64_t(col_idx[e + q]) * k;
+      for (int64_t j = 0; j < kv; j += W) {
+        const VecF<W> av = load_vec<W>(ai + j);
+        for (int q = 0; q < 4; ++q) acc[q] += av * load_vec<W>(bj[q] + j);
+      }
+      VecF<4> sums = reduce4(fold(acc[0]), fold(acc[1]), fold(acc[2]), fold(acc[3]));
+      for (int q = 0; q < 4; ++q) {
+        for (int64_t j = kv; j < k; ++j) sums[q] += ai[j] * bj[q][j];
+        out[e + q] = sums[q];
+      }
+    }
+    for (; e < row_ptr[i + 1]; ++e) {
+      const float* bj = b + int64_t(col_idx[e]) * k;
+      VecF<W> acc{};
+      for (int64_t j = 0; j < kv; j += W) acc += load_vec<W>(ai + j) * load_vec<W>(bj + j);
+      float sum = hsum(acc);
+      for (int64_t j = kv; j < k; ++j) sum += ai[j] * bj[j];
+      out[e] = sum;
+    }
+  }
+}
+
+// Rows [r0, r1) of the SDDMM; the vector width follows k so short dots are not all tail.
+RF_CLONES void sddmm_rows(const int32_t* row_ptr, const int32_t* col_idx, const float* a, const float* b,
+                          int64_t k, float* out, int64_t r0, int64_t r1) {
+  if (k >= 16) return sddmm_rows_w<16>(row_ptr, col_idx, a, b, k, out, r0, r1);
+  if (k >= 8) return sddmm_rows_w<8>(row_ptr, col_idx, a, b, k, out, r0, r1);
+  if (k >= 4) return sddmm_rows_w<4>(row_ptr, col_idx, a, b, k, out, r0, r1);
+  for (int64_t i = r0; i < r1; ++i)  // k < 4: scalar dots
+    for (int32_t e = row_ptr[i]; e < row_ptr[i + 1]; ++e) {
+      float sum = 0.0f;
+      for (int64_t j = 0; j < k; ++j) sum += a[i * k + j] * b[int64_t(col_idx[e]) * k + j];
+      out[e] = sum;
+    }
+}
+
+}  // namespace
+
+std::vector<float> Csr::to_dense() const {
+  check_sizes(*this, "to_dense");
+  std::vector<float> d(size_t(rows * cols), 0.0f);
+  for (int64_t i = 0; i < rows; ++i)
+    for (int32_t e = row_ptr[size_t(i)]; e < row_ptr[size_t(i) + 1]; ++e)
+      d[size_t(i * cols + col_idx[size_t(e)])] = values[size_t(e)];
+  return d;
+}
+
+void validate(const Csr& s) {
+  check_dims(s.rows, s.cols);
+  if (int64_t(s.row_ptr.size()) != s.rows + 1)
+    fail(fmt::format("row_ptr has {} entries, expected rows + 1 = {}", s.row_ptr.size(), s.rows + 1));
+  if (s.values.size() != s.col_idx.size())
+    fail(fmt::format("col_idx has {} entries but values has {}", s.col_idx.size(), s.values.size()));
+  if (s.row_ptr.front() != 0) fail(fmt::format("row_ptr[0] is {}, expected 0", s.row_ptr.front()));
+  if (s.row_ptr.back() != s.nnz())
+    fail(fmt::format("row_ptr[rows] is {}, expected nnz = {}", s.row_ptr.back(), s.nnz()));
+  // Offsets first: a decreasing row_ptr could point the column scan past the end of col_idx.
+  for (int64_t i = 0; i < s.rows; ++i)
+    if (s.row_ptr[size_t(i) + 1] < s.row_ptr[size_t(i)])
+      fail(fmt::format("row_ptr decreases at row {} ({} -> {})", i, s.row_ptr[size_t(i)], s.row_ptr[size_t(i) + 1]));
+  for (int64_t i = 0; i < s.rows; ++i) {
+    const int32_t b = s.row_ptr[size_t(i)], e = s.row_ptr[size_t(i) + 1];
+    for (int32_t p = b; p < e; ++p) {
+      const int32_t c = s.col_idx[size_t(p)];
+      if (c < 0 || c >= s.cols) fail(fmt::format("column {} out of range [0, {}) in row {}", c, s.cols, i));
+      if (p > b && c <= s.col_idx[size_t(p) - 1])
+        fail(fmt::format("columns not strictly ascending in row {} ({} after {})", i, c, s.col_idx[size_t(p) - 1]));
+    }
+  }
+}
+
+Csr csr_from_triplets(int64_t rows, int64_t cols, const std::vector<int64_t>& row, const std::vector<int64_t>& col,
+                      const std::vector<float>& value) {
+  check_dims(rows, cols);
+  if (row.size() != col.size() || row.size() != value.size())
+    fail(fmt::format("triplet arrays differ in length (rows {}, cols {}, values {})", row.size(), col.size(),
+                     value.size()));
+  if (row.size() > size_t(std::numeric_limits<int32_t>::max())) fail("nnz does not fit int32");
+  for (size_t e = 0; e < row.size(); ++e)
+    if (row[e] < 0 || row[e] >= rows || col[e] < 0 || col[e] >= cols)
+      fail(fmt::format("entry ({}, {}) outside shape ({}, {})", row[e], col[e], rows, cols));
+  std::vector<size_t> order(row.size());
+  std::iota(order.begin(), order.end(), size_t(0));
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return row[a] != row[b] ? row[a] < row[b] : col[a] < col[b]; });
+  Csr s;
+  s.rows = rows;
+  s.cols = cols;
+  s.row_ptr.assign(size_t(rows) + 1, 0);
+  s.col_idx.reserve(order.size());
+  s.values.reserve(order.size());
+  for (size_t q = 0; q < order.size(); ++q) {
+    const size_t e = order[q];
+    if (q > 0 && row[order[q - 1]] == row[e] && col[order[q - 1]] == col[e])
+      fail(fmt::format("duplicate entry ({}, {})", row[e], col[e]));
+    s.row_ptr[size_t(row[e]) + 1]++;
+    s.col_idx.push_back(int32_t(col[e]));
+    s.values.push_back(value[e]);
+  }
+  std::partial_sum(s.row_ptr.begin(), s.row_ptr.end(), s.row_ptr.begin());
+  return s;
+}
+
+Csr csr_from_dense(const float* dense, const uint8_t* mask, int64_t rows, int64_t cols) {
+  check_dims(rows, cols);
+  check_ptr(dense, rows * cols, "csr_from_dense", "dense");
+  check_ptr(mask, rows * cols, "csr_from_dense", "mask");
+  Csr s;
+  s.rows = rows;
+  s.cols = cols;
+  s.row_ptr.assign(size_t(rows) + 1, 0);
+  for (int64_t i = 0; i < rows; ++i) {
+    for (int64_t j = 0; j < cols; ++j)
+      if (mask[i * cols + j] != 0) {
+        if (s.col_idx.size() >= size_t(std::numeric_limits<int32_t>::max())) fail("nnz does not fit int32");
+        s.col_idx.push_back(int32_t(j));
+        s.values.push_back(dense[i * cols + j]);
+      }
+    s.row_ptr[size_t(i) + 1] = int32_t(s.col_idx.size());
+  }
+  return s;
+}
+
+std::vector<int32_t> rows_by_nnz(const Csr& s) {
+  check_sizes(s, "rows_by_nnz");
+  std::vector<int32_t> order(size_t(s.rows));
+  std::iota(order.begin(), order.end(), 0);
+  auto len = [&](int32_t r) { return s.row_ptr[size_t(r) + 1] - s.row_ptr[size_t(r)]; };
+  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return len(a) > len(b); });
+  return order;
+}
+
+void spmm(const Csr& s, const float* x, int64_t n, float* y, bool accumulate) {
+  check_sizes(s, "spmm");
+  if (n < 0) fail(fmt::format("spmm: n = {} is negative", n));
+  check_ptr(x, s.cols * n, "spmm", "X");
+  check_ptr(y, s.rows * n, "spmm", "Y");
+  if (n == 0) return;
+  for_row_blocks(s, (s.nnz() + s.rows) * n, [&](int64_t r0, int64_t r1) {
+    spmm_rows(s.row_ptr.data(), s.col_idx.data(), s.values.data(), x, n, y, accumulate, r0, r1);
+  });
+}
+
+void sddmm(const Csr& pattern, const float* a, const float* b, int64_t k, float* out_values) {
+  check_sizes(pattern, "sddmm");
+  if (k < 0) fail(fmt::format("sddmm: k = {} is negative", k));
+  check_ptr(a, pattern.rows * k, "sddmm", "A");
+  check_ptr(b, pattern.cols * k, "sddmm", "B");
+  check_ptr(out_values, pattern.nnz(), "sddmm", "out_values");
+  for_row_blocks(pattern, pattern.nnz() * std::max<int64_t>(k, 1) + pattern.rows, [&](int64_t r0, int64_t r1) {
+    sddmm_rows(pattern.row_ptr.data(), pattern.col_idx.data(), a, b, k, out_values, r0, r1);
+  });
+}
+
+void csr_add_dense(const Csr& s, float* d, float alpha) {
+  check_sizes(s, "csr_add_dense");
+  check_ptr(d, s.rows * s.cols, "csr_add_dense", "D");
+  // Rows write disjoint parts of D, so blocks need no synchronisation.
+  for_row_blocks(s, s.nnz() + s.rows, [&](int64_t r0, int64_t r1) {
+    for (int64_t i = r0; i < r1; ++i) {
+      float* di = d + i * s.cols;
+      for (int32_t e = s.row_ptr[size_t(i)]; e < s.row_ptr[size_t(i) + 1]; ++e)
+        di[s.col_idx[size_t(e)]] += alpha * s.values[size_t(e)];
+    }
+  });
+}
+
+Csr csr_transpose(const Csr& s, std::vector<int32_t>* perm) {
+  check_sizes(s, "csr_transpose");
+  Csr t;
+  t.rows = s.cols;
+  t.cols = s.rows;
+  t.row_ptr.assign(size_t(s.cols) + 1, 0);
+  t.col_idx.resize(size_t(s.nnz()));
+  t.values.resize(size_t(s.nnz()));
+  if (perm != nullptr) perm->resize(size_t(s.nnz()));
+  for (int32_t c : s.col_idx) {
+    if (c < 0 || c >= s.cols) fail(fmt::format("csr_transpose: column {} out of range [0, {})", c, s.cols));
+    t.row_ptr[size_t(c) + 1]++;
+  }
+  std::partial_sum(t.row_ptr.begin(), t.row_ptr.end(), t.row_ptr.begin());
+  // Visiting source rows in ascending order makes each output row's columns ascending (stable).
+  std::vector<int32_t> next(t.row_ptr.begin(), t.row_ptr.end() - 1);
+  for (int64_t i = 0; i < s.rows; ++i)
+    for (int32_t e = s.row_ptr[size_t(i)]; e < s.row_ptr[size_t(i) + 1]; ++e) {
+      const int32_t dst = next[size_t(s.col_idx[size_t(e)])]++;
+      t.col_idx[size_t(dst)] = int32_t(i);
+      t.values[size_t(dst)] = s.values[size_t(e)];
+      if (perm != nullptr) (*perm)[size_t(dst)] = e;
+    }
+  return t;
+}
+
+}  // namespace rf::cpu
