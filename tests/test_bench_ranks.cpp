@@ -56,11 +56,11 @@ TEST_SUITE("e2e") {
     BenchRanksArgs a;
     a.strategy = "adalora";
     a.planted = "0,1,2,3,4,2";
-    a.steps = 3000;
+    a.steps = 4000;
     auto r = tools::run_bench_ranks(a, Device{});
     CHECK(tools::rank_spearman(r.found, r.planted) >= 0.8);
     CHECK(std::accumulate(r.found.begin(), r.found.end(), int64_t(0)) <= 12);  // target_r 2 x 6 modules
-    CHECK(r.gap_ratio < 0.2);
+    CHECK(r.gap_ratio < 1e-3);  // the kept triplets can hold the teacher's update exactly
     a.strategy = "lora";
     a.rank = 4;
     auto l = tools::run_bench_ranks(a, Device{});
