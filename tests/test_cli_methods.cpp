@@ -61,9 +61,16 @@ TEST_SUITE("e2e") {
         peft::PeftModel as_lora(*b2);
         as_lora.load_adapter((run / "adapter_lora").string());
         CHECK(max_abs_diff(logits(*b2), logits(*base)) < 1e-5);
+        // `merge` folds the AdaLoRA adapter in and writes a complete model directory (tokenizer too).
+        CliRun mg = run_cli(fmt::format("merge --model {} --adapter {} --output {}", (s.dir / "model").string(),
+                                        (run / "adapter").string(), (run / "merged_cli").string()));
+        REQUIRE_MESSAGE(mg.rc == 0, mg.err);
+        CHECK(fs::exists(run / "merged_cli" / "tokenizer.json"));
+        CHECK(max_abs_diff(logits(*models::load_model((run / "merged_cli").string())), logits(*base)) < 1e-5);
       } else if (method == "aroma") {
         CHECK(cfg["peft_type"] == "LORA");
         CHECK(cfg["rank_pattern"].size() == pm.lora_layers().size());  // one merge count per module
+        CHECK(fs::exists(run / "merged" / "tokenizer.json"));  // a complete model directory
         auto merged = models::load_model((run / "merged").string());
         CHECK(max_abs_diff(logits(*merged), logits(*base)) < 1e-5);
       } else {

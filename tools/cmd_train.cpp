@@ -7,6 +7,7 @@
 #include "peft/peft_model.h"
 #include "tools/commands.h"
 #include "tools/train_config.h"
+#include "tools/train_methods.h"
 #include "tools/train_run.h"
 
 namespace rf::tools {
@@ -57,6 +58,7 @@ void add_train_commands(CLI::App& app, int& rc, std::string& device_spec, const 
     const size_t n_layers = pm.lora_layers().size();
     pm.merge_and_unload();
     models::save_model(*m, output);
+    copy_tokenizer_files(model, output);  // the merged checkpoint is a complete model directory
     fmt::print("[merge] {} adapted modules merged; checkpoint written to {}\n", n_layers, output);
     rc = 0;
   });

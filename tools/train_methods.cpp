@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <filesystem>
 
+#include "engine/file_io.h"
 #include "peft/adalora.h"
 #include "peft/aroma.h"
 #include "peft/gelora.h"
@@ -63,12 +64,25 @@ MethodSetup setup_method(const TrainConfig& c, models::Model& m, const Dataset& 
   return s;
 }
 
+int copy_tokenizer_files(const std::string& from, const std::string& to) {
+  int n = 0;
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
+                        "vocab.txt"}) {
+    const fs::path src = fs::path(from) / f;
+    if (!fs::is_regular_file(src)) continue;
+    write_file_atomic((fs::path(to) / f).string(), read_file(src.string(), "tokenizer"));
+    ++n;
+  }
+  return n;
+}
+
 std::string save_method_outputs(const TrainConfig& c, models::Model& m, peft::PeftModel& pm, peft::RankStrategy& s) {
   const fs::path out(c.output), adapter = out / "adapter";
   if (c.method == "aroma") {
     dynamic_cast<peft::AromaStrategy&>(s).export_lora(pm, adapter.string(), true);
     pm.merge_and_unload();  // the base already holds the merges; this adds the live pair
     models::save_model(m, (out / "merged").string());
+    copy_tokenizer_files(c.tokenizer, (out / "merged").string());
     return fmt::format("{} (LoRA, rank_pattern = merges) and {}", adapter.string(), (out / "merged").string());
   }
   pm.save_adapter(adapter.string(), "default");

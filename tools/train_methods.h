@@ -24,6 +24,11 @@ MethodSetup setup_method(const TrainConfig& c, models::Model& m, const Dataset& 
 // The final outputs in the run folder: `adapter/`, a PEFT adapter (AROMA: its merged components and
 // live pair as a LoRA adapter with rank_pattern); AdaLoRA also `adapter_lora/`, the same update as a
 // plain LoRA adapter; AROMA also `merged/`, a merged checkpoint. Returns what it wrote, for the log.
+// Copies the tokenizer files found in from (tokenizer.json, vocab.json + merges.txt, vocab.txt and the
+// configs next to them) into to, each atomically, so a merged or fully trained checkpoint is usable as
+// a `model:` on its own. Returns how many it copied.
+int copy_tokenizer_files(const std::string& from, const std::string& to);
+
 std::string save_method_outputs(const TrainConfig& c, models::Model& m, peft::PeftModel& pm, peft::RankStrategy& s);
 
 }  // namespace rf::tools

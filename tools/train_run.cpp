@@ -344,7 +344,10 @@ int run_train(const TrainConfig& c, bool resume, Device d, int64_t stop_after) {
   write_plots(c, s, tr, pm.get());
   std::string written = (fs::path(c.output) / "model").string();
   if (pm) written = save_method_outputs(c, m, *pm, tr.strategy());
-  else models::save_model(m, written);
+  else {
+    models::save_model(m, written);
+    copy_tokenizer_files(c.tokenizer, written);
+  }
   const char* metric = after.accuracy >= 0 ? "accuracy" : "eval_loss";
   const double now = after.accuracy >= 0 ? after.accuracy : after.loss;
   if (!val.empty()) fmt::print("[train] held-out {}: before {:.4f}, after {:.4f}\n", metric, s.before, now);
