@@ -4,6 +4,8 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -12,6 +14,7 @@
 #include <set>
 
 #include "models/model.h"
+#include "peft/linalg.h"
 #include "peft/peft_model.h"
 #include "tests/test_util.h"
 
@@ -97,5 +100,16 @@ inline std::map<std::string, std::string> module_types(models::Model& m) {
   return out;
 }
 
+
+// Same f32 bits (resume checks).
+inline bool bits_equal(const Tensor& a, const Tensor& b) {
+  auto x = a.to_vector<float>(), y = b.to_vector<float>();
+  return x.size() == y.size() && std::memcmp(x.data(), y.data(), x.size() * sizeof(float)) == 0;
+}
+// Singular values above 1e-4 of the largest.
+inline int64_t numeric_rank(const Tensor& m) {
+  auto s = std::get<1>(peft::svd(m)).to_vector<double>();
+  return std::count_if(s.begin(), s.end(), [&](double v) { return v > 1e-4 * s[0]; });
+}
 
 }  // namespace rf::test::peftt

@@ -79,20 +79,9 @@ int64_t trainable_count(peft::PeftModel& pm) {
   for (auto& [name, t] : pm.trainable_parameters()) n += t.numel();
   return n;
 }
-Tensor out(Setup& s, const std::string& n, const Tensor& x) {
-  NoGradGuard ng;
-  return h(s.m->run(n, x));
-}
+Tensor out(Setup& s, const std::string& n, const Tensor& x) { NoGradGuard ng; return h(s.m->run(n, x)); }
 // Host f64 s B A (out, in).
 Tensor sba(Setup& s, const std::string& n) { return mul(matmul(h(s.B(n)), h(s.A(n))), s.lora(n).scaling("default")); }
-bool bits_equal(const Tensor& a, const Tensor& b) {
-  auto x = a.to_vector<float>(), y = b.to_vector<float>();
-  return x.size() == y.size() && std::memcmp(x.data(), y.data(), x.size() * sizeof(float)) == 0;
-}
-int64_t numeric_rank(const Tensor& m) {
-  auto s = std::get<1>(peft::svd(m)).to_vector<double>();
-  return std::count_if(s.begin(), s.end(), [&](double v) { return v > 1e-4 * s[0]; });
-}
 
 // Y = X (W0 + Σ σ_p u_p v_p^T)^T + noise, with orthonormal u, v: the planted increment is `delta`.
 struct Planted {
