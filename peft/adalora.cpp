@@ -4,14 +4,11 @@
 
 #include <algorithm>
 #include <cmath>
-#include <filesystem>
 #include <limits>
 #include <stdexcept>
 
 #include "engine/autograd.h"
-#include "engine/file_io.h"
 #include "engine/ops.h"
-#include "engine/safetensors.h"
 
 namespace rf::peft {
 
@@ -332,13 +329,8 @@ LoraExport adalora_to_lora(PeftModel& pm, const std::string& name) {
 }
 
 void save_adalora_as_lora(PeftModel& pm, const std::string& dir, const std::string& name) {
-  namespace fs = std::filesystem;
   LoraExport ex = adalora_to_lora(pm, name);
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec || !fs::is_directory(dir)) fail(fmt::format("{}: {}", dir, ec ? ec.message() : "not a directory"));
-  safetensors::save_file(ex.tensors, (fs::path(dir) / "adapter_model.safetensors").string(), {{"format", "pt"}});
-  write_file_atomic((fs::path(dir) / "adapter_config.json").string(), dump_peft_json(to_json(ex.config)));
+  write_adapter_files(dir, ex.tensors, ex.config);
 }
 
 }  // namespace rf::peft

@@ -97,20 +97,24 @@ std::map<std::string, Tensor> PeftModel::adapter_state_dict(const std::string& n
   return out;
 }
 
-void PeftModel::save_adapter(const std::string& dir, const std::string& name) {
+void write_adapter_files(const std::string& dir, const std::map<std::string, Tensor>& tensors, const LoraConfig& c) {
   namespace fs = std::filesystem;
-  LoraConfig c = config(name);
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) fail(dir, ec.message());
   if (!fs::is_directory(dir)) fail(dir, "not a directory");
+  // Tensors first, config last: a directory with a config always has its weights.
+  safetensors::save_file(tensors, (fs::path(dir) / "adapter_model.safetensors").string(), {{"format", "pt"}});
+  write_file_atomic((fs::path(dir) / "adapter_config.json").string(), dump_peft_json(to_json(c)));
+}
+
+void PeftModel::save_adapter(const std::string& dir, const std::string& name) {
+  LoraConfig c = config(name);
   std::map<std::string, Tensor> tensors;
   NoGradGuard ng;
   for (auto& [k, t] : adapter_state_dict(name)) tensors[k] = t.detach().to(Device{}).contiguous();
   if (tensors.empty()) fail(dir, fmt::format("adapter '{}' has no tensors to save", name));
-  // Tensors first, config last: a directory with a config always has its weights.
-  safetensors::save_file(tensors, (fs::path(dir) / "adapter_model.safetensors").string(), {{"format", "pt"}});
-  write_file_atomic((fs::path(dir) / "adapter_config.json").string(), dump_peft_json(to_json(c)));
+  write_adapter_files(dir, tensors, c);
 }
 
 void PeftModel::load_adapter(const std::string& dir, const std::string& name, bool trainable, std::vector<std::string>* notes) {

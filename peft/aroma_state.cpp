@@ -2,14 +2,11 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <filesystem>
 #include <set>
 #include <stdexcept>
 
 #include "engine/autograd.h"
-#include "engine/file_io.h"
 #include "engine/ops.h"
-#include "engine/safetensors.h"
 #include "peft/aroma.h"
 
 namespace rf::peft {
@@ -245,14 +242,8 @@ AromaAdapter AromaStrategy::export_adapter(PeftModel& pm, bool include_live) con
 }
 
 void AromaStrategy::export_lora(PeftModel& pm, const std::string& dir, bool include_live) const {
-  namespace fs = std::filesystem;
   AromaAdapter a = export_adapter(pm, include_live);
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec || !fs::is_directory(dir)) fail(fmt::format("cannot create the export directory {}: {}", dir, ec ? ec.message() : "not a directory"));
-  // Tensors first, config last: a directory with a config always has its weights (as save_adapter).
-  safetensors::save_file(a.tensors, (fs::path(dir) / "adapter_model.safetensors").string(), {{"format", "pt"}});
-  write_file_atomic((fs::path(dir) / "adapter_config.json").string(), dump_peft_json(to_json(a.config)));
+  write_adapter_files(dir, a.tensors, a.config);
 }
 
 }  // namespace rf::peft

@@ -100,4 +100,9 @@ class PeftModel {
   std::map<std::string, SavedModule> saved_;
 };
 
+// adapter_model.safetensors, then adapter_config.json (PEFT's sorted-key JSON), in dir (created):
+// a directory with a config always has its weights. PeftModel::save_adapter and the AdaLoRA / AROMA
+// LoRA exports write through it.
+void write_adapter_files(const std::string& dir, const std::map<std::string, Tensor>& tensors, const LoraConfig& c);
+
 }  // namespace rf::peft
