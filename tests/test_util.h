@@ -9,6 +9,7 @@
 #include <functional>
 #include <random>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,17 @@ void for_each_backend(F&& f) {
     std::string name(device_name(d.type));
     DOCTEST_SUBCASE(name.c_str()) { f(d); }
   }
+}
+
+// The message of the std::invalid_argument f throws ("" when it throws nothing; other types escape).
+template <class F>
+std::string invalid_argument_of(F&& f) {
+  try {
+    f();
+  } catch (const std::invalid_argument& e) {
+    return e.what();
+  }
+  return "";
 }
 
 inline Tensor f64(const std::vector<double>& v, const Shape& s, Device d = {}) { return from_data(v, s, d); }
