@@ -135,6 +135,20 @@ class Backend {
   // dlogits = dloss[n] * (softmax - onehot), rows with ignore_index get 0.
   virtual void cross_entropy_bwd(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
                                  const Tensor& lse, const Tensor& dloss, Tensor& dlogits) = 0;
+  // Sparse S in CSR (RoSA's adapter, specs/methods.md §3.2): row_ptr (rows + 1) and col_idx (nnz) are
+  // contiguous I32 with columns strictly ascending per row (validated on the host when the pattern is
+  // built); values (nnz) contiguous, F32 (F64 may be CPU only). Sums run in a fixed order per output,
+  // so results do not depend on thread counts or scheduling.
+  // y (rows, n) = S (rows, cols) @ x (cols, n), or y += S @ x with accumulate; x, y contiguous.
+  virtual void spmm(const Tensor& row_ptr, const Tensor& col_idx, const Tensor& values, const Tensor& x, Tensor& y,
+                    bool accumulate) = 0;
+  // out_values[e] = dot(a[row(e), :], b[col(e), :]) for every stored entry e; a (rows, k), b (cols, k)
+  // and out_values (nnz) contiguous. RoSA's dS = (dO^T X)|_M is a = dO^T (out, T), b = X^T (in, T).
+  virtual void sddmm(const Tensor& row_ptr, const Tensor& col_idx, const Tensor& a, const Tensor& b,
+                     Tensor& out_values) = 0;
+  // d (rows, cols) contiguous: d[i, col(e)] += alpha * values[e] for every stored entry e (W0 + S).
+  virtual void csr_add_dense(const Tensor& row_ptr, const Tensor& col_idx, const Tensor& values, Tensor& d,
+                             float alpha) = 0;
   // In-place AdamW on contiguous p, m, v with gradient g (decoupled weight decay).
   virtual void adamw_step(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamWArgs& args) = 0;
 };

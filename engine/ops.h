@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "engine/autograd.h"
+#include "engine/sparse.h"
 #include "engine/tensor.h"
 
 namespace rf {
@@ -110,6 +111,20 @@ std::vector<Tensor> split(const Tensor& x, int64_t size, int64_t axis);  // equa
 Tensor stack(const std::vector<Tensor>& xs, int64_t axis);
 std::pair<Tensor, Tensor> topk(const Tensor& x, int64_t k);  // along last axis: (values, I64 indices)
 Tensor dropout(const Tensor& x, double p, bool training = true);  // inverted dropout, Philox mask
+
+// ---- sparse (a fixed pattern p of S (rows, cols) with trainable values (nnz); engine/sparse.h) ----
+// S @ x: x (cols, n) -> (rows, n). Gradients: values by SDDMM, x by SpMM with S^T.
+Tensor spmm(const SparsePattern& p, const Tensor& values, const Tensor& x);
+// (a @ b^T) at the support: a (rows, k), b (cols, k) -> (nnz).
+Tensor sddmm(const SparsePattern& p, const Tensor& a, const Tensor& b);
+// d + S as a dense (rows, cols) tensor.
+Tensor csr_add_dense(const SparsePattern& p, const Tensor& values, const Tensor& d);
+// x S^T: x (..., cols) -> (..., rows), through SpMM (RoSA's 'spmm' impl).
+Tensor sparse_linear(const Tensor& x, const SparsePattern& p, const Tensor& values);
+// x (w0 + S)^T without a bias: x (..., in), w0 (out, in) -> (..., out) (RoSA's 'sp_add' impl). The backward
+// gives values their gradient by SDDMM at the support, (dO^T X)|_M, never the dense dO^T X; w0 gets one only
+// when it requires it.
+Tensor sp_add_linear(const Tensor& x, const Tensor& w0, const SparsePattern& p, const Tensor& values);
 
 // ---- operators ----
 inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }

@@ -1,6 +1,8 @@
 // The op table shared by the gradient check and the backend parity suite (see op_table.h).
 #include "tests/op_table.h"
 
+#include "backends/cpu/cpu_sparse.h"
+
 namespace rf::test {
 namespace {
 
@@ -36,6 +38,15 @@ InputFn in(std::vector<Shape> shapes, Vals v = {}) {
 }
 
 const Vals kPos{0.2, 2.0, true};
+
+// A (rows, cols) pattern with empty rows and columns, a full row and a full column, on the CPU.
+SparsePattern test_pattern(int64_t rows, int64_t cols) {
+  std::vector<int64_t> r, c;
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j)
+      if (i == 1 || j == cols - 1 || (i != 0 && (i * 7 + j * 3) % 5 == 0)) r.push_back(i), c.push_back(j);
+  return cpu::make_pattern(cpu::csr_from_triplets(rows, cols, r, c, std::vector<float>(r.size())), Device{});
+}
 
 }  // namespace
 
@@ -244,6 +255,19 @@ std::vector<GradCase> build_table() {
   add_case("expand", "chain: transpose, narrow, expand, mul", in({{4, 1, 3}, {3, 2, 2}}), [](V x) {
     return mul(expand(narrow(transpose(x[0], 0, 2), 2, 1, 2), {3, 2, 2}).t(), x[1]);
   });
+  // ---- sparse (RoSA): the pattern moves to the inputs' device ----
+  {
+    const SparsePattern p = test_pattern(5, 4), pw = test_pattern(4, 6);
+    add_case("spmm", "S (5,4) @ x (4,3)", in({{p.nnz}, {4, 3}}), [p](V x) { return spmm(p.to(x[0].device()), x[0], x[1]); });
+    add_case("sddmm", "(a b^T)|M, a (5,3), b (4,3)", in({{5, 3}, {4, 3}}),
+             [p](V x) { return sddmm(p.to(x[0].device()), x[0], x[1]); });
+    add_case("csr_add_dense", "W (5,4) + S", in({{p.nnz}, {5, 4}}),
+             [p](V x) { return csr_add_dense(p.to(x[0].device()), x[0], x[1]); });
+    add_case("sparse_linear", "x (2,3,6) S^T, S (4,6)", in({{2, 3, 6}, {pw.nnz}}),
+             [pw](V x) { return sparse_linear(x[0], pw.to(x[0].device()), x[1]); });
+    add_case("sp_add_linear", "x (2,3,6) (W0 + S)^T, W0 transposed view", in({{2, 3, 6}, {6, 4}, {pw.nnz}}),
+             [pw](V x) { return sp_add_linear(x[0], x[1].t(), pw.to(x[0].device()), x[2]); });
+  }
   return t;
 }
 
@@ -254,7 +278,8 @@ const std::vector<std::string> kRequiredOps = {
     "matmul", "linear", "softmax", "log_softmax", "layer_norm", "rms_norm", "embedding", "index_select", "gather",
     "cat", "split", "stack", "dropout", "cross_entropy", "rope", "scaled_dot_product_attention", "topk",
     "add_scalar", "mul_scalar", "pow_scalar", "rsub", "rdiv", "square", "reshape", "view", "permute", "transpose",
-    "narrow", "slice", "expand", "squeeze", "unsqueeze", "flatten", "contiguous", "clone"};
+    "narrow", "slice", "expand", "squeeze", "unsqueeze", "flatten", "contiguous", "clone", "spmm", "sddmm",
+    "csr_add_dense", "sparse_linear", "sp_add_linear"};
 
 
 }  // namespace rf::test

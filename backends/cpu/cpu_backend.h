@@ -87,6 +87,11 @@ class CpuBackend final : public Backend {
   void cross_entropy_bwd(const Tensor& logits, const Tensor& targets, int64_t ignore_index, const Tensor& lse,
                          const Tensor& dloss, Tensor& dlogits) override;
   void adamw_step(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamWArgs& args) override;
+  // cpu_sparse_ops.cpp
+  void spmm(const Tensor& row_ptr, const Tensor& col_idx, const Tensor& values, const Tensor& x, Tensor& y,
+            bool accumulate) override;
+  void sddmm(const Tensor& row_ptr, const Tensor& col_idx, const Tensor& a, const Tensor& b, Tensor& out_values) override;
+  void csr_add_dense(const Tensor& row_ptr, const Tensor& col_idx, const Tensor& values, Tensor& d, float alpha) override;
   // cpu_attention.cpp
   void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_mask, const AttnArgs& args,
                  Tensor& o, Tensor& lse) override;

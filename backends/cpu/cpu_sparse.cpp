@@ -1,4 +1,5 @@
 #include "backends/cpu/cpu_sparse.h"
+#include "engine/tensor.h"
 
 #include <tbb/blocked_range.h>
 #include <tbb/parallel_for.h>
@@ -47,7 +48,7 @@ void check_ptr(const void* p, int64_t count, const char* op, const char* name) {
 // each) plus 1 (its own output row / loop overhead), so long rows are not lumped together and
 // runs of empty rows are not free. Cumulative cost row_ptr[r] + r rises strictly with r, so each
 // block edge is a binary search. Small problems stay in one block: a task costs ~1 us to start.
-std::vector<int64_t> row_blocks(const Csr& s, int64_t work) {
+std::vector<int64_t> row_blocks(const CsrView& s, int64_t work) {
   const int64_t parts = work < (int64_t(1) << 15) ? 1 : std::min<int64_t>(s.rows, int64_t(num_threads()) * 8);
   std::vector<int64_t> edge{0};
   const int64_t total = s.nnz() + s.rows;
@@ -56,7 +57,7 @@ std::vector<int64_t> row_blocks(const Csr& s, int64_t work) {
     int64_t lo = edge.back(), hi = s.rows;  // first r with row_ptr[r] + r >= target
     while (lo < hi) {
       const int64_t mid = (lo + hi) / 2;
-      (s.row_ptr[size_t(mid)] + mid < target) ? lo = mid + 1 : hi = mid;
+      (s.row_ptr[mid] + mid < target) ? lo = mid + 1 : hi = mid;
     }
     if (lo > edge.back()) edge.push_back(lo);
   }
@@ -65,7 +66,7 @@ std::vector<int64_t> row_blocks(const Csr& s, int64_t work) {
 }
 
 template <class F>
-void for_row_blocks(const Csr& s, int64_t work, F&& f) {
+void for_row_blocks(const CsrView& s, int64_t work, F&& f) {
   const std::vector<int64_t> edge = row_blocks(s, work);
   const size_t nb = edge.size() - 1;
   if (nb == 1) return f(edge[0], edge[1]);
@@ -325,37 +326,55 @@ std::vector<int32_t> rows_by_nnz(const Csr& s) {
   return order;
 }
 
+CsrView csr_view(const Csr& s) { return {s.rows, s.cols, s.row_ptr.data(), s.col_idx.data(), s.nnz()}; }
+
 void spmm(const Csr& s, const float* x, int64_t n, float* y, bool accumulate) {
   check_sizes(s, "spmm");
+  spmm(csr_view(s), s.values.data(), x, n, y, accumulate);
+}
+
+void spmm(const CsrView& s, const float* values, const float* x, int64_t n, float* y, bool accumulate) {
+  check_dims(s.rows, s.cols);
   if (n < 0) fail(fmt::format("spmm: n = {} is negative", n));
+  check_ptr(values, s.nnz(), "spmm", "values");
   check_ptr(x, s.cols * n, "spmm", "X");
   check_ptr(y, s.rows * n, "spmm", "Y");
   if (n == 0) return;
   for_row_blocks(s, (s.nnz() + s.rows) * n, [&](int64_t r0, int64_t r1) {
-    spmm_rows(s.row_ptr.data(), s.col_idx.data(), s.values.data(), x, n, y, accumulate, r0, r1);
+    spmm_rows(s.row_ptr, s.col_idx, values, x, n, y, accumulate, r0, r1);
   });
 }
 
 void sddmm(const Csr& pattern, const float* a, const float* b, int64_t k, float* out_values) {
   check_sizes(pattern, "sddmm");
+  sddmm(csr_view(pattern), a, b, k, out_values);
+}
+
+void sddmm(const CsrView& pattern, const float* a, const float* b, int64_t k, float* out_values) {
+  check_dims(pattern.rows, pattern.cols);
   if (k < 0) fail(fmt::format("sddmm: k = {} is negative", k));
   check_ptr(a, pattern.rows * k, "sddmm", "A");
   check_ptr(b, pattern.cols * k, "sddmm", "B");
   check_ptr(out_values, pattern.nnz(), "sddmm", "out_values");
   for_row_blocks(pattern, pattern.nnz() * std::max<int64_t>(k, 1) + pattern.rows, [&](int64_t r0, int64_t r1) {
-    sddmm_rows(pattern.row_ptr.data(), pattern.col_idx.data(), a, b, k, out_values, r0, r1);
+    sddmm_rows(pattern.row_ptr, pattern.col_idx, a, b, k, out_values, r0, r1);
   });
 }
 
 void csr_add_dense(const Csr& s, float* d, float alpha) {
   check_sizes(s, "csr_add_dense");
+  csr_add_dense(csr_view(s), s.values.data(), d, alpha);
+}
+
+void csr_add_dense(const CsrView& s, const float* values, float* d, float alpha) {
+  check_dims(s.rows, s.cols);
+  check_ptr(values, s.nnz(), "csr_add_dense", "values");
   check_ptr(d, s.rows * s.cols, "csr_add_dense", "D");
   // Rows write disjoint parts of D, so blocks need no synchronisation.
   for_row_blocks(s, s.nnz() + s.rows, [&](int64_t r0, int64_t r1) {
     for (int64_t i = r0; i < r1; ++i) {
       float* di = d + i * s.cols;
-      for (int32_t e = s.row_ptr[size_t(i)]; e < s.row_ptr[size_t(i) + 1]; ++e)
-        di[s.col_idx[size_t(e)]] += alpha * s.values[size_t(e)];
+      for (int32_t e = s.row_ptr[i]; e < s.row_ptr[i + 1]; ++e) di[s.col_idx[e]] += alpha * values[e];
     }
   });
 }
@@ -384,6 +403,30 @@ Csr csr_transpose(const Csr& s, std::vector<int32_t>* perm) {
       if (perm != nullptr) (*perm)[size_t(dst)] = e;
     }
   return t;
+}
+
+SparsePattern make_pattern(const Csr& s, Device d) {
+  validate(s);
+  std::vector<int32_t> perm;
+  const Csr t = csr_transpose(s, &perm);
+  std::vector<int32_t> inv(perm.size());
+  for (size_t e = 0; e < perm.size(); ++e) inv[size_t(perm[e])] = int32_t(e);
+  std::vector<int64_t> flat(size_t(s.nnz()));
+  for (int64_t i = 0; i < s.rows; ++i)
+    for (int32_t e = s.row_ptr[size_t(i)]; e < s.row_ptr[size_t(i) + 1]; ++e)
+      flat[size_t(e)] = i * s.cols + s.col_idx[size_t(e)];
+  SparsePattern p;
+  p.rows = s.rows;
+  p.cols = s.cols;
+  p.nnz = s.nnz();
+  p.row_ptr = from_data(s.row_ptr, {s.rows + 1}, d);
+  p.col_idx = from_data(s.col_idx, {s.nnz()}, d);
+  p.tr_row_ptr = from_data(t.row_ptr, {t.rows + 1}, d);
+  p.tr_col_idx = from_data(t.col_idx, {t.nnz()}, d);
+  p.tr_perm = from_data(perm, {s.nnz()}, d);
+  p.tr_perm_inv = from_data(inv, {s.nnz()}, d);
+  p.flat_idx = from_data(flat, {s.nnz()}, d);
+  return p;
 }
 
 }  // namespace rf::cpu

@@ -15,6 +15,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "engine/sparse.h"
+
 namespace rf::cpu {
 
 struct Csr {
@@ -26,6 +28,17 @@ struct Csr {
   int64_t nnz() const { return int64_t(col_idx.size()); }
   std::vector<float> to_dense() const;  // (rows, cols) row-major, zeros off the support
 };
+
+// The structure of a CSR matrix in memory someone else owns (a Csr, or I32 tensors of a backend):
+// what the kernels read. row_ptr (rows + 1), col_idx (nnz).
+struct CsrView {
+  int64_t rows = 0, cols = 0;
+  const int32_t* row_ptr = nullptr;
+  const int32_t* col_idx = nullptr;
+  int64_t nnz_ = 0;
+  int64_t nnz() const { return nnz_; }
+};
+CsrView csr_view(const Csr& s);
 
 // Throws unless every CSR invariant holds: row_ptr has rows+1 entries, starts at 0, never
 // decreases and ends at nnz; col_idx and values have nnz entries; columns are in [0, cols) and
@@ -49,19 +62,26 @@ std::vector<int32_t> rows_by_nnz(const Csr& s);
 // Y (rows, n) = S (rows, cols) · X (cols, n), or Y += S·X with accumulate. X, Y row-major and
 // not overlapping. Rows run in parallel in blocks of about equal nnz.
 void spmm(const Csr& s, const float* x, int64_t n, float* y, bool accumulate);
+void spmm(const CsrView& s, const float* values, const float* x, int64_t n, float* y, bool accumulate);
 
 // out_values[e] = dot(A[row(e), :], B[col(e), :]) for every stored entry e, A (rows, k),
 // B (cols, k), out_values (nnz). For RoSA's dS = (dO^T X)|_M with tokens T: A = dO^T (out, T) and
 // B = X^T (in, T), both made contiguous by the caller, k = T; each dot then reads two contiguous rows.
 void sddmm(const Csr& pattern, const float* a, const float* b, int64_t k, float* out_values);
+void sddmm(const CsrView& pattern, const float* a, const float* b, int64_t k, float* out_values);
 
 // D (rows, cols) += alpha * S at the stored positions (spops csr_add: W0 ⊕ S for the sp_add path).
 // Two CSR matrices are never added: RoSA's support is fixed, so values add as plain vectors.
 void csr_add_dense(const Csr& s, float* d, float alpha);
+void csr_add_dense(const CsrView& s, const float* values, float* d, float alpha);
 
 // S^T (cols, rows) by a stable counting sort: within each output row the entries keep ascending
 // source-row order, so the result is again a valid CSR. perm (optional, nnz): perm[e'] = source
 // index of the transposed entry e' (spops' tr_perm), so new values map without another transpose.
 Csr csr_transpose(const Csr& s, std::vector<int32_t>* perm = nullptr);
+
+// The pattern of s on device d for the sparse ops (engine/sparse.h): validates s, builds its transpose
+// and the flat indices; s's values are not used.
+SparsePattern make_pattern(const Csr& s, Device d);
 
 }  // namespace rf::cpu

@@ -72,6 +72,11 @@ class VulkanBackend final : public Backend {
   void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) override;
   void where(const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out) override;
   void adamw_step(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamWArgs& args) override;
+  // vk_ops_sparse.cpp
+  void spmm(const Tensor& row_ptr, const Tensor& col_idx, const Tensor& values, const Tensor& x, Tensor& y,
+            bool accumulate) override;
+  void sddmm(const Tensor& row_ptr, const Tensor& col_idx, const Tensor& a, const Tensor& b, Tensor& out_values) override;
+  void csr_add_dense(const Tensor& row_ptr, const Tensor& col_idx, const Tensor& values, Tensor& d, float alpha) override;
   // vk_ops_reduce.cpp
   void reduce(ReduceOp op, const Tensor& x, Tensor& out) override;
   void matmul(const Tensor& a, const Tensor& b, Tensor& out, float alpha, float beta) override;
