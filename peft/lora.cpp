@@ -210,6 +210,7 @@ void LoraLinear::delete_adapter(const std::string& name) {
   }
   child(a_slot_).remove_module(name);
   child(b_slot_).remove_module(name);
+  gate_.erase(name);
   if (m_slot_ != SIZE_MAX) child(m_slot_).remove_module(name);
   opts_.erase(name);
   scale_.erase(name);
@@ -229,7 +230,27 @@ Tensor LoraLinear::delta_weight(const std::string& name) {
     if (options(name).r == 0) return zeros({base().out_features(), base().in_features()}, DType::F32, base().weight().device());
     return mul(matmul(B(name).detach(), mul(A(name).detach(), E(name).detach())), scaling(name));
   }
-  return mul(matmul(lora_B(name).weight().detach(), lora_A(name).weight().detach()), scaling(name));
+  Tensor b = lora_B(name).weight().detach();  // (out, r)
+  if (auto g = gate_.find(name); g != gate_.end()) b = mul(b, softmax(g->second.detach().to(b.dtype()), -1));
+  return mul(matmul(b, lora_A(name).weight().detach()), scaling(name));
+}
+
+void LoraLinear::set_gate_logits(const std::string& name, Tensor logits) {
+  if (!opts_.count(name)) throw std::invalid_argument(fmt::format("[peft] no adapter '{}' on this module", name));
+  if (!logits.defined()) {
+    gate_.erase(name);
+    return;
+  }
+  const LoraOptions& o = opts_.at(name);
+  if (o.adalora || o.use_dora || logits.dim() != 1 || logits.numel() != o.r)
+    throw std::invalid_argument(fmt::format("[peft] gate logits for adapter '{}' must be ({}) on a plain LoRA adapter, got {}",
+                                            name, o.r, shape_str(logits.shape())));
+  gate_[name] = std::move(logits);
+}
+
+Tensor LoraLinear::gate_logits(const std::string& name) const {
+  auto g = gate_.find(name);
+  return g == gate_.end() ? Tensor() : g->second;
 }
 
 Tensor LoraLinear::dora_weight_norm(const std::string& name) {
@@ -263,8 +284,10 @@ Tensor LoraLinear::forward(const Tensor& x) {
     nn::Linear& B = lora_B(name);
     Tensor xd = drop ? dropout(x, o.dropout, true) : x;
     if (!o.use_dora) {
+      Tensor h = A(xd);  // (..., r)
+      if (auto g = gate_.find(name); g != gate_.end()) h = mul(h, softmax(g->second.to(h.dtype()), -1));
       // Scaling the rank-r activations is cheaper than scaling the (..., out) result.
-      result = o.lora_bias ? add(result, mul(B(A(xd)), s)) : add(result, linear(mul(A(xd), s), B.weight()));
+      result = o.lora_bias ? add(result, mul(B(h), s)) : add(result, linear(mul(h, s), B.weight()));
       continue;
     }
     // DoRA (PEFT DoraLinearLayer): the column norm is detached, as the paper's §4.3 suggests.

@@ -63,7 +63,12 @@ class LoraLinear : public nn::Module {
   // Keeps the AdaLoRA triplets whose flag is set (PEFT's resize_modules_by_rank_pattern): r becomes
   // the kept count, ranknum and so the scale stay. keep has one flag per current row.
   void prune_adalora(const std::string& name, const std::vector<bool>& keep);
-  // scaling * B A (AdaLoRA: scaling * B (E ⊙ A)) as (out, in), f32; detached.
+  // AutoLoRA's search form (methods.md §2.1): the r rank-one components weighted by softmax(logits),
+  // ΔW x = s · B (softmax(α) ⊙ A x). The logits (r) belong to the strategy, which optimises them
+  // with its own optimizer; the layer only reads them. An undefined tensor removes the gate.
+  void set_gate_logits(const std::string& name, Tensor logits);
+  Tensor gate_logits(const std::string& name) const;  // undefined when none
+  // scaling * B A (AdaLoRA: scaling * B (E ⊙ A); gated: scaling * B diag(softmax(α)) A) as (out, in), f32; detached.
   Tensor delta_weight(const std::string& name);
 
   // Adds the active adapters into the base weight (DoRA: rescales rows and caches the norm so
@@ -89,7 +94,8 @@ class LoraLinear : public nn::Module {
   std::vector<std::string> order_;  // adapters in creation order
   std::vector<std::string> active_;
   std::vector<std::string> merged_;
-  std::map<std::string, Tensor> dora_norm_cache_;  // merged DoRA adapters: the norm used at merge
+  std::map<std::string, Tensor> dora_norm_cache_;
+  std::map<std::string, Tensor> gate_;  // AutoLoRA logits per adapter  // merged DoRA adapters: the norm used at merge
 };
 
 // DoRA's magnitude holder: a module with one parameter "weight" (PEFT's DoraLinearLayer).
