@@ -33,6 +33,10 @@ class RankStrategy {
   virtual void before_training(PeftModel& pm, const std::vector<BatchLoss>& probe, int64_t total_steps) {}
   // Added to the training loss of every micro-batch (AdaLoRA's orthogonality term); undefined = none.
   virtual Tensor extra_loss(PeftModel& pm) { return Tensor(); }
+  // At the start of each optimizer step, before any forward (RoSA turns gradient collection on).
+  virtual void before_step(PeftModel& pm, int64_t step) {}
+  // After each micro-batch's backward (RoSA's per-micro-batch gradient collection hooks).
+  virtual void after_micro_backward(PeftModel& pm, int64_t step) {}
   // After the gradients of a whole step are in (importance scores, gradient statistics).
   virtual void after_backward(PeftModel& pm, int64_t step) {}
   // After the optimizer update (masking, merge-and-reinit, moment resets); `step` counts the optimizer
@@ -40,8 +44,12 @@ class RankStrategy {
   // after). Returning true tells the trainer the set of trainable tensors changed and the optimizer
   // must be rebuilt (from PeftModel::trainable_parameters(); new moments start at zero).
   virtual bool after_optimizer_step(PeftModel& pm, int64_t step, nn::Optimizer& opt) { return false; }
-  // Bi-level methods (AutoLoRA): one update of selection variables on a validation batch.
-  virtual void meta_step(PeftModel& pm, const BatchLoss& val, int64_t step) {}
+  // Bi-level methods (AutoLoRA): one update of the selection variables, called by Trainer::step when it
+  // is given a validation batch, before the real step. `train` are the step's micro-batch losses (the
+  // strategy may evaluate them again, e.g. for a virtual step) and `inner` the trainer's optimizer,
+  // whose state the strategy must leave as it found it.
+  virtual void meta_step(PeftModel& pm, const std::vector<BatchLoss>& train, const BatchLoss& val,
+                         nn::Optimizer& inner, int64_t step) {}
   // After the last step: fix ranks, export.
   virtual void finalize(PeftModel& pm) {}
   // Per-module ranks of the active adapter, for logs and plots.

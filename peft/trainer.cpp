@@ -38,15 +38,29 @@ void Trainer::build_optimizer() {
       if (p.tensor->requires_grad()) params_.emplace_back(p.name, *p.tensor);
   }
   if (params_.empty()) throw std::invalid_argument("[train] nothing to train: no parameter requires a gradient");
-  nn::ParamGroup decay{{}, {}, o_.lr, o_.weight_decay}, plain{{}, {}, o_.lr, 0.0f};
+  // Groups by (lr, decay), in order of first appearance: decayed then plain for the default lr first, so
+  // runs without group_lr keep their two groups (and checkpoint names) as before.
+  std::vector<nn::ParamGroup> groups;
+  auto group_for = [&](float lr, float wd) -> nn::ParamGroup& {
+    for (auto& g : groups)
+      if (g.lr == lr && g.weight_decay == wd) return g;
+    groups.push_back({{}, {}, lr, wd});
+    return groups.back();
+  };
+  group_for(o_.lr, o_.weight_decay);
+  group_for(o_.lr, 0.0f);
   for (auto& [n, t] : params_) {
-    auto& g = no_decay(n) ? plain : decay;
+    float lr = o_.lr;
+    for (auto& [key, v] : o_.group_lr)
+      if (n.find(key) != std::string::npos) {
+        lr = v;
+        break;
+      }
+    auto& g = group_for(lr, no_decay(n) ? 0.0f : o_.weight_decay);
     g.params.push_back(t);
     g.names.push_back(n);
   }
-  std::vector<nn::ParamGroup> groups;
-  for (auto* g : {&decay, &plain})
-    if (!g->params.empty()) groups.push_back(*g);
+  std::erase_if(groups, [](const nn::ParamGroup& g) { return g.params.empty(); });
   if (o_.optimizer == "adamw")
     opt_ = std::make_unique<nn::AdamW>(groups, nn::AdamWOptions{o_.lr, o_.beta1, o_.beta2, o_.eps, o_.weight_decay});
   else
@@ -66,9 +80,11 @@ void Trainer::begin(const std::vector<BatchLoss>& probe) {
   if (pm_) strategy_->before_training(*pm_, probe, o_.schedule.total_steps);
 }
 
-StepResult Trainer::step(const std::vector<BatchLoss>& micro) {
+StepResult Trainer::step(const std::vector<BatchLoss>& micro, const BatchLoss& val) {
   begin();
   if (micro.empty()) throw std::invalid_argument("[train] a step needs at least one micro-batch");
+  if (pm_) strategy_->before_step(*pm_, step_);
+  if (pm_ && val) strategy_->meta_step(*pm_, micro, val, *opt_, step_);
   StepResult r;
   r.lr = double(o_.lr) * nn::lr_multiplier(o_.schedule, step_);
   opt_->set_lr_multiplier(nn::lr_multiplier(o_.schedule, step_));
@@ -87,6 +103,7 @@ StepResult Trainer::step(const std::vector<BatchLoss>& micro) {
     Tensor extra = pm_ ? strategy_->extra_loss(*pm_) : Tensor();
     if (extra.defined()) loss = add(loss, extra);
     backward(micro.size() == 1 ? loss : mul(loss, scale));
+    if (pm_) strategy_->after_micro_backward(*pm_, step_);
   }
   r.loss = total * scale;
   std::vector<Tensor> ps;

@@ -26,6 +26,9 @@ struct TrainerOptions {
   double max_grad_norm = 1.0;       // 0: no clipping
   int64_t grad_accum = 1;           // micro-batches per optimizer step
   nn::ScheduleOptions schedule;     // total_steps set by the caller
+  // Base learning rates by parameter name: the first key contained in a name sets its lr (RoSA's separate
+  // LoRA lr); other parameters use lr.
+  std::vector<std::pair<std::string, float>> group_lr;
 };
 
 struct StepResult {
@@ -41,8 +44,9 @@ class Trainer {
   Trainer(models::Model& model, PeftModel* pm, std::unique_ptr<RankStrategy> strategy, TrainerOptions o);
   // Runs the probe hook (once). Call before the first step; step() calls it with no probes otherwise.
   void begin(const std::vector<BatchLoss>& probe = {});
-  // One optimizer step over o.grad_accum micro-batch losses (each called once, in order).
-  StepResult step(const std::vector<BatchLoss>& micro);
+  // One optimizer step over o.grad_accum micro-batch losses (each called once, in order). With a
+  // validation batch the strategy's meta_step runs first (it may call the losses again).
+  StepResult step(const std::vector<BatchLoss>& micro, const BatchLoss& val = {});
   void finish();  // strategy finalize()
 
   int64_t global_step() const { return step_; }
