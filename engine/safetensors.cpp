@@ -82,7 +82,7 @@ Tensor File::load(std::string_view name, const LoadOptions& opt) const {
 
 Tensor File::load(const TensorInfo& t, const LoadOptions& opt) const {
   auto rt = to_rf(t.dtype);
-  if (!rt) fail(path_, fmt::format("tensor {}: dtype {} is not supported", quote_name(t.name), dtype_string(t.dtype)));
+  if (!rt && t.dtype != StDType::I16) fail(path_, fmt::format("tensor {}: dtype {} is not supported", quote_name(t.name), dtype_string(t.dtype)));
   // parse() bounds the byte size, not the dims of an empty tensor ([0, 2^63]); Shape is int64 and
   // rf::numel multiplies every dim, so the product of the non-zero dims must fit.
   int64_t prod = 1;
@@ -91,6 +91,15 @@ Tensor File::load(const TensorInfo& t, const LoadOptions& opt) const {
       fail(path_, fmt::format("tensor {}: shape {} is too large", quote_name(t.name), fmt::join(t.shape, "x")));
   Shape shape(t.shape.begin(), t.shape.end());
   auto b = bytes(t);
+  if (t.dtype == StDType::I16) {  // widened to I32: the engine has no 16-bit integers (spops' int16 indices)
+    std::vector<int32_t> v(b.size() / 2);
+    for (size_t i = 0; i < v.size(); ++i) {
+      int16_t x;
+      std::memcpy(&x, b.data() + 2 * i, 2);
+      v[i] = x;
+    }
+    return from_data(v, shape, opt.device);
+  }
   // Kernels treat BOOL bytes as 0/1 (masks are summed and compared), so other values are refused.
   if (*rt == DType::Bool)
     for (size_t i = 0; i < b.size(); ++i)
@@ -139,7 +148,7 @@ void write_all(int fd, const void* data, size_t n, const std::string& path) {
 }  // namespace
 
 void save_file(const std::map<std::string, Tensor>& tensors, const std::string& path,
-               const std::map<std::string, std::string>& metadata) {
+               const std::map<std::string, std::string>& metadata, const std::map<std::string, StDType>& narrow) {
   struct Entry {
     const std::string* name;
     Tensor t;
@@ -152,6 +161,15 @@ void save_file(const std::map<std::string, Tensor>& tensors, const std::string& 
     if (name.empty() || name == "__metadata__" || !utf8(name)) fail(path, fmt::format("invalid tensor name {}", quote_name(name)));
     if (!t.defined()) fail(path, fmt::format("tensor {} is undefined", quote_name(name)));
     Tensor c = t.detach().to(Device{}).contiguous();
+    if (auto nw = narrow.find(name); nw != narrow.end()) {
+      if (nw->second != StDType::I16 || c.dtype() != DType::I32)
+        fail(path, fmt::format("tensor {}: only I32 narrows (to I16), not {} to {}", quote_name(name), dtype_name(c.dtype()),
+                               dtype_string(nw->second)));
+      for (int32_t v : c.to_vector<int32_t>())
+        if (v < INT16_MIN || v > INT16_MAX) fail(path, fmt::format("tensor {}: value {} does not fit I16", quote_name(name), v));
+      es.push_back({&name, c, StDType::I16, uint64_t(c.numel()) * 2});
+      continue;
+    }
     es.push_back({&name, c, from_rf(c.dtype()), uint64_t(c.numel()) * dtype_size(c.dtype())});
   }
   for (const auto& [k, v] : metadata)
@@ -186,6 +204,12 @@ void save_file(const std::map<std::string, Tensor>& tensors, const std::string& 
     constexpr size_t kChunk = size_t(64) << 20;  // staging for the download, not a copy of each tensor
     std::vector<std::byte> raw;
     for (const auto& e : es) {
+      if (e.st == StDType::I16) {  // narrowed on the host (checked above)
+        std::vector<int16_t> v;
+        for (int32_t x : e.t.to_vector<int32_t>()) v.push_back(int16_t(x));
+        write_all(fd, v.data(), v.size() * 2, path);
+        continue;
+      }
       const size_t base = size_t(e.t.offset()) * dtype_size(e.t.dtype());
       for (uint64_t done = 0; done < e.bytes; done += raw.size()) {
         raw.resize(size_t(std::min<uint64_t>(kChunk, e.bytes - done)));

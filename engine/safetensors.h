@@ -81,8 +81,11 @@ std::map<std::string, Tensor> load_file(const std::string& path, const LoadOptio
 
 // Writes tensors sorted as the reference does (descending alignment, then name), header padded with
 // spaces to 8 bytes, `__metadata__` when given; to a temporary sibling, then renamed over `path`.
+// narrow: tensors written in a narrower dtype than they have in memory (I32 -> I16 only, every value
+// checked to fit), for formats such as RoSA's int16 CSR indices; I16 tensors load back as I32.
 void save_file(const std::map<std::string, Tensor>& tensors, const std::string& path,
-               const std::map<std::string, std::string>& metadata = {});
+               const std::map<std::string, std::string>& metadata = {},
+               const std::map<std::string, StDType>& narrow = {});
 
 // A checkpoint directory: model.safetensors, or shards listed by model.safetensors.index.json.
 class Checkpoint {

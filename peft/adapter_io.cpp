@@ -12,6 +12,7 @@
 #include "engine/file_io.h"
 #include "engine/safetensors.h"
 #include "peft/peft_model.h"
+#include "peft/rosa.h"
 
 namespace rf::peft {
 
@@ -55,6 +56,9 @@ void adalora_tensors(std::map<std::string, Tensor>& out, const std::string& key,
 std::string PeftModel::key_to_param(const std::string& key, const std::string& name) const {
   if (!key.starts_with(kPeftPrefix)) return "";
   std::string k = key.substr(std::string(kPeftPrefix).size());
+  // ROSA files name the LoRA pair rosa_A / rosa_B; in memory they are LoRA's lora_A / lora_B.
+  for (auto [from, to] : {std::pair{".rosa_A.", ".lora_A."}, std::pair{".rosa_B.", ".lora_B."}})
+    if (size_t p = k.rfind(from); p != std::string::npos) k.replace(p, std::string(from).size(), to);
   for (const char* seg : kAdapterSegments) {
     size_t p = k.rfind(seg);
     if (p != std::string::npos) return k.substr(0, p + std::string(seg).size()) + name + "." + k.substr(p + std::string(seg).size());
@@ -77,8 +81,12 @@ std::map<std::string, Tensor> PeftModel::adapter_state_dict(const std::string& n
       adalora_tensors(out, pre + path, *l, name, adalora_mask_for(c, path));
       continue;
     }
-    out[pre + path + ".lora_A.weight"] = l->lora_A(name).weight();
-    out[pre + path + ".lora_B.weight"] = l->lora_B(name).weight();
+    if (c.is_rosa()) {
+      rosa_adapter_tensors(out, pre + path, *l, name, c);
+    } else {
+      out[pre + path + ".lora_A.weight"] = l->lora_A(name).weight();
+      out[pre + path + ".lora_B.weight"] = l->lora_B(name).weight();
+    }
     if (l->options(name).lora_bias) out[pre + path + ".lora_B.bias"] = l->lora_B(name).bias();
     if (l->options(name).use_dora) out[pre + path + ".lora_magnitude_vector"] = l->magnitude(name);
     if (c.bias == "lora_only" && l->base().has_bias()) out[pre + path + ".base_layer.bias"] = l->base().bias();
@@ -104,7 +112,8 @@ void write_adapter_files(const std::string& dir, const std::map<std::string, Ten
   if (ec) fail(dir, ec.message());
   if (!fs::is_directory(dir)) fail(dir, "not a directory");
   // Tensors first, config last: a directory with a config always has its weights.
-  safetensors::save_file(tensors, (fs::path(dir) / "adapter_model.safetensors").string(), {{"format", "pt"}});
+  safetensors::save_file(tensors, (fs::path(dir) / "adapter_model.safetensors").string(), {{"format", "pt"}},
+                         c.is_rosa() ? rosa_narrowed_fields(tensors) : std::map<std::string, safetensors::StDType>{});
   write_file_atomic((fs::path(dir) / "adapter_config.json").string(), dump_peft_json(to_json(c)));
 }
 
@@ -149,7 +158,12 @@ void PeftModel::load_adapter(const std::string& dir, const std::string& name, bo
   std::vector<std::string> unexpected, mismatched;
   std::vector<std::pair<Tensor*, const safetensors::TensorInfo*>> todo;
   std::set<std::string> seen;
+  std::map<std::string, Tensor> spa;  // ROSA's sparse parts: structure, not parameters (set below)
   for (const auto& info : file->header().tensors) {
+    if (c.is_rosa() && info.name.find(".rosa_spa.") != std::string::npos) {
+      spa[info.name] = file->load(info);
+      continue;
+    }
     std::string pn = key_to_param(info.name, name);
     auto it = params.find(pn);
     if (pn.empty() || it == params.end() || !expected.count(info.name)) {
@@ -180,6 +194,22 @@ void PeftModel::load_adapter(const std::string& dir, const std::string& name, bo
     if (!mismatched.empty()) msg += fmt::format("shape mismatch {}; ", list(mismatched));
     msg.resize(msg.size() - 2);
     fail(st_path, msg + " (does adapter_config.json match this model?)");
+  }
+  if (!spa.empty()) {
+    try {
+      std::set<std::string> used;
+      for (auto& [path, l] : layers_) {
+        const std::string mk = std::string(kPeftPrefix) + path;
+        if (!l->has_adapter(name) || !spa.count(rosa_key(mk, "rosa_spa.row_offs"))) continue;
+        l->set_spa_support(name, rosa_spa_from_tensors(spa, mk, l->base().out_features(), l->base().in_features()));
+        for (const auto& f : rosa_spa_fields(true)) used.insert(rosa_key(mk, f));
+      }
+      for (const auto& [k, t] : spa)
+        if (!used.count(k)) throw std::invalid_argument(fmt::format("[rosa] unexpected {} (no RoSA module of that name)", k));
+    } catch (const std::invalid_argument& e) {
+      delete_adapter(name);
+      fail(st_path, e.what());
+    }
   }
   NoGradGuard ng;
   for (auto& [t, info] : todo) t->copy_(file->load(*info).to(DType::F32));

@@ -163,7 +163,8 @@ void validate_adalora(const LoraConfig& c, const std::string& w) {
 
 void LoraConfig::validate() const {
   const std::string w = "adapter config";
-  if (peft_type != "LORA" && peft_type != "ADALORA") fail(w, fmt::format("peft_type '{}' is not LORA or ADALORA", peft_type));
+  if (peft_type != "LORA" && peft_type != "ADALORA" && peft_type != "ROSA")
+    fail(w, fmt::format("peft_type '{}' is not LORA, ADALORA or ROSA", peft_type));
   if (r <= 0) fail(w, fmt::format("r must be > 0, got {}", r));
   if (!(lora_dropout >= 0 && lora_dropout < 1)) fail(w, fmt::format("lora_dropout must be in [0, 1), got {}", lora_dropout));
   if (bias != "none" && bias != "all" && bias != "lora_only")
@@ -182,6 +183,7 @@ void LoraConfig::validate() const {
   for (const auto& [k, v] : rank_pattern)
     if (v <= 0) fail(w, fmt::format("rank_pattern['{}'] must be > 0, got {}", k, v));
   if (is_adalora()) validate_adalora(*this, w);
+  if (is_rosa()) validate_rosa(*this, w);
 }
 
 LoraConfig parse_lora_config(const ojson& j, const std::string& what, std::vector<std::string>* notes) {
@@ -192,8 +194,14 @@ LoraConfig parse_lora_config(const ojson& j, const std::string& what, std::vecto
   };
   // The type decides how rank_pattern reads, whatever the key order of the file.
   const bool ada = j.contains("peft_type") && j["peft_type"] == "ADALORA";
+  const bool rosa = j.contains("peft_type") && j["peft_type"] == "ROSA";
   for (const auto& [k, v] : j.items()) {
     if (ada && parse_adalora_key(c.adalora, k, v, what)) continue;
+    if (rosa && parse_rosa_key(c.rosa, k, v, what)) continue;
+    if (rosa && k == "bias" && v == "rosa_only") {  // RosaConfig's name for LoRA's lora_only
+      c.bias = "lora_only";
+      continue;
+    }
     if (k == "peft_type") c.peft_type = get_as<std::string>(v, what, "peft_type", "a string");
     else if (k == "r") c.r = get_as<int64_t>(v, what, "r", "an integer");
     else if (k == "lora_alpha") c.lora_alpha = get_as<double>(v, what, "lora_alpha", "a number");
@@ -247,8 +255,8 @@ LoraConfig parse_lora_config(const ojson& j, const std::string& what, std::vecto
       note(fmt::format("{}: unknown key '{}' ignored", what, k));
     }
   }
-  if (c.peft_type != "LORA" && c.peft_type != "ADALORA")
-    fail(what, fmt::format("peft_type '{}' is not supported here (LORA, ADALORA)", c.peft_type));
+  if (c.peft_type != "LORA" && c.peft_type != "ADALORA" && c.peft_type != "ROSA")
+    fail(what, fmt::format("peft_type '{}' is not supported here (LORA, ADALORA, ROSA)", c.peft_type));
   if (c.is_adalora()) {
     // PEFT's SVD layers never read these, so a file carrying them loads with the same forward.
     if (c.use_rslora) note(fmt::format("{}: 'use_rslora' = true is ignored by ADALORA (as PEFT)", what));
@@ -282,6 +290,7 @@ LoraConfig load_lora_config(const std::string& path, std::vector<std::string>* n
 }
 
 ojson to_json(const LoraConfig& c) {
+  if (c.is_rosa()) return rosa_to_json(c);
   auto number = [](double v) -> ojson {
     if (std::floor(v) == v && std::abs(v) < 1e15) return int64_t(v);
     return v;

@@ -40,6 +40,20 @@ struct AdaLoraFields {
   std::optional<RankMasks> rank_pattern;  // null until an allocation ran (then tensors are saved cut to it)
 };
 
+// The fields peft-rosa's RosaConfig adds (methods.md §3.4), read when peft_type is "ROSA".
+struct RosaFields {
+  double d = 0.003;                          // density of S: nnz = int(d * out * in) per module
+  std::vector<std::pair<std::string, double>> density_pattern;  // per-module d (first match wins)
+  std::string impl = "auto";                 // auto (= sp_add for Linear) | sp_add | spmm
+  bool spa_store_transpose = true;           // write rosa_spa.tr_* too
+  int64_t spa_num_grads = 1;                 // optimizer steps of gradient collection
+  std::string grad_acc_mode = "mean_squared";  // mean_squared | mean
+  std::string rosa_dtype = "bf16";           // fp32 | fp16 | bf16: the values' dtype in adapter files
+  std::optional<std::string> schedule;       // default | df | lora_only | spa_only | wl<N>; training needs it
+  std::optional<std::string> mask_load_path, mask_save_path;
+  bool terminate_after_mask_generation = false;
+};
+
 struct LoraConfig {
   std::string peft_type = "LORA";  // LORA | ADALORA
   int64_t r = 8;
@@ -65,8 +79,10 @@ struct LoraConfig {
   std::string peft_version = "0.21.0";   // written; PEFT ≥ 0.18 reads files with this key layout
   nlohmann::ordered_json auto_mapping;   // kept as read, written when task_type is unset
   AdaLoraFields adalora;                 // peft_type ADALORA only; `r` is then ignored (as PEFT)
+  RosaFields rosa;                       // peft_type ROSA only
 
   bool is_adalora() const { return peft_type == "ADALORA"; }
+  bool is_rosa() const { return peft_type == "ROSA"; }
   void validate() const;  // throws "[peft] ..." one line
 };
 
@@ -77,6 +93,12 @@ LoraConfig load_lora_config(const std::string& path, std::vector<std::string>* n
 // Every LoraConfig field PEFT writes, keys sorted (json.dumps(sort_keys=True, indent=2)).
 nlohmann::ordered_json to_json(const LoraConfig& c);
 std::string dump_peft_json(const nlohmann::ordered_json& j);  // 2-space indent, sorted keys, Python spacing
+
+// ROSA's own keys (peft/rosa_config.cpp): parse_rosa_key returns false for keys that are not RoSA's;
+// rosa_to_json writes exactly RosaConfig's and PeftConfig's fields (peft-rosa's dataclass rejects others).
+bool parse_rosa_key(RosaFields& f, const std::string& key, const nlohmann::ordered_json& v, const std::string& what);
+void validate_rosa(const LoraConfig& c, const std::string& what);
+nlohmann::ordered_json rosa_to_json(const LoraConfig& c);
 
 // Per-module rank and alpha after rank_pattern / alpha_pattern (re.match(rf"(.*\.)?({key})$", name)).
 // ADALORA: every module starts at init_r with alpha lora_alpha (PEFT ignores both patterns there) and

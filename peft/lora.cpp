@@ -141,6 +141,8 @@ void LoraLinear::write_base_out_in(const Tensor& w) {
 void LoraLinear::add_adapter(const std::string& name, const LoraOptions& o) {
   if (opts_.count(name)) throw std::invalid_argument(fmt::format("[peft] adapter '{}' already exists on this module", name));
   if (o.adalora) return add_svd_adapter(name, o);
+  if (o.is_rosa() && (o.use_dora || o.lora_bias))
+    throw std::invalid_argument("[peft] RoSA adapters have no DoRA or lora_bias (peft-rosa has neither)");
   if (o.r <= 0) throw std::invalid_argument(fmt::format("[peft] rank must be > 0, got {}", o.r));
   nn::Linear& b = base();
   const int64_t in = b.in_features(), out = b.out_features();
@@ -192,6 +194,7 @@ void LoraLinear::add_adapter(const std::string& name, const LoraOptions& o) {
   opts_[name] = o;
   scale_[name] = s;
   order_.push_back(name);
+  if (o.is_rosa()) add_rosa_part(name, o);
   if (o.use_dora) {
     if (m_slot_ == SIZE_MAX) m_slot_ = register_module("lora_magnitude_vector", std::make_shared<nn::Module>());
     Tensor norm = dora_weight_norm(name);  // ||W + s B A||_row: the adapter starts as a no-op
@@ -211,6 +214,8 @@ void LoraLinear::delete_adapter(const std::string& name) {
   child(a_slot_).remove_module(name);
   child(b_slot_).remove_module(name);
   gate_.erase(name);
+  if (spa_slot_ != SIZE_MAX) child(spa_slot_).remove_module(name);
+  spa_.erase(name);
   if (m_slot_ != SIZE_MAX) child(m_slot_).remove_module(name);
   opts_.erase(name);
   scale_.erase(name);
@@ -232,7 +237,10 @@ Tensor LoraLinear::delta_weight(const std::string& name) {
   }
   Tensor b = lora_B(name).weight().detach();  // (out, r)
   if (auto g = gate_.find(name); g != gate_.end()) b = mul(b, softmax(g->second.detach().to(b.dtype()), -1));
-  return mul(matmul(b, lora_A(name).weight().detach()), scaling(name));
+  Tensor delta = mul(matmul(b, lora_A(name).weight().detach()), scaling(name));
+  if (auto sp = spa_.find(name); sp != spa_.end())  // RoSA: ΔW = s·B A + dense(S)
+    delta = csr_add_dense(sp->second.pattern, spa_values(name).detach(), delta);
+  return delta;
 }
 
 void LoraLinear::set_gate_logits(const std::string& name, Tensor logits) {
@@ -261,7 +269,10 @@ Tensor LoraLinear::dora_weight_norm(const std::string& name) {
 
 Tensor LoraLinear::forward(const Tensor& x) {
   nn::Linear& b = base();
-  Tensor result = b(x);
+  // RoSA's 'sp_add' folds S into the base product; its other S parts are added as X S^T.
+  const std::string fused = merged_.empty() && !spa_.empty() ? fused_spa_adapter() : "";
+  Tensor result = fused.empty() ? b(x) : rosa_forward(x, Tensor(), fused);
+  if (merged_.empty() && !spa_.empty()) result = rosa_forward(x, result, fused);
   if (!merged_.empty()) {
     if (std::any_of(active_.begin(), active_.end(), [&](const std::string& a) {
           return std::find(merged_.begin(), merged_.end(), a) == merged_.end();

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "backends/cpu/cpu_sparse.h"
 #include "engine/ops.h"
 #include "nn/layers.h"
 
@@ -29,6 +30,12 @@ struct LoraOptions {  // one adapter on one module, after rank_pattern / alpha_p
   // "false": all three N(0, 1) (PEFT's torch.randn). r may be 0 (a module pruned to nothing).
   bool adalora = false;
   int64_t ranknum = 0;
+  // RoSA (methods.md §3): a sparse part S on a fixed support next to the LoRA pair, W0 + s·BA + S. A
+  // density >= 0 marks a RoSA adapter. Its values (nnz = int(d·out·in)) exist from the start, at 0, so
+  // optimizers hold them throughout; the support is set when the masks are made (set_spa_support).
+  double rosa_density = -1;
+  std::string rosa_impl = "sp_add";  // sp_add: X (W0 ⊕ S)^T | spmm: base(X) + X S^T (both see undropped X)
+  bool is_rosa() const { return rosa_density >= 0; }
   double scaling() const;
 };
 
@@ -63,6 +70,14 @@ class LoraLinear : public nn::Module {
   // Keeps the AdaLoRA triplets whose flag is set (PEFT's resize_modules_by_rank_pattern): r becomes
   // the kept count, ranknum and so the scale stay. keep has one flag per current row.
   void prune_adalora(const std::string& name, const std::vector<bool>& keep);
+  // RoSA's sparse part (peft/rosa_layer.cpp). In memory: "<path>.rosa_spa.<adapter>.values" (nnz).
+  bool is_rosa(const std::string& name) const { return options(name).is_rosa(); }
+  Tensor& spa_values(const std::string& name);
+  // Fixes the support (rows = out, cols = in) and copies its values into spa_values (same tensor, so
+  // optimizers keep it). Its nnz must equal the adapter's. Undefined before: the sparse part is off.
+  void set_spa_support(const std::string& name, const cpu::Csr& support);
+  const cpu::Csr* spa_support(const std::string& name) const;  // values not kept current: see spa_csr
+  cpu::Csr spa_csr(const std::string& name);                   // support with the current values (host)
   // AutoLoRA's search form (methods.md §2.1): the r rank-one components weighted by softmax(logits),
   // ΔW x = s · B (softmax(α) ⊙ A x). The logits (r) belong to the strategy, which optimises them
   // with its own optimizer; the layer only reads them. An undefined tensor removes the gate.
@@ -95,7 +110,16 @@ class LoraLinear : public nn::Module {
   std::vector<std::string> active_;
   std::vector<std::string> merged_;
   std::map<std::string, Tensor> dora_norm_cache_;
-  std::map<std::string, Tensor> gate_;  // AutoLoRA logits per adapter  // merged DoRA adapters: the norm used at merge
+  std::map<std::string, Tensor> gate_;  // AutoLoRA logits per adapter
+  void add_rosa_part(const std::string& name, const LoraOptions& o);
+  Tensor rosa_forward(const Tensor& x, Tensor result, const std::string& fused);
+  std::string fused_spa_adapter() const;  // the active RoSA adapter whose S goes into W0 ⊕ S, or ""
+  size_t spa_slot_ = SIZE_MAX;  // "rosa_spa": a RosaSpa module per RoSA adapter
+  struct Spa {
+    cpu::Csr support;  // host structure (values unused)
+    SparsePattern pattern;
+  };
+  std::map<std::string, Spa> spa_;  // merged DoRA adapters: the norm used at merge
 };
 
 // DoRA's magnitude holder: a module with one parameter "weight" (PEFT's DoraLinearLayer).

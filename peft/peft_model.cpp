@@ -1,4 +1,5 @@
 #include "peft/peft_model.h"
+#include "peft/rosa.h"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -141,6 +142,10 @@ void PeftModel::add_adapter(const std::string& name, const LoraConfig& c0) {
         o.adalora = true;
         o.r = o.ranknum = c.adalora.init_r;
       }
+      if (c.is_rosa()) {  // LoRA pair + sparse part; impl 'auto' is sp_add for Linear (peft-rosa)
+        o.rosa_density = rosa_density_for(c.rosa.d, c.rosa.density_pattern, t);
+        o.rosa_impl = c.rosa.impl == "auto" ? "sp_add" : c.rosa.impl;
+      }
       u.lora->add_adapter(name, o);
     }
   } catch (...) {
@@ -230,6 +235,7 @@ void PeftModel::apply_trainable() {
     if (l->is_adalora(a)) l->E(a).set_requires_grad(true);
     if (l->options(a).lora_bias) l->lora_B(a).bias().set_requires_grad(true);
     if (l->options(a).use_dora) l->magnitude(a).set_requires_grad(true);
+    if (l->options(a).is_rosa()) l->spa_values(a).set_requires_grad(true);
     if (c.bias == "lora_only" && l->base().has_bias()) l->base().bias().set_requires_grad(true);
   }
   if (c.bias == "all")

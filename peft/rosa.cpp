@@ -135,6 +135,13 @@ void RosaGradAccumulator::add(std::span<const float> grad) {
   ++count_;
 }
 
+void RosaGradAccumulator::restore(std::vector<double> sums, int64_t count) {
+  if (int64_t(sums.size()) != out_ * in_ || count < 0)
+    fail(fmt::format("accumulator state has {} sums and count {}, expected {} sums", sums.size(), count, out_ * in_));
+  sum_ = std::move(sums);
+  count_ = count;
+}
+
 std::vector<double> RosaGradAccumulator::collected() const {
   if (count_ == 0) fail("no gradients were collected (count is 0)");
   std::vector<double> m(sum_.size());

@@ -14,6 +14,7 @@
 #include "backends/cpu/cpu_sparse.h"
 #include "engine/safetensors.h"
 #include "engine/tensor.h"
+#include "peft/strategy.h"
 
 namespace rf::peft {
 
@@ -64,6 +65,9 @@ class RosaGradAccumulator {
   int64_t out() const { return out_; }
   int64_t in() const { return in_; }
   std::vector<double> collected() const;   // (out, in): the mean; throws when count() == 0
+  // Checkpoints: the running sums and count, restored exactly.
+  const std::vector<double>& sums() const { return sum_; }
+  void restore(std::vector<double> sums, int64_t count);
 
  private:
   int64_t out_, in_;
@@ -112,5 +116,29 @@ std::map<std::string, Tensor> rosa_spa_to_tensors(const cpu::Csr& s, const std::
 // lengths: torch.argsort need not be stable), and tr_* (when present) equal to S's transpose.
 cpu::Csr rosa_spa_from_tensors(const std::map<std::string, Tensor>& tensors, const std::string& module,
                                int64_t out, int64_t in);
+
+// ---- The strategy (peft/rosa_strategy.cpp) ----
+
+// RoSA's schedule on the trainer hooks, for one ROSA adapter (its config carries every option): LoRA-only
+// warm-up, gradient collection on the micro-batches of spa_num_grads steps (the base weights get gradients
+// for those steps only), masks at the end of the last collection step, then LoRA and S together. With
+// mask_load_path the masks load before the first step; with mask_save_path they are written when made;
+// terminate_after_mask_generation ends the run there (done()), the first half of the restart protocol.
+std::unique_ptr<RankStrategy> make_rosa_strategy(const std::string& adapter = "default");
+
+// ---- Adapter files (peft/rosa_io.cpp) ----
+
+class LoraLinear;
+struct LoraConfig;
+// One module's tensors of a ROSA adapter under "<module_key>.": rosa_A.weight, rosa_B.weight and, once the
+// support exists, rosa_spa.* (values in rosa_dtype, tr_* when spa_store_transpose).
+void rosa_adapter_tensors(std::map<std::string, Tensor>& out, const std::string& module_key, LoraLinear& l,
+                          const std::string& adapter, const LoraConfig& c);
+// The fields a writer narrows to I16 (col_idx, row_idx and their tr_ twins), by file key.
+std::map<std::string, safetensors::StDType> rosa_narrowed_fields(const std::map<std::string, Tensor>& tensors);
+// The dense (out, in) Bool masks of the supports, by module path (rankforge's mask file: safetensors, where
+// peft-rosa pickles {module: bool mask} with torch.save), and back to supports (values 0).
+std::map<std::string, Tensor> rosa_masks_to_tensors(const std::map<std::string, cpu::Csr>& supports);
+std::map<std::string, cpu::Csr> rosa_masks_from_file(const std::string& path);
 
 }  // namespace rf::peft

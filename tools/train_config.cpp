@@ -37,6 +37,14 @@ const std::vector<std::string> kKeys = {
     // gelora
     "adapter.id_samples", "adapter.id_pooling", "adapter.id_discard_fraction", "adapter.id_rounding", "adapter.r_min",
     "adapter.rank_budget",
+    // autolora
+    "adapter.k", "adapter.outer_lr", "adapter.outer_beta1", "adapter.outer_beta2", "adapter.hypergradient",
+    "adapter.darts_eps", "adapter.inner_lr_factor", "adapter.selection", "adapter.search_val_fraction",
+    "adapter.search_steps", "adapter.stop_after_search",
+    // rosa
+    "adapter.d", "adapter.density_pattern", "adapter.impl", "adapter.schedule", "adapter.spa_num_grads",
+    "adapter.grad_acc_mode", "adapter.rosa_dtype", "adapter.spa_store_transpose", "adapter.mask_load_path",
+    "adapter.mask_save_path", "adapter.terminate_after_mask_generation", "adapter.lora_lr",
     "data.train", "data.validation", "data.format", "data.val_fraction", "data.max_seq_len", "data.pack",
     "data.add_special", "data.add_eos", "data.labels",
     "training.steps", "training.epochs", "training.batch_size", "training.grad_accum", "training.optimizer",
@@ -45,7 +53,7 @@ const std::vector<std::string> kKeys = {
     "training.cycle_length", "training.restart_warmup_steps",
     "eval.every", "eval.batch_size", "eval.max_batches",
     "log.every", "log.plots", "checkpoint.every"};
-const std::set<std::string> kMaps = {"adapter.rank_pattern", "adapter.alpha_pattern"};
+const std::set<std::string> kMaps = {"adapter.rank_pattern", "adapter.alpha_pattern", "adapter.density_pattern"};
 
 void check_keys(const YAML::Node& n, const std::string& prefix, const std::string& what) {
   if (!n.IsMap()) fail(what, prefix.empty() ? "the top level must be a mapping" : fmt::format("'{}' must be a mapping", prefix));
@@ -90,6 +98,43 @@ void read(const YAML::Node& root, const std::string& key, T& out, const std::str
   } catch (const YAML::Exception&) {
     fail(what, fmt::format("'{}' (line {}) has an invalid value '{}'", key, n.Mark().line + 1, YAML::Dump(n)));
   }
+}
+
+// RoSA (methods.md §3.4): RosaConfig's keys; the schedule defaults to "default" (= wl0) here, where
+// peft-rosa requires one. adapter.lora_lr gives the LoRA pair its own learning rate (RoSA's recipe).
+void read_rosa(const YAML::Node& root, TrainConfig& c, const std::string& what) {
+  auto& r = c.lora.rosa;
+  read(root, "adapter.d", r.d, what);
+  read(root, "adapter.impl", r.impl, what);
+  read(root, "adapter.spa_num_grads", r.spa_num_grads, what);
+  read(root, "adapter.grad_acc_mode", r.grad_acc_mode, what);
+  read(root, "adapter.rosa_dtype", r.rosa_dtype, what);
+  read(root, "adapter.spa_store_transpose", r.spa_store_transpose, what);
+  read(root, "adapter.terminate_after_mask_generation", r.terminate_after_mask_generation, what);
+  std::string sched = "default", load, save;
+  read(root, "adapter.schedule", sched, what);
+  read(root, "adapter.mask_load_path", load, what);
+  read(root, "adapter.mask_save_path", save, what);
+  r.schedule = sched;
+  if (!load.empty()) r.mask_load_path = load;
+  if (!save.empty()) r.mask_save_path = save;
+  if (YAML::Node n = get(root, "adapter.density_pattern"); n && !n.IsNull()) {
+    if (!n.IsMap()) fail(what, "'adapter.density_pattern' must be a mapping");
+    for (const auto& kv : n) {
+      try {
+        r.density_pattern.emplace_back(kv.first.as<std::string>(), kv.second.as<double>());
+      } catch (const YAML::Exception&) {
+        fail(what, fmt::format("'adapter.density_pattern.{}' must be a number", kv.first.as<std::string>()));
+      }
+    }
+  }
+  double lora_lr = 0;
+  read(root, "adapter.lora_lr", lora_lr, what);
+  if (lora_lr < 0) fail(what, fmt::format("adapter.lora_lr must be > 0, got {}", lora_lr));
+  if (lora_lr > 0) c.trainer.group_lr = {{".lora_A.", float(lora_lr)}, {".lora_B.", float(lora_lr)}};
+  if (c.method == "rosa") c.lora.peft_type = "ROSA";  // validated with the rest of the adapter below
+  else for (const char* k : {"adapter.d", "adapter.schedule", "adapter.lora_lr", "adapter.mask_load_path"})
+    if (get(root, k)) fail(what, fmt::format("{} applies to adapter.method rosa only", k));
 }
 
 peft::ModuleSelector read_selector(const YAML::Node& root, const std::string& key, const std::string& what) {
@@ -158,8 +203,9 @@ TrainConfig parse_train_config(const std::string& text, const std::string& what,
   read(root, "output", c.output, what);
   read(root, "keep_16bit", c.keep_16bit, what);
   read(root, "adapter.method", c.method, what);
-  if (c.method != "lora" && c.method != "adalora" && c.method != "aroma" && c.method != "gelora" && c.method != "full")
-    fail(what, fmt::format("adapter.method '{}' is not one of: lora, adalora, aroma, gelora, full", c.method));
+  if (c.method != "lora" && c.method != "adalora" && c.method != "aroma" && c.method != "autolora" && c.method != "gelora" &&
+      c.method != "rosa" && c.method != "full")
+    fail(what, fmt::format("adapter.method '{}' is not one of: lora, adalora, aroma, autolora, gelora, rosa, full", c.method));
   auto& l = c.lora;
   l.r = 8;
   l.lora_alpha = 16;
@@ -218,6 +264,38 @@ TrainConfig parse_train_config(const std::string& text, const std::string& what,
   read(root, "adapter.inner_criterion", ar.inner_criterion, what);
   read(root, "adapter.variant", ar.variant, what);
   ar.seed = c.seed;
+  auto& al = c.autolora;  // k defaults to adapter.r (8), so a LoRA config switches method unchanged
+  al.k = l.r;
+  read(root, "adapter.k", al.k, what);
+  al.lora_alpha = l.lora_alpha;
+  read(root, "adapter.hypergradient", al.hypergradient, what);
+  if (al.hypergradient == "first_order") {  // finetune/lora_glue.py's α optimizer: torch Adam(lr 1e-3)
+    al.outer_lr = 1e-3f;
+    al.outer_beta1 = 0.9f;
+  }
+  read(root, "adapter.outer_lr", al.outer_lr, what);
+  read(root, "adapter.outer_beta1", al.outer_beta1, what);
+  read(root, "adapter.outer_beta2", al.outer_beta2, what);
+  read(root, "adapter.darts_eps", al.darts_eps, what);
+  read(root, "adapter.inner_lr_factor", al.inner_lr_factor, what);
+  read(root, "adapter.selection", al.selection, what);
+  read(root, "adapter.search_val_fraction", c.autolora_val_fraction, what);
+  read(root, "adapter.search_steps", c.autolora_search_steps, what);
+  read(root, "adapter.stop_after_search", c.autolora_stop_after_search, what);
+  if (c.method == "autolora") {
+    for (const char* k : {"adapter.rank_pattern", "adapter.alpha_pattern", "adapter.use_dora", "adapter.use_rslora"})
+      if (get(root, k)) fail(what, fmt::format("{} does not apply to autolora (the search finds the ranks; scaling is alpha / r_i)", k));
+    if (!(c.autolora_val_fraction > 0 && c.autolora_val_fraction < 1))
+      fail(what, fmt::format("adapter.search_val_fraction must be in (0, 1), got {}", c.autolora_val_fraction));
+    if (c.autolora_search_steps < 0) fail(what, "adapter.search_steps must be >= 0");
+    try {
+      al.validate();
+    } catch (const std::exception& e) {
+      std::string m = e.what();
+      fail(what, "adapter: " + m.substr(m.find("] ") + 2));
+    }
+  }
+  read_rosa(root, c, what);
   auto& ge = c.gelora;
   read(root, "adapter.id_samples", c.gelora_samples, what);
   std::string pooling = "mean", rounding = "ceil";
@@ -283,6 +361,7 @@ TrainConfig parse_train_config(const std::string& text, const std::string& what,
   read(root, "training.eps", t.eps, what);
   read(root, "training.momentum", t.momentum, what);
   read(root, "training.max_grad_norm", t.max_grad_norm, what);
+  c.autolora.max_grad_norm = t.max_grad_norm;  // the virtual step clips as the real one
   std::string sched = "constant";
   read(root, "training.schedule", sched, what);
   try {
@@ -321,7 +400,26 @@ std::string dump_train_config(const TrainConfig& c) {
   e << YAML::Key << "dropout" << YAML::Value << c.lora.lora_dropout;
   e << YAML::Key << "target_modules" << YAML::Value << c.lora.target_modules.to_json().dump();
   e << YAML::Key << "use_rslora" << YAML::Value << c.lora.use_rslora << YAML::Key << "use_dora" << YAML::Value << c.lora.use_dora;
-  e << YAML::Key << "init" << YAML::Value << c.lora.init_lora_weights << YAML::EndMap;
+  e << YAML::Key << "init" << YAML::Value << c.lora.init_lora_weights;
+  if (c.method == "autolora") {
+    const auto& al = c.autolora;
+    e << YAML::Key << "k" << YAML::Value << al.k << YAML::Key << "outer_lr" << YAML::Value << al.outer_lr;
+    e << YAML::Key << "outer_beta1" << YAML::Value << al.outer_beta1 << YAML::Key << "outer_beta2" << YAML::Value << al.outer_beta2;
+    e << YAML::Key << "hypergradient" << YAML::Value << al.hypergradient << YAML::Key << "darts_eps" << YAML::Value << al.darts_eps;
+    e << YAML::Key << "inner_lr_factor" << YAML::Value << al.inner_lr_factor << YAML::Key << "selection" << YAML::Value << al.selection;
+    e << YAML::Key << "search_val_fraction" << YAML::Value << c.autolora_val_fraction;
+    e << YAML::Key << "search_steps" << YAML::Value << c.autolora_search_steps;
+    e << YAML::Key << "stop_after_search" << YAML::Value << c.autolora_stop_after_search;
+  }
+  if (c.method == "rosa") {
+    const auto& r = c.lora.rosa;
+    e << YAML::Key << "d" << YAML::Value << r.d << YAML::Key << "impl" << YAML::Value << r.impl;
+    e << YAML::Key << "schedule" << YAML::Value << r.schedule.value_or("default");
+    e << YAML::Key << "spa_num_grads" << YAML::Value << r.spa_num_grads << YAML::Key << "grad_acc_mode" << YAML::Value << r.grad_acc_mode;
+    e << YAML::Key << "rosa_dtype" << YAML::Value << r.rosa_dtype;
+    if (!c.trainer.group_lr.empty()) e << YAML::Key << "lora_lr" << YAML::Value << c.trainer.group_lr[0].second;
+  }
+  e << YAML::EndMap;
   e << YAML::Key << "data" << YAML::Value << YAML::BeginMap << YAML::Key << "train" << YAML::Value << c.data.path;
   e << YAML::Key << "validation" << YAML::Value << c.data.val_path << YAML::Key << "max_seq_len" << YAML::Value << c.data.max_seq_len;
   e << YAML::Key << "val_fraction" << YAML::Value << c.data.val_fraction << YAML::Key << "pack" << YAML::Value << c.data.pack << YAML::EndMap;

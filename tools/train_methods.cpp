@@ -9,6 +9,7 @@
 #include "engine/file_io.h"
 #include "peft/adalora.h"
 #include "peft/aroma.h"
+#include "peft/autolora.h"
 #include "peft/gelora.h"
 
 namespace rf::tools {
@@ -53,6 +54,8 @@ MethodSetup setup_method(const TrainConfig& c, models::Model& m, const Dataset& 
     if (lc.adalora.total_step == 0) lc.adalora.total_step = total_steps;
   } else if (c.method == "aroma") {
     lc = peft::lora_config_for(c.aroma, lc);
+  } else if (c.method == "autolora") {
+    lc = peft::autolora_search_config(c.autolora, lc);  // k gated components, no dropout
   } else if (c.method == "gelora") {
     gelora_setup(c, m, ds, d, lc);
   }
@@ -60,6 +63,7 @@ MethodSetup setup_method(const TrainConfig& c, models::Model& m, const Dataset& 
   s.pm->add_adapter("default", lc);
   if (c.method == "adalora") s.strategy = peft::make_adalora_strategy(s.pm->config("default"));
   else if (c.method == "aroma") s.strategy = peft::make_aroma_strategy(c.aroma);
+  else if (c.method == "autolora") s.strategy = peft::make_autolora_strategy(c.autolora);
   else s.strategy = peft::make_strategy(c.method);
   return s;
 }
@@ -85,7 +89,28 @@ std::string save_method_outputs(const TrainConfig& c, models::Model& m, peft::Pe
     copy_tokenizer_files(c.tokenizer, (out / "merged").string());
     return fmt::format("{} (LoRA, rank_pattern = merges) and {}", adapter.string(), (out / "merged").string());
   }
+  if (c.method == "autolora") {  // the search phase (run_train's first phase writes into <output>/search)
+    auto& al = dynamic_cast<peft::AutoLoraStrategy&>(s);
+    al.export_search_lora(pm, adapter.string());
+    al.save_search(out.string());  // autolora_ranks.json last: it marks the search as done for --resume
+    std::vector<int64_t> list;
+    int64_t total = 0;
+    for (auto& mr : al.selected_ranks()) {
+      list.push_back(mr.rank);
+      total += mr.rank;
+    }
+    fmt::print(stderr, "[autolora] ranks ({} >= 1/k, k = {}; module order as in autolora_ranks.json): [{}], total {} of {}\n",
+               al.options().selection == "raw" ? "alpha/sum(alpha)" : "softmax(alpha)", al.options().k, fmt::join(list, ","),
+               total, al.options().k * int64_t(list.size()));
+    return fmt::format("{} (search adapter, softmax(α) folded into B), α and ranks in {}", adapter.string(), out.string());
+  }
   pm.save_adapter(adapter.string(), "default");
+  if (c.method == "rosa") {  // peft-rosa's adapter, and W0 + s·BA + S merged into a plain checkpoint
+    pm.merge_and_unload();
+    models::save_model(m, (out / "merged").string());
+    copy_tokenizer_files(c.tokenizer, (out / "merged").string());
+    return fmt::format("{} (ROSA: rosa_A/B + rosa_spa CSR) and {}", adapter.string(), (out / "merged").string());
+  }
   if (c.method == "adalora") {
     peft::save_adalora_as_lora(pm, (out / "adapter_lora").string(), "default");
     return fmt::format("{} (AdaLoRA) and {} (as LoRA)", adapter.string(), (out / "adapter_lora").string());
