@@ -216,9 +216,38 @@ template <int W>
   }
 }
 
+// SDDMM rows for a compile-time k in {4, 8, 16}: the A row stays in a register for the whole row and
+// an entry costs one B row load, one multiply and a share of a 4-way shuffle reduction. Short dots are
+// the memory-bound regime, where the generic loop's per-entry set-up otherwise dominates.
+template <int K>
+[[gnu::always_inline]] inline void sddmm_rows_fixed(const int32_t* row_ptr, const int32_t* col_idx, const float* a,
+                                                    const float* b, float* out, int64_t r0, int64_t r1) {
+  for (int64_t i = r0; i < r1; ++i) {
+    const VecF<K> av = load_vec<K>(a + i * K);
+    int32_t e = row_ptr[i];
+    for (; e + 4 <= row_ptr[i + 1]; e += 4) {
+      const VecF<4> sums = reduce4(fold(av * load_vec<K>(b + int64_t(col_idx[e]) * K)),
+                                   fold(av * load_vec<K>(b + int64_t(col_idx[e + 1]) * K)),
+                                   fold(av * load_vec<K>(b + int64_t(col_idx[e + 2]) * K)),
+                                   fold(av * load_vec<K>(b + int64_t(col_idx[e + 3]) * K)));
+      std::memcpy(out + e, &sums, sizeof(sums));
+    }
+    for (; e < row_ptr[i + 1]; ++e) {  // the same pairwise order as reduce4 for one lane
+      const VecF<4> p = fold(av * load_vec<K>(b + int64_t(col_idx[e]) * K));
+      out[e] = (p[0] + p[1]) + (p[2] + p[3]);
+    }
+  }
+}
+
 // Rows [r0, r1) of the SDDMM; the vector width follows k so short dots are not all tail.
 RF_CLONES void sddmm_rows(const int32_t* row_ptr, const int32_t* col_idx, const float* a, const float* b,
                           int64_t k, float* out, int64_t r0, int64_t r1) {
+  switch (k) {
+    case 4: return sddmm_rows_fixed<4>(row_ptr, col_idx, a, b, out, r0, r1);
+    case 8: return sddmm_rows_fixed<8>(row_ptr, col_idx, a, b, out, r0, r1);
+    case 16: return sddmm_rows_fixed<16>(row_ptr, col_idx, a, b, out, r0, r1);
+    default: break;
+  }
   if (k >= 16) return sddmm_rows_w<16>(row_ptr, col_idx, a, b, k, out, r0, r1);
   if (k >= 8) return sddmm_rows_w<8>(row_ptr, col_idx, a, b, k, out, r0, r1);
   if (k >= 4) return sddmm_rows_w<4>(row_ptr, col_idx, a, b, k, out, r0, r1);
