@@ -10,6 +10,7 @@
 #include "peft/rosa.h"
 #include "peft/trainer.h"
 #include "tests/peft_test_util.h"
+#include "tools/bench_ranks.h"
 
 using namespace rf;
 using namespace rf::test;
@@ -352,5 +353,23 @@ TEST_SUITE("unit") {
       CAPTURE(k);
       CHECK(bits_equal(v, resumed.at(k)));
     }
+  }
+}
+
+TEST_SUITE("unit") {
+  TEST_CASE("bench ranks --sparse-density: at an equal parameter budget RoSA's gap_ratio is >= 20% below LoRA's") {
+    tools::BenchRanksArgs a;
+    a.planted = "1,2,3,4,2,1";
+    a.sparse_density = 0.0625;  // 64 entries per 32x32 module = one rank-1 pair (2 * 32): r 4 + S = r 5
+    a.steps = 800;
+    a.strategy = "lora";
+    a.rank = 5;
+    const auto lora = tools::run_bench_ranks(a, Device{});
+    a.strategy = "rosa";
+    a.rank = 4;
+    const auto rosa = tools::run_bench_ranks(a, Device{});
+    CHECK(rosa.trainable_params == lora.trainable_params);
+    CHECK(rosa.gap_ratio <= 0.8 * lora.gap_ratio);
+    MESSAGE("lora gap_ratio " << lora.gap_ratio << ", rosa " << rosa.gap_ratio);
   }
 }

@@ -14,12 +14,14 @@
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "models/model.h"
+#include "peft/autolora.h"
 #include "peft/gelora.h"
 #include "peft/linalg.h"
 #include "peft/twonn.h"
 #include "peft/peft_model.h"
 #include "peft/trainer.h"
 #include "tools/bench_ranks.h"
+#include "tools/data.h"
 
 namespace rf::tools {
 
@@ -123,6 +125,22 @@ double spearman(const std::vector<double>& a, const std::vector<double>& b) {
   return sab / std::sqrt(saa * sbb);
 }
 
+// RoSA's case: every module's teacher also gets S with int(density * d^2) entries at distinct random
+// positions (seeded with the run), values N(0, sparse_scale^2): high-rank, so a LoRA of the same
+// parameter count cannot represent it, while a sparse adapter on the right support can.
+void add_sparse_updates(PlantedModel& teacher, int64_t n, int64_t d, const BenchRanksArgs& a, Device dev) {
+  const int64_t nnz = int64_t(a.sparse_density * double(d * d));
+  for (int64_t i = 0; i < n; ++i) {
+    auto& lin = dynamic_cast<nn::Linear&>(*teacher.find(fmt::format("blocks.{}.proj", i)));
+    Tensor pos = topk(rand({d * d}, 0.0, 1.0, DType::F32, dev), nnz).second;  // nnz distinct positions
+    const std::vector<float> vals = randn({nnz}, 0.0, a.sparse_scale, DType::F32, dev).to_vector<float>();
+    std::vector<float> dense(size_t(d * d), 0.0f);
+    const std::vector<int64_t> at = pos.to_vector<int64_t>();
+    for (size_t e = 0; e < at.size(); ++e) dense[size_t(at[e])] = vals[e];
+    lin.weight().add_(from_data(dense, {d, d}).to(dev));
+  }
+}
+
 }  // namespace
 
 double rank_spearman(const std::vector<int64_t>& a, const std::vector<int64_t>& b) {
@@ -155,6 +173,7 @@ BenchRanksResult run_bench_ranks(const BenchRanksArgs& a, Device dev) {
       Tensor s = from_data(sig, {1, r}).to(dev);
       lin.weight().add_(matmul(mul(u, s), v.t()));
     }
+    if (a.sparse_density > 0) add_sparse_updates(teacher, n, d, a, dev);
   }
   student.set_requires_grad(false);
   teacher.set_requires_grad(false);
@@ -200,13 +219,47 @@ BenchRanksResult run_bench_ranks(const BenchRanksArgs& a, Device dev) {
   const int64_t initial_trainable = tr.trainable_count();
   const auto t0 = std::chrono::steady_clock::now();
   tr.begin();
+  // AutoLoRA: A/B train on a seeded 70% of the pool, α on the other 30% (one held-out batch a step).
+  const bool autolora = a.strategy == "autolora";
+  Tensor tr_rows, va_rows;
+  if (autolora) {
+    IndexSplit sp = split_indices(a.train_examples, 0.3, uint64_t(a.seed));
+    tr_rows = from_data(sp.train, {int64_t(sp.train.size())}).to(dev);
+    va_rows = from_data(sp.held_out, {int64_t(sp.held_out.size())}).to(dev);
+  }
+  auto draw = [&](const Tensor& rows) {  // batch row indices into the pool (all of it when rows is undefined)
+    const int64_t n_rows = rows.defined() ? rows.size(0) : a.train_examples;
+    Tensor idx = rand({a.batch}, 0.0, double(n_rows) - 0.5, DType::F32, dev).to(DType::I64);
+    return rows.defined() ? index_select(rows, 0, idx) : idx;
+  };
   int64_t step = 0;
   for (; step < a.steps && !tr.strategy_done(); ++step) {
-    Tensor idx = rand({a.batch}, 0.0, double(a.train_examples) - 0.5, DType::F32, dev).to(DType::I64);
+    Tensor idx = draw(tr_rows);
     Tensor xb = index_select(xtr, 0, idx), yb = index_select(ytr, 0, idx);
-    tr.step({[&] { return mean(square(sub(student.run(xb), yb))); }});
+    Tensor xv, yv;
+    peft::BatchLoss val;
+    if (autolora) {
+      Tensor vidx = draw(va_rows);
+      xv = index_select(xtr, 0, vidx), yv = index_select(ytr, 0, vidx);
+      val = [&] { return mean(square(sub(student.run(xv), yv))); };
+    }
+    tr.step({[&] { return mean(square(sub(student.run(xb), yb))); }}, val);
   }
   tr.finish();
+  int64_t final_trainable = tr.trainable_count();
+  if (autolora) {  // the retrain: plain LoRA with the found ranks, from the base, on the whole pool
+    const auto ranks = dynamic_cast<peft::AutoLoraStrategy&>(tr.strategy()).selected_ranks();
+    pm.unload();
+    peft::PeftModel retrain(student);
+    retrain.add_adapter("default", peft::autolora_retrain_config(setup.config, ranks, setup.config.lora_alpha));
+    peft::Trainer tr2(student, &retrain, nullptr, o);
+    for (int64_t i = 0; i < a.steps; ++i, ++step) {
+      Tensor idx = draw(Tensor());
+      Tensor xb = index_select(xtr, 0, idx), yb = index_select(ytr, 0, idx);
+      tr2.step({[&] { return mean(square(sub(student.run(xb), yb))); }});
+    }
+    final_trainable = tr2.trainable_count();
+  }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   BenchRanksResult res;
@@ -218,7 +271,7 @@ BenchRanksResult run_bench_ranks(const BenchRanksArgs& a, Device dev) {
     res.found.push_back(found.count(m) ? found.at(m) : 0);
   }
   res.gap_ratio = heldout_gap() / base_gap;
-  res.trainable_params = tr.trainable_count();
+  res.trainable_params = final_trainable;
   res.initial_trainable_params = initial_trainable;
   res.seconds = secs;
   res.steps = step;

@@ -20,6 +20,13 @@ struct BenchRanksArgs {
   double lr = 0, sigma = 1.5;  // lr 0: the strategy's default
   int64_t cycle = 200;         // AROMA: inner-loop cap C (= schedule cycle)
   double threshold = 0;        // AROMA: convergence threshold (0: default)
+  double outer_lr = 3e-4;      // AutoLoRA: Adam lr of α (the official 3e-4)
+  std::string hypergradient = "darts", selection = "softmax";  // AutoLoRA (peft/autolora.h)
+  double xi = 1.0;             // AutoLoRA: inner_lr_factor
+  // The teacher's sparse update: int(d * dim^2) random entries per module, N(0, sparse_scale^2) (0: none).
+  double sparse_density = 0, sparse_scale = 0.5;
+  double rosa_density = -1;    // RoSA: the student's d (default: sparse_density)
+  std::string rosa_schedule;   // RoSA: default wl<steps / 10>
 };
 
 struct BenchRanksResult {

@@ -6,6 +6,7 @@
 
 #include "peft/adalora.h"
 #include "peft/aroma.h"
+#include "peft/autolora.h"
 #include "tools/bench_ranks.h"
 
 namespace rf::tools {
@@ -46,6 +47,31 @@ StrategySetup make_bench_strategy(const BenchRanksArgs& a, const std::vector<int
     s.schedule.cycle_length = a.cycle;
     s.schedule.restart_warmup_steps = std::max<int64_t>(1, a.cycle / 20);
     s.schedule.min_lr_ratio = 0.1;
+    s.lr = 1e-2;
+  } else if (a.strategy == "autolora") {
+    // k = LoRA's rank here (2 * max planted, at least 4); lora_alpha = k, so the search's scale is 1 and
+    // the retrain's k / r_i. The inner lr is LoRA's; α's Adam keeps the official betas (0.5, 0.999).
+    peft::AutoLoraOptions o;
+    o.k = a.rank > 0 ? a.rank : std::max<int64_t>(4, 2 * max_r);
+    o.lora_alpha = double(o.k);
+    o.outer_lr = float(a.outer_lr);
+    o.hypergradient = a.hypergradient;
+    o.selection = a.selection;
+    o.inner_lr_factor = a.xi;
+    o.max_grad_norm = 1.0;  // run_bench_ranks' trainer clips at 1
+    s.config = peft::autolora_search_config(o, s.config);
+    s.strategy = peft::make_autolora_strategy(o);
+    s.lr = 1e-2;
+  } else if (a.strategy == "rosa") {
+    // LoRA plus a sparse part of density d (default: the teacher's) on the support RoSA's gradient
+    // collection picks after a LoRA warm-up of a tenth of the steps (the paper's wl64 on ~1k steps).
+    s.config.peft_type = "ROSA";
+    s.config.r = a.rank > 0 ? a.rank : std::max<int64_t>(4, 2 * max_r);
+    s.config.lora_alpha = double(s.config.r);
+    s.config.rosa.d = a.rosa_density >= 0 ? a.rosa_density : a.sparse_density;
+    s.config.rosa.schedule = a.rosa_schedule.empty() ? fmt::format("wl{}", std::max<int64_t>(1, a.steps / 10)) : a.rosa_schedule;
+    s.config.rosa.rosa_dtype = "fp32";
+    s.strategy = peft::make_strategy("rosa");
     s.lr = 1e-2;
   } else if (a.strategy == "adalora") {
     // Budget = the planted total (target_r * n); AdaLoRA's budget is per module on average, so the

@@ -11,19 +11,30 @@ void add_bench_ranks_command(CLI::App& app, int& rc, std::string& device_spec, c
   static BenchRanksArgs a;
   CLI::App* bench = app.get_subcommand("bench");
   auto* c = bench->add_subcommand("ranks", "Planted-rank benchmark: does a strategy find the ranks a teacher's updates have?");
-  c->add_option("--strategy", a.strategy, "lora | aroma | adalora | gelora")->check(CLI::IsMember({"lora", "aroma", "adalora", "gelora"}));
+  c->add_option("--strategy", a.strategy, "lora | aroma | adalora | autolora | gelora | rosa")
+      ->check(CLI::IsMember({"lora", "aroma", "adalora", "autolora", "gelora", "rosa"}));
   c->add_option("--planted", a.planted, "comma list of per-module ranks, e.g. 0,1,2,3,4,2")->required();
   c->add_option("--seed", a.seed);
   c->add_option("--steps", a.steps, "training steps (AROMA may stop earlier by itself)")->check(CLI::Range(int64_t(1), int64_t(10000000)));
   c->add_option("--dim", a.dim, "module size d (d x d)")->check(CLI::Range(int64_t(2), int64_t(4096)));
-  c->add_option("--rank", a.rank, "LoRA's fixed rank / AdaLoRA's init_r (default: 2 * max planted, at least 4)");
+  c->add_option("--rank", a.rank, "LoRA's fixed rank / AdaLoRA's init_r / AutoLoRA's k (default: 2 * max planted, at least 4)");
   c->add_option("--lr", a.lr);
   c->add_option("--batch", a.batch)->check(CLI::Range(int64_t(1), int64_t(1) << 20));
   c->add_option("--layout", a.layout, "parallel (each module its own input/output slice) or chain (residual stack)")
       ->check(CLI::IsMember({"parallel", "chain"}));
   c->add_option("--cycle", a.cycle, "AROMA: inner-loop cap and schedule cycle (steps)")->check(CLI::Range(int64_t(2), int64_t(1) << 30));
   c->add_option("--threshold", a.threshold, "AROMA: convergence threshold on ||sBA|| / ||W|| (default 0.02)");
+  c->add_option("--outer-lr", a.outer_lr, "AutoLoRA: Adam lr of the selection variables α (default 3e-4)");
+  c->add_option("--hypergradient", a.hypergradient, "AutoLoRA: darts (default) or first_order")
+      ->check(CLI::IsMember({"darts", "first_order"}));
+  c->add_option("--selection", a.selection, "AutoLoRA: softmax (default) or raw")->check(CLI::IsMember({"softmax", "raw"}));
+  c->add_option("--xi", a.xi, "AutoLoRA: inner_lr_factor on the second-order term (default 1, the official code)");
   c->add_option("--sigma", a.sigma, "largest planted singular value (the others fall by 0.75 each)");
+  c->add_option("--sparse-density", a.sparse_density, "the teacher also gets a sparse update of this density per module")
+      ->check(CLI::Range(0.0, 1.0));
+  c->add_option("--sparse-scale", a.sparse_scale, "std of the sparse update's entries (default 0.5)");
+  c->add_option("--rosa-density", a.rosa_density, "RoSA: the student's density d (default: --sparse-density)");
+  c->add_option("--rosa-schedule", a.rosa_schedule, "RoSA: schedule (default wl<steps/10>)");
   c->add_option("--device", device_spec, "cpu, vulkan or vulkan:N");
   c->callback([&rc, &device] {
     BenchRanksResult r = run_bench_ranks(a, device());
