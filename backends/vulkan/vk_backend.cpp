@@ -130,7 +130,7 @@ void VulkanBackend::check_errors() {
     uint32_t zero = 0;
     rt_->stream.upload(static_cast<const VulkanBuffer&>(*err_).allocation(), 0, std::as_bytes(std::span(&zero, 1)));
     throw std::out_of_range("[vulkan] an index or target was out of range in a kernel since the last sync "
-                            "(index_select/embedding/gather/scatter_add/cross_entropy)");
+                            "(index_select/embedding/gather/scatter_add/cross_entropy/spmm/sddmm/csr_add_dense)");
   }
 }
 

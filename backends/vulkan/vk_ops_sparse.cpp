@@ -133,7 +133,7 @@ void VulkanBackend::csr_add_dense(const Tensor& row_ptr_in, const Tensor& col_id
   struct {
     uint32_t rows, cols, nnz, rp_off, ci_off, v_off, d_off;
     float alpha;
-  } p{uint32_t(rows), uint32_t(cols), uint32_t(nnz), ar.off, ac.off, av.off, ad.off, alpha};
+  } p{u32(rows, op, "rows"), u32(cols, op, "cols"), uint32_t(nnz), ar.off, ac.off, av.off, ad.off, alpha};
   run("csr_add", {ar, ac, av, ad, err_arg()}, p, groups_for(uint64_t(nnz)));
 }
 
