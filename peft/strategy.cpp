@@ -6,7 +6,9 @@
 
 #include "peft/adalora.h"
 #include "peft/aroma.h"
+#include "peft/autolora.h"
 #include "peft/gelora.h"
+#include "peft/rosa.h"
 
 namespace rf::peft {
 
@@ -22,7 +24,9 @@ std::unique_ptr<RankStrategy> make_strategy(const std::string& method) {
   if (method == "gelora") return std::make_unique<GeLoraStrategy>();
   if (method == "adalora") return make_adalora_strategy(AdaLoraFields{});
   if (method == "aroma") return make_aroma_strategy(AromaOptions{});
-  throw std::invalid_argument(fmt::format("[peft] unknown adapter method '{}'; available: lora, adalora, aroma, gelora", method));
+  if (method == "autolora") return make_autolora_strategy(AutoLoraOptions{});
+  if (method == "rosa") return make_rosa_strategy();  // options live in the ROSA adapter's config
+  throw std::invalid_argument(fmt::format("[peft] unknown adapter method '{}'; available: lora, adalora, aroma, autolora, gelora, rosa", method));
 }
 
 }  // namespace rf::peft

@@ -70,8 +70,8 @@ class LoraStrategy final : public RankStrategy {
 };
 
 // "lora", "gelora" (LoRA training; GeLoRA's ranks are set before the adapter exists, see gelora.h),
-// "adalora" and "aroma" with default options (make_adalora_strategy / make_aroma_strategy take
-// options); throws listing the known names.
+// "adalora", "aroma" and "autolora" with default options (make_adalora_strategy / make_aroma_strategy /
+// make_autolora_strategy take options); throws listing the known names.
 std::unique_ptr<RankStrategy> make_strategy(const std::string& method);
 
 }  // namespace rf::peft

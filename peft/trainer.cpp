@@ -84,10 +84,11 @@ StepResult Trainer::step(const std::vector<BatchLoss>& micro, const BatchLoss& v
   begin();
   if (micro.empty()) throw std::invalid_argument("[train] a step needs at least one micro-batch");
   if (pm_) strategy_->before_step(*pm_, step_);
+  // The multiplier is set before meta_step so AutoLoRA's virtual step uses this step's learning rate.
+  opt_->set_lr_multiplier(nn::lr_multiplier(o_.schedule, step_));
   if (pm_ && val) strategy_->meta_step(*pm_, micro, val, *opt_, step_);
   StepResult r;
   r.lr = double(o_.lr) * nn::lr_multiplier(o_.schedule, step_);
-  opt_->set_lr_multiplier(nn::lr_multiplier(o_.schedule, step_));
   const double scale = 1.0 / double(micro.size());
   double total = 0;
   for (const auto& f : micro) {

@@ -11,6 +11,7 @@
 #include "peft/trainer.h"
 #include "tests/peft_test_util.h"
 #include "tools/bench_ranks.h"
+#include "tools/train_config.h"
 
 using namespace rf;
 using namespace rf::test;
@@ -371,5 +372,28 @@ TEST_SUITE("unit") {
     CHECK(rosa.trainable_params == lora.trainable_params);
     CHECK(rosa.gap_ratio <= 0.8 * lora.gap_ratio);
     MESSAGE("lora gap_ratio " << lora.gap_ratio << ", rosa " << rosa.gap_ratio);
+  }
+}
+
+TEST_SUITE("unit") {
+  TEST_CASE("train config: rosa keys only with method rosa; AROMA and AdaLoRA defaults apply when their keys are absent") {
+    const std::string head = "model: m\ndata:\n  train: t.jsonl\nadapter:\n";
+    auto parse = [&](const std::string& adapter) { return tools::parse_train_config(head + adapter, "cfg.yaml"); };
+    auto aroma = parse("  method: aroma\n");
+    CHECK(aroma.aroma.r == 1);  // the GLUE scripts' rank-one increments, not LoRA's r 8
+    CHECK(aroma.lora.lora_dropout == doctest::Approx(0.1));
+    CHECK(parse("  method: aroma\n  r: 2\n").aroma.r == 2);
+    CHECK(parse("  method: adalora\n").lora.lora_alpha == 8);
+    auto lora = parse("  method: lora\n");
+    CHECK(lora.lora.peft_type == "LORA");
+    CHECK(lora.trainer.group_lr.empty());
+    CHECK(error_of([&] { parse("  method: lora\n  d: 0.1\n"); }).find("adapter.d applies to adapter.method rosa only") !=
+          std::string::npos);
+    auto rosa = parse("  method: rosa\n  d: 0.02\n  lora_lr: 7.0e-4\n");
+    CHECK(rosa.lora.peft_type == "ROSA");
+    CHECK(rosa.lora.rosa.d == 0.02);
+    CHECK(rosa.lora.rosa.schedule == std::optional<std::string>("default"));
+    REQUIRE(rosa.trainer.group_lr.size() == 2);
+    CHECK(rosa.trainer.group_lr[0].second == 7.0e-4f);
   }
 }

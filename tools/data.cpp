@@ -388,6 +388,32 @@ Dataset load_dataset(const DataOptions& o, const models::Tokenizer& tok) {
   return ds;
 }
 
+IndexSplit split_indices(int64_t n, double held_out_fraction, uint64_t seed) {
+  if (!(held_out_fraction > 0 && held_out_fraction < 1))
+    throw std::runtime_error(fmt::format("[data] the held-out fraction must be in (0, 1), got {}", held_out_fraction));
+  if (n < 2) throw std::runtime_error(fmt::format("[data] a train/held-out split needs at least 2 examples, has {}", n));
+  const int64_t n_held = std::clamp<int64_t>(int64_t(std::ceil(double(n) * held_out_fraction - 1e-9)), 1, n - 1);
+  std::vector<int64_t> perm(static_cast<size_t>(n));
+  std::iota(perm.begin(), perm.end(), 0);
+  std::mt19937_64 gen(seed ^ 0xA5A5F00DD15EA5E5ULL);  // a stream apart from the validation split's mt19937_64(seed)
+  fisher_yates(perm, gen);
+  std::vector<char> held(static_cast<size_t>(n), 0);
+  for (int64_t i = 0; i < n_held; ++i) held[size_t(perm[size_t(i)])] = 1;
+  IndexSplit out;
+  for (int64_t i = 0; i < n; ++i) (held[size_t(i)] ? out.held_out : out.train).push_back(i);  // file order
+  return out;
+}
+
+std::vector<Example> select_examples(const std::vector<Example>& all, const std::vector<int64_t>& idx) {
+  std::vector<Example> out;
+  for (int64_t i : idx) {
+    if (i < 0 || i >= int64_t(all.size()))
+      throw std::invalid_argument(fmt::format("[data] example index {} is out of range for {} examples", i, all.size()));
+    out.push_back(all[size_t(i)]);
+  }
+  return out;
+}
+
 Batch make_batch(const Dataset& ds, const std::vector<Example>& split, const std::vector<int64_t>& rows, Device d) {
   if (rows.empty()) throw std::invalid_argument("[data] make_batch: no rows");
   size_t T = 0;

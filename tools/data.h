@@ -60,6 +60,16 @@ struct Batch {
   int64_t rows = 0;
 };
 
+// AutoLoRA's search split (methods.md §2.2, datasets' train_test_split(test_size=f)): ceil(f * n) of the
+// n examples, at least 1 and at most n - 1, drawn by a seeded shuffle, go to held_out (they train α);
+// the rest to train. Both keep file order. Needs n >= 2; throws "[data] ..." otherwise.
+struct IndexSplit {
+  std::vector<int64_t> train, held_out;
+};
+IndexSplit split_indices(int64_t n, double held_out_fraction, uint64_t seed);
+// The examples at the given indices, in that order.
+std::vector<Example> select_examples(const std::vector<Example>& all, const std::vector<int64_t>& idx);
+
 // Pads to the longest row of the batch (right padding). Tensors are created on device d.
 Batch make_batch(const Dataset& ds, const std::vector<Example>& split, const std::vector<int64_t>& rows, Device d);
 

@@ -89,6 +89,13 @@ YAML::Node get(const YAML::Node& root, const std::string& dotted) {
   }
 }
 
+// Whether the key is present with a value. get() returns a default-constructed node for a missing key,
+// which yaml-cpp counts as defined (true): test presence with this, never with get()'s truth value.
+bool has(const YAML::Node& root, const std::string& key) {
+  YAML::Node n = get(root, key);
+  return n && !n.IsNull();
+}
+
 template <class T>
 void read(const YAML::Node& root, const std::string& key, T& out, const std::string& what) {
   YAML::Node n = get(root, key);
@@ -134,7 +141,7 @@ void read_rosa(const YAML::Node& root, TrainConfig& c, const std::string& what) 
   if (lora_lr > 0) c.trainer.group_lr = {{".lora_A.", float(lora_lr)}, {".lora_B.", float(lora_lr)}};
   if (c.method == "rosa") c.lora.peft_type = "ROSA";  // validated with the rest of the adapter below
   else for (const char* k : {"adapter.d", "adapter.schedule", "adapter.lora_lr", "adapter.mask_load_path"})
-    if (get(root, k)) fail(what, fmt::format("{} applies to adapter.method rosa only", k));
+    if (has(root, k)) fail(what, fmt::format("{} applies to adapter.method rosa only", k));
 }
 
 peft::ModuleSelector read_selector(const YAML::Node& root, const std::string& key, const std::string& what) {
@@ -246,13 +253,13 @@ TrainConfig parse_train_config(const std::string& text, const std::string& what,
   read(root, "adapter.orth_reg_weight", ad.orth_reg_weight, what);
   if (c.method == "adalora") {
     l.peft_type = "ADALORA";
-    if (!get(root, "adapter.alpha")) l.lora_alpha = 8;  // AdaLoraConfig's default
+    if (!has(root, "adapter.alpha")) l.lora_alpha = 8;  // AdaLoraConfig's default
   }
   auto& ar = c.aroma;
   if (c.method == "aroma") {  // AROMA's own defaults for r and alpha (GLUE scripts) unless given
-    if (get(root, "adapter.r")) ar.r = l.r;
-    if (get(root, "adapter.alpha")) ar.alpha = l.lora_alpha;
-    if (!get(root, "adapter.dropout")) l.lora_dropout = 0.1;  // the official GLUE scripts
+    if (has(root, "adapter.r")) ar.r = l.r;
+    if (has(root, "adapter.alpha")) ar.alpha = l.lora_alpha;
+    if (!has(root, "adapter.dropout")) l.lora_dropout = 0.1;  // the official GLUE scripts
   }
   read(root, "adapter.check_frequency", ar.lora_check_frequency, what);
   read(root, "adapter.max_steps_before_reset", ar.max_steps_before_reset, what);
@@ -284,7 +291,8 @@ TrainConfig parse_train_config(const std::string& text, const std::string& what,
   read(root, "adapter.stop_after_search", c.autolora_stop_after_search, what);
   if (c.method == "autolora") {
     for (const char* k : {"adapter.rank_pattern", "adapter.alpha_pattern", "adapter.use_dora", "adapter.use_rslora"})
-      if (get(root, k)) fail(what, fmt::format("{} does not apply to autolora (the search finds the ranks; scaling is alpha / r_i)", k));
+      if (YAML::Node n = get(root, k); n && !n.IsNull())
+        fail(what, fmt::format("{} does not apply to autolora (the search finds the ranks; scaling is alpha / r_i)", k));
     if (!(c.autolora_val_fraction > 0 && c.autolora_val_fraction < 1))
       fail(what, fmt::format("adapter.search_val_fraction must be in (0, 1), got {}", c.autolora_val_fraction));
     if (c.autolora_search_steps < 0) fail(what, "adapter.search_steps must be >= 0");

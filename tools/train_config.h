@@ -7,6 +7,7 @@
 
 #include "nn/schedule.h"
 #include "peft/aroma.h"
+#include "peft/autolora.h"
 #include "peft/config.h"
 #include "peft/gelora.h"
 #include "peft/trainer.h"
@@ -22,11 +23,17 @@ struct TrainConfig {
   std::string output = "runs/run";  // run folder
   bool keep_16bit = false;
   // adapter
-  std::string method = "lora";      // lora | adalora | aroma | gelora | full (no adapter: every parameter trains)
+  std::string method = "lora";      // lora | adalora | aroma | autolora | gelora | full (no adapter: every parameter trains)
   peft::LoraConfig lora;            // AdaLoRA's fields in lora.adalora
   peft::GeLoraOptions gelora;       // method gelora: rank rule and TwoNN options
   int64_t gelora_samples = 512;     // training examples whose hidden states give the intrinsic dimensions
   peft::AromaOptions aroma;         // method aroma
+  // method autolora: the search (adapter.k components, α's Adam, hypergradient, selection), then a
+  // LoRA retrain with the found ranks on the whole training split (unless stop_after_search)
+  peft::AutoLoraOptions autolora;
+  double autolora_val_fraction = 0.3;   // share of the training split that trains α (70/30, seeded by seed)
+  int64_t autolora_search_steps = 0;    // search steps (0: training.steps); the retrain runs training.steps
+  bool autolora_stop_after_search = false;
   // data
   DataOptions data;
   // training

@@ -1,6 +1,6 @@
 #pragma once
 // What `adapter.method` builds before training: the PeftModel with its adapter and the rank strategy
-// (lora, adalora, aroma, gelora; full = no adapter), and what it writes at the end.
+// (lora, adalora, aroma, autolora, gelora; full = no adapter), and what it writes at the end.
 #include <memory>
 #include <string>
 
@@ -29,6 +29,8 @@ MethodSetup setup_method(const TrainConfig& c, models::Model& m, const Dataset& 
 // a `model:` on its own. Returns how many it copied.
 int copy_tokenizer_files(const std::string& from, const std::string& to);
 
+// AutoLoRA's search phase: `adapter/` (the search adapter, softmax(α) folded into B), autolora_alpha.safetensors
+// and autolora_ranks.json (the rank list is also logged); run_train's retrain phase then writes the usual adapter/.
 std::string save_method_outputs(const TrainConfig& c, models::Model& m, peft::PeftModel& pm, peft::RankStrategy& s);
 
 }  // namespace rf::tools

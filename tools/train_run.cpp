@@ -232,11 +232,25 @@ int run_eval(const TrainConfig& c, const std::string& adapter_dir, Device d) {
   return 0;
 }
 
-int run_train(const TrainConfig& c, bool resume, Device d, int64_t stop_after) {
+namespace {
+// One training run; steps_run (optional) receives the steps this process ran (AutoLoRA's two phases
+// share --stop-after).
+int run_train_phase(const TrainConfig& c, bool resume, Device d, int64_t stop_after, int64_t* steps_run) {
   manual_seed(c.seed);
   Loaded l = load_all(c, d);
   models::Model& m = *l.model;
   const bool cls = l.ds.classification();
+  // AutoLoRA's search: A/B train on 70% of the training split, α on the other 30% (methods.md §2.2),
+  // one held-out batch per step in a seeded order (a resumed run skips the batches already drawn).
+  std::vector<Example> outer_split;
+  if (c.method == "autolora") {
+    IndexSplit sp = split_indices(int64_t(l.ds.train.size()), c.autolora_val_fraction, c.seed);
+    outer_split = select_examples(l.ds.train, sp.held_out);
+    l.ds.train = select_examples(l.ds.train, sp.train);
+    fmt::print(stderr, "[autolora] search split (seed {}): {} examples train A/B, {} held out train α\n", c.seed,
+               l.ds.train.size(), outer_split.size());
+  }
+  BatchSampler outer_sampler(std::max<int64_t>(1, int64_t(outer_split.size())), c.batch_size, c.seed + 1, true, false);
   BatchSampler sampler(int64_t(l.ds.train.size()), c.batch_size, c.seed, true, false);
   peft::TrainerOptions to = c.trainer;
   int64_t total = c.steps > 0 ? c.steps
@@ -256,6 +270,8 @@ int run_train(const TrainConfig& c, bool resume, Device d, int64_t stop_after) {
   if (resume) {
     s = load_checkpoint(c, tr);
     sampler.restore(s.epoch, s.cursor);
+    if (!outer_split.empty())
+      for (int64_t i = 0; i < tr.global_step(); ++i) outer_sampler.next();
     if (fs::exists(metrics_path)) fs::resize_file(metrics_path, s.metrics_bytes);  // drop lines after the checkpoint
   } else {
     fs::remove(metrics_path);
@@ -298,7 +314,13 @@ int run_train(const TrainConfig& c, bool resume, Device d, int64_t stop_after) {
       tokens += b.tokens;
       micro.push_back([&m, &b, cls] { return batch_loss(m, b, cls); });
     }
-    peft::StepResult r = tr.step(micro);
+    Batch outer_batch;
+    peft::BatchLoss outer_loss;  // AutoLoRA: the held-out batch for the α update
+    if (!outer_split.empty()) {
+      outer_batch = make_batch(l.ds, outer_split, outer_sampler.next(), d);
+      outer_loss = [&m, &outer_batch, cls] { return batch_loss(m, outer_batch, cls); };
+    }
+    peft::StepResult r = tr.step(micro, outer_loss);
     if (!r.finite) {
       progress.finish();
       fmt::print(stderr, "[train] non-finite {} ({}) at step {}: stopping; the last checkpoint in {} is intact\n",
@@ -336,6 +358,7 @@ int run_train(const TrainConfig& c, bool resume, Device d, int64_t stop_after) {
   std::signal(SIGINT, SIG_DFL);
   progress.finish();
   if (rc != 0) return rc;
+  if (steps_run) *steps_run = steps_here;
   tr.finish();
   EvalResult after = run_eval_now(tr.global_step());
   metrics.flush();
@@ -350,10 +373,50 @@ int run_train(const TrainConfig& c, bool resume, Device d, int64_t stop_after) {
   }
   const char* metric = after.accuracy >= 0 ? "accuracy" : "eval_loss";
   const double now = after.accuracy >= 0 ? after.accuracy : after.loss;
-  if (!val.empty()) fmt::print("[train] held-out {}: before {:.4f}, after {:.4f}\n", metric, s.before, now);
+  if (!val.empty())
+    fmt::print("{} held-out {}: before {:.4f}, after {:.4f}\n", c.method == "autolora" ? "[autolora] search" : "[train]", metric,
+               s.before, now);
   fmt::print("[train] {} written to {}; metrics in {}{}\n", pm ? "adapter" : "model", written, metrics_path.string(),
              c.plots ? fmt::format("; plots {}", (fs::path(c.output) / "loss.png").string()) : "");
   return 0;
+}
+
+// AutoLoRA (methods.md §2): the search in <output>/search (its own checkpoint, metrics, plots, α and
+// ranks, the search adapter), then, unless adapter.stop_after_search, plain LoRA with the found
+// rank_pattern on the whole training split in <output> (adapter/ as every method). --resume continues
+// whichever phase was cut; a fresh run clears both phases' checkpoints first.
+int run_autolora(const TrainConfig& c, bool resume, Device d, int64_t stop_after) {
+  const fs::path out(c.output), search = out / "search";
+  auto has_checkpoint = [](const fs::path& p) { return fs::exists(p / "checkpoint") || fs::exists(p / "checkpoint.old"); };
+  if (!resume)
+    for (const fs::path& p : {search, out / "checkpoint", out / "checkpoint.old"}) fs::remove_all(p);
+  int64_t ran = 0;
+  if (!fs::exists(search / "autolora_ranks.json")) {  // written last by the search phase
+    TrainConfig cs = c;
+    cs.output = search.string();
+    if (c.autolora_search_steps > 0) cs.steps = c.autolora_search_steps;
+    const int rc = run_train_phase(cs, resume && has_checkpoint(search), d, stop_after, &ran);
+    if (rc != 0) return rc;
+  }
+  const std::vector<peft::ModuleRank> ranks = peft::load_autolora_ranks(search.string());
+  if (c.autolora_stop_after_search) {
+    fmt::print("[autolora] stopped after the search (adapter.stop_after_search); α and ranks in {}\n", search.string());
+    return 0;
+  }
+  TrainConfig cr = c;
+  cr.method = "lora";
+  cr.lora = peft::autolora_retrain_config(c.lora, ranks, c.autolora.lora_alpha);
+  fmt::print(stderr, "[autolora] retrain: LoRA with the found ranks on the whole training split\n");
+  const int rc = run_train_phase(cr, resume && has_checkpoint(out), d, stop_after > 0 ? std::max<int64_t>(1, stop_after - ran) : 0, nullptr);
+  if (rc == 0) write_file_atomic((out / "config.yaml").string(), dump_train_config(c));  // the run's own config
+  return rc;
+}
+
+}  // namespace
+
+int run_train(const TrainConfig& c, bool resume, Device d, int64_t stop_after) {
+  if (c.method == "autolora") return run_autolora(c, resume, d, stop_after);
+  return run_train_phase(c, resume, d, stop_after, nullptr);
 }
 
 }  // namespace rf::tools
