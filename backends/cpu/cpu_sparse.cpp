@@ -108,16 +108,9 @@ template <int N>
 [[gnu::always_inline]] inline void spmm_rows_fixed(const int32_t* row_ptr, const int32_t* col_idx,
                                                    const float* values, const float* x, float* y, bool accumulate,
                                                    int64_t r0, int64_t r1) {
-  // X rows are gathered at random: prefetching the row kPf entries ahead hides their miss latency
-  // when X is not in cache (a cold step), at no cost when it is.
-  constexpr int32_t kPf = 16;
-  const int32_t e_end = row_ptr[r1];
   for (int64_t i = r0; i < r1; ++i) {
     VecF<N> acc = accumulate ? load_vec<N>(y + i * N) : VecF<N>{};
-    for (int32_t e = row_ptr[i]; e < row_ptr[i + 1]; ++e) {
-      if (e + kPf < e_end) __builtin_prefetch(x + int64_t(col_idx[e + kPf]) * N);
-      acc += values[e] * load_vec<N>(x + int64_t(col_idx[e]) * N);
-    }
+    for (int32_t e = row_ptr[i]; e < row_ptr[i + 1]; ++e) acc += values[e] * load_vec<N>(x + int64_t(col_idx[e]) * N);
     std::memcpy(y + i * N, &acc, sizeof(acc));
   }
 }
@@ -229,14 +222,10 @@ template <int W>
 template <int K>
 [[gnu::always_inline]] inline void sddmm_rows_fixed(const int32_t* row_ptr, const int32_t* col_idx, const float* a,
                                                     const float* b, float* out, int64_t r0, int64_t r1) {
-  constexpr int32_t kPf = 16;  // as in spmm_rows_fixed: B rows are gathered at random
-  const int32_t e_end = row_ptr[r1];
   for (int64_t i = r0; i < r1; ++i) {
     const VecF<K> av = load_vec<K>(a + i * K);
     int32_t e = row_ptr[i];
     for (; e + 4 <= row_ptr[i + 1]; e += 4) {
-      if (e + kPf + 3 < e_end)
-        for (int q = 0; q < 4; ++q) __builtin_prefetch(b + int64_t(col_idx[e + kPf + q]) * K);
       const VecF<4> sums = reduce4(fold(av * load_vec<K>(b + int64_t(col_idx[e]) * K)),
                                    fold(av * load_vec<K>(b + int64_t(col_idx[e + 1]) * K)),
                                    fold(av * load_vec<K>(b + int64_t(col_idx[e + 2]) * K)),
