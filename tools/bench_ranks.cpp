@@ -184,6 +184,9 @@ BenchRanksResult run_bench_ranks(const BenchRanksArgs& a, Device dev) {
     NoGradGuard ng;
     ytr = teacher.run(xtr);
     yva = teacher.run(xva);
+    // Label noise on the pool only (AutoLoRA's held-out split is carved from it, as the official
+    // train_test_split of the noisy train set); the gap is measured on clean teacher outputs.
+    if (a.noise > 0) ytr = add(ytr, randn(ytr.shape(), 0, a.noise, DType::F32, dev));
   }
   auto heldout_gap = [&] {
     NoGradGuard ng;

@@ -18,6 +18,7 @@ struct BenchRanksArgs {
   std::string layout = "parallel";  // parallel | chain (see bench_ranks.cpp)
   int64_t seed = 0, steps = 3000, dim = 32, rank = 0, batch = 64, train_examples = 4096;
   double lr = 0, sigma = 1.5;  // lr 0: the strategy's default
+  double noise = 0;            // std of Gaussian label noise on the training pool's targets (0: noise-free)
   int64_t cycle = 200;         // AROMA: inner-loop cap C (= schedule cycle)
   double threshold = 0;        // AROMA: convergence threshold (0: default)
   double outer_lr = 3e-4;      // AutoLoRA: Adam lr of α (the official 3e-4)

@@ -29,6 +29,10 @@ void add_bench_ranks_command(CLI::App& app, int& rc, std::string& device_spec, c
       ->check(CLI::IsMember({"darts", "first_order"}));
   c->add_option("--selection", a.selection, "AutoLoRA: softmax (default) or raw")->check(CLI::IsMember({"softmax", "raw"}));
   c->add_option("--xi", a.xi, "AutoLoRA: inner_lr_factor on the second-order term (default 1, the official code)");
+  c->add_option("--train-examples", a.train_examples, "size of the training pool (AutoLoRA splits it 70/30)")
+      ->check(CLI::Range(int64_t(2), int64_t(1) << 24));
+  c->add_option("--noise", a.noise, "std of Gaussian label noise added to the training pool's targets (held-out gap: clean)")
+      ->check(CLI::NonNegativeNumber);
   c->add_option("--sigma", a.sigma, "largest planted singular value (the others fall by 0.75 each)");
   c->add_option("--sparse-density", a.sparse_density, "the teacher also gets a sparse update of this density per module")
       ->check(CLI::Range(0.0, 1.0));

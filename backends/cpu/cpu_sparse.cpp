@@ -109,9 +109,16 @@ template <int N>
                                                    const float* values, const float* x, float* y, bool accumulate,
                                                    int64_t r0, int64_t r1) {
   for (int64_t i = r0; i < r1; ++i) {
-    VecF<N> acc = accumulate ? load_vec<N>(y + i * N) : VecF<N>{};
-    for (int32_t e = row_ptr[i]; e < row_ptr[i + 1]; ++e) acc += values[e] * load_vec<N>(x + int64_t(col_idx[e]) * N);
-    std::memcpy(y + i * N, &acc, sizeof(acc));
+    // Two accumulators (even / odd entries, added at the end: a fixed order) halve the add chain.
+    VecF<N> acc0 = accumulate ? load_vec<N>(y + i * N) : VecF<N>{}, acc1{};
+    int32_t e = row_ptr[i];
+    for (; e + 2 <= row_ptr[i + 1]; e += 2) {
+      acc0 += values[e] * load_vec<N>(x + int64_t(col_idx[e]) * N);
+      acc1 += values[e + 1] * load_vec<N>(x + int64_t(col_idx[e + 1]) * N);
+    }
+    if (e < row_ptr[i + 1]) acc0 += values[e] * load_vec<N>(x + int64_t(col_idx[e]) * N);
+    acc0 += acc1;
+    std::memcpy(y + i * N, &acc0, sizeof(acc0));
   }
 }
 
