@@ -92,4 +92,31 @@ TEST_SUITE("e2e") {
     CHECK(t1.at(k).to_vector<int32_t>() == t2.at(k).to_vector<int32_t>());
     CHECK(held_out(two.out, "after ") < held_out(two.out, "before "));
   }
+
+  TEST_CASE("cli: adapter.restart runs both halves of the restart protocol in one command") {
+    TrainSetup s;
+    CliRun r = run_cli("train " + s.config("rosa_rs", 8, 0) + kRosa + " --set adapter.restart=true");
+    REQUIRE_MESSAGE(r.rc == 0, r.err);
+    const fs::path out = s.dir / "rosa_rs";
+    REQUIRE(fs::exists(out / "rosa_masks.safetensors"));
+    CHECK(fs::exists(out / "mask_run" / "adapter" / "adapter_config.json"));  // run 1: wl3, stopped after step 4
+    CHECK(r.err.find("[rosa] run 2: from the pretrained model") != std::string::npos);
+    auto cfg = nlohmann::json::parse(slurp(out / "adapter/adapter_config.json"));
+    CHECK(cfg["schedule"] == "default");
+    auto masks = safetensors::load_file((out / "rosa_masks.safetensors").string());
+    auto t2 = safetensors::load_file((out / "adapter/adapter_model.safetensors").string());
+    const std::string m = "transformer.h.1.mlp.c_fc", k = "base_model.model." + m + ".rosa_spa.col_idx";
+    REQUIRE((masks.count(m) && t2.count(k)));
+    std::vector<int32_t> cols;  // the mask's columns in row-major order = the adapter's col_idx
+    const auto flat = masks.at(m).to_vector<int32_t>();
+    const int64_t in = masks.at(m).size(1);
+    for (size_t i = 0; i < flat.size(); ++i)
+      if (flat[i]) cols.push_back(int32_t(int64_t(i) % in));
+    CHECK(t2.at(k).to_vector<int32_t>() == cols);
+    CHECK(held_out(r.out, "after ") < held_out(r.out, "before "));
+    CliRun bad = run_cli("train " + s.config("rosa_rs_bad", 8, 0) + kRosa + " --set adapter.restart=true" +
+                         " --set adapter.mask_load_path=x.safetensors");
+    CHECK(bad.rc != 0);
+    CHECK(bad.err.find("adapter.restart makes the masks itself") != std::string::npos);
+  }
 }

@@ -44,7 +44,7 @@ const std::vector<std::string> kKeys = {
     // rosa
     "adapter.d", "adapter.density_pattern", "adapter.impl", "adapter.schedule", "adapter.spa_num_grads",
     "adapter.grad_acc_mode", "adapter.rosa_dtype", "adapter.spa_store_transpose", "adapter.mask_load_path",
-    "adapter.mask_save_path", "adapter.terminate_after_mask_generation", "adapter.lora_lr",
+    "adapter.mask_save_path", "adapter.terminate_after_mask_generation", "adapter.lora_lr", "adapter.restart",
     "data.train", "data.validation", "data.format", "data.val_fraction", "data.max_seq_len", "data.pack",
     "data.add_special", "data.add_eos", "data.labels",
     "training.steps", "training.epochs", "training.batch_size", "training.grad_accum", "training.optimizer",
@@ -139,8 +139,12 @@ void read_rosa(const YAML::Node& root, TrainConfig& c, const std::string& what) 
   read(root, "adapter.lora_lr", lora_lr, what);
   if (lora_lr < 0) fail(what, fmt::format("adapter.lora_lr must be > 0, got {}", lora_lr));
   if (lora_lr > 0) c.trainer.group_lr = {{".lora_A.", float(lora_lr)}, {".lora_B.", float(lora_lr)}};
+  read(root, "adapter.restart", c.rosa_restart, what);
+  if (c.rosa_restart && (r.mask_load_path || r.mask_save_path || r.terminate_after_mask_generation || sched == "lora_only"))
+    fail(what, "adapter.restart makes the masks itself: it excludes mask_load_path, mask_save_path, "
+               "terminate_after_mask_generation and schedule lora_only");
   if (c.method == "rosa") c.lora.peft_type = "ROSA";  // validated with the rest of the adapter below
-  else for (const char* k : {"adapter.d", "adapter.schedule", "adapter.lora_lr", "adapter.mask_load_path"})
+  else for (const char* k : {"adapter.d", "adapter.schedule", "adapter.lora_lr", "adapter.mask_load_path", "adapter.restart"})
     if (has(root, k)) fail(what, fmt::format("{} applies to adapter.method rosa only", k));
 }
 

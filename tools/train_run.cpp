@@ -412,10 +412,38 @@ int run_autolora(const TrainConfig& c, bool resume, Device d, int64_t stop_after
   return rc;
 }
 
+// RoSA's restart protocol (adapter.restart): run 1 in <output>/mask_run with terminate_after_mask_generation
+// saves the masks (the file is written last, so its presence marks run 1 done for --resume); run 2 in
+// <output> starts from the pretrained model, fresh LoRA and optimizer, schedule default, masks loaded.
+int run_rosa_restart(const TrainConfig& c, bool resume, Device d, int64_t stop_after) {
+  const fs::path out(c.output), first = out / "mask_run", masks = out / "rosa_masks.safetensors";
+  auto has_checkpoint = [](const fs::path& p) { return fs::exists(p / "checkpoint") || fs::exists(p / "checkpoint.old"); };
+  if (!resume)
+    for (const fs::path& p : {first, masks, out / "checkpoint", out / "checkpoint.old"}) fs::remove_all(p);
+  int64_t ran = 0;
+  if (!fs::exists(masks)) {
+    TrainConfig c1 = c;
+    c1.output = first.string();
+    c1.lora.rosa.mask_save_path = masks.string();
+    c1.lora.rosa.terminate_after_mask_generation = true;
+    const int rc = run_train_phase(c1, resume && has_checkpoint(first), d, stop_after, &ran);
+    if (rc != 0) return rc;
+    if (!fs::exists(masks)) throw std::runtime_error("[rosa] run 1 ended before its masks were made: give it more steps");
+  }
+  TrainConfig c2 = c;
+  c2.lora.rosa.schedule = "default";
+  c2.lora.rosa.mask_load_path = masks.string();
+  fmt::print(stderr, "[rosa] run 2: from the pretrained model with the masks of run 1 ({})\n", masks.string());
+  const int rc = run_train_phase(c2, resume && has_checkpoint(out), d, stop_after > 0 ? std::max<int64_t>(1, stop_after - ran) : 0, nullptr);
+  if (rc == 0) write_file_atomic((out / "config.yaml").string(), dump_train_config(c));
+  return rc;
+}
+
 }  // namespace
 
 int run_train(const TrainConfig& c, bool resume, Device d, int64_t stop_after) {
   if (c.method == "autolora") return run_autolora(c, resume, d, stop_after);
+  if (c.method == "rosa" && c.rosa_restart) return run_rosa_restart(c, resume, d, stop_after);
   return run_train_phase(c, resume, d, stop_after, nullptr);
 }
 
