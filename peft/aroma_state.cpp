@@ -8,6 +8,7 @@
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "peft/aroma.h"
+#include "peft/pattern.h"
 
 namespace rf::peft {
 
@@ -43,15 +44,6 @@ const Tensor& tensor(const std::map<std::string, Tensor>& ts, const std::string&
   return it->second;
 }
 
-// A module path as an exact rank_pattern / alpha_pattern key (PEFT matches keys as regexes).
-std::string exact_key(const std::string& path) {
-  std::string out;
-  for (char ch : path) {
-    if (ch == '.') out += '\\';
-    out += ch;
-  }
-  return out;
-}
 }  // namespace
 
 void AromaStrategy::save_state(std::map<std::string, Tensor>& tensors, nlohmann::json& meta) const {
@@ -226,8 +218,8 @@ AromaAdapter AromaStrategy::export_adapter(PeftModel& pm, bool include_live) con
     const int64_t k = A.shape()[0];
     out.tensors[std::string(kPeftPrefix) + path + ".lora_A.weight"] = A;
     out.tensors[std::string(kPeftPrefix) + path + ".lora_B.weight"] = B;
-    c.rank_pattern.emplace_back(exact_key(path), k);
-    c.alpha_pattern.emplace_back(exact_key(path), double(k));  // scaling k / k = 1
+    c.rank_pattern.emplace_back(exact_pattern_key(path), k);
+    c.alpha_pattern.emplace_back(exact_pattern_key(path), double(k));  // scaling k / k = 1
     targets.push_back(path);
     rmax = std::max(rmax, k);
   }

@@ -13,6 +13,7 @@
 #include "engine/file_io.h"
 #include "engine/ops.h"
 #include "engine/safetensors.h"
+#include "peft/pattern.h"
 #include "peft/peft_model.h"
 
 namespace rf::peft {
@@ -22,16 +23,6 @@ namespace {
 [[noreturn]] void fail(const std::string& why) { throw std::invalid_argument("[autolora] " + why); }
 
 Tensor host_f32(const Tensor& t) { return t.detach().to(Device{}).to(DType::F32).contiguous().clone(); }
-
-// A module path as an exact rank_pattern key (PEFT matches keys as regexes).
-std::string exact_key(const std::string& path) {
-  std::string out;
-  for (char ch : path) {
-    if (ch == '.') out += '\\';
-    out += ch;
-  }
-  return out;
-}
 
 // Sets requires_grad on leaves for a scope and restores each tensor's own flag afterwards.
 class GradFlags {
@@ -132,7 +123,7 @@ LoraConfig autolora_retrain_config(LoraConfig c, const std::vector<ModuleRank>& 
   c.r = r_max;
   for (const auto& mr : ranks) {
     targets.push_back(mr.module);
-    c.rank_pattern.emplace_back(exact_key(mr.module), mr.rank);  // scaling lora_alpha / r_i (PEFT)
+    c.rank_pattern.emplace_back(exact_pattern_key(mr.module), mr.rank);  // scaling lora_alpha / r_i (PEFT)
   }
   // Exact module paths select the searched modules whatever the original selector was.
   c.target_modules = ModuleSelector::list(targets);

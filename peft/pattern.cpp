@@ -119,4 +119,13 @@ std::vector<std::string> close_names(const std::string& query, const std::vector
   return out;
 }
 
+std::string exact_pattern_key(const std::string& path) {
+  std::string out;
+  for (char ch : path) {
+    if (ch == '.') out += '\\';
+    out += ch;
+  }
+  return out;
+}
+
 }  // namespace rf::peft

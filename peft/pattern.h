@@ -14,6 +14,9 @@ namespace rf::peft {
 bool regex_fullmatch(const std::string& pattern, const std::string& text);
 // re.match(rf"(.*\.)?({key})$", name): rank_pattern / alpha_pattern keys.
 bool pattern_key_matches(const std::string& key, const std::string& name);
+// A rank_pattern / alpha_pattern key that matches exactly this module path (dots escaped), for the
+// strategies that export per-module ranks (AROMA, AutoLoRA).
+std::string exact_pattern_key(const std::string& path);
 // PEFT's check_target_module_exists for one selector (List or Regex).
 bool selector_matches(const ModuleSelector& s, const std::string& name);
 // The transformer layer index in a module name ("model.layers.3.self_attn.q_proj" -> 3) following

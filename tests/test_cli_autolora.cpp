@@ -18,7 +18,7 @@ using rf::test::peftt::throws_with;
 
 namespace {
 
-double held_out(const std::string& out, const std::string& which) {  // "<which> held-out eval_loss: before X, after Y"
+double phase_after(const std::string& out, const std::string& which) {  // "<which> held-out eval_loss: before X, after Y"
   size_t at = out.find(which + " held-out eval_loss: before ");
   REQUIRE_MESSAGE(at != std::string::npos, out);
   return std::stod(out.substr(out.find("after ", at) + 6));
@@ -86,15 +86,15 @@ TEST_SUITE("e2e") {
     for (auto& [module, rank] : ranks["ranks"].items())
       CHECK(st.at("base_model.model." + module + ".lora_A.weight").size(0) == rank.get<int64_t>());
     // Both phases improve on the base; the retrain is what `eval` measures through adapter/.
-    CHECK(held_out(r.out, "[autolora] search") < before(r.out));
-    CHECK(held_out(r.out, "[train]") < before(r.out));
+    CHECK(phase_after(r.out, "[autolora] search") < before(r.out));
+    CHECK(phase_after(r.out, "[train]") < before(r.out));
     CliRun e = run_cli("eval " + (s.dir / "al.yaml").string() + kAutolora);
     REQUIRE_MESSAGE(e.rc == 0, e.err);
-    CHECK(std::abs(std::stod(e.out.substr(e.out.find("eval_loss=") + 10)) - held_out(r.out, "[train]")) < 1e-4);
+    CHECK(std::abs(std::stod(e.out.substr(e.out.find("eval_loss=") + 10)) - phase_after(r.out, "[train]")) < 1e-4);
     // The search adapter (softmax(α) folded into B) loads as a plain LoRA adapter too.
     CliRun es = run_cli("eval " + (s.dir / "al.yaml").string() + kAutolora + " --adapter " + (run / "search" / "adapter").string());
     REQUIRE_MESSAGE(es.rc == 0, es.err);
-    CHECK(std::abs(std::stod(es.out.substr(es.out.find("eval_loss=") + 10)) - held_out(r.out, "[autolora] search")) < 1e-4);
+    CHECK(std::abs(std::stod(es.out.substr(es.out.find("eval_loss=") + 10)) - phase_after(r.out, "[autolora] search")) < 1e-4);
 
     CliRun so = run_cli("train " + s.config("al_only", 6, 0) + kAutolora + " --set adapter.stop_after_search=true");
     REQUIRE_MESSAGE(so.rc == 0, so.err);

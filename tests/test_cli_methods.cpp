@@ -15,17 +15,6 @@ using namespace rf::test;
 
 namespace {
 
-double held_out(const std::string& out, const char* which) {  // "before X, after Y"
-  size_t at = out.find(which);
-  REQUIRE_MESSAGE(at != std::string::npos, out);
-  return std::stod(out.substr(at + std::string(which).size()));
-}
-
-Tensor logits(models::Model& m) {
-  NoGradGuard ng;
-  return m.forward(models::ModelInputs{i64({5, 17, 42, 7, 99, 3}, {1, 6}), {}, {}, {}});
-}
-
 const char* kAdalora = " --set adapter.method=adalora --set adapter.init_r=6 --set adapter.target_r=3 --set adapter.tinit=4"
                        " --set adapter.tfinal=6 --set adapter.delta_t=2";
 const char* kAroma = " --set adapter.method=aroma --set adapter.max_steps_before_reset=6 --set adapter.convergence_threshold=1e-6"
@@ -60,19 +49,19 @@ TEST_SUITE("e2e") {
         auto b2 = models::load_model((s.dir / "model").string());
         peft::PeftModel as_lora(*b2);
         as_lora.load_adapter((run / "adapter_lora").string());
-        CHECK(max_abs_diff(logits(*b2), logits(*base)) < 1e-5);
+        CHECK(max_abs_diff(fixed_logits(*b2), fixed_logits(*base)) < 1e-5);
         // `merge` folds the AdaLoRA adapter in and writes a complete model directory (tokenizer too).
         CliRun mg = run_cli(fmt::format("merge --model {} --adapter {} --output {}", (s.dir / "model").string(),
                                         (run / "adapter").string(), (run / "merged_cli").string()));
         REQUIRE_MESSAGE(mg.rc == 0, mg.err);
         CHECK(fs::exists(run / "merged_cli" / "tokenizer.json"));
-        CHECK(max_abs_diff(logits(*models::load_model((run / "merged_cli").string())), logits(*base)) < 1e-5);
+        CHECK(max_abs_diff(fixed_logits(*models::load_model((run / "merged_cli").string())), fixed_logits(*base)) < 1e-5);
       } else if (method == "aroma") {
         CHECK(cfg["peft_type"] == "LORA");
         CHECK(cfg["rank_pattern"].size() == pm.lora_layers().size());  // one merge count per module
         CHECK(fs::exists(run / "merged" / "tokenizer.json"));  // a complete model directory
         auto merged = models::load_model((run / "merged").string());
-        CHECK(max_abs_diff(logits(*merged), logits(*base)) < 1e-5);
+        CHECK(max_abs_diff(fixed_logits(*merged), fixed_logits(*base)) < 1e-5);
       } else {
         CHECK(r.err.find("[gelora]") != std::string::npos);
         CHECK(cfg["rank_pattern"].size() >= 1);

@@ -18,17 +18,6 @@ using namespace rf::test;
 
 namespace {
 
-double held_out(const std::string& out, const char* which) {  // "before X, after Y"
-  size_t at = out.find(which);
-  REQUIRE_MESSAGE(at != std::string::npos, out);
-  return std::stod(out.substr(at + std::string(which).size()));
-}
-
-Tensor logits(models::Model& m) {
-  NoGradGuard ng;
-  return m.forward(models::ModelInputs{i64({5, 17, 42, 7, 99, 3}, {1, 6}), {}, {}, {}});
-}
-
 const char* kRosa = " --set adapter.method=rosa --set adapter.d=0.05 --set adapter.schedule=wl3 --set adapter.lora_lr=2e-2"
                     " --set adapter.rosa_dtype=fp32";
 
@@ -51,7 +40,7 @@ TEST_SUITE("e2e") {
     pm.load_adapter((run / "adapter").string());
     auto merged = models::load_model((run / "merged").string());
     CHECK(fs::exists(run / "merged" / "tokenizer.json"));
-    CHECK(max_abs_diff(logits(*merged), logits(*base)) < 1e-5);
+    CHECK(max_abs_diff(fixed_logits(*merged), fixed_logits(*base)) < 1e-5);
     CliRun e = run_cli("eval " + (s.dir / "rosa.yaml").string() + kRosa);
     REQUIRE_MESSAGE(e.rc == 0, e.err);
     CHECK(std::abs(std::stod(e.out.substr(e.out.find("eval_loss=") + 10)) - held_out(r.out, "after ")) < 1e-4);

@@ -7,8 +7,10 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "models/model.h"
 #include "models/tokenizer.h"
 #include "tests/cli_util.h"
+#include "tests/test_util.h"
 
 namespace rf::test {
 
@@ -57,5 +59,18 @@ struct TrainSetup {
 };
 
 inline std::string adapter_bytes(const fs::path& run) { return slurp(run / "adapter" / "adapter_model.safetensors"); }
+
+// The number after `which` in a train run's output, e.g. held_out(out, "after ") of "before X, after Y".
+inline double held_out(const std::string& out, const char* which) {
+  size_t at = out.find(which);
+  REQUIRE_MESSAGE(at != std::string::npos, out);
+  return std::stod(out.substr(at + std::string(which).size()));
+}
+
+// Logits of a fixed 6-token input (no grad), to compare a loaded adapter with a merged checkpoint.
+inline Tensor fixed_logits(models::Model& m) {
+  NoGradGuard ng;
+  return m.forward(models::ModelInputs{i64({5, 17, 42, 7, 99, 3}, {1, 6}), {}, {}, {}});
+}
 
 }  // namespace rf::test
