@@ -12,6 +12,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <stdexcept>
 
 #include "models/model.h"
 #include "peft/linalg.h"
@@ -36,6 +37,29 @@ inline void randomize(Tensor& t, double lo = -1, double hi = 1) {
   NoGradGuard ng;
   t.copy_(rand(t.shape(), lo, hi, DType::F32, t.device()));
 }
+
+// A model of independent linear maps under target-like names: all PeftModel and the strategies need.
+struct TinySpec {
+  std::string name;
+  int64_t in, out;
+  bool bias = false, conv1d = false;
+};
+class Tiny final : public models::Model {
+ public:
+  Tiny(const std::vector<TinySpec>& specs, double std, Device d = {}) : Model(cfg()) {
+    for (const auto& s : specs)
+      register_module(s.name, std::make_shared<nn::Linear>(s.in, s.out, s.bias, nn::Init{.std = std, .device = d}, s.conv1d));
+  }
+  Tensor forward(const models::ModelInputs&, models::KVCache*) override { throw std::logic_error("Tiny: call a module"); }
+  Tensor run(const std::string& name, const Tensor& x) { return (*find(name))(x); }
+
+ private:
+  static models::ModelConfig cfg() {
+    models::ModelConfig c;
+    c.model_type = "tiny";
+    return c;
+  }
+};
 
 inline std::string fixture(const std::string& arch, const char* part) {
   const char* f = std::getenv("RF_FIXTURES");

@@ -22,29 +22,7 @@ using peft::AromaStrategy;
 
 namespace {
 
-struct Spec {
-  std::string name;
-  int64_t in, out;
-  bool bias = false, conv1d = false;
-};
-
-// Independent linear maps under target-like names: all PeftModel and the strategy need.
-class Tiny final : public models::Model {
- public:
-  Tiny(const std::vector<Spec>& specs, double std) : Model(cfg()) {
-    for (const auto& s : specs)
-      register_module(s.name, std::make_shared<nn::Linear>(s.in, s.out, s.bias, nn::Init{.std = std}, s.conv1d));
-  }
-  Tensor forward(const models::ModelInputs&, models::KVCache*) override { throw std::logic_error("Tiny: call a module"); }
-  Tensor run(const std::string& name, const Tensor& x) { return (*find(name))(x); }
-
- private:
-  static models::ModelConfig cfg() {
-    models::ModelConfig c;
-    c.model_type = "tiny";
-    return c;
-  }
-};
+using Spec = TinySpec;
 
 struct Setup {
   std::unique_ptr<Tiny> m;

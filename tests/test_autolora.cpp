@@ -20,23 +20,10 @@ using peft::AutoLoraStrategy;
 
 namespace {
 
-// Two independent linear maps under target-like names on device d: all PeftModel and the strategy need.
-class Tiny final : public models::Model {
- public:
-  explicit Tiny(Device d) : Model(cfg()) {
-    register_module("q", std::make_shared<nn::Linear>(6, 5, true, nn::Init{.std = 0.5, .device = d}));
-    register_module("v", std::make_shared<nn::Linear>(6, 4, false, nn::Init{.std = 0.5, .device = d}));
-  }
-  Tensor forward(const models::ModelInputs&, models::KVCache*) override { throw std::logic_error("Tiny: call a module"); }
-  Tensor run(const std::string& name, const Tensor& x) { return (*find(name))(x); }
-
- private:
-  static models::ModelConfig cfg() {
-    models::ModelConfig c;
-    c.model_type = "tiny";
-    return c;
-  }
-};
+// Two independent linear maps under target-like names on device d.
+std::unique_ptr<Tiny> tiny(Device d) {
+  return std::make_unique<Tiny>(std::vector<TinySpec>{{"q", 6, 5, true}, {"v", 6, 4, false}}, 0.5, d);
+}
 
 struct Setup {
   std::unique_ptr<Tiny> m;
@@ -46,7 +33,7 @@ struct Setup {
 // The same seed gives the same base and adapter weights: a second Setup is "the run restarted".
 Setup setup(Device d, const AutoLoraOptions& o, uint64_t seed = 1) {
   manual_seed(seed);
-  Setup s{std::make_unique<Tiny>(d), nullptr};
+  Setup s{tiny(d), nullptr};
   s.pm = std::make_unique<peft::PeftModel>(*s.m);
   peft::LoraConfig c;
   c.target_modules = peft::ModuleSelector::list({"q", "v"});
@@ -438,7 +425,8 @@ TEST_SUITE("unit") {
     st.save_search(dir.string());
     Tensor x = randn({5, 6});
     manual_seed(1);
-    Tiny base(Device{});
+    auto base_ptr = tiny(Device{});
+    Tiny& base = *base_ptr;
     peft::PeftModel pm2(base);
     pm2.load_adapter((dir / "adapter").string());
     NoGradGuard ng;
@@ -455,7 +443,8 @@ TEST_SUITE("unit") {
     // The retrain adapter: r_i from the search, scaling lora_alpha / r_i, only the searched modules.
     peft::LoraConfig rc = peft::autolora_retrain_config(peft::autolora_search_config(o), loaded, 16);
     manual_seed(2);
-    Tiny base2(Device{});
+    auto base2_ptr = tiny(Device{});
+    Tiny& base2 = *base2_ptr;
     peft::PeftModel pm3(base2);
     pm3.add_adapter("default", rc);
     CHECK(pm3.lora_layers().at("q")->options("default").r == 1);

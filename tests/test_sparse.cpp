@@ -10,30 +10,12 @@
 #include <vector>
 
 #include "backends/cpu/cpu_sparse.h"
+#include "tests/sparse_test_util.h"
 
 namespace rf::test {
 namespace {
 
 using cpu::Csr;
-
-// Random (rows, cols) mask of the given density with row 0 full (when rows > 1) and every third
-// row empty, so both edge cases are in every shape; values uniform in [-1, 1].
-Csr random_csr(int64_t rows, int64_t cols, double density, uint32_t seed) {
-  std::mt19937 g(seed);
-  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  std::bernoulli_distribution keep(density);
-  std::vector<float> dense(size_t(rows * cols));
-  std::vector<uint8_t> mask(size_t(rows * cols), 0);
-  for (int64_t i = 0; i < rows; ++i)
-    for (int64_t j = 0; j < cols; ++j) {
-      dense[size_t(i * cols + j)] = u(g);
-      const bool full = i == 0 && rows > 1, empty = i % 3 == 2;
-      mask[size_t(i * cols + j)] = uint8_t(full || (!empty && keep(g)));
-    }
-  Csr s = cpu::csr_from_dense(dense.data(), mask.data(), rows, cols);
-  cpu::validate(s);
-  return s;
-}
 
 std::vector<float> random_vec(size_t n, uint32_t seed) {
   std::mt19937 g(seed);
