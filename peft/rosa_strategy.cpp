@@ -147,12 +147,10 @@ class RosaStrategy final : public RankStrategy {
   }
 
  private:
-  // Reads the adapter's config once; keeps a host copy of the supports for checkpoints.
+  // Reads the adapter's config once. The host copy of the supports (for checkpoints) is refreshed only
+  // where supports change: here, after mask generation or loading, and on resume — not every step.
   void setup(PeftModel& pm) {
-    if (ready_) {
-      refresh_snapshot(pm);
-      return;
-    }
+    if (ready_) return;
     const LoraConfig& c = pm.config(adapter_);
     if (!c.is_rosa()) fail(fmt::format("adapter '{}' is {}, not ROSA", adapter_, c.peft_type));
     cfg_ = c.rosa;
