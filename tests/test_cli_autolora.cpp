@@ -102,6 +102,12 @@ TEST_SUITE("e2e") {
     CHECK(fs::exists(s.dir / "al_only" / "search" / "autolora_ranks.json"));
     CHECK_FALSE(fs::exists(s.dir / "al_only" / "adapter"));
     CHECK(slurp(s.dir / "al_only" / "search" / "autolora_ranks.json") == slurp(run / "search" / "autolora_ranks.json"));
+    // adapter.search_weight_decay is the search trainer's AdamW decay (the retrain keeps training.weight_decay).
+    CliRun wd = run_cli("train " + s.config("al_wd", 6, 0) + kAutolora + " --set adapter.search_weight_decay=0.5");
+    REQUIRE_MESSAGE(wd.rc == 0, wd.err);
+    CHECK(slurp(s.dir / "al_wd" / "search" / "config.yaml").find("  weight_decay: 0.5") != std::string::npos);  // training.weight_decay of the search
+    CHECK(slurp(s.dir / "al_wd" / "config.yaml").find("search_weight_decay: 0.5") != std::string::npos);
+    CHECK(slurp(s.dir / "al_wd" / "search" / "autolora_alpha.safetensors") != slurp(run / "search" / "autolora_alpha.safetensors"));
   }
 
   TEST_CASE("cli: autolora runs cut in the search or in the retrain resume to byte-identical outputs") {
@@ -147,6 +153,9 @@ TEST_SUITE("e2e") {
     CliRun c = run_cli("train " + cfg + kAutolora + " --set adapter.search_val_fraction=1");
     CHECK(c.rc != 0);
     CHECK(c.err.find("search_val_fraction must be in (0, 1)") != std::string::npos);
+    CliRun w = run_cli("train " + cfg + kAutolora + " --set adapter.search_weight_decay=-0.1");
+    CHECK(w.rc != 0);
+    CHECK(w.err.find("adapter.search_weight_decay must be >= 0") != std::string::npos);
     CliRun d = run_cli("train " + cfg + " --set adapter.k0=3");
     CHECK(d.rc != 0);
     CHECK(d.err.find("did you mean 'adapter.k'") != std::string::npos);

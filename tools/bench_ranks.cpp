@@ -218,7 +218,9 @@ BenchRanksResult run_bench_ranks(const BenchRanksArgs& a, Device dev) {
   o.max_grad_norm = 1.0;
   o.schedule = setup.schedule;
   o.schedule.total_steps = a.steps;
-  peft::Trainer tr(student, &pm, std::move(setup.strategy), o);
+  peft::TrainerOptions search_o = o;  // AutoLoRA's search may decay A/B; every other run (and the retrain) does not
+  if (a.strategy == "autolora") search_o.weight_decay = float(a.search_weight_decay);
+  peft::Trainer tr(student, &pm, std::move(setup.strategy), search_o);
   const int64_t initial_trainable = tr.trainable_count();
   const auto t0 = std::chrono::steady_clock::now();
   tr.begin();

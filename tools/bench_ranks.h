@@ -24,6 +24,7 @@ struct BenchRanksArgs {
   double outer_lr = 3e-4;      // AutoLoRA: Adam lr of α (the official 3e-4)
   std::string hypergradient = "darts", selection = "softmax";  // AutoLoRA (peft/autolora.h)
   double xi = 1.0;             // AutoLoRA: inner_lr_factor
+  double search_weight_decay = 0;  // AutoLoRA: AdamW decoupled weight decay on A/B in the search (official code: 0)
   // The teacher's sparse update: int(d * dim^2) random entries per module, N(0, sparse_scale^2) (0: none).
   double sparse_density = 0, sparse_scale = 0.5;
   double rosa_density = -1;    // RoSA: the student's d (default: sparse_density)

@@ -29,6 +29,9 @@ void add_bench_ranks_command(CLI::App& app, int& rc, std::string& device_spec, c
       ->check(CLI::IsMember({"darts", "first_order"}));
   c->add_option("--selection", a.selection, "AutoLoRA: softmax (default) or raw")->check(CLI::IsMember({"softmax", "raw"}));
   c->add_option("--xi", a.xi, "AutoLoRA: inner_lr_factor on the second-order term (default 1, the official code)");
+  c->add_option("--search-weight-decay", a.search_weight_decay,
+                 "AutoLoRA: AdamW weight decay on A/B during the search (default 0, the official code; its script passes 0.1)")
+      ->check(CLI::NonNegativeNumber);
   c->add_option("--train-examples", a.train_examples, "size of the training pool (AutoLoRA splits it 70/30)")
       ->check(CLI::Range(int64_t(2), int64_t(1) << 24));
   c->add_option("--noise", a.noise, "std of Gaussian label noise added to the training pool's targets (held-out gap: clean)")

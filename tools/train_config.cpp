@@ -40,7 +40,7 @@ const std::vector<std::string> kKeys = {
     // autolora
     "adapter.k", "adapter.outer_lr", "adapter.outer_beta1", "adapter.outer_beta2", "adapter.hypergradient",
     "adapter.darts_eps", "adapter.inner_lr_factor", "adapter.selection", "adapter.search_val_fraction",
-    "adapter.search_steps", "adapter.stop_after_search",
+    "adapter.search_steps", "adapter.stop_after_search", "adapter.search_weight_decay",
     // rosa
     "adapter.d", "adapter.density_pattern", "adapter.impl", "adapter.schedule", "adapter.spa_num_grads",
     "adapter.grad_acc_mode", "adapter.rosa_dtype", "adapter.spa_store_transpose", "adapter.mask_load_path",
@@ -293,6 +293,10 @@ TrainConfig parse_train_config(const std::string& text, const std::string& what,
   read(root, "adapter.search_val_fraction", c.autolora_val_fraction, what);
   read(root, "adapter.search_steps", c.autolora_search_steps, what);
   read(root, "adapter.stop_after_search", c.autolora_stop_after_search, what);
+  if (has(root, "adapter.search_weight_decay")) {
+    read(root, "adapter.search_weight_decay", c.autolora_search_weight_decay, what);
+    if (!(c.autolora_search_weight_decay >= 0)) fail(what, "adapter.search_weight_decay must be >= 0");
+  }
   if (c.method == "autolora") {
     for (const char* k : {"adapter.rank_pattern", "adapter.alpha_pattern", "adapter.use_dora", "adapter.use_rslora"})
       if (YAML::Node n = get(root, k); n && !n.IsNull())
@@ -422,6 +426,7 @@ std::string dump_train_config(const TrainConfig& c) {
     e << YAML::Key << "search_val_fraction" << YAML::Value << c.autolora_val_fraction;
     e << YAML::Key << "search_steps" << YAML::Value << c.autolora_search_steps;
     e << YAML::Key << "stop_after_search" << YAML::Value << c.autolora_stop_after_search;
+    if (c.autolora_search_weight_decay >= 0) e << YAML::Key << "search_weight_decay" << YAML::Value << c.autolora_search_weight_decay;
   }
   if (c.method == "rosa") {
     const auto& r = c.lora.rosa;

@@ -34,6 +34,9 @@ struct TrainConfig {
   double autolora_val_fraction = 0.3;   // share of the training split that trains α (70/30, seeded by seed)
   int64_t autolora_search_steps = 0;    // search steps (0: training.steps); the retrain runs training.steps
   bool autolora_stop_after_search = false;
+  // AdamW weight decay on A/B during the search (< 0: training.weight_decay). The official search code
+  // drops its script's 0.1; with none, α gets almost no signal (README, AutoLoRA planted ranks).
+  double autolora_search_weight_decay = -1;
   // RoSA's two-run restart protocol in one command (methods.md §3.3): run 1 in <output>/mask_run trains with
   // the schedule until the masks exist and saves them to <output>/rosa_masks.safetensors; run 2 starts again
   // from the pretrained model in <output> with schedule default and those masks.

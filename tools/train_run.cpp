@@ -395,6 +395,7 @@ int run_autolora(const TrainConfig& c, bool resume, Device d, int64_t stop_after
     TrainConfig cs = c;
     cs.output = search.string();
     if (c.autolora_search_steps > 0) cs.steps = c.autolora_search_steps;
+    if (c.autolora_search_weight_decay >= 0) cs.trainer.weight_decay = float(c.autolora_search_weight_decay);
     const int rc = run_train_phase(cs, resume && has_checkpoint(search), d, stop_after, &ran);
     if (rc != 0) return rc;
   }
