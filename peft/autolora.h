@@ -12,6 +12,10 @@
 // - the hypergradient: Betty's DARTS finite difference as the official code runs it has no inner
 //   learning-rate factor ξ (ξ = 1, default); DARTS proper multiplies the second-order term by the
 //   inner lr (set inner_lr_factor to it); 0 leaves the first-order term ∇_α L_val(w') alone.
+// - weight decay on A/B in the search: the official code drops its script's --weight_decay 0.1. It is the
+//   inner optimizer's (TrainerOptions::weight_decay of the search trainer; CLI adapter.search_weight_decay).
+//   Without it ΔW is invariant to moving scale between softmax(α)_j and b_j and α gets almost no signal;
+//   with it the fit gathers on the larger gates and the threshold follows the needed rank (README).
 #include <cstdint>
 #include <map>
 #include <memory>

@@ -1,7 +1,7 @@
 // The planted-rank benchmark (tools/bench_ranks.cpp): the acceptance checks of issue 6 as tests —
 // AROMA recovers planted ranks 0..4 within +-1 and stops by itself with nothing left to train;
 // AdaLoRA at a budget equal to the planted total keeps ranks rank-correlated with the planted ones;
-// AutoLoRA (issue 7) with weight decay in its search finds ranks correlated with planted ranks 1..4.
+// AutoLoRA (issue 7) with weight decay in its search finds ranks correlated with the planted ones.
 #include <numeric>
 
 #include "tests/cli_util.h"
@@ -70,15 +70,22 @@ TEST_SUITE("e2e") {
     CHECK(l.trainable_params == 6 * 4 * (32 + 32));
   }
 
-  TEST_CASE("bench ranks: AutoLoRA with weight decay in the search finds planted ranks 1..4 (Spearman >= 0.7)") {
+  TEST_CASE("bench ranks: AutoLoRA with weight decay in the search finds the planted ranks (Spearman >= 0.7)") {
     // Without decay ΔW is invariant to moving a component's scale between softmax(α) and b_j, and α
     // gets almost no signal (README); decay makes the components on the larger gates the cheap ones.
-    for (const char* planted : {"1,2,3,4,2,1", "4,3,2,1,2,3"}) {
-      CAPTURE(planted);
+    // A planted 0 needs label noise: noise-free, that module's gradients are round-off only.
+    struct Case {
+      const char* planted;
+      int64_t steps;
+      double noise;
+    };
+    for (const Case& c : {Case{"1,2,3,4,2,1", 2000, 0.0}, Case{"4,3,2,1,2,3", 2000, 0.0}, Case{"0,1,2,3,4,2", 4000, 0.1}}) {
+      CAPTURE(c.planted);
       BenchRanksArgs a;
       a.strategy = "autolora";
-      a.planted = planted;
-      a.steps = 2000;
+      a.planted = c.planted;
+      a.steps = c.steps;
+      a.noise = c.noise;
       a.search_weight_decay = 1;
       a.outer_lr = 3e-3;
       auto r = tools::run_bench_ranks(a, Device{});
@@ -88,7 +95,7 @@ TEST_SUITE("e2e") {
         CAPTURE(i);
         CHECK(std::abs(r.found[i] - r.planted[i]) <= 1);
       }
-      CHECK(r.gap_ratio < 0.01);  // the retrain at the found ranks fits the teacher
+      CHECK(r.gap_ratio < 0.01);  // the retrain at the found ranks fits the (clean) teacher
     }
   }
 
