@@ -1,4 +1,4 @@
-// A random CSR support for the sparse kernel tests (test_sparse.cpp, test_sparse_backend.cpp).
+// A random CSR support and random vectors for the sparse kernel tests (test_sparse.cpp, test_sparse_backend.cpp).
 #pragma once
 #include <cstdint>
 #include <random>
@@ -25,6 +25,15 @@ inline cpu::Csr random_csr(int64_t rows, int64_t cols, double density, uint32_t 
   cpu::Csr s = cpu::csr_from_dense(dense.data(), mask.data(), rows, cols);
   cpu::validate(s);
   return s;
+}
+
+// n values uniform in [-1, 1], seeded.
+inline std::vector<float> random_vec(int64_t n, uint32_t seed) {
+  std::mt19937 g(seed);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::vector<float> v(size_t(n), 0.0f);
+  for (float& x : v) x = u(g);
+  return v;
 }
 
 }  // namespace rf::test

@@ -17,14 +17,6 @@ namespace {
 
 using cpu::Csr;
 
-std::vector<float> random_vec(size_t n, uint32_t seed) {
-  std::mt19937 g(seed);
-  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  std::vector<float> v(n);
-  for (float& x : v) x = u(g);
-  return v;
-}
-
 // f32 accumulation of up to a few hundred terms of size <= 1: 1e-4 absolute is ~100 ulp of the sum.
 void check_close(const std::vector<float>& got, const std::vector<double>& want, double tol = 1e-4) {
   REQUIRE(got.size() == want.size());
@@ -53,8 +45,8 @@ TEST_CASE("sparse: spmm matches a dense f64 product, plain and accumulating") {
     CAPTURE(sh.rows);
     CAPTURE(sh.n);
     Csr s = random_csr(sh.rows, sh.cols, sh.density, seed++);
-    std::vector<float> d = s.to_dense(), x = random_vec(size_t(sh.cols * sh.n), seed++);
-    std::vector<float> y0 = random_vec(size_t(sh.rows * sh.n), seed++);
+    std::vector<float> d = s.to_dense(), x = random_vec(sh.cols * sh.n, seed++);
+    std::vector<float> y0 = random_vec(sh.rows * sh.n, seed++);
     std::vector<double> ref(size_t(sh.rows * sh.n), 0.0);
     for (int64_t i = 0; i < sh.rows; ++i)
       for (int64_t c = 0; c < sh.cols; ++c)
@@ -79,7 +71,7 @@ TEST_CASE("sparse: sddmm equals the masked dense dO^T X") {
     CAPTURE(tokens);
     Csr mask = random_csr(sh.rows, sh.cols, sh.density, seed++);
     // The RoSA layout: dO (T, out), X (T, in); the kernel takes dO^T (out, T) and X^T (in, T).
-    std::vector<float> d_o = random_vec(size_t(tokens * sh.rows), seed++), x = random_vec(size_t(tokens * sh.cols), seed++);
+    std::vector<float> d_o = random_vec(tokens * sh.rows, seed++), x = random_vec(tokens * sh.cols, seed++);
     std::vector<float> a(size_t(sh.rows * tokens)), b(size_t(sh.cols * tokens));
     for (int64_t t = 0; t < tokens; ++t) {
       for (int64_t i = 0; i < sh.rows; ++i) a[size_t(i * tokens + t)] = d_o[size_t(t * sh.rows + i)];
@@ -107,7 +99,7 @@ TEST_CASE("sparse: csr_add_dense adds alpha * S at the support only") {
   uint32_t seed = 200;
   for (const Shape2& sh : kShapes) {
     Csr s = random_csr(sh.rows, sh.cols, sh.density, seed++);
-    std::vector<float> w = random_vec(size_t(sh.rows * sh.cols), seed++), d = s.to_dense();
+    std::vector<float> w = random_vec(sh.rows * sh.cols, seed++), d = s.to_dense();
     std::vector<double> ref(w.size());
     for (size_t i = 0; i < w.size(); ++i) ref[i] = double(w[i]) + 0.5 * d[i];
     cpu::csr_add_dense(s, w.data(), 0.5f);

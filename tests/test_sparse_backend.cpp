@@ -22,14 +22,6 @@ namespace {
 
 using cpu::Csr;
 
-std::vector<float> random_vec(int64_t n, uint32_t seed) {
-  std::mt19937 g(seed);
-  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (float& x : v) x = u(g);
-  return v;
-}
-
 // Sparse kernels compute in f32 on every backend; the CPU also has its f64 (gradcheck) path.
 std::vector<DType> dtypes_for(Device d) {
   if (d.type == DeviceType::CPU) return {DType::F32, DType::F64};
