@@ -9,6 +9,7 @@
 
 #include "engine/autograd.h"
 #include "engine/ops.h"
+#include "peft/pattern.h"
 
 namespace rf::peft {
 
@@ -319,11 +320,7 @@ LoraExport adalora_to_lora(PeftModel& pm, const std::string& name) {
     lc.rank_pattern.emplace_back(p, k);  // exact paths: matched by (.*\.)?(path)$
     lc.alpha_pattern.emplace_back(p, double(k));
   }
-  // Exact module paths select the same modules whatever the original selector was.
-  lc.target_modules = ModuleSelector::list(targets);
-  lc.exclude_modules = {};
-  lc.layers_to_transform.clear();
-  lc.layers_pattern.clear();
+  target_exactly(lc, std::move(targets));
   lc.validate();
   return ex;
 }

@@ -188,9 +188,6 @@ AromaAdapter AromaStrategy::export_adapter(PeftModel& pm, bool include_live) con
   c.init_lora_weights = "true";
   // modules_to_save (a classifier head the run trained next to the increments) and trained biases
   // (bias: all | lora_only) go along unchanged, as PEFT saves them.
-  c.exclude_modules = ModuleSelector{};
-  c.layers_to_transform.clear();
-  c.layers_pattern.clear();
   c.rank_pattern.clear();
   c.alpha_pattern.clear();
   std::vector<std::string> targets;
@@ -227,7 +224,7 @@ AromaAdapter AromaStrategy::export_adapter(PeftModel& pm, bool include_live) con
   if (!c.modules_to_save.empty() || c.bias != "none")
     for (auto& [k, t] : pm.adapter_state_dict(adapter_))
       if (k.find(".lora_") == std::string::npos) out.tensors[k] = host_copy(t);
-  c.target_modules = ModuleSelector::list(targets);
+  target_exactly(c, std::move(targets));
   c.r = rmax;
   c.lora_alpha = double(rmax);
   return out;

@@ -125,11 +125,7 @@ LoraConfig autolora_retrain_config(LoraConfig c, const std::vector<ModuleRank>& 
     targets.push_back(mr.module);
     c.rank_pattern.emplace_back(exact_pattern_key(mr.module), mr.rank);  // scaling lora_alpha / r_i (PEFT)
   }
-  // Exact module paths select the searched modules whatever the original selector was.
-  c.target_modules = ModuleSelector::list(targets);
-  c.exclude_modules = {};
-  c.layers_to_transform.clear();
-  c.layers_pattern.clear();
+  target_exactly(c, std::move(targets));
   c.validate();
   return c;
 }

@@ -128,4 +128,11 @@ std::string exact_pattern_key(const std::string& path) {
   return out;
 }
 
+void target_exactly(LoraConfig& c, std::vector<std::string> paths) {
+  c.target_modules = ModuleSelector::list(std::move(paths));
+  c.exclude_modules = ModuleSelector{};
+  c.layers_to_transform.clear();
+  c.layers_pattern.clear();
+}
+
 }  // namespace rf::peft

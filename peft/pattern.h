@@ -17,6 +17,9 @@ bool pattern_key_matches(const std::string& key, const std::string& name);
 // A rank_pattern / alpha_pattern key that matches exactly this module path (dots escaped), for the
 // strategies that export per-module ranks (AROMA, AutoLoRA).
 std::string exact_pattern_key(const std::string& path);
+// c targets exactly these module paths, whatever its selector was: target_modules = the list, no
+// exclude_modules / layers_to_transform / layers_pattern (the exports of AROMA, AdaLoRA, AutoLoRA).
+void target_exactly(LoraConfig& c, std::vector<std::string> paths);
 // PEFT's check_target_module_exists for one selector (List or Regex).
 bool selector_matches(const ModuleSelector& s, const std::string& name);
 // The transformer layer index in a module name ("model.layers.3.self_attn.q_proj" -> 3) following
