@@ -144,20 +144,18 @@ TEST_SUITE("e2e") {
   TEST_CASE("cli: autolora config keys are checked") {
     TrainSetup s;
     const std::string cfg = s.config("bad", 4, 0);
-    CliRun a = run_cli("train " + cfg + kAutolora + " --set 'adapter.rank_pattern={c_fc: 2}'");
-    CHECK(a.rc != 0);
-    CHECK(a.err.find("adapter.rank_pattern does not apply to autolora") != std::string::npos);
-    CliRun b = run_cli("train " + cfg + kAutolora + " --set adapter.hypergradient=unrolled");
-    CHECK(b.rc != 0);
-    CHECK(b.err.find("hypergradient 'unrolled' is not darts or first_order") != std::string::npos);
-    CliRun c = run_cli("train " + cfg + kAutolora + " --set adapter.search_val_fraction=1");
-    CHECK(c.rc != 0);
-    CHECK(c.err.find("search_val_fraction must be in (0, 1)") != std::string::npos);
-    CliRun w = run_cli("train " + cfg + kAutolora + " --set adapter.search_weight_decay=-0.1");
-    CHECK(w.rc != 0);
-    CHECK(w.err.find("adapter.search_weight_decay must be >= 0") != std::string::npos);
-    CliRun d = run_cli("train " + cfg + " --set adapter.k0=3");
-    CHECK(d.rc != 0);
-    CHECK(d.err.find("did you mean 'adapter.k'") != std::string::npos);
+    const std::pair<std::string, std::string> bad[] = {  // (overrides, the error's words)
+        {kAutolora + std::string(" --set 'adapter.rank_pattern={c_fc: 2}'"), "adapter.rank_pattern does not apply to autolora"},
+        {kAutolora + std::string(" --set adapter.hypergradient=unrolled"), "hypergradient 'unrolled' is not darts or first_order"},
+        {kAutolora + std::string(" --set adapter.search_val_fraction=1"), "search_val_fraction must be in (0, 1)"},
+        {kAutolora + std::string(" --set adapter.search_weight_decay=-0.1"), "adapter.search_weight_decay must be >= 0"},
+        {" --set adapter.k0=3", "did you mean 'adapter.k'"},
+    };
+    for (const auto& [overrides, words] : bad) {
+      CAPTURE(overrides);
+      CliRun r = run_cli("train " + cfg + overrides);
+      CHECK(r.rc != 0);
+      CHECK(r.err.find(words) != std::string::npos);
+    }
   }
 }
