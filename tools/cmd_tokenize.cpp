@@ -33,7 +33,14 @@ void add_tokenize_command(CLI::App& app, int& rc) {
       std::vector<int64_t> ids;
       for (const auto& v : j) {
         if (!v.is_number_integer()) throw std::runtime_error(fmt::format("[tokenize] {} is not an integer id", v.dump()));
-        ids.push_back(v.get<int64_t>());
+        const int64_t id = v.get<int64_t>();
+        // decode() drops unknown ids silently (as Hugging Face does); on the command line that hides a typo.
+        if (!tok->id_to_token(id)) {
+          const int64_t n = tok->vocab_size();
+          throw std::runtime_error(id < 0 || id >= n ? fmt::format("[tokenize] id {} is outside the vocabulary (size {}: ids 0..{})", id, n, n - 1)
+                                                     : fmt::format("[tokenize] id {} is not in the vocabulary (size {}): no token has it", id, n));
+        }
+        ids.push_back(id);
       }
       fmt::print("{}\n", tok->decode(ids, a.skip_special));
     } else {
