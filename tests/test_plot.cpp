@@ -1,27 +1,20 @@
-// Charts are checked by decoding the PNGs (stb_image) and looking where the series colours landed;
-// Progress by capturing its output in a tmpfile().
+// Charts are checked by decoding the PNGs (stb_image) and looking where the series colours landed.
+// (Progress: tests/test_progress.cpp.)
 #include <doctest/doctest.h>
 #include <stb_image.h>
 #include <unistd.h>
 
-#include <chrono>
 #include <cmath>
-#include <cstdio>
 #include <filesystem>
-#include <regex>
 #include <stdexcept>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "tools/plot.h"
-#include "tools/progress.h"
 
 namespace fs = std::filesystem;
 using rf::tools::BarChart;
 using rf::tools::LineChart;
-using rf::tools::Progress;
-using rf::tools::ProgressStats;
 using rf::tools::Series;
 
 namespace {
@@ -105,25 +98,6 @@ double middle_height(const Image& img, uint32_t rgb) {
   double y_mid = img.column_mean_row(rgb, (first + last) / 2);
   REQUIRE(y_mid >= 0);
   return (y_first - y_mid) / (y_first - y_last);
-}
-
-std::string read_all(std::FILE* f) {
-  std::fflush(f);
-  std::rewind(f);
-  std::string s;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) s.append(buf, n);
-  return s;
-}
-
-std::vector<std::string> split_lines(const std::string& s) {
-  std::vector<std::string> out;
-  size_t start = 0;
-  for (size_t i = 0; i < s.size(); ++i)
-    if (s[i] == '\n') out.push_back(s.substr(start, i - start)), start = i + 1;
-  if (start < s.size()) out.push_back(s.substr(start));
-  return out;
 }
 
 }  // namespace
@@ -369,112 +343,6 @@ TEST_CASE("plot: write errors name the path and leave no file behind") {
   c.width = 500;
   write_png(c, tmp.file("ok.png"));
   CHECK(load(tmp.file("ok.png")).w == 500);
-}
-
-TEST_CASE("progress: plain mode prints every N updates and the last step") {
-  std::FILE* f = std::tmpfile();
-  REQUIRE(f);
-  {
-    Progress p(f, 0, 3);
-    CHECK_FALSE(p.tty());
-    for (int step = 1; step <= 10; ++step) {
-      p.update({step, 10, 2.5 - step * 0.1, 1e-4, 1234, "eval_loss=2.31"});
-      if (step == 5) p.message("eval at 5");
-    }
-  }
-  std::string out = read_all(f);
-  std::fclose(f);
-  CHECK(out.find('\r') == std::string::npos);
-  CHECK(out.find('\x1b') == std::string::npos);
-  std::vector<std::string> lines = split_lines(out);
-  REQUIRE(lines.size() == 5);  // updates 3, 6, 9, the final step 10, and the message
-  CHECK(lines[0].rfind("step 3/10 ", 0) == 0);
-  CHECK(lines[1] == "eval at 5");
-  CHECK(lines[2].rfind("step 6/10 ", 0) == 0);
-  CHECK(lines[3].rfind("step 9/10 ", 0) == 0);
-  const std::string& last = lines[4];
-  CHECK(last.rfind("step 10/10 [##########] 100%", 0) == 0);
-  for (const char* field : {"loss 1.5000", "lr 1.00e-04", "1234 tok/s", "ETA ", "eval_loss=2.31"})
-    CHECK_MESSAGE(last.find(field) != std::string::npos, field << " missing in: " << last);
-  CHECK(out.back() == '\n');
-}
-
-TEST_CASE("progress: plain mode with an unknown total and control characters") {
-  std::FILE* f = std::tmpfile();
-  REQUIRE(f);
-  {
-    Progress p(f, 0, 1);
-    p.update({7, 0, NAN, 0, 0, "a\nb\rc"});
-  }
-  std::string out = read_all(f);
-  std::fclose(f);
-  CHECK(out.rfind("step 7 loss nan", 0) == 0);
-  CHECK(out.find("ETA") == std::string::npos);
-  CHECK(out.find("a b c") != std::string::npos);
-  CHECK(split_lines(out).size() == 1);
-}
-
-TEST_CASE("progress: ETA is the average time per step times the steps left") {
-  std::FILE* f = std::tmpfile();
-  REQUIRE(f);
-  {
-    Progress p(f, 0, 1);
-    p.update({0, 1000, 1, 1e-3, 0, ""});
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    p.update({1, 1000, 1, 1e-3, 0, ""});
-  }
-  std::vector<std::string> lines = split_lines(read_all(f));
-  std::fclose(f);
-  REQUIRE(lines.size() == 2);
-  CHECK(lines[0].find("ETA ?") != std::string::npos);  // no step timed yet
-  std::smatch m;
-  REQUIRE(std::regex_search(lines[1], m, std::regex("ETA (\\d+):(\\d\\d)")));
-  int seconds = std::stoi(m[1]) * 60 + std::stoi(m[2]);
-  CHECK(seconds >= 49);   // 999 steps left at >= 50 ms each
-  CHECK(seconds <= 600);  // generous for a loaded machine
-}
-
-TEST_CASE("progress: tty mode redraws one line in place") {
-  std::FILE* f = std::tmpfile();
-  REQUIRE(f);
-  {
-    Progress p(f, 1, 10);
-    CHECK(p.tty());
-    p.update({1, 300, 2.3142, 1e-4, 1234, ""});
-    p.update({2, 300, 2.3, 1e-4, 1234, std::string(200, 'x')});
-    p.message("checkpoint saved");
-    p.update({3, 300, 2.2, 1e-4, 1234, "eval_loss=2.31"});
-    p.finish();
-    p.finish();  // idempotent, and the destructor adds nothing
-  }
-  std::string out = read_all(f);
-  std::fclose(f);
-  CHECK(out.rfind("\rstep 1/300 [", 0) == 0);
-  CHECK(out.find("\x1b[K") != std::string::npos);
-  CHECK(std::regex_search(out, std::regex("ETA (\\?|\\d+:\\d\\d)")));
-  CHECK(out.find("\r\x1b[Kcheckpoint saved\n\rstep 3/300") != std::string::npos);
-  CHECK(out.find("eval_loss=2.31\x1b[K\n") != std::string::npos);
-  CHECK(out.size() >= 2);
-  CHECK(out.substr(out.size() - 2) != "\n\n");  // finish() ended the bar exactly once
-  // Each redraw fits the terminal.
-  size_t pos = 0;
-  while ((pos = out.find('\r', pos)) != std::string::npos) {
-    size_t end = out.find_first_of("\r\n", pos + 1);
-    std::string seg = out.substr(pos + 1, end - pos - 1);
-    if (seg.rfind("\x1b[K", 0) != 0) CHECK(seg.size() <= 100 + 3);
-    pos = pos + 1;
-  }
-}
-
-TEST_CASE("progress: format_eta") {
-  CHECK(Progress::format_eta(0) == "0:00");
-  CHECK(Progress::format_eta(65) == "1:05");
-  CHECK(Progress::format_eta(3723) == "1:02:03");
-  CHECK(Progress::format_eta(59.4) == "0:59");
-  CHECK(Progress::format_eta(36000) == "10:00:00");
-  CHECK(Progress::format_eta(NAN) == "?");
-  CHECK(Progress::format_eta(INFINITY) == "?");
-  CHECK(Progress::format_eta(-1) == "?");
 }
 
 }  // TEST_SUITE
