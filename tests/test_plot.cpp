@@ -4,6 +4,7 @@
 #include <stb_image.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <stdexcept>
@@ -269,6 +270,72 @@ TEST_CASE("plot: degenerate line charts do not crash") {
     LineChart c;
     c.width = 0;
     CHECK_THROWS_WITH_AS(write_png(c, tmp.file("zero.png")), doctest::Contains("[plot]"), std::runtime_error);
+  }
+}
+
+TEST_CASE("plot: a series with markers gets a disc on every point, in the legend too") {
+  TempDir tmp;
+  // A flat line through 5 points: plain, its thickness is the same in every column; with markers the
+  // columns of the points hold a disc several times as tall, and only there.
+  uint32_t red = 0xd62728;
+  LineChart c{"", "", "", {line("", range_x(5), std::vector<double>(5, 1.0), red)}};
+  write_png(c, tmp.file("plain.png"));
+  c.series[0].markers = true;
+  write_png(c, tmp.file("markers.png"));
+  Image plain = load(tmp.file("plain.png")), marked = load(tmp.file("markers.png"));
+  auto [first, last] = plain.column_span(red);
+  REQUIRE(first >= 0);
+  int thickness = plain.column_count(red, (first + last) / 2);
+  CHECK(thickness > 0);
+  std::vector<int> tall;  // columns where the marked line is more than twice the plain thickness
+  for (int x = 0; x < marked.w; ++x) {
+    CHECK(plain.column_count(red, x) <= thickness);
+    if (marked.column_count(red, x) > 2 * thickness) tall.push_back(x);
+  }
+  int discs = 0;
+  for (size_t i = 0; i < tall.size(); ++i) discs += i == 0 || tall[i] > tall[i - 1] + 1;
+  CHECK(discs == 5);
+  double spacing = (last - first) / 4.0;
+  for (int k = 0; k < 5; ++k) {  // a disc centred on each point
+    int x = first + int(std::lround(k * spacing));
+    CHECK_MESSAGE(std::count_if(tall.begin(), tall.end(), [&](int t) { return std::abs(t - x) <= 6; }) >= 3, "point " << k);
+  }
+  // The legend swatch of a named series with markers carries a block above its line.
+  LineChart named{"", "", "", {line("eval", range_x(5), std::vector<double>(5, 1.0), red)}};
+  write_png(named, tmp.file("legend_plain.png"));
+  named.series[0].markers = true;
+  write_png(named, tmp.file("legend_markers.png"));
+  Image lp = load(tmp.file("legend_plain.png")), lm = load(tmp.file("legend_markers.png"));
+  auto legend = [&](const Image& img) { return img.count(red, img.w / 2, 0, img.w, img.h / 4); };  // the line is lower
+  CHECK(legend(lp) > 0);
+  CHECK(legend(lm) > legend(lp) + 10);
+}
+
+TEST_CASE("plot: shorten_module_name cuts the middle and keeps the layer index") {
+  using rf::tools::shorten_module_name;
+  const std::string gpt2 = "transformer.h.11.attn.c_attn";
+  CHECK(shorten_module_name(gpt2, 40) == gpt2);
+  CHECK(shorten_module_name(gpt2, 28) == gpt2);
+  CHECK(shorten_module_name(gpt2, 27) == "transformer..11.attn.c_attn");
+  CHECK(shorten_module_name(gpt2, 24) == "transfor..11.attn.c_attn");
+  CHECK(shorten_module_name(gpt2, 16) == "..11.attn.c_attn");
+  CHECK(shorten_module_name(gpt2, 14) == "11.attn.c_attn");
+  CHECK(shorten_module_name(gpt2, 12) == "11..c_attn");
+  CHECK(shorten_module_name("model.layers.3.self_attn.q_proj", 24) == "mode..3.self_attn.q_proj");
+  CHECK(shorten_module_name("model.layers.3.self_attn.q_proj", 12) == "3..q_proj");
+  // The first number is the layer index, also when an expert number follows it.
+  CHECK(shorten_module_name("model.layers.7.mlp.experts.12.w1", 21) == "..7.mlp.experts.12.w1");
+  CHECK(shorten_module_name("model.layers.7.mlp.experts.12.w1", 20) == "7.mlp.experts.12.w1");
+  // No index: the start and the last component.
+  CHECK(shorten_module_name("encoder.attention.self.query_projection", 25) == "encoder..query_projection");
+  CHECK(shorten_module_name("a_single_very_long_component_name", 14) == "a_si..ent_name");
+  // Every width: never longer than asked, and the index is there while it fits at all.
+  for (size_t n = 0; n <= gpt2.size() + 2; ++n) {
+    std::string s = shorten_module_name(gpt2, n);
+    CHECK(s.size() <= n);
+    if (n >= 2) CHECK_MESSAGE(s.find("11") != std::string::npos, n << ": " << s);
+    if (n >= 16 && n < gpt2.size()) CHECK_MESSAGE(s.ends_with("..11.attn.c_attn"), n << ": " << s);  // the start cut
+    if (n >= 5 && n < 14) CHECK_MESSAGE(s.starts_with("11.."), n << ": " << s);                     // then the middle
   }
 }
 

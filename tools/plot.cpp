@@ -76,14 +76,18 @@ int text_width(const std::string& s, int scale) {
   return stb_easy_font_width(t.data()) * scale;
 }
 int text_height(int scale) { return 9 * scale; }
-// Cuts s (marking the cut with "..") until it fits max_w pixels. keep_end keeps the tail, where
-// layer names differ ("model.layers.11.q_proj" -> "..11.q_proj").
-std::string fit_text(const std::string& s, int max_w, int scale, bool keep_end = false) {
+// Cuts the end of s (marking the cut with "..") until it fits max_w pixels.
+std::string fit_text(const std::string& s, int max_w, int scale) {
   if (text_width(s, scale) <= max_w) return s;
   std::string t = s;
-  auto cut = [&] { return keep_end ? ".." + t : t + ".."; };
-  while (!t.empty() && text_width(cut(), scale) > max_w) t.erase(keep_end ? 0 : t.size() - 1, 1);
-  return t.empty() ? std::string() : cut();
+  while (!t.empty() && text_width(t + "..", scale) > max_w) t.pop_back();
+  return t.empty() ? std::string() : t + "..";
+}
+// A module path in max_w pixels, shortened in the middle so its layer index stays (shorten_module_name).
+std::string fit_module_name(const std::string& s, int max_w, int scale) {
+  for (size_t n = s.size(); n > 0; --n)
+    if (std::string t = shorten_module_name(s, n); text_width(t, scale) <= max_w) return t;
+  return {};
 }
 // Draws s with its top-left at (x, y); vertical text reads bottom-to-top with (x, y) its bottom-left.
 void draw_text(Canvas& cv, int x, int y, const std::string& s, uint32_t rgb, int scale, bool vertical = false) {
@@ -100,25 +104,6 @@ void draw_text(Canvas& cv, int x, int y, const std::string& s, uint32_t rgb, int
 }
 void draw_text_centered(Canvas& cv, int cx, int y, const std::string& s, uint32_t rgb, int scale) {
   draw_text(cv, cx - text_width(s, scale) / 2, y, s, rgb, scale);
-}
-
-// Compact "{:g}": exponent without '+' and leading zeros ("1e-05" -> "1e-5").
-std::string compact(double v, int precision) {
-  std::string s = fmt::format("{:.{}g}", v, precision);
-  size_t e = s.find('e');
-  return e == std::string::npos ? s : fmt::format("{}e{}", s.substr(0, e), std::stoi(s.substr(e + 1)));
-}
-// Labels with the fewest digits (at least {:g}'s 6) that still tell neighbouring ticks apart.
-std::vector<std::string> tick_labels(const std::vector<double>& ticks) {
-  std::vector<std::string> out;
-  for (int p = 6; p <= 17; ++p) {
-    out.clear();
-    for (double t : ticks) out.push_back(compact(t, p));
-    bool distinct = true;
-    for (size_t i = 1; i < out.size(); ++i) distinct = distinct && out[i] != out[i - 1];
-    if (distinct) break;
-  }
-  return out;
 }
 
 struct Axis {
@@ -362,16 +347,17 @@ void write_png(const LineChart& c, const std::string& path) {
   bool log = c.log_y && has_data && !any_nonpos;
 
   // Legend entries (named series only) go in a right margin, never over the data.
-  std::vector<std::pair<std::string, uint32_t>> legend;
+  struct Entry { std::string name; uint32_t rgb; bool markers; };
+  std::vector<Entry> legend;
   size_t auto_colour = 0;
   std::vector<uint32_t> colours;
   for (const Series& ser : c.series) {
     colours.push_back(ser.rgb ? ser.rgb : kPalette[auto_colour++ % std::size(kPalette)]);
-    if (!ser.name.empty()) legend.emplace_back(ser.name, colours.back());
+    if (!ser.name.empty()) legend.push_back({ser.name, colours.back(), ser.markers});
   }
   Layout L = base_layout(c.width, c.height, !c.title.empty(), !c.x_label.empty(), !c.y_label.empty());
   int swatch = 8 * L.ts + L.pad / 2, legend_w = 0;
-  for (auto& [name, rgb] : legend) {
+  for (auto& [name, rgb, markers] : legend) {
     name = fit_text(name, c.width / 4, L.ts);
     legend_w = std::max(legend_w, swatch + text_width(name, L.ts));
   }
@@ -413,8 +399,11 @@ void write_png(const LineChart& c, const std::string& path) {
   for (size_t s = 0; s < pts.size(); ++s) {
     std::vector<Pt> v;
     for (const Pt& p : pts[s]) v.push_back(std::isnan(p.x) ? p : to_px(p));
-    v = thin_columns(v);
     Mask m(cv.w, cv.h);
+    if (c.series[s].markers)  // before thinning, so that every point gets its disc
+      for (const Pt& p : v)
+        if (!std::isnan(p.x)) draw_segment(m, clip, p, p, hw + 3);
+    v = thin_columns(v);
     for (size_t i = 0; i < v.size(); ++i) {
       if (std::isnan(v[i].x)) continue;
       bool prev = i > 0 && !std::isnan(v[i - 1].x), next = i + 1 < v.size() && !std::isnan(v[i + 1].x);
@@ -427,10 +416,11 @@ void write_png(const LineChart& c, const std::string& path) {
   cv.frame(L.p, kFrame);
   draw_title(cv, L, c.title);
   int ly = L.p.y0 + L.pad / 2;  // legend
-  for (const auto& [name, rgb] : legend) {
+  for (const auto& [name, rgb, markers] : legend) {
     if (ly + text_height(L.ts) > L.p.y1) break;
     int lx = L.p.x1 + L.pad;
     cv.fill({lx, ly + 3 * L.ts, lx + 8 * L.ts, ly + 5 * L.ts}, rgb);
+    if (markers) cv.fill({lx + 2 * L.ts, ly + L.ts, lx + 6 * L.ts, ly + 7 * L.ts}, rgb);
     draw_text(cv, lx + swatch, ly, name, kInk, L.ts);
     ly += text_height(L.ts) + L.pad;
   }
@@ -474,7 +464,7 @@ void write_png(const BarChart& c, const std::string& path) {
     int sx0 = L.p.x0 + int(std::lround(slot * double(i))), sx1 = L.p.x0 + int(std::lround(slot * double(i + 1)));
     int bw = std::max(1, int(std::lround((sx1 - sx0) * 0.7)));
     int bx = sx0 + (sx1 - sx0 - bw) / 2, cx = (sx0 + sx1) / 2;
-    std::string value = compact(v, 4);  // "nan" for a missing value
+    std::string value = compact_number(v, 4);  // "nan" for a missing value
     int top = base;
     if (std::isfinite(v)) {
       top = y_pixel(L, ya, std::clamp(v, -kMaxAbs, kMaxAbs));
@@ -485,7 +475,7 @@ void write_png(const BarChart& c, const std::string& path) {
       draw_text_centered(cv, cx, std::clamp(vy, L.p.y0 + 1, L.p.y1 - th), value, kInk, L.ts);
     }
     if (i >= c.labels.size() || i % every != 0) continue;
-    std::string s = rotated ? fit_text(c.labels[i], rot_len, L.ts, true) : c.labels[i];
+    std::string s = rotated ? fit_module_name(c.labels[i], rot_len, L.ts) : c.labels[i];
     if (!rotated) draw_text_centered(cv, cx, L.p.y1 + L.tick + L.pad / 2, s, kInk, L.ts);
     else draw_text(cv, cx - th / 2 + L.ts, L.p.y1 + L.tick + text_width(s, L.ts), s, kInk, L.ts, true);
   }
