@@ -117,6 +117,14 @@ int run_generate(const ModelArgs& a, Device d) {
   lo.keep_16bit = a.keep_16bit;
   auto m = models::load_model(a.model, lo);
   auto tok = models::load_tokenizer(a.tokenizer.empty() ? a.model : a.tokenizer);
+  // The adapter runs unmerged (LoraLinear around the frozen base), as `forward --adapter` does.
+  std::unique_ptr<peft::PeftModel> pm;
+  if (!a.adapter.empty()) {
+    pm = std::make_unique<peft::PeftModel>(*m);
+    std::vector<std::string> notes;
+    pm->load_adapter(a.adapter, "default", false, &notes);
+    for (auto& n : notes) fmt::print(stderr, "[generate] note: {}\n", n);
+  }
   models::SamplingOptions s = a.sampling;
   s.greedy = a.greedy;
   s.seed = a.seed;
@@ -129,22 +137,39 @@ int run_generate(const ModelArgs& a, Device d) {
   }
   std::vector<int64_t> prompt = tok->encode(a.prompt, true);
   std::vector<int64_t> out;
+  std::string text;
   size_t printed = 0;
+  bool at_line_start = a.prompt.empty() || a.prompt.back() == '\n';
+  auto emit = [&](size_t upto) {  // streams text[printed, upto) to stdout
+    if (upto <= printed) return;
+    std::fwrite(text.data() + printed, 1, upto - printed, stdout);
+    std::fflush(stdout);
+    at_line_start = text[upto - 1] == '\n';
+    printed = upto;
+  };
+  // The text ends its line, flushed, before anything else is written: with stdout and stderr on one
+  // terminal or file, a status or error line never continues the generated text's last line.
+  auto end_line = [&] {
+    if (!at_line_start) std::fputc('\n', stdout);
+    std::fflush(stdout);
+  };
   fmt::print("{}", a.prompt);
   std::fflush(stdout);
-  auto gen = models::generate(*m, prompt, s, [&](int64_t t) {
-    out.push_back(t);
-    std::string text = tok->decode(out, true);
-    size_t ready = models::utf8_complete_prefix(text);
-    if (ready > printed) {
-      std::fwrite(text.data() + printed, 1, ready - printed, stdout);
-      std::fflush(stdout);
-      printed = ready;
-    }
-    return true;
-  });
-  fmt::print("\n");
+  models::Generation gen;
+  try {
+    gen = models::generate(*m, prompt, s, [&](int64_t t) {
+      out.push_back(t);
+      text = tok->decode(out, true);
+      emit(models::utf8_complete_prefix(text));
+      return true;
+    });
+  } catch (...) {
+    end_line();
+    throw;
+  }
+  end_line();
   if (a.print_ids) fmt::print("{}\n", nlohmann::json(gen.tokens).dump());
+  std::fflush(stdout);
   fmt::print(stderr, "[generate] {} new tokens, stopped: {}\n", gen.tokens.size(), gen.stop_reason);
   return 0;
 }
@@ -221,6 +246,7 @@ void add_model_commands(CLI::App& app, int& rc, std::string& device_spec, const 
   gen->add_option("--seed", a.seed, "sampling seed");
   gen->add_option("--stop", a.stop, "stop text (one token each; default: the config's eos_token_id)");
   gen->add_option("--stop-id", a.stop_ids, "stop token id");
+  gen->add_option("--adapter", a.adapter, "PEFT LoRA adapter directory to apply (unmerged)");
   gen->add_flag("--print-ids", a.print_ids, "print the generated ids as a JSON array at the end");
   gen->add_option("--device", device_spec, "cpu, vulkan or vulkan:N");
   gen->add_flag("--keep-16bit", a.keep_16bit, "keep F16/BF16 weights 16-bit in memory");
