@@ -56,4 +56,14 @@ std::string read_file(const std::string& path, std::string_view who) {
   return ss.str();
 }
 
+void require_directory(const std::string& path, std::string_view who, std::string_view expected) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT || errno == ENOTDIR) throw std::runtime_error(fmt::format("[{}] {}: no such directory", who, path));
+    throw std::runtime_error(fmt::format("[{}] {}: {}", who, path, std::strerror(errno)));
+  }
+  if (S_ISDIR(st.st_mode)) return;
+  throw std::runtime_error(fmt::format("[{}] {} is {}; expected {}", who, path, S_ISREG(st.st_mode) ? "a file" : "not a directory", expected));
+}
+
 }  // namespace rf

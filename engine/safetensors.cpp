@@ -12,11 +12,12 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <stdexcept>
 
+#include "engine/file_io.h"
+#include "engine/json_io.h"
 #include "engine/utf8.h"
 
 namespace rf::safetensors {
@@ -241,8 +242,7 @@ namespace {
 // The index as JSON, refusing duplicate keys (nlohmann would keep one silently, so a tensor listed
 // twice could load from either shard).
 nlohmann::json read_index(const std::string& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) fail(file, std::strerror(errno));
+  const std::string text = read_file(file, "safetensors");
   std::vector<std::set<std::string>> open_objects;
   std::string dup;
   auto cb = [&](int, nlohmann::json::parse_event_t ev, nlohmann::json& parsed) {
@@ -253,12 +253,7 @@ nlohmann::json read_index(const std::string& file) {
       dup = parsed.get<std::string>();
     return true;
   };
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in, cb);
-  } catch (const nlohmann::json::exception& e) {
-    fail(file, fmt::format("invalid JSON: {}", e.what()));
-  }
+  nlohmann::json j = parse_json_text(text, file, "safetensors", cb);
   if (!dup.empty()) fail(file, fmt::format("invalid JSON: duplicate key {}", quote_name(dup)));
   return j;
 }

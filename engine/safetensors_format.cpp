@@ -11,6 +11,7 @@
 #include <set>
 #include <stdexcept>
 
+#include "engine/json_io.h"
 #include "engine/safetensors.h"
 #include "engine/utf8.h"
 
@@ -151,8 +152,12 @@ Header parse(std::span<const std::byte> file, std::string_view what) {
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(h, h + n, cb);
+  } catch (const nlohmann::json::parse_error& e) {
+    // The header sits inside a binary file: a file offset locates the error better than a line.
+    fail(what, fmt::format("invalid header deserialization: invalid JSON at byte offset {}: {}", 8 + std::min<size_t>(e.byte > 0 ? e.byte - 1 : 0, n),
+                           json_reason_text(e)));
   } catch (const nlohmann::json::exception& e) {
-    fail(what, fmt::format("invalid header deserialization: {}", e.what()));
+    fail(what, fmt::format("invalid header deserialization: {}", json_reason_text(e)));
   }
   if (!dup.empty()) fail(what, fmt::format("invalid header deserialization: {}", dup));
   if (!j.is_object()) fail(what, "invalid header deserialization: the header is not a JSON object");
