@@ -3,8 +3,9 @@
 #include <fmt/format.h>
 
 #include <filesystem>
-#include <fstream>
 #include <stdexcept>
+
+#include "engine/json_io.h"
 
 namespace rf::models {
 
@@ -16,7 +17,7 @@ struct Reader {
   const json& j;
   const std::string& what;
 
-  [[noreturn]] void fail(const std::string& msg) const { throw std::runtime_error(fmt::format("[config] {}: {}", what, msg)); }
+  [[noreturn]] void fail(const std::string& msg) const { throw std::runtime_error(fmt::format("[model] {}: {}", what, msg)); }
   const json* get(std::initializer_list<const char*> keys) const {  // first present, non-null alias
     for (const char* k : keys)
       if (auto it = j.find(k); it != j.end() && !it->is_null()) return &*it;
@@ -216,16 +217,14 @@ ModelConfig parse_config(const nlohmann::json& j, const std::string& what) {
 
 ModelConfig load_config(const std::string& dir_or_file) {
   namespace fs = std::filesystem;
-  fs::path p = fs::is_directory(dir_or_file) ? fs::path(dir_or_file) / "config.json" : fs::path(dir_or_file);
-  std::ifstream in(p);
-  if (!in) throw std::runtime_error(fmt::format("[config] {}: cannot open (no config.json?)", p.string()));
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw std::runtime_error(fmt::format("[config] {}: invalid JSON: {}", p.string(), e.what()));
-  }
-  return parse_config(j, p.string());
+  std::error_code ec;
+  const auto st = fs::status(dir_or_file, ec);
+  if (!fs::exists(st)) throw std::runtime_error(fmt::format("[model] {}: no such file or directory", dir_or_file));
+  const bool dir = fs::is_directory(st);
+  const std::string p = dir ? (fs::path(dir_or_file) / "config.json").string() : dir_or_file;
+  if (dir && !fs::exists(p, ec))
+    throw std::runtime_error(fmt::format("[model] {}: no such file (a checkpoint folder holds config.json + *.safetensors)", p));
+  return parse_config(parse_json_file(p, "model"), p);
 }
 
 }  // namespace rf::models

@@ -30,6 +30,7 @@ std::unique_ptr<Model> create_model(const ModelConfig& c, const nn::Init& init) 
 }
 
 std::unique_ptr<Model> load_model(const std::string& dir, const LoadOptions& opt) {
+  require_directory(dir, "model", "a checkpoint folder (config.json + *.safetensors)");
   ModelConfig c = load_config(dir);
   auto ck = safetensors::Checkpoint::open(dir);
   // Storage only: every tensor is replaced by the checkpoint's (aliasing the file mapping on the CPU).

@@ -196,10 +196,10 @@ TEST_SUITE("unit") {
     CHECK(err(llama).empty());
     auto j = llama;
     j["model_type"] = "falcon";
-    CHECK(err(j) == "[config] config.json: model_type 'falcon' is not supported (supported: gpt2, llama, qwen2, mistral, bert)");
+    CHECK(err(j) == "[model] config.json: model_type 'falcon' is not supported (supported: gpt2, llama, qwen2, mistral, bert)");
     j = llama;
     j["rope_parameters"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
-    CHECK(err(j) == "[config] config.json: rope type 'yarn' is not supported (supported: default, linear, llama3)");
+    CHECK(err(j) == "[model] config.json: rope type 'yarn' is not supported (supported: default, linear, llama3)");
     j = llama;
     j["hidden_act"] = "mish";
     CHECK(err(j).find("hidden_act 'mish' is not supported (supported: gelu_new, gelu") != std::string::npos);

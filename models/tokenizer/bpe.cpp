@@ -7,6 +7,7 @@
 #include <mutex>
 #include <sstream>
 
+#include "engine/json_io.h"
 #include "models/tokenizer/internal.h"
 
 namespace rf::models::tok {
@@ -195,16 +196,17 @@ class BpeTokenizer final : public Tokenizer {
 
 std::unique_ptr<Tokenizer> make_bpe(const nlohmann::json& tj, const std::string& file) {
   auto t = std::make_unique<BpeTokenizer>();
-  const auto& model = tj.at("model");
-  t->set_vocab(model.at("vocab"), file);
-  t->ignore_merges = model.value("ignore_merges", false);
-  if (model.contains("unk_token") && model["unk_token"].is_string()) {
-    auto it = t->vocab.find(model["unk_token"].get<std::string>());
+  const JsonPlace top{file, "tokenizer", ""}, mp = top.at("model");
+  const auto& model = json_required(tj, "model", top);
+  t->set_vocab(json_required(model, "vocab", mp), file);
+  t->ignore_merges = json_value_or(model, "ignore_merges", false, mp);
+  if (auto unk = json_value_or<std::string>(model, "unk_token", "", mp); !unk.empty()) {
+    auto it = t->vocab.find(unk);
     if (it != t->vocab.end()) t->unk = it->second;
   }
-  if (model.value("byte_fallback", false)) fail(file, "BPE with byte_fallback (SentencePiece-style) is not supported");
+  if (json_value_or(model, "byte_fallback", false, mp)) fail(file, "BPE with byte_fallback (SentencePiece-style) is not supported");
   size_t line = 0;
-  for (const auto& m : model.value("merges", nlohmann::json::array())) {
+  for (const auto& m : json_list_or_empty(model, "merges", mp)) {
     ++line;
     std::string a, b;
     if (m.is_string()) {
@@ -220,40 +222,36 @@ std::unique_ptr<Tokenizer> make_bpe(const nlohmann::json& tj, const std::string&
     t->add_merge(a, b, fmt::format("{} (merge {})", file, line));
   }
   // Pre-tokenizer: ByteLevel (GPT-2 regex when use_regex), or a Sequence with a Split regex.
-  const auto& pre = tj.value("pre_tokenizer", nlohmann::json());
-  std::vector<nlohmann::json> steps = pre.is_object() && pre.value("type", "") == "Sequence"
-                                          ? pre.value("pretokenizers", std::vector<nlohmann::json>{})
-                                          : std::vector<nlohmann::json>{pre};
-  for (const auto& s : steps) {
+  const JsonPlace pp = top.at("pre_tokenizer");
+  const nlohmann::json& pre = tj.contains("pre_tokenizer") ? tj["pre_tokenizer"] : nlohmann::json();
+  std::vector<std::pair<const nlohmann::json*, JsonPlace>> steps;
+  if (pre.is_object() && json_value_or<std::string>(pre, "type", "", pp) == "Sequence") {
+    const auto& list = json_list_or_empty(pre, "pretokenizers", pp);
+    for (size_t i = 0; i < list.size(); ++i) steps.emplace_back(&list[i], pp.at(fmt::format("pretokenizers[{}]", i)));
+  } else {
+    steps.emplace_back(&pre, pp);
+  }
+  for (const auto& [sp, at] : steps) {
+    const nlohmann::json& s = *sp;
     if (s.is_null()) continue;
-    std::string type = s.value("type", "");
+    std::string type = json_value_or<std::string>(s, "type", "", at);
     if (type == "ByteLevel") {
-      t->add_prefix_space = s.value("add_prefix_space", false);
-      if (s.value("use_regex", true) && !t->regex) t->regex = std::make_unique<Regex>(kGpt2Pattern);
-    } else if (type == "Split" && s.contains("pattern") && s["pattern"].contains("Regex")) {
-      t->regex = std::make_unique<Regex>(s["pattern"]["Regex"].get<std::string>());
+      t->add_prefix_space = json_value_or(s, "add_prefix_space", false, at);
+      if (json_value_or(s, "use_regex", true, at) && !t->regex) t->regex = std::make_unique<Regex>(kGpt2Pattern);
+    } else if (type == "Split" && s.contains("pattern") && s["pattern"].is_object() && s["pattern"].contains("Regex")) {
+      t->regex = std::make_unique<Regex>(json_as<std::string>(s["pattern"]["Regex"], at.at("pattern"), "Regex"));
     } else {
       fail(file, fmt::format("pre_tokenizer '{}' is not supported (supported: ByteLevel, Split with a Regex, Sequence)", type));
     }
   }
-  for (const auto& a : tj.value("added_tokens", nlohmann::json::array()))
-    t->add_token({a.at("content").get<std::string>(), a.at("id").get<int64_t>(), a.value("special", false),
-                  a.value("lstrip", false), a.value("rstrip", false), a.value("single_word", false)});
-  t->tmpl = parse_post_processor(tj.value("post_processor", nlohmann::json()), file);
+  for (auto& a : parse_added_tokens(tj, file)) t->add_token(std::move(a));
+  t->tmpl = parse_post_processor(tj.contains("post_processor") ? tj["post_processor"] : nlohmann::json(), file);
   return t;
 }
 
 std::unique_ptr<Tokenizer> make_bpe_files(const std::string& vocab_json, const std::string& merges_txt) {
   auto t = std::make_unique<BpeTokenizer>();
-  std::ifstream vin(vocab_json);
-  if (!vin) fail(vocab_json, "cannot open");
-  nlohmann::json v;
-  try {
-    v = nlohmann::json::parse(vin);
-  } catch (const nlohmann::json::exception& e) {
-    fail(vocab_json, fmt::format("invalid JSON: {}", e.what()));
-  }
-  t->set_vocab(v, vocab_json);
+  t->set_vocab(parse_json_file(vocab_json, "tokenizer"), vocab_json);
   std::ifstream min(merges_txt);
   if (!min) fail(merges_txt, "cannot open");
   std::string line;

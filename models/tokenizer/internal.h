@@ -53,7 +53,9 @@ std::vector<Segment> split_added(std::string_view text, const std::vector<AddedT
 struct Template {  // post-processor ids around a single sequence
   std::vector<int64_t> prefix, suffix;
 };
+// tokenizer.json's post_processor and added_tokens; a value of the wrong type names its key.
 Template parse_post_processor(const nlohmann::json& pp, const std::string& file);
+std::vector<AddedToken> parse_added_tokens(const nlohmann::json& tj, const std::string& file);
 
 std::unique_ptr<Tokenizer> make_bpe(const nlohmann::json& tj, const std::string& file);
 std::unique_ptr<Tokenizer> make_bpe_files(const std::string& vocab_json, const std::string& merges_txt);

@@ -6,6 +6,7 @@
 #include <cctype>
 #include <stdexcept>
 
+#include "engine/json_io.h"
 #include "models/tokenizer/internal.h"
 
 namespace rf::models::tok {
@@ -102,36 +103,69 @@ std::vector<Segment> split_added(std::string_view text, const std::vector<AddedT
   return out;
 }
 
-Template parse_post_processor(const nlohmann::json& pp, const std::string& file) {
+namespace {
+Template post_processor(const nlohmann::json& pp, const JsonPlace& at) {
   Template t;
   if (pp.is_null()) return t;
-  const std::string type = pp.value("type", "");
+  const std::string type = json_value_or<std::string>(pp, "type", "", at);
   if (type == "Sequence") {
-    for (const auto& p : pp.value("processors", nlohmann::json::array())) {
-      Template s = parse_post_processor(p, file);
+    const auto& ps = json_list_or_empty(pp, "processors", at);
+    for (size_t i = 0; i < ps.size(); ++i) {
+      Template s = post_processor(ps[i], at.at(fmt::format("processors[{}]", i)));
       t.prefix.insert(t.prefix.end(), s.prefix.begin(), s.prefix.end());
       t.suffix.insert(t.suffix.end(), s.suffix.begin(), s.suffix.end());
     }
   } else if (type == "TemplateProcessing") {
     bool seen_a = false;
-    for (const auto& piece : pp.value("single", nlohmann::json::array())) {
+    const auto& single = json_list_or_empty(pp, "single", at);
+    const auto& st = json_object_or_empty(pp, "special_tokens", at);
+    for (size_t i = 0; i < single.size(); ++i) {
+      const JsonPlace pc = at.at(fmt::format("single[{}]", i));
+      const auto& piece = single[i];
+      if (!piece.is_object()) pc.fail_here(json_must_be("an object", piece));
       if (piece.contains("Sequence")) {
         seen_a = true;
       } else if (piece.contains("SpecialToken")) {
-        std::string id = piece["SpecialToken"].value("id", "");
-        const auto& st = pp.value("special_tokens", nlohmann::json::object());
-        if (!st.contains(id)) fail(file, fmt::format("post_processor names special token '{}' without defining it", id));
-        for (const auto& v : st[id].value("ids", nlohmann::json::array())) (seen_a ? t.suffix : t.prefix).push_back(v.get<int64_t>());
+        std::string id = json_value_or<std::string>(piece["SpecialToken"], "id", "", pc.at("SpecialToken"));
+        if (!st.contains(id)) at.fail(fmt::format("post_processor names special token '{}' without defining it", id));
+        const JsonPlace sp = at.at("special_tokens").at(id);
+        const auto& ids = json_list_or_empty(st[id], "ids", sp);
+        for (size_t k = 0; k < ids.size(); ++k)
+          (seen_a ? t.suffix : t.prefix).push_back(json_as<int64_t>(ids[k], sp, fmt::format("ids[{}]", k)));
       }
     }
   } else if (type == "BertProcessing" || type == "RobertaProcessing") {
-    t.prefix.push_back(pp.at("cls").at(1).get<int64_t>());
-    t.suffix.push_back(pp.at("sep").at(1).get<int64_t>());
+    auto id_of = [&](const char* k) {  // "cls": ["[CLS]", 101]
+      const auto& v = json_required(pp, k, at);
+      if (!v.is_array() || v.size() != 2 || !v[1].is_number_integer()) at.fail_key(k, json_must_be("a [token, id] pair", v));
+      return v[1].get<int64_t>();
+    };
+    t.prefix.push_back(id_of("cls"));
+    t.suffix.push_back(id_of("sep"));
   } else if (type != "ByteLevel") {
-    fail(file, fmt::format("post_processor type '{}' is not supported (supported: TemplateProcessing, BertProcessing, "
-                           "RobertaProcessing, ByteLevel, Sequence)", type));
+    at.fail(fmt::format("post_processor type '{}' is not supported (supported: TemplateProcessing, BertProcessing, "
+                        "RobertaProcessing, ByteLevel, Sequence)", type));
   }
   return t;
+}
+}  // namespace
+
+Template parse_post_processor(const nlohmann::json& pp, const std::string& file) {
+  return post_processor(pp, JsonPlace{file, "tokenizer", "post_processor"});
+}
+
+std::vector<AddedToken> parse_added_tokens(const nlohmann::json& tj, const std::string& file) {
+  std::vector<AddedToken> out;
+  const JsonPlace top{file, "tokenizer", ""};
+  const auto& list = json_list_or_empty(tj, "added_tokens", top);
+  for (size_t i = 0; i < list.size(); ++i) {
+    const JsonPlace at = top.at(fmt::format("added_tokens[{}]", i));
+    const auto& a = list[i];
+    out.push_back({json_as<std::string>(json_required(a, "content", at), at, "content"), json_as<int64_t>(json_required(a, "id", at), at, "id"),
+                   json_value_or(a, "special", false, at), json_value_or(a, "lstrip", false, at), json_value_or(a, "rstrip", false, at),
+                   json_value_or(a, "single_word", false, at)});
+  }
+  return out;
 }
 
 }  // namespace rf::models::tok

@@ -2,8 +2,9 @@
 #include <fmt/format.h>
 
 #include <filesystem>
-#include <fstream>
 
+#include "engine/file_io.h"
+#include "engine/json_io.h"
 #include "models/tokenizer/internal.h"
 
 namespace rf::models {
@@ -11,27 +12,19 @@ namespace rf::models {
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir) {
   namespace fs = std::filesystem;
   fs::path d(dir);
-  if (!fs::is_directory(d)) tok::fail(dir, "not a directory");
-  auto read_json = [](const fs::path& p) {
-    std::ifstream in(p);
-    if (!in) tok::fail(p.string(), "cannot open");
-    try {
-      return nlohmann::json::parse(in);
-    } catch (const nlohmann::json::exception& e) {
-      tok::fail(p.string(), fmt::format("invalid JSON: {}", e.what()));
-    }
-  };
+  require_directory(dir, "tokenizer", "a tokenizer folder (tokenizer.json, or vocab.json + merges.txt, or vocab.txt)");
   if (fs::exists(d / "tokenizer.json")) {
     const std::string file = (d / "tokenizer.json").string();
-    nlohmann::json tj = read_json(d / "tokenizer.json");
+    nlohmann::json tj = parse_json_file(file, "tokenizer");
     try {
       if (!tj.is_object() || !tj.contains("model") || !tj["model"].is_object()) tok::fail(file, "no 'model' object");
-      std::string type = tj["model"].value("type", tj["model"].contains("merges") ? "BPE" : "");
+      const JsonPlace mp{file, "tokenizer", "model"};
+      std::string type = json_value_or<std::string>(tj["model"], "type", tj["model"].contains("merges") ? "BPE" : "", mp);
       if (type == "BPE") return tok::make_bpe(tj, file);
       if (type == "WordPiece") return tok::make_wordpiece(tj, file);
       tok::fail(file, fmt::format("model type '{}' is not supported (supported: BPE, WordPiece)", type));
-    } catch (const nlohmann::json::exception& e) {
-      tok::fail(file, fmt::format("unexpected structure: {}", e.what()));
+    } catch (const nlohmann::json::exception& e) {  // a shape the typed reads do not cover
+      tok::fail(file, fmt::format("unexpected structure: {}", json_error_reason(e)));
     }
   }
   if (fs::exists(d / "vocab.json") && fs::exists(d / "merges.txt"))
@@ -39,8 +32,8 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir) {
   if (fs::exists(d / "vocab.txt")) {
     bool lower = true;
     if (fs::exists(d / "tokenizer_config.json")) {
-      nlohmann::json c = read_json(d / "tokenizer_config.json");
-      if (c.is_object() && c.contains("do_lower_case") && c["do_lower_case"].is_boolean()) lower = c["do_lower_case"].get<bool>();
+      const std::string file = (d / "tokenizer_config.json").string();
+      lower = json_value_or(parse_json_file(file, "tokenizer"), "do_lower_case", true, JsonPlace{file, "tokenizer", ""});
     }
     return tok::make_wordpiece_vocab((d / "vocab.txt").string(), lower);
   }

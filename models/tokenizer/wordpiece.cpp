@@ -7,6 +7,7 @@
 #include <fstream>
 #include <locale.h>
 
+#include "engine/json_io.h"
 #include "models/tokenizer/internal.h"
 
 namespace rf::models::tok {
@@ -220,21 +221,22 @@ std::unique_ptr<Tokenizer> make_wordpiece_vocab(const std::string& vocab_txt, bo
 
 std::unique_ptr<Tokenizer> make_wordpiece(const nlohmann::json& tj, const std::string& file) {
   auto t = std::make_unique<WordPiece>();
-  const auto& m = tj.at("model");
-  if (!m.at("vocab").is_object()) fail(file, "model.vocab must be an object");
-  for (auto it = m["vocab"].begin(); it != m["vocab"].end(); ++it) t->add(it.key(), it->get<int64_t>());
-  t->unk_token = m.value("unk_token", "[UNK]");
-  t->prefix = m.value("continuing_subword_prefix", "##");
-  t->max_chars = m.value("max_input_chars_per_word", size_t(100));
-  const auto& norm = tj.value("normalizer", nlohmann::json());
-  if (norm.is_object() && norm.value("type", "") == "BertNormalizer") {
-    t->lowercase = norm.value("lowercase", true);
-    t->strip_accents = norm["strip_accents"].is_boolean() ? norm["strip_accents"].get<bool>() : t->lowercase;
+  const JsonPlace top{file, "tokenizer", ""}, mp = top.at("model");
+  const auto& m = json_required(tj, "model", top);
+  const auto& vocab = json_required(m, "vocab", mp);
+  if (!vocab.is_object()) fail(file, "model.vocab must be an object");
+  for (auto it = vocab.begin(); it != vocab.end(); ++it) t->add(it.key(), json_as<int64_t>(*it, mp.at("vocab"), it.key()));
+  t->unk_token = json_value_or<std::string>(m, "unk_token", "[UNK]", mp);
+  t->prefix = json_value_or<std::string>(m, "continuing_subword_prefix", "##", mp);
+  t->max_chars = json_value_or(m, "max_input_chars_per_word", size_t(100), mp);
+  const JsonPlace np = top.at("normalizer");
+  const nlohmann::json& norm = tj.contains("normalizer") ? tj["normalizer"] : nlohmann::json();
+  if (json_value_or<std::string>(norm, "type", "", np) == "BertNormalizer") {
+    t->lowercase = json_value_or(norm, "lowercase", true, np);
+    t->strip_accents = json_value_or(norm, "strip_accents", t->lowercase, np);  // null: follows lowercase
   }
-  for (const auto& a : tj.value("added_tokens", nlohmann::json::array()))
-    t->added.push_back({a.at("content").get<std::string>(), a.at("id").get<int64_t>(), a.value("special", false),
-                        a.value("lstrip", false), a.value("rstrip", false), a.value("single_word", false)});
-  t->tmpl = parse_post_processor(tj.value("post_processor", nlohmann::json()), file);
+  t->added = parse_added_tokens(tj, file);
+  t->tmpl = parse_post_processor(tj.contains("post_processor") ? tj["post_processor"] : nlohmann::json(), file);
   if (t->added.empty()) t->special_defaults();
   return t;
 }
