@@ -11,6 +11,7 @@
 
 #include "engine/autograd.h"
 #include "engine/file_io.h"
+#include "engine/json_io.h"
 #include "engine/ops.h"
 #include "engine/safetensors.h"
 #include "peft/pattern.h"
@@ -417,12 +418,7 @@ void AutoLoraStrategy::export_search_lora(PeftModel& pm, const std::string& dir)
 
 std::vector<ModuleRank> load_autolora_ranks(const std::string& dir) {
   const std::string path = (std::filesystem::path(dir) / "autolora_ranks.json").string();
-  nlohmann::ordered_json j;
-  try {
-    j = nlohmann::ordered_json::parse(read_file(path, "autolora"));
-  } catch (const nlohmann::json::exception& e) {
-    fail(fmt::format("{}: not valid JSON ({})", path, e.what()));
-  }
+  const nlohmann::ordered_json j = parse_ordered_json_file(path, "autolora");
   if (!j.is_object() || !j.contains("ranks") || !j["ranks"].is_object()) fail(fmt::format("{}: no 'ranks' object", path));
   std::vector<ModuleRank> out;
   for (const auto& [k, v] : j["ranks"].items()) {

@@ -4,14 +4,12 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cmath>
-#include <cstring>
-#include <fstream>
 #include <set>
-#include <sstream>
 #include <stdexcept>
+#include <type_traits>
 
+#include "engine/json_io.h"
 #include "peft/pattern.h"
 
 namespace rf::peft {
@@ -21,7 +19,7 @@ namespace {
 using ojson = nlohmann::ordered_json;
 
 [[noreturn]] void fail(const std::string& what, const std::string& why) {
-  throw std::runtime_error(fmt::format("[peft] {}: {}", what, why));
+  throw std::runtime_error(fmt::format("[adapter] {}: {}", what, why));
 }
 
 // Keys PEFT writes that rankforge reads or knows to be harmless at their default value.
@@ -60,10 +58,13 @@ ModuleSelector parse_selector(const ojson& v, const std::string& what, const cha
 
 template <class T>
 T get_as(const ojson& v, const std::string& what, const char* key, const char* type) {
+  // get<int64_t> would truncate 4.5 to 4: an integer key takes only an integer.
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>)
+    if (!v.is_number_integer()) fail(what, fmt::format("'{}' must be {}, got {}", key, type, json_excerpt(v)));
   try {
     return v.get<T>();
   } catch (const std::exception&) {
-    fail(what, fmt::format("'{}' must be {}, got {}", key, type, v.dump()));
+    fail(what, fmt::format("'{}' must be {}, got {}", key, type, json_excerpt(v)));
   }
 }
 
@@ -275,18 +276,7 @@ LoraConfig parse_lora_config(const ojson& j, const std::string& what, std::vecto
 }
 
 LoraConfig load_lora_config(const std::string& path, std::vector<std::string>* notes) {
-  std::ifstream in(path);
-  if (!in) fail(path, std::strerror(errno));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  ojson j;
-  try {
-    j = ojson::parse(ss.str());
-  } catch (const nlohmann::json::parse_error& e) {
-    std::string m = e.what();
-    fail(path, "invalid JSON: " + m.substr(m.find(']') + 2));
-  }
-  return parse_lora_config(j, path, notes);
+  return parse_lora_config(parse_ordered_json_file(path, "adapter"), path, notes);
 }
 
 ojson to_json(const LoraConfig& c) {

@@ -83,7 +83,7 @@ struct LoraConfig {
 
   bool is_adalora() const { return peft_type == "ADALORA"; }
   bool is_rosa() const { return peft_type == "ROSA"; }
-  void validate() const;  // throws "[peft] ..." one line
+  void validate() const;  // throws "[adapter] adapter config: ..." one line
 };
 
 // Parses adapter_config.json text. `what` names the file in errors; notes receive one line per

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <stdexcept>
+#include <type_traits>
 
 #include "peft/config.h"
 #include "peft/rosa.h"
@@ -14,11 +15,13 @@ namespace {
 using ojson = nlohmann::ordered_json;
 
 [[noreturn]] void fail(const std::string& what, const std::string& why) {
-  throw std::runtime_error(fmt::format("[peft] {}: {}", what, why));
+  throw std::runtime_error(fmt::format("[adapter] {}: {}", what, why));
 }
 
 template <class T>
 T get(const ojson& v, const std::string& what, const std::string& key, const char* type) {
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>)  // get<int64_t> would truncate 4.5
+    if (!v.is_number_integer()) fail(what, fmt::format("'{}' must be {}, got {}", key, type, v.dump()));
   try {
     return v.get<T>();
   } catch (const std::exception&) {
