@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <set>
 #include <stdexcept>
@@ -11,6 +12,7 @@
 #include "engine/autograd.h"
 #include "engine/file_io.h"
 #include "engine/safetensors.h"
+#include "peft/adapter_check.h"
 #include "peft/peft_model.h"
 #include "peft/rosa.h"
 
@@ -18,7 +20,11 @@ namespace rf::peft {
 
 namespace {
 [[noreturn]] void fail(const std::string& what, const std::string& why) {
-  throw std::runtime_error(fmt::format("[peft] {}: {}", what, why));
+  throw std::runtime_error(fmt::format("[adapter] {}: {}", what, why));
+}
+// A message without its leading "[module] " tag, to be re-tagged with the file it is about.
+std::string untagged(const std::string& m) {
+  return m.starts_with('[') && m.find("] ") != std::string::npos ? m.substr(m.find("] ") + 2) : m;
 }
 const char* kAdapterSegments[] = {".lora_A.", ".lora_B."};
 
@@ -128,19 +134,28 @@ void PeftModel::save_adapter(const std::string& dir, const std::string& name) {
 
 void PeftModel::load_adapter(const std::string& dir, const std::string& name, bool trainable, std::vector<std::string>* notes) {
   namespace fs = std::filesystem;
+  using namespace adapter_check;
+  require_directory(dir, "adapter", "an adapter folder (adapter_config.json + adapter_model.safetensors)");
   const std::string cfg_path = (fs::path(dir) / "adapter_config.json").string();
   const std::string st_path = (fs::path(dir) / "adapter_model.safetensors").string();
+  const bool pickle = fs::exists(fs::path(dir) / "adapter_model.bin");
   if (!fs::exists(cfg_path)) {
-    if (fs::exists(fs::path(dir) / "adapter_model.bin"))
-      fail(dir, "holds adapter_model.bin (pickle); only adapter_model.safetensors is read");
-    fail(cfg_path, fs::exists(dir) ? "no such file" : "no such directory");
+    if (pickle) fail(dir, "holds adapter_model.bin (pickle); only adapter_model.safetensors is read");
+    fail(cfg_path, "no such file (an adapter folder holds adapter_config.json + adapter_model.safetensors)");
   }
+  if (!fs::exists(st_path)) fail(st_path, pickle ? "no such file (adapter_model.bin, a pickle, is not read)" : "no such file");
   LoraConfig c = load_lora_config(cfg_path, notes);
   auto file = safetensors::File::open(st_path);
   // Weights come from the file: no init may touch the base (PiSSA/OLoRA adapters expect the base
   // they were trained against, as in PEFT).
   c.init_lora_weights = "true";
-  add_adapter(name, c);
+  // The file's ranks against the config's before anything is allocated: an edited r may be huge.
+  try {
+    check_ranks(c, file->header(), select_targets(c), cfg_path);
+    add_adapter(name, c);
+  } catch (const std::invalid_argument& e) {  // targets, patterns: "[peft] ..." errors about this config
+    fail(cfg_path, untagged(e.what()));
+  }
   if (c.is_adalora() && c.adalora.rank_pattern) {
     // As PEFT: modules made at init_r are cut by rank_pattern before the (cut) tensors are read;
     // ranknum stays init_r, so the scale is the one the adapter was trained with.
@@ -148,20 +163,24 @@ void PeftModel::load_adapter(const std::string& dir, const std::string& name, bo
       prune_adalora(name, *c.adalora.rank_pattern);
     } catch (const std::exception& e) {
       delete_adapter(name);
-      fail(cfg_path, std::string(e.what()).substr(std::string("[peft] ").size()));
+      fail(cfg_path, untagged(e.what()));
     }
   }
+  auto refuse = [&](const std::string& what, const std::string& why) {
+    delete_adapter(name);
+    fail(what, why);
+  };
   std::map<std::string, Tensor*> params;
   for (auto& p : model_.named_parameters()) params[p.name] = p.tensor;
   std::set<std::string> expected;
   for (auto& [k, t] : adapter_state_dict(name)) expected.insert(k);
   std::vector<std::string> unexpected, mismatched;
+  std::set<std::string> found;  // expected keys the file holds, whatever their shape
   std::vector<std::pair<Tensor*, const safetensors::TensorInfo*>> todo;
-  std::set<std::string> seen;
-  std::map<std::string, Tensor> spa;  // ROSA's sparse parts: structure, not parameters (set below)
+  std::vector<const safetensors::TensorInfo*> spa_infos;  // ROSA's sparse parts: structure, not parameters (set below)
   for (const auto& info : file->header().tensors) {
     if (c.is_rosa() && info.name.find(".rosa_spa.") != std::string::npos) {
-      spa[info.name] = file->load(info);
+      spa_infos.push_back(&info);
       continue;
     }
     std::string pn = key_to_param(info.name, name);
@@ -170,33 +189,45 @@ void PeftModel::load_adapter(const std::string& dir, const std::string& name, bo
       unexpected.push_back(info.name);
       continue;
     }
+    found.insert(info.name);
     Shape want = it->second->shape();
     Shape got(info.shape.begin(), info.shape.end());
     if (got != want) {
-      mismatched.push_back(fmt::format("{} [{}] vs model [{}]", info.name, fmt::join(got, ","), fmt::join(want, ",")));
+      mismatched.push_back(fmt::format("{} has shape [{}] but the model expects [{}]", describe(info.name), fmt::join(got, ", "),
+                                       fmt::join(want, ", ")));
       continue;
     }
-    seen.insert(info.name);
     todo.emplace_back(it->second, &info);
   }
   std::vector<std::string> missing;
   for (const auto& k : expected)
-    if (!seen.count(k)) missing.push_back(k);
-  if (!unexpected.empty() || !mismatched.empty() || !missing.empty()) {
-    delete_adapter(name);
-    auto list = [](const std::vector<std::string>& v) {
-      return v.size() <= 4 ? fmt::format("{}", fmt::join(v, ", "))
-                           : fmt::format("{}, ... ({} in all)", fmt::join(v.begin(), v.begin() + 4, ", "), v.size());
-    };
-    std::string msg;
-    if (!missing.empty()) msg += fmt::format("missing {}; ", list(missing));
-    if (!unexpected.empty()) msg += fmt::format("unexpected {}; ", list(unexpected));
-    if (!mismatched.empty()) msg += fmt::format("shape mismatch {}; ", list(mismatched));
-    msg.resize(msg.size() - 2);
-    fail(st_path, msg + " (does adapter_config.json match this model?)");
+    if (!found.count(k)) missing.push_back(k);
+  if (!mismatched.empty()) {
+    // Ranks were checked against the config above: what is left is the base model's dimensions.
+    std::sort(mismatched.begin(), mismatched.end());
+    std::string base = c.base_model_name_or_path ? fmt::format("; adapter_config.json names base model '{}'", *c.base_model_name_or_path)
+                                                 : " (an adapter for another base model?)";
+    refuse(st_path, first_and_more(mismatched.front(), mismatched.size()) + base);
   }
-  if (!spa.empty()) {
+  if (!unexpected.empty() || !missing.empty()) {
+    std::string msg;
+    if (!missing.empty()) msg += fmt::format("missing {}; ", first_and_more(missing.front(), missing.size()));
+    if (!unexpected.empty()) msg += fmt::format("unexpected {}; ", first_and_more(unexpected.front(), unexpected.size()));
+    msg.resize(msg.size() - 2);
+    refuse(st_path, msg + " (does adapter_config.json match this model?)");
+  }
+  // NaN or infinity in any tensor about to be used (factors, magnitudes, biases, modules_to_save, RoSA's
+  // values): refused here, or every logit of every later forward is NaN with no hint why.
+  std::vector<const safetensors::TensorInfo*> all = spa_infos;
+  for (auto& [t, info] : todo) all.push_back(info);
+  std::sort(all.begin(), all.end(), [](auto* a, auto* b) { return a->name < b->name; });
+  for (const auto* info : all)
+    if (auto bad = first_non_finite(info->dtype, file->bytes(*info)))
+      refuse(st_path, fmt::format("{} holds {} (first at index {})", describe(info->name), bad->what, bad->index));
+  if (!spa_infos.empty()) {
     try {
+      std::map<std::string, Tensor> spa;
+      for (const auto* info : spa_infos) spa[info->name] = file->load(*info);
       std::set<std::string> used;
       for (auto& [path, l] : layers_) {
         const std::string mk = std::string(kPeftPrefix) + path;
@@ -207,8 +238,7 @@ void PeftModel::load_adapter(const std::string& dir, const std::string& name, bo
       for (const auto& [k, t] : spa)
         if (!used.count(k)) throw std::invalid_argument(fmt::format("[rosa] unexpected {} (no RoSA module of that name)", k));
     } catch (const std::invalid_argument& e) {
-      delete_adapter(name);
-      fail(st_path, e.what());
+      refuse(st_path, e.what());
     }
   }
   NoGradGuard ng;

@@ -83,11 +83,13 @@ TEST_SUITE("unit") {
     auto bad_shape = fixture_tensors, missing = fixture_tensors;
     bad_shape[key] = zeros({fixture_tensors.at(key).size(0) + 1, 48});
     missing.erase(key);
-    for (auto [name, ts, word] : {std::tuple{"bad_shape", bad_shape, "shape mismatch"}, std::tuple{"missing", missing, "missing"}}) {
+    // A rank that disagrees names the config value and the tensor; a missing tensor names the file and key.
+    for (auto [name, ts, file, what] : {std::tuple{"bad_shape", bad_shape, "/adapter_config.json", std::string("says r=4; lora_A of transformer.h.0.attn.c_attn has rank 5")},
+                                        std::tuple{"missing", missing, "/adapter_model.safetensors", "missing " + key}}) {
       CAPTURE(name);
       std::string dir = write_adapter(name, ts, cfg);
       auto e = adapted("gpt2");
-      CHECK(throws_with([&] { e.pm->load_adapter(dir); }, {dir + "/adapter_model.safetensors", word, key}));
+      CHECK(throws_with([&] { e.pm->load_adapter(dir); }, {dir + file, what}));
       CHECK(e.pm->adapter_names().empty());  // no half-loaded adapter left behind
     }
     const std::string nowhere = (tmp / "nowhere").string();
