@@ -124,7 +124,7 @@ std::vector<Record> parse_jsonl(const std::string& path, const std::string& cont
     json j;
     try {
       j = json::parse(line);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {  // parse_error, and out_of_range for a number like 1e400
       fail_at(path, line_no, "invalid JSON: " + short_json_error(e.what()));
     }
     if (!j.is_object()) fail_at(path, line_no, fmt::format("expected a JSON object, got {}", j.type_name()));
