@@ -318,6 +318,8 @@ TEST_CASE("plot: shorten_module_name cuts the middle and keeps the layer index")
   CHECK(shorten_module_name(gpt2, 28) == gpt2);
   CHECK(shorten_module_name(gpt2, 27) == "transformer..11.attn.c_attn");
   CHECK(shorten_module_name(gpt2, 24) == "transfor..11.attn.c_attn");
+  CHECK(shorten_module_name(gpt2, 19) == "tra..11.attn.c_attn");
+  CHECK(shorten_module_name(gpt2, 18) == "..11.attn.c_attn");  // no 1- or 2-character start
   CHECK(shorten_module_name(gpt2, 16) == "..11.attn.c_attn");
   CHECK(shorten_module_name(gpt2, 14) == "11.attn.c_attn");
   CHECK(shorten_module_name(gpt2, 12) == "11..c_attn");

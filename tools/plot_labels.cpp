@@ -66,7 +66,9 @@ std::string shorten_module_name(const std::string& name, size_t max) {
   }
   const std::string head = name.substr(0, from), tail = name.substr(from);
   if (max <= cut.size() + 1) return (indexed ? tail : name).substr(0, max);
-  if (!head.empty() && tail.size() + cut.size() <= max) return head_part(head, max - cut.size() - tail.size()) + cut + tail;
+  // A start of one or two characters ("t..0.mlp.c_fc") tells nothing: then the cut is marked alone.
+  if (!head.empty() && tail.size() + cut.size() + 3 <= max) return head_part(head, max - cut.size() - tail.size()) + cut + tail;
+  if (!head.empty() && tail.size() + cut.size() <= max) return cut + tail;
   if (indexed && tail.size() <= max) return tail;
   // The tail alone is too long: its first component (the index) and as much of its end as fits.
   size_t dot = tail.find('.');
