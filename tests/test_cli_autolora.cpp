@@ -145,9 +145,9 @@ TEST_SUITE("e2e") {
     TrainSetup s;
     const std::string cfg = s.config("bad", 4, 0);
     const std::pair<std::string, std::string> bad[] = {  // (overrides, the error's words)
-        {kAutolora + std::string(" --set 'adapter.rank_pattern={c_fc: 2}'"), "adapter.rank_pattern does not apply to autolora"},
+        {kAutolora + std::string(" --set 'adapter.rank_pattern={c_fc: 2}'"), "adapter.rank_pattern applies to adapter.method lora, gelora, rosa only"},
         {kAutolora + std::string(" --set adapter.hypergradient=unrolled"), "hypergradient 'unrolled' is not darts or first_order"},
-        {kAutolora + std::string(" --set adapter.search_val_fraction=1"), "search_val_fraction must be in (0, 1)"},
+        {kAutolora + std::string(" --set adapter.search_val_fraction=1"), "adapter.search_val_fraction: must be in (0, 1)"},
         {kAutolora + std::string(" --set adapter.search_weight_decay=-0.1"), "adapter.search_weight_decay must be >= 0"},
         {" --set adapter.k0=3", "did you mean 'adapter.k'"},
     };

@@ -106,6 +106,6 @@ TEST_SUITE("e2e") {
     CliRun bad = run_cli("train " + s.config("rosa_rs_bad", 8, 0) + kRosa + " --set adapter.restart=true" +
                          " --set adapter.mask_load_path=x.safetensors");
     CHECK(bad.rc != 0);
-    CHECK(bad.err.find("adapter.restart makes the masks itself") != std::string::npos);
+    CHECK(bad.err.find("adapter.restart: the restart protocol makes the masks itself") != std::string::npos);
   }
 }

@@ -194,7 +194,7 @@ TEST_SUITE("e2e") {
     bad("trainng:\n  lr: 1\n", "", "unknown key 'trainng'");
     bad("trainng:\n  lr: 1\n", "", "did you mean 'training'");
     bad("", "--set training.lrr=1", "did you mean 'training.lr'");
-    bad("", "--set training.batch_size=abc", "'training.batch_size'");
+    bad("", "--set training.batch_size=abc", "--set 'training.batch_size=abc': training.batch_size: 'abc' is not an integer");
     bad("", "--set adapter.target_modules=[c_atn]", "close names: c_attn");
     bad("", "--set training.schedule=cosinus", "unknown schedule 'cosinus'");
     bad("", "--set data.train=/nonexistent/x.jsonl", "/nonexistent/x.jsonl");

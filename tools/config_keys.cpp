@@ -1,0 +1,318 @@
+// Every `rankforge train` key: type, meaning, the methods that use it, how it reads and writes.
+#include "tools/config_keys.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <type_traits>
+
+#include "tools/config_yaml.h"
+
+namespace rf::tools {
+
+bool KeyDef::used_by(const std::string& method) const {
+  return methods.empty() || std::find(methods.begin(), methods.end(), method) != methods.end();
+}
+
+namespace {
+
+using Methods = std::vector<std::string>;
+const Methods kAdapter = {"lora", "adalora", "aroma", "autolora", "gelora", "rosa"};
+
+struct Use {
+  Methods methods;
+  bool strict = false;
+  bool safe = false;
+};
+
+template <class T>
+const char* type_of() {
+  if constexpr (std::is_same_v<T, int64_t>) return "integer";
+  else if constexpr (std::is_same_v<T, uint64_t>) return "integer >= 0";
+  else if constexpr (std::is_same_v<T, double> || std::is_same_v<T, float>) return "number";
+  else if constexpr (std::is_same_v<T, bool>) return "bool";
+  else if constexpr (std::is_same_v<T, std::string>) return "string";
+  else if constexpr (std::is_same_v<T, std::vector<std::string>>) return "list of strings";
+  else return "list of integers";
+}
+
+template <class T>
+T read_as(const YAML::Node& n, const std::string& key, const std::string& where) {
+  if constexpr (std::is_same_v<T, int64_t>) return yaml_int(n, key, where);
+  else if constexpr (std::is_same_v<T, uint64_t>) return yaml_uint(n, key, where);
+  else if constexpr (std::is_same_v<T, double>) return yaml_float(n, key, where);
+  else if constexpr (std::is_same_v<T, float>) return float(yaml_float(n, key, where));
+  else if constexpr (std::is_same_v<T, bool>) return yaml_bool(n, key, where);
+  else if constexpr (std::is_same_v<T, std::string>) return yaml_string(n, key, where);
+  else if constexpr (std::is_same_v<T, std::vector<std::string>>) return yaml_strings(n, key, where);
+  else return yaml_ints(n, key, where);
+}
+
+template <class T>
+YAML::Node node_of(const T& v) {
+  if constexpr (std::is_floating_point_v<T>) return YAML::Node(yaml_number(v));
+  else if constexpr (std::is_same_v<T, std::vector<std::string>> || std::is_same_v<T, std::vector<int64_t>>) {
+    YAML::Node s(YAML::NodeType::Sequence);
+    for (const auto& x : v) s.push_back(x);
+    return s;
+  } else return YAML::Node(v);
+}
+
+// A key bound to one field of TrainConfig.
+template <class T>
+KeyDef bind(const char* key, const char* help, T& (*ref)(TrainConfig&), Use u = {}) {
+  KeyDef d{key, type_of<T>(), help, u.methods, u.strict, u.safe};
+  d.read = [ref, key = std::string(key)](const YAML::Node& n, const std::string& where, TrainConfig& c) {
+    ref(c) = read_as<T>(n, key, where);
+  };
+  d.write = [ref](const TrainConfig& c) { return node_of(ref(const_cast<TrainConfig&>(c))); };
+  return d;
+}
+
+KeyDef path(const char* key, const char* help, std::string& (*ref)(TrainConfig&), Use u = {}) {
+  KeyDef d = bind(key, help, ref, u);
+  d.type = "path";
+  d.path = true;
+  return d;
+}
+
+// A key with its own reading and writing (enums, method-dependent fields, optional values).
+KeyDef custom(const char* key, const char* type, const char* help, Use u,
+              std::function<void(const YAML::Node&, const std::string&, TrainConfig&)> read,
+              std::function<YAML::Node(const TrainConfig&)> write) {
+  KeyDef d{key, type, help, u.methods, u.strict, u.safe};
+  d.read = std::move(read);
+  d.write = std::move(write);
+  return d;
+}
+
+KeyDef selector(const char* key, const char* help, peft::ModuleSelector peft::LoraConfig::*field) {
+  return custom(key, "list | regex | all-linear", help, {kAdapter},
+      [field, k = std::string(key)](const YAML::Node& n, const std::string& where, TrainConfig& c) {
+        if (n.IsScalar()) {
+          const std::string s = n.Scalar();
+          c.lora.*field = s == "all-linear" ? peft::ModuleSelector{peft::ModuleSelector::Kind::AllLinear, {}, {}}
+                                            : peft::ModuleSelector::pattern(s);
+        } else {
+          c.lora.*field = peft::ModuleSelector::list(yaml_strings(n, k, where));
+        }
+      },
+      [field](const TrainConfig& c) {
+        const auto& s = c.lora.*field;
+        switch (s.kind) {
+          case peft::ModuleSelector::Kind::AllLinear: return YAML::Node(std::string("all-linear"));
+          case peft::ModuleSelector::Kind::Regex: return YAML::Node(s.regex);
+          case peft::ModuleSelector::Kind::List: return node_of(s.names);
+          default: return YAML::Node(YAML::NodeType::Null);
+        }
+      });
+}
+
+// name -> number mappings in insertion order (rank_pattern, alpha_pattern, density_pattern).
+template <class V>
+KeyDef pattern_map(const char* key, const char* help, Use u, std::vector<std::pair<std::string, V>>& (*ref)(TrainConfig&)) {
+  return custom(key, std::is_integral_v<V> ? "mapping name: integer" : "mapping name: number", help, u,
+      [ref, k = std::string(key)](const YAML::Node& n, const std::string& where, TrainConfig& c) {
+        if (!n.IsMap()) config_fail(where, fmt::format("{}: expected a mapping (module: value)", k));
+        auto& out = ref(c);
+        out.clear();
+        for (const auto& kv : n) {
+          const std::string name = kv.first.Scalar(), sub = fmt::format("{}.{}", k, name);
+          if constexpr (std::is_integral_v<V>) out.emplace_back(name, yaml_int(kv.second, sub, where));
+          else out.emplace_back(name, yaml_float(kv.second, sub, where));
+        }
+      },
+      [ref](const TrainConfig& c) {
+        YAML::Node m(YAML::NodeType::Map);
+        for (const auto& [name, v] : ref(const_cast<TrainConfig&>(c))) m[name] = node_of(v);
+        return m;
+      });
+}
+
+KeyDef optional_path(const char* key, const char* help, Use u, std::optional<std::string>& (*ref)(TrainConfig&)) {
+  KeyDef d = custom(key, "path", help, u,
+      [ref, k = std::string(key)](const YAML::Node& n, const std::string& where, TrainConfig& c) {
+        ref(c) = yaml_string(n, k, where);
+      },
+      [ref](const TrainConfig& c) {
+        const auto& v = ref(const_cast<TrainConfig&>(c));
+        return v ? YAML::Node(*v) : YAML::Node(YAML::NodeType::Null);
+      });
+  d.path = true;
+  return d;
+}
+
+#define F(expr) +[](TrainConfig & c) -> auto& { return expr; }
+
+std::vector<KeyDef> build() {
+  const Use adalora{{"adalora"}, true}, aroma{{"aroma"}, true}, gelora{{"gelora"}, true}, autolora{{"autolora"}, true},
+      rosa{{"rosa"}, true}, safe{{}, false, true};
+  std::vector<KeyDef> k;
+  // top level
+  k.push_back(path("model", "checkpoint folder (config.json + *.safetensors)", F(c.model)));
+  k.push_back(path("tokenizer", "tokenizer folder or tokenizer.json (default: model)", F(c.tokenizer)));
+  k.push_back(bind("device", "cpu, vulkan or vulkan:N", F(c.device), safe));
+  k.push_back(bind("seed", "seed of the init, dropout, data order and splits", F(c.seed)));
+  k.push_back(path("output", "run folder (adapter/, checkpoint/, metrics.jsonl, plots, config.yaml)", F(c.output), safe));
+  k.push_back(bind("keep_16bit", "keep a 16-bit checkpoint's frozen weights in 16 bits", F(c.keep_16bit)));
+  // adapter
+  k.push_back(bind("adapter.method", "lora | adalora | aroma | autolora | gelora | rosa | full", F(c.method)));
+  k.push_back(custom("adapter.r", "integer", "rank (AROMA: of each increment; AutoLoRA: default of k)",
+      {{"lora", "aroma", "autolora", "gelora", "rosa"}},
+      [](const YAML::Node& n, const std::string& w, TrainConfig& c) {
+        c.lora.r = yaml_int(n, "adapter.r", w);
+        if (c.method == "aroma") c.aroma.r = c.lora.r;  // AROMA's own default (1) stays otherwise
+      },
+      [](const TrainConfig& c) { return YAML::Node(c.method == "aroma" ? c.aroma.r : c.lora.r); }));
+  k.push_back(custom("adapter.alpha", "number", "lora_alpha: scaling alpha / r (rsLoRA: alpha / sqrt(r))", {kAdapter},
+      [](const YAML::Node& n, const std::string& w, TrainConfig& c) {
+        c.lora.lora_alpha = yaml_float(n, "adapter.alpha", w);
+        if (c.method == "aroma") c.aroma.alpha = c.lora.lora_alpha;
+      },
+      [](const TrainConfig& c) { return node_of(c.method == "aroma" ? c.aroma.alpha : c.lora.lora_alpha); }));
+  k.push_back(bind("adapter.dropout", "dropout on the adapter input (AROMA default 0.1)", F(c.lora.lora_dropout), {kAdapter}));
+  k.push_back(selector("adapter.target_modules", "modules to adapt (default: per architecture)", &peft::LoraConfig::target_modules));
+  k.push_back(selector("adapter.exclude_modules", "modules never adapted", &peft::LoraConfig::exclude_modules));
+  k.push_back(bind("adapter.use_rslora", "scaling alpha / sqrt(r)", F(c.lora.use_rslora), {{"lora", "gelora", "rosa"}, true}));
+  k.push_back(bind("adapter.use_dora", "DoRA: a trainable magnitude per output row", F(c.lora.use_dora), {{"lora", "gelora"}, true}));
+  k.push_back(bind("adapter.init", "true | false | gaussian | pissa | pissa_niter_<k> | olora", F(c.lora.init_lora_weights),
+                   {{"lora", "autolora", "gelora", "rosa"}, true}));
+  k.push_back(bind("adapter.bias", "none | all | lora_only: which biases train", F(c.lora.bias), {kAdapter}));
+  k.push_back(bind("adapter.lora_bias", "a trainable bias on lora_B", F(c.lora.lora_bias), {{"lora", "adalora", "autolora", "gelora"}, true}));
+  k.push_back(bind("adapter.modules_to_save", "modules trained in full and saved with the adapter", F(c.lora.modules_to_save), {kAdapter}));
+  k.push_back(bind("adapter.layers_to_transform", "layer indices to adapt (default: all)", F(c.lora.layers_to_transform), {kAdapter}));
+  k.push_back(bind("adapter.layers_pattern", "name of the layer list for layers_to_transform", F(c.lora.layers_pattern), {kAdapter}));
+  k.push_back(pattern_map("adapter.rank_pattern", "per-module r (first matching key wins)", {{"lora", "gelora", "rosa"}, true}, F(c.lora.rank_pattern)));
+  k.push_back(pattern_map("adapter.alpha_pattern", "per-module alpha", {{"lora", "gelora", "rosa"}, true}, F(c.lora.alpha_pattern)));
+  // AdaLoRA
+  k.push_back(bind("adapter.init_r", "AdaLoRA: rank every module starts with", F(c.lora.adalora.init_r), adalora));
+  k.push_back(bind("adapter.target_r", "AdaLoRA: average rank at the end", F(c.lora.adalora.target_r), adalora));
+  k.push_back(bind("adapter.tinit", "AdaLoRA: steps before the budget schedule", F(c.lora.adalora.tinit), adalora));
+  k.push_back(bind("adapter.tfinal", "AdaLoRA: final steps with the mask fixed", F(c.lora.adalora.tfinal), adalora));
+  k.push_back(bind("adapter.delta_t", "AdaLoRA: steps between allocations", F(c.lora.adalora.deltaT), adalora));
+  k.push_back(bind("adapter.beta1", "AdaLoRA: EMA of the sensitivity", F(c.lora.adalora.beta1), adalora));
+  k.push_back(bind("adapter.beta2", "AdaLoRA: EMA of the uncertainty", F(c.lora.adalora.beta2), adalora));
+  k.push_back(bind("adapter.orth_reg_weight", "AdaLoRA: weight of the orthogonality term", F(c.lora.adalora.orth_reg_weight), adalora));
+  // AROMA
+  k.push_back(bind("adapter.check_frequency", "AROMA: steps between inner-loop checks", F(c.aroma.lora_check_frequency), aroma));
+  k.push_back(bind("adapter.max_steps_before_reset", "AROMA: inner-loop cap (cycle length)", F(c.aroma.max_steps_before_reset), aroma));
+  k.push_back(bind("adapter.change_threshold", "AROMA: relative change that counts as stable", F(c.aroma.lora_change_threshold), aroma));
+  k.push_back(bind("adapter.convergence_threshold", "AROMA: mean |sBA|/|W| that counts as converged", F(c.aroma.convergence_threshold), aroma));
+  k.push_back(bind("adapter.convergence_window", "AROMA: relative norms averaged", F(c.aroma.convergence_window), aroma));
+  k.push_back(bind("adapter.convergence_patience", "AROMA: converged resets before stopping", F(c.aroma.convergence_patience), aroma));
+  k.push_back(bind("adapter.moment_reset", "AROMA: zero | prune", F(c.aroma.moment_reset), aroma));
+  k.push_back(bind("adapter.inner_criterion", "AROMA: intended | legacy", F(c.aroma.inner_criterion), aroma));
+  k.push_back(bind("adapter.variant", "AROMA: adaptive | fixed_period", F(c.aroma.variant), aroma));
+  // GeLoRA
+  k.push_back(bind("adapter.id_samples", "GeLoRA: examples for the intrinsic dimensions", F(c.gelora_samples), gelora));
+  k.push_back(bind("adapter.id_pooling", "GeLoRA: mean | last | first", F(c.gelora_pooling), gelora));
+  k.push_back(bind("adapter.id_discard_fraction", "GeLoRA: TwoNN's discarded fraction", F(c.gelora.twonn.discard_fraction), gelora));
+  k.push_back(bind("adapter.id_rounding", "GeLoRA: ceil | round", F(c.gelora_rounding), gelora));
+  k.push_back(bind("adapter.r_min", "GeLoRA: smallest rank", F(c.gelora.rule.r_min), gelora));
+  k.push_back(bind("adapter.rank_budget", "GeLoRA: total rank (0: none)", F(c.gelora.rule.budget), gelora));
+  // AutoLoRA
+  k.push_back(bind("adapter.k", "AutoLoRA: components per module (default: r)", F(c.autolora.k), autolora));
+  k.push_back(bind("adapter.outer_lr", "AutoLoRA: Adam lr of alpha (first_order: 1e-3)", F(c.autolora.outer_lr), autolora));
+  k.push_back(bind("adapter.outer_beta1", "AutoLoRA: Adam beta1 of alpha", F(c.autolora.outer_beta1), autolora));
+  k.push_back(bind("adapter.outer_beta2", "AutoLoRA: Adam beta2 of alpha", F(c.autolora.outer_beta2), autolora));
+  k.push_back(bind("adapter.hypergradient", "AutoLoRA: darts | first_order", F(c.autolora.hypergradient), autolora));
+  k.push_back(bind("adapter.darts_eps", "AutoLoRA: finite-difference step R", F(c.autolora.darts_eps), autolora));
+  k.push_back(bind("adapter.inner_lr_factor", "AutoLoRA: xi on the second-order term", F(c.autolora.inner_lr_factor), autolora));
+  k.push_back(bind("adapter.selection", "AutoLoRA: softmax | raw", F(c.autolora.selection), autolora));
+  k.push_back(bind("adapter.search_val_fraction", "AutoLoRA: share of the train split that trains alpha", F(c.autolora_val_fraction), autolora));
+  k.push_back(bind("adapter.search_steps", "AutoLoRA: search steps (0: training.steps)", F(c.autolora_search_steps), autolora));
+  k.push_back(bind("adapter.stop_after_search", "AutoLoRA: no retrain", F(c.autolora_stop_after_search), autolora));
+  k.push_back(custom("adapter.search_weight_decay", "number", "AutoLoRA: A/B weight decay in the search (default: training.weight_decay)",
+      autolora,
+      [](const YAML::Node& n, const std::string& w, TrainConfig& c) {
+        c.autolora_search_weight_decay = yaml_float(n, "adapter.search_weight_decay", w);
+        if (!(c.autolora_search_weight_decay >= 0)) config_fail(w, "adapter.search_weight_decay must be >= 0");
+      },
+      [](const TrainConfig& c) {
+        return node_of(c.autolora_search_weight_decay >= 0 ? c.autolora_search_weight_decay : double(c.trainer.weight_decay));
+      }));
+  // RoSA
+  k.push_back(bind("adapter.d", "RoSA: density of S", F(c.lora.rosa.d), rosa));
+  k.push_back(pattern_map("adapter.density_pattern", "RoSA: per-module density", rosa, F(c.lora.rosa.density_pattern)));
+  k.push_back(bind("adapter.impl", "RoSA: auto | sp_add | spmm", F(c.lora.rosa.impl), rosa));
+  k.push_back(custom("adapter.schedule", "string", "RoSA: default | df | lora_only | spa_only | wl<N>", rosa,
+      [](const YAML::Node& n, const std::string& w, TrainConfig& c) { c.lora.rosa.schedule = yaml_string(n, "adapter.schedule", w); },
+      [](const TrainConfig& c) { return YAML::Node(c.lora.rosa.schedule.value_or("default")); }));
+  k.push_back(bind("adapter.spa_num_grads", "RoSA: steps of gradient collection", F(c.lora.rosa.spa_num_grads), rosa));
+  k.push_back(bind("adapter.grad_acc_mode", "RoSA: mean_squared | mean", F(c.lora.rosa.grad_acc_mode), rosa));
+  k.push_back(bind("adapter.rosa_dtype", "RoSA: fp32 | fp16 | bf16 (S values in files)", F(c.lora.rosa.rosa_dtype), rosa));
+  k.push_back(bind("adapter.spa_store_transpose", "RoSA: also write the transposed CSR", F(c.lora.rosa.spa_store_transpose), rosa));
+  k.push_back(optional_path("adapter.mask_load_path", "RoSA: masks to load", rosa, F(c.lora.rosa.mask_load_path)));
+  k.push_back(optional_path("adapter.mask_save_path", "RoSA: where to save the masks", rosa, F(c.lora.rosa.mask_save_path)));
+  k.push_back(bind("adapter.terminate_after_mask_generation", "RoSA: stop once the masks exist", F(c.lora.rosa.terminate_after_mask_generation), rosa));
+  k.push_back(bind("adapter.lora_lr", "RoSA: the LoRA pair's lr (0: training.lr)", F(c.rosa_lora_lr), rosa));
+  k.push_back(bind("adapter.restart", "RoSA: the two-run restart protocol in one command", F(c.rosa_restart), rosa));
+  // data
+  k.push_back(path("data.train", "training file: JSONL or plain text", F(c.data.path)));
+  k.push_back(path("data.validation", "validation file (default: hold out val_fraction)", F(c.data.val_path)));
+  k.push_back(bind("data.format", "auto | text | prompt_completion | classification | plain_text", F(c.data_format)));
+  k.push_back(bind("data.val_fraction", "share held out when there is no validation file", F(c.data.val_fraction)));
+  k.push_back(bind("data.max_seq_len", "tokens per example (longer ones are cut)", F(c.data.max_seq_len)));
+  k.push_back(bind("data.pack", "concatenate examples into full rows", F(c.data.pack)));
+  k.push_back(bind("data.add_special", "the tokenizer's BOS/CLS/SEP", F(c.data.add_special)));
+  k.push_back(bind("data.add_eos", "append EOS to each example", F(c.data.add_eos)));
+  k.push_back(bind("data.labels", "classification: label names in order", F(c.data.label_names)));
+  // training
+  k.push_back(bind("training.steps", "optimizer steps (0: from epochs)", F(c.steps), safe));
+  k.push_back(bind("training.epochs", "epochs when steps is 0", F(c.epochs), safe));
+  k.push_back(bind("training.batch_size", "examples per micro-batch", F(c.batch_size)));
+  k.push_back(bind("training.grad_accum", "micro-batches per optimizer step", F(c.trainer.grad_accum)));
+  k.push_back(bind("training.optimizer", "adamw | sgd", F(c.trainer.optimizer)));
+  k.push_back(bind("training.lr", "peak learning rate", F(c.trainer.lr)));
+  k.push_back(bind("training.weight_decay", "decoupled decay (never on biases, norms, DoRA magnitudes)", F(c.trainer.weight_decay)));
+  k.push_back(custom("training.betas", "[number, number]", "AdamW betas", {},
+      [](const YAML::Node& n, const std::string& w, TrainConfig& c) {
+        std::vector<double> b = yaml_floats(n, "training.betas", w);
+        if (b.size() != 2) config_fail(w, fmt::format("training.betas must be two numbers, got {}", b.size()));
+        c.trainer.beta1 = float(b[0]);
+        c.trainer.beta2 = float(b[1]);
+      },
+      [](const TrainConfig& c) {
+        YAML::Node s(YAML::NodeType::Sequence);
+        s.push_back(node_of(c.trainer.beta1));
+        s.push_back(node_of(c.trainer.beta2));
+        return s;
+      }));
+  k.push_back(bind("training.eps", "AdamW epsilon", F(c.trainer.eps)));
+  k.push_back(bind("training.momentum", "SGD momentum", F(c.trainer.momentum)));
+  k.push_back(bind("training.max_grad_norm", "clip the global gradient norm (0: none)", F(c.trainer.max_grad_norm)));
+  k.push_back(custom("training.schedule", "string", "constant | linear | cosine | cosine_with_restarts", {},
+      [](const YAML::Node& n, const std::string& w, TrainConfig& c) {
+        c.trainer.schedule.kind = nn::parse_schedule_kind(yaml_string(n, "training.schedule", w));
+      },
+      [](const TrainConfig& c) { return YAML::Node(nn::schedule_kind_name(c.trainer.schedule.kind)); }));
+  k.push_back(bind("training.warmup_steps", "linear warmup steps", F(c.trainer.schedule.warmup_steps)));
+  k.push_back(bind("training.min_lr_ratio", "floor of the decay, as a share of lr", F(c.trainer.schedule.min_lr_ratio)));
+  k.push_back(bind("training.cycle_length", "cosine_with_restarts: steps per cycle", F(c.trainer.schedule.cycle_length)));
+  k.push_back(bind("training.restart_warmup_steps", "cosine_with_restarts: warmup of each restart", F(c.trainer.schedule.restart_warmup_steps)));
+  // evaluation, logging, checkpoints
+  k.push_back(bind("eval.every", "steps between evaluations (0: before and after only)", F(c.eval_every), safe));
+  k.push_back(bind("eval.batch_size", "evaluation batch size (0: training.batch_size)", F(c.eval_batch_size), safe));
+  k.push_back(bind("eval.max_batches", "batches per evaluation (0: all)", F(c.eval_max_batches), safe));
+  k.push_back(bind("log.every", "steps between metrics lines", F(c.log_every), safe));
+  k.push_back(bind("log.plots", "write loss.png and ranks.png", F(c.plots), safe));
+  k.push_back(bind("checkpoint.every", "steps between checkpoints (0: at the end and on signals)", F(c.checkpoint_every), safe));
+  return k;
+}
+
+#undef F
+
+}  // namespace
+
+const std::vector<KeyDef>& key_defs() {
+  static const std::vector<KeyDef> k = build();
+  return k;
+}
+
+const KeyDef* find_key(const std::string& dotted) {
+  for (const auto& d : key_defs())
+    if (d.key == dotted) return &d;
+  return nullptr;
+}
+
+}  // namespace rf::tools
