@@ -11,6 +11,7 @@
 #include "peft/aroma.h"
 #include "peft/autolora.h"
 #include "peft/gelora.h"
+#include "tools/run_files.h"
 
 namespace rf::tools {
 
@@ -80,18 +81,27 @@ int copy_tokenizer_files(const std::string& from, const std::string& to) {
   return n;
 }
 
+namespace {
+// A complete model folder (weights, config, tokenizer files), swapped in whole.
+void save_checkpoint_dir(models::Model& m, const std::string& tokenizer, const fs::path& dir) {
+  write_dir_atomic(dir, [&](const fs::path& tmp) {
+    models::save_model(m, tmp.string());
+    copy_tokenizer_files(tokenizer, tmp.string());
+  });
+}
+}  // namespace
+
 std::string save_method_outputs(const TrainConfig& c, models::Model& m, peft::PeftModel& pm, peft::RankStrategy& s) {
   const fs::path out(c.output), adapter = out / "adapter";
   if (c.method == "aroma") {
-    dynamic_cast<peft::AromaStrategy&>(s).export_lora(pm, adapter.string(), true);
+    write_dir_atomic(adapter, [&](const fs::path& tmp) { dynamic_cast<peft::AromaStrategy&>(s).export_lora(pm, tmp.string(), true); });
     pm.merge_and_unload();  // the base already holds the merges; this adds the live pair
-    models::save_model(m, (out / "merged").string());
-    copy_tokenizer_files(c.tokenizer, (out / "merged").string());
+    save_checkpoint_dir(m, c.tokenizer, out / "merged");
     return fmt::format("{} (LoRA, rank_pattern = merges) and {}", adapter.string(), (out / "merged").string());
   }
   if (c.method == "autolora") {  // the search phase (run_train's first phase writes into <output>/search)
     auto& al = dynamic_cast<peft::AutoLoraStrategy&>(s);
-    al.export_search_lora(pm, adapter.string());
+    write_dir_atomic(adapter, [&](const fs::path& tmp) { al.export_search_lora(pm, tmp.string()); });
     al.save_search(out.string());  // autolora_ranks.json last: it marks the search as done for --resume
     std::vector<int64_t> list;
     int64_t total = 0;
@@ -104,15 +114,14 @@ std::string save_method_outputs(const TrainConfig& c, models::Model& m, peft::Pe
                total, al.options().k * int64_t(list.size()));
     return fmt::format("{} (search adapter, softmax(α) folded into B), α and ranks in {}", adapter.string(), out.string());
   }
-  pm.save_adapter(adapter.string(), "default");
+  write_dir_atomic(adapter, [&](const fs::path& tmp) { pm.save_adapter(tmp.string(), "default"); });
   if (c.method == "rosa") {  // peft-rosa's adapter, and W0 + s·BA + S merged into a plain checkpoint
     pm.merge_and_unload();
-    models::save_model(m, (out / "merged").string());
-    copy_tokenizer_files(c.tokenizer, (out / "merged").string());
+    save_checkpoint_dir(m, c.tokenizer, out / "merged");
     return fmt::format("{} (ROSA: rosa_A/B + rosa_spa CSR) and {}", adapter.string(), (out / "merged").string());
   }
   if (c.method == "adalora") {
-    peft::save_adalora_as_lora(pm, (out / "adapter_lora").string(), "default");
+    write_dir_atomic(out / "adapter_lora", [&](const fs::path& tmp) { peft::save_adalora_as_lora(pm, tmp.string(), "default"); });
     return fmt::format("{} (AdaLoRA) and {} (as LoRA)", adapter.string(), (out / "adapter_lora").string());
   }
   return adapter.string();

@@ -20,6 +20,7 @@
 #include "peft/trainer.h"
 #include "tools/plot.h"
 #include "tools/progress.h"
+#include "tools/run_files.h"
 #include "tools/train_methods.h"
 
 namespace rf::tools {
@@ -28,8 +29,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::atomic<bool> g_interrupted{false};
-extern "C" void on_sigint(int) { g_interrupted = true; }
+std::string signal_name(int sig) {
+  return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : sig == SIGHUP ? "SIGHUP" : fmt::format("signal {}", sig);
+}
 
 models::ModelInputs inputs_of(const Batch& b) { return models::ModelInputs{b.input_ids, b.attention_mask, {}, {}}; }
 
@@ -51,8 +53,9 @@ int64_t counted_targets(const Batch& b) {
 struct RunState {
   int64_t epoch = 0, cursor = 0;
   std::vector<double> loss_steps, losses, eval_steps, eval_losses;
-  uint64_t metrics_bytes = 0;
+  uint64_t metrics_bytes = 0;  // metrics.jsonl's length at the checkpoint
   double before = NAN;
+  int64_t checkpoint_step = -1;  // step of the last checkpoint written or loaded (-1: none)
 };
 
 nlohmann::json to_json(const RunState& s, RngState rng, int64_t step) {
@@ -84,53 +87,70 @@ void write_plots(const TrainConfig& c, const RunState& s, peft::Trainer& tr, pef
 }
 
 // checkpoint.tmp is filled, then swapped in by two renames; a crash leaves checkpoint or checkpoint.old.
-void save_checkpoint(const TrainConfig& c, peft::Trainer& tr, peft::PeftModel* pm, const RunState& s) {
+// A failed write (disk full) removes checkpoint.tmp and leaves the previous checkpoint as it was.
+void save_checkpoint(const TrainConfig& c, peft::Trainer& tr, peft::PeftModel* pm, RunState& s) {
   fs::path out(c.output), tmp = out / "checkpoint.tmp", cur = out / "checkpoint", old = out / "checkpoint.old";
   fs::remove_all(tmp);
-  fs::create_directories(tmp);
-  std::map<std::string, Tensor> tensors;
-  nlohmann::json meta;
-  tr.save_state(tensors, meta);
-  NoGradGuard ng;
-  for (auto& [n, t] : tr.trainable()) tensors["param." + n] = t.detach().to(Device{}).contiguous();
-  meta["run"] = to_json(s, rng_take(0), tr.global_step());
-  safetensors::save_file(tensors, (tmp / "trainer_state.safetensors").string(), {{"format", "rankforge"}});
-  if (pm) pm->save_adapter(tmp.string(), pm->active_adapters()[0]);
-  write_file_atomic((tmp / "trainer_state.json").string(), meta.dump(1) + "\n");
+  try {
+    fs::create_directories(tmp);
+    std::map<std::string, Tensor> tensors;
+    nlohmann::json meta;
+    tr.save_state(tensors, meta);
+    NoGradGuard ng;
+    for (auto& [n, t] : tr.trainable()) tensors["param." + n] = t.detach().to(Device{}).contiguous();
+    meta["run"] = to_json(s, rng_take(0), tr.global_step());
+    safetensors::save_file(tensors, (tmp / "trainer_state.safetensors").string(), {{"format", "rankforge"}});
+    if (pm) pm->save_adapter(tmp.string(), pm->active_adapters()[0]);
+    write_file_atomic((tmp / "trainer_state.json").string(), meta.dump(1) + "\n");
+  } catch (...) {
+    std::error_code ec;
+    fs::remove_all(tmp, ec);
+    throw;
+  }
+  s.checkpoint_step = tr.global_step();
   fs::remove_all(old);
   if (fs::exists(cur)) fs::rename(cur, old);
   fs::rename(tmp, cur);
   fs::remove_all(old);
 }
 
+// nlohmann's messages ("[json.exception.type_error.302] ...") become one line naming the file.
 RunState load_checkpoint(const TrainConfig& c, peft::Trainer& tr) {
   fs::path dir = fs::path(c.output) / "checkpoint";
   if (!fs::exists(dir) && fs::exists(fs::path(c.output) / "checkpoint.old")) dir = fs::path(c.output) / "checkpoint.old";
   if (!fs::exists(dir / "trainer_state.json"))
     throw std::runtime_error(fmt::format("[train] --resume: no checkpoint in {}", c.output));
-  nlohmann::json meta = nlohmann::json::parse(read_file((dir / "trainer_state.json").string(), "train"));
+  const std::string state_path = (dir / "trainer_state.json").string();
   auto tensors = safetensors::load_file((dir / "trainer_state.safetensors").string());
-  NoGradGuard ng;
-  for (auto& [n, t] : tr.trainable()) {
-    auto it = tensors.find("param." + n);
-    if (it == tensors.end() || it->second.shape() != t.shape())
-      throw std::runtime_error(fmt::format("[train] --resume: the checkpoint does not hold '{}' with this shape; was the config changed?", n));
-    Tensor dst = t;
-    dst.copy_(it->second);
-  }
-  tr.load_state(tensors, meta);
-  const auto& r = meta.at("run");
   RunState s;
-  s.epoch = r.at("epoch");
-  s.cursor = r.at("cursor");
-  s.loss_steps = r.at("loss_steps").get<std::vector<double>>();
-  s.losses = r.at("losses").get<std::vector<double>>();
-  s.eval_steps = r.at("eval_steps").get<std::vector<double>>();
-  s.eval_losses = r.at("eval_losses").get<std::vector<double>>();
-  s.metrics_bytes = r.at("metrics_bytes");
-  s.before = r.at("before").is_null() ? NAN : r.at("before").get<double>();
-  manual_seed(r.at("rng_seed").get<uint64_t>());
-  rng_take(r.at("rng_offset").get<uint64_t>());
+  try {
+    nlohmann::json meta = nlohmann::json::parse(read_file(state_path, "train"));
+    NoGradGuard ng;
+    for (auto& [n, t] : tr.trainable()) {
+      auto it = tensors.find("param." + n);
+      if (it == tensors.end() || it->second.shape() != t.shape())
+        throw std::runtime_error(fmt::format("[train] --resume: {} does not hold '{}' with this shape", dir.string(), n));
+      Tensor dst = t;
+      dst.copy_(it->second);
+    }
+    tr.load_state(tensors, meta);
+    const auto& r = meta.at("run");
+    s.epoch = r.at("epoch");
+    s.cursor = r.at("cursor");
+    s.loss_steps = r.at("loss_steps").get<std::vector<double>>();
+    s.losses = r.at("losses").get<std::vector<double>>();
+    s.eval_steps = r.at("eval_steps").get<std::vector<double>>();
+    s.eval_losses = r.at("eval_losses").get<std::vector<double>>();
+    s.metrics_bytes = r.at("metrics_bytes");
+    s.before = r.at("before").is_null() ? NAN : r.at("before").get<double>();
+    manual_seed(r.at("rng_seed").get<uint64_t>());
+    rng_take(r.at("rng_offset").get<uint64_t>());
+    s.checkpoint_step = r.at("step").get<int64_t>();
+  } catch (const nlohmann::json::exception& e) {
+    std::string m = e.what();
+    if (m.find("] ") != std::string::npos) m = m.substr(m.find("] ") + 2);
+    throw std::runtime_error(fmt::format("[train] {}: not a valid trainer state: {}", state_path, m));
+  }
   return s;
 }
 
@@ -234,8 +254,8 @@ int run_eval(const TrainConfig& c, const std::string& adapter_dir, Device d) {
 
 namespace {
 // One training run; steps_run (optional) receives the steps this process ran (AutoLoRA's two phases
-// share --stop-after).
-int run_train_phase(const TrainConfig& c, bool resume, Device d, int64_t stop_after, int64_t* steps_run) {
+// share --stop-after). write_config: the phase's own config.yaml (phases in a subfolder).
+int run_train_phase(const TrainConfig& c, bool resume, Device d, int64_t stop_after, int64_t* steps_run, bool write_config) {
   manual_seed(c.seed);
   Loaded l = load_all(c, d);
   models::Model& m = *l.model;
@@ -262,24 +282,26 @@ int run_train_phase(const TrainConfig& c, bool resume, Device d, int64_t stop_af
   std::unique_ptr<peft::PeftModel> pm = std::move(ms.pm);
   peft::Trainer tr(m, pm.get(), std::move(ms.strategy), to);
   fs::create_directories(c.output);
-  write_file_atomic((fs::path(c.output) / "config.yaml").string(), dump_train_config(c));
+  if (write_config) write_file_atomic((fs::path(c.output) / "config.yaml").string(), dump_train_config(c));
   const int64_t eval_bs = c.eval_batch_size > 0 ? c.eval_batch_size : c.batch_size;
   const auto& val = l.ds.val;
   RunState s;
+  // metrics.jsonl is rewritten whole (temporary file + rename) at each line: a failed write keeps the
+  // previous file, and a reader never sees half a line.
   const fs::path metrics_path = fs::path(c.output) / "metrics.jsonl";
+  std::string metrics;
   if (resume) {
     s = load_checkpoint(c, tr);
     sampler.restore(s.epoch, s.cursor);
     if (!outer_split.empty())
       for (int64_t i = 0; i < tr.global_step(); ++i) outer_sampler.next();
-    if (fs::exists(metrics_path)) fs::resize_file(metrics_path, s.metrics_bytes);  // drop lines after the checkpoint
-  } else {
-    fs::remove(metrics_path);
+    if (fs::exists(metrics_path)) metrics = read_file(metrics_path.string(), "train").substr(0, s.metrics_bytes);  // lines up to the checkpoint
+    write_file_atomic(metrics_path.string(), metrics);
+    fmt::print(stderr, "[train] resumed from step {} ({})\n", tr.global_step(), (fs::path(c.output) / "checkpoint").string());
   }
-  std::ofstream metrics(metrics_path, std::ios::app);
   auto log_metrics = [&](const nlohmann::json& j) {
-    metrics << j.dump() << "\n";
-    metrics.flush();
+    metrics += j.dump() + "\n";
+    write_file_atomic(metrics_path.string(), metrics);
   };
   fmt::print(stderr, "[train] {} on {}: {} trainable parameters of {}; {} train / {} validation examples; {} steps\n",
              c.method, device_str(d), tr.trainable_count(), m.num_parameters(), l.ds.train.size(), val.size(), total);
@@ -300,8 +322,7 @@ int run_train_phase(const TrainConfig& c, bool resume, Device d, int64_t stop_af
     EvalResult before = run_eval_now(0);
     s.before = before.accuracy >= 0 ? before.accuracy : before.loss;
   }
-  std::signal(SIGINT, on_sigint);
-  g_interrupted = false;
+  install_stop_signals();
   m.train();
   auto t0 = std::chrono::steady_clock::now();
   int64_t tokens = 0, steps_here = 0;
@@ -323,9 +344,12 @@ int run_train_phase(const TrainConfig& c, bool resume, Device d, int64_t stop_af
     peft::StepResult r = tr.step(micro, outer_loss);
     if (!r.finite) {
       progress.finish();
-      fmt::print(stderr, "[train] non-finite {} ({}) at step {}: stopping; the last checkpoint in {} is intact\n",
-                 std::isfinite(r.loss) ? "gradient" : "loss", std::isfinite(r.loss) ? r.grad_norm : r.loss,
-                 tr.global_step() + 1, (fs::path(c.output) / "checkpoint").string());
+      const std::string last = s.checkpoint_step >= 0
+          ? fmt::format("the last checkpoint (step {}) in {} is intact; --resume continues from it", s.checkpoint_step,
+                        (fs::path(c.output) / "checkpoint").string())
+          : "there is no checkpoint yet (none was written before this step)";
+      fmt::print(stderr, "[train] non-finite {} ({}) at step {}: stopping; {}\n", std::isfinite(r.loss) ? "gradient" : "loss",
+                 std::isfinite(r.loss) ? r.grad_norm : r.loss, tr.global_step() + 1, last);
       rc = 1;
       break;
     }
@@ -341,35 +365,37 @@ int run_train_phase(const TrainConfig& c, bool resume, Device d, int64_t stop_af
     }
     progress.update({step, total, r.loss, r.lr, double(tokens) / secs, ""});
     if (c.eval_every > 0 && step % c.eval_every == 0 && step != total) run_eval_now(step);
-    const bool stop = g_interrupted || (stop_after > 0 && steps_here >= stop_after);
+    const bool stop = stop_signal() != 0 || (stop_after > 0 && steps_here >= stop_after);
     if ((c.checkpoint_every > 0 && step % c.checkpoint_every == 0) || stop) {
-      metrics.flush();
-      s.metrics_bytes = fs::file_size(metrics_path);
+      s.metrics_bytes = metrics.size();
       save_checkpoint(c, tr, pm.get(), s);
       write_plots(c, s, tr, pm.get());
     }
     if (stop) {
       progress.finish();
-      fmt::print(stderr, "[train] interrupted at step {}; checkpoint saved in {}; continue with --resume\n", step,
+      const int sig = stop_signal();
+      fmt::print(stderr, "[train] {} at step {}; checkpoint saved in {}; continue with --resume\n",
+                 sig ? fmt::format("interrupted by {}", signal_name(sig)) : std::string("interrupted"), step,
                  (fs::path(c.output) / "checkpoint").string());
-      return 130;
+      return 128 + (sig ? sig : SIGINT);
     }
   }
-  std::signal(SIGINT, SIG_DFL);
+  restore_stop_signals();  // the final evaluation and saves: a signal now stops at once, as before the run
   progress.finish();
   if (rc != 0) return rc;
   if (steps_run) *steps_run = steps_here;
   tr.finish();
   EvalResult after = run_eval_now(tr.global_step());
-  metrics.flush();
-  s.metrics_bytes = fs::file_size(metrics_path);
+  s.metrics_bytes = metrics.size();
   save_checkpoint(c, tr, pm.get(), s);
   write_plots(c, s, tr, pm.get());
   std::string written = (fs::path(c.output) / "model").string();
   if (pm) written = save_method_outputs(c, m, *pm, tr.strategy());
   else {
-    models::save_model(m, written);
-    copy_tokenizer_files(c.tokenizer, written);
+    write_dir_atomic(written, [&](const fs::path& tmp) {
+      models::save_model(m, tmp.string());
+      copy_tokenizer_files(c.tokenizer, tmp.string());
+    });
   }
   const char* metric = after.accuracy >= 0 ? "accuracy" : "eval_loss";
   const double now = after.accuracy >= 0 ? after.accuracy : after.loss;
@@ -396,7 +422,7 @@ int run_autolora(const TrainConfig& c, bool resume, Device d, int64_t stop_after
     cs.output = search.string();
     if (c.autolora_search_steps > 0) cs.steps = c.autolora_search_steps;
     if (c.autolora_search_weight_decay >= 0) cs.trainer.weight_decay = float(c.autolora_search_weight_decay);
-    const int rc = run_train_phase(cs, resume && has_checkpoint(search), d, stop_after, &ran);
+    const int rc = run_train_phase(cs, resume && has_checkpoint(search), d, stop_after, &ran, true);
     if (rc != 0) return rc;
   }
   const std::vector<peft::ModuleRank> ranks = peft::load_autolora_ranks(search.string());
@@ -408,9 +434,7 @@ int run_autolora(const TrainConfig& c, bool resume, Device d, int64_t stop_after
   cr.method = "lora";
   cr.lora = peft::autolora_retrain_config(c.lora, ranks, c.autolora.lora_alpha);
   fmt::print(stderr, "[autolora] retrain: LoRA with the found ranks on the whole training split\n");
-  const int rc = run_train_phase(cr, resume && has_checkpoint(out), d, stop_after > 0 ? std::max<int64_t>(1, stop_after - ran) : 0, nullptr);
-  if (rc == 0) write_file_atomic((out / "config.yaml").string(), dump_train_config(c));  // the run's own config
-  return rc;
+  return run_train_phase(cr, resume && has_checkpoint(out), d, stop_after > 0 ? std::max<int64_t>(1, stop_after - ran) : 0, nullptr, false);
 }
 
 // RoSA's restart protocol (adapter.restart): run 1 in <output>/mask_run with terminate_after_mask_generation
@@ -427,7 +451,7 @@ int run_rosa_restart(const TrainConfig& c, bool resume, Device d, int64_t stop_a
     c1.output = first.string();
     c1.lora.rosa.mask_save_path = masks.string();
     c1.lora.rosa.terminate_after_mask_generation = true;
-    const int rc = run_train_phase(c1, resume && has_checkpoint(first), d, stop_after, &ran);
+    const int rc = run_train_phase(c1, resume && has_checkpoint(first), d, stop_after, &ran, true);
     if (rc != 0) return rc;
     if (!fs::exists(masks)) throw std::runtime_error("[rosa] run 1 ended before its masks were made: give it more steps");
   }
@@ -435,17 +459,69 @@ int run_rosa_restart(const TrainConfig& c, bool resume, Device d, int64_t stop_a
   c2.lora.rosa.schedule = "default";
   c2.lora.rosa.mask_load_path = masks.string();
   fmt::print(stderr, "[rosa] run 2: from the pretrained model with the masks of run 1 ({})\n", masks.string());
-  const int rc = run_train_phase(c2, resume && has_checkpoint(out), d, stop_after > 0 ? std::max<int64_t>(1, stop_after - ran) : 0, nullptr);
-  if (rc == 0) write_file_atomic((out / "config.yaml").string(), dump_train_config(c));
-  return rc;
+  return run_train_phase(c2, resume && has_checkpoint(out), d, stop_after > 0 ? std::max<int64_t>(1, stop_after - ran) : 0, nullptr, false);
+}
+
+
+// What a run leaves in its folder: a fresh run refuses to start over them without --overwrite.
+const char* const kRunEntries[] = {"checkpoint", "checkpoint.old", "checkpoint.tmp", "adapter", "adapter_lora", "model", "merged",
+                                   "search", "mask_run", "rosa_masks.safetensors"};
+const char* const kRunLogs[] = {"metrics.jsonl", "loss.png", "ranks.png", "config.yaml"};
+
+// Refuses a fresh run over a previous one, and a --resume whose config changed (other than the keys
+// that may change: `train --list-keys` marks them). Then writes the resolved config.yaml.
+void prepare_run_folder(const TrainConfig& c, bool resume, bool overwrite) {
+  const fs::path out(c.output);
+  if (resume && !fs::exists(out / "checkpoint") && !fs::exists(out / "checkpoint.old") && !fs::exists(out / "search") &&
+      !fs::exists(out / "mask_run"))
+    throw std::runtime_error(fmt::format("[train] --resume: no checkpoint in {}", out.string()));
+  if (!resume) {
+    std::vector<std::string> found;
+    for (const char* e : kRunEntries)
+      if (fs::exists(out / e)) found.push_back(e);
+    if (!found.empty() && !overwrite)
+      throw std::runtime_error(fmt::format("[train] {} already holds a run ({}); pass --resume to continue it or --overwrite to start over",
+                                           out.string(), fmt::join(found, ", ")));
+    for (const char* e : kRunEntries) fs::remove_all(out / e);
+    for (const char* e : kRunLogs) fs::remove(out / e);
+  } else if (fs::exists(out / "config.yaml")) {
+    const std::string saved = (out / "config.yaml").string();
+    const std::vector<std::string> changed = changed_config_keys(read_file(saved, "train"), saved, c);
+    if (!changed.empty()) {
+      std::vector<std::string> safe;
+      for (const auto& k : config_key_infos())
+        if (k.resume_safe) safe.push_back(k.key);
+      throw std::runtime_error(fmt::format("[train] --resume: the config differs from the run's {}: {}; only {} may change "
+                                           "on --resume (start a new run with --overwrite or another output)",
+                                           saved, fmt::join(changed, ", "), fmt::join(safe, ", ")));
+    }
+  } else {
+    fmt::print(stderr, "[train] note: {} has no config.yaml; the config is not compared\n", out.string());
+  }
+  write_file_atomic((out / "config.yaml").string(), dump_train_config(c));
 }
 
 }  // namespace
 
-int run_train(const TrainConfig& c, bool resume, Device d, int64_t stop_after) {
-  if (c.method == "autolora") return run_autolora(c, resume, d, stop_after);
-  if (c.method == "rosa" && c.rosa_restart) return run_rosa_restart(c, resume, d, stop_after);
-  return run_train_phase(c, resume, d, stop_after, nullptr);
+int run_train(const TrainConfig& c, bool resume, Device d, int64_t stop_after, bool overwrite) {
+  if (resume && overwrite) throw std::runtime_error("[train] --resume and --overwrite exclude each other");
+  fmt::print(stderr, "[train] output: {}\n", c.output);
+  const bool existed = fs::exists(c.output);
+  DirLock lock(c.output, "train");
+  try {
+    prepare_run_folder(c, resume, overwrite);
+    if (c.method == "autolora") return run_autolora(c, resume, d, stop_after);
+    if (c.method == "rosa" && c.rosa_restart) return run_rosa_restart(c, resume, d, stop_after);
+    return run_train_phase(c, resume, d, stop_after, nullptr, false);
+  } catch (...) {
+    // A run that failed before it saved anything (bad data, bad model) leaves no folder it created.
+    bool saved = false;
+    for (const char* e : kRunEntries) saved = saved || fs::exists(fs::path(c.output) / e);
+    std::error_code ec;
+    if (!existed && !saved) fs::remove_all(c.output, ec);
+    throw;
+  }
 }
+
 
 }  // namespace rf::tools

@@ -23,7 +23,7 @@ std::string format_eval(const EvalResult& r);
 
 // Exit code: 0 done, 1 stopped on a non-finite loss, 130 interrupted (checkpoint saved).
 // stop_after > 0 ends the run after that many steps of this process, as an interruption (tests).
-int run_train(const TrainConfig& c, bool resume, Device d, int64_t stop_after = 0);
+int run_train(const TrainConfig& c, bool resume, Device d, int64_t stop_after = 0, bool overwrite = false);
 // Held-out metrics of the base model, or with the adapter in adapter_dir.
 int run_eval(const TrainConfig& c, const std::string& adapter_dir, Device d);
 
