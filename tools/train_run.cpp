@@ -13,6 +13,7 @@
 
 #include "engine/autograd.h"
 #include "engine/file_io.h"
+#include "engine/json_io.h"
 #include "engine/safetensors.h"
 #include "models/loss.h"
 #include "models/tokenizer.h"
@@ -21,6 +22,7 @@
 #include "tools/plot.h"
 #include "tools/progress.h"
 #include "tools/run_files.h"
+#include "tools/train_load.h"
 #include "tools/train_methods.h"
 
 namespace rf::tools {
@@ -31,23 +33,6 @@ namespace {
 
 std::string signal_name(int sig) {
   return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : sig == SIGHUP ? "SIGHUP" : fmt::format("signal {}", sig);
-}
-
-models::ModelInputs inputs_of(const Batch& b) { return models::ModelInputs{b.input_ids, b.attention_mask, {}, {}}; }
-
-Tensor batch_loss(models::Model& m, const Batch& b, bool cls) {
-  Tensor logits = m.forward(inputs_of(b));
-  return cls ? models::classification_loss(logits, b.class_labels) : models::causal_lm_loss(logits, b.labels);
-}
-
-// Targets the shifted causal loss counts in a batch (labels[:, 1:] != -100).
-int64_t counted_targets(const Batch& b) {
-  std::vector<int64_t> y = b.labels.to_vector<int64_t>();
-  const int64_t B = b.labels.size(0), T = b.labels.size(1);
-  int64_t n = 0;
-  for (int64_t r = 0; r < B; ++r)
-    for (int64_t t = 1; t < T; ++t) n += y[size_t(r * T + t)] != -100;
-  return n;
 }
 
 struct RunState {
@@ -72,7 +57,7 @@ void write_plots(const TrainConfig& c, const RunState& s, peft::Trainer& tr, pef
   lc.x_label = "step";
   lc.y_label = "loss";
   lc.series.push_back({"train", s.loss_steps, s.losses, 0});
-  lc.series.push_back({"eval", s.eval_steps, s.eval_losses, 0});
+  lc.series.push_back({"eval", s.eval_steps, s.eval_losses, 0, true});  // few points: markers show each one
   write_png(lc, (fs::path(c.output) / "loss.png").string());
   if (pm) {
     BarChart bc;
@@ -124,7 +109,7 @@ RunState load_checkpoint(const TrainConfig& c, peft::Trainer& tr) {
   auto tensors = safetensors::load_file((dir / "trainer_state.safetensors").string());
   RunState s;
   try {
-    nlohmann::json meta = nlohmann::json::parse(read_file(state_path, "train"));
+    nlohmann::json meta = parse_json_file(state_path, "train");
     NoGradGuard ng;
     for (auto& [n, t] : tr.trainable()) {
       auto it = tensors.find("param." + n);
@@ -147,110 +132,12 @@ RunState load_checkpoint(const TrainConfig& c, peft::Trainer& tr) {
     rng_take(r.at("rng_offset").get<uint64_t>());
     s.checkpoint_step = r.at("step").get<int64_t>();
   } catch (const nlohmann::json::exception& e) {
-    std::string m = e.what();
-    if (m.find("] ") != std::string::npos) m = m.substr(m.find("] ") + 2);
-    throw std::runtime_error(fmt::format("[train] {}: not a valid trainer state: {}", state_path, m));
+    throw std::runtime_error(fmt::format("[train] {}: not a valid trainer state: {}", state_path, json_error_reason(e)));
   }
   return s;
 }
 
 }  // namespace
-
-EvalResult evaluate(models::Model& m, const Dataset& ds, const std::vector<Example>& split, int64_t batch_size,
-                    int64_t max_batches, Device d) {
-  EvalResult r;
-  if (split.empty()) return r;
-  const bool was_training = m.training();
-  m.eval();
-  NoGradGuard ng;
-  const bool cls = ds.classification();
-  double loss_sum = 0, weight = 0;
-  int64_t correct = 0;
-  const int64_t n = int64_t(split.size());
-  for (int64_t start = 0, b = 0; start < n && (max_batches <= 0 || b < max_batches); start += batch_size, ++b) {
-    std::vector<int64_t> rows;
-    for (int64_t i = start; i < std::min(n, start + batch_size); ++i) rows.push_back(i);
-    Batch batch = make_batch(ds, split, rows, d);
-    Tensor logits = m.forward(inputs_of(batch));
-    if (cls) {
-      loss_sum += models::classification_loss(logits, batch.class_labels).item() * double(rows.size());
-      weight += double(rows.size());
-      std::vector<int64_t> pred = argmax(logits, 1).to_vector<int64_t>(), y = batch.class_labels.to_vector<int64_t>();
-      for (size_t i = 0; i < pred.size(); ++i) correct += pred[i] == y[i];
-    } else {
-      const int64_t cnt = counted_targets(batch);
-      if (cnt == 0) continue;
-      loss_sum += models::causal_lm_loss(logits, batch.labels).item() * double(cnt);
-      weight += double(cnt);
-    }
-    r.rows += int64_t(rows.size());
-  }
-  r.loss = weight > 0 ? loss_sum / weight : NAN;
-  if (cls) r.accuracy = double(correct) / double(std::max<int64_t>(r.rows, 1));
-  else r.perplexity = std::exp(r.loss);
-  m.train(was_training);
-  return r;
-}
-
-std::string format_eval(const EvalResult& r) {
-  if (r.accuracy >= 0) return fmt::format("eval_loss={:.4f} accuracy={:.4f} ({} examples)", r.loss, r.accuracy, r.rows);
-  return fmt::format("eval_loss={:.4f} perplexity={:.3f} ({} examples)", r.loss, r.perplexity, r.rows);
-}
-
-namespace {
-struct Loaded {
-  std::unique_ptr<models::Model> model;
-  std::unique_ptr<models::Tokenizer> tok;
-  Dataset ds;
-};
-Loaded load_all(const TrainConfig& c, Device d) {
-  Loaded l;
-  models::LoadOptions lo;
-  lo.device = d;
-  lo.keep_16bit = c.keep_16bit;
-  l.model = models::load_model(c.model, lo);
-  l.tok = models::load_tokenizer(c.tokenizer);
-  DataOptions o = c.data;
-  o.seed = c.seed;
-  const auto& eos = l.model->config().eos_token_ids;
-  const int64_t V = l.model->config().vocab_size;
-  if (o.eos_id < 0 && !eos.empty()) o.eos_id = eos[0];
-  if (o.eos_id >= V) {  // configs of resized toy models can name an EOS their vocabulary lacks
-    fmt::print(stderr, "[train] note: eos_token_id {} is outside the vocabulary ({}); no EOS appended\n", o.eos_id, V);
-    o.eos_id = -1;
-  }
-  if (o.pad_id < 0 && l.model->config().pad_token_id && *l.model->config().pad_token_id < V) o.pad_id = *l.model->config().pad_token_id;
-  l.ds = load_dataset(o, *l.tok);
-  for (const auto* split : {&l.ds.train, &l.ds.val})
-    for (const auto& e : *split)
-      for (int64_t id : e.ids)
-        if (id < 0 || id >= V)
-          throw std::runtime_error(fmt::format("[train] {}: the tokenizer in {} produced id {}, outside the model's vocabulary ({})",
-                                               c.data.path, c.tokenizer, id, V));
-  if (l.ds.classification() && l.model->config().architecture.find("Classification") == std::string::npos)
-    throw std::runtime_error(fmt::format("[train] {}: classification data needs a classification model, {} is {}", c.data.path,
-                                         c.model, l.model->config().architecture));
-  if (l.ds.classification() && int64_t(l.ds.label_names.size()) > l.model->config().num_labels)
-    throw std::runtime_error(fmt::format("[train] {} has {} labels but the model has num_labels={}", c.data.path,
-                                         l.ds.label_names.size(), l.model->config().num_labels));
-  return l;
-}
-}  // namespace
-
-int run_eval(const TrainConfig& c, const std::string& adapter_dir, Device d) {
-  Loaded l = load_all(c, d);
-  std::unique_ptr<peft::PeftModel> pm;
-  if (!adapter_dir.empty()) {
-    pm = std::make_unique<peft::PeftModel>(*l.model);
-    std::vector<std::string> notes;
-    pm->load_adapter(adapter_dir, "default", false, &notes);
-    for (auto& n : notes) fmt::print(stderr, "[eval] note: {}\n", n);
-  }
-  const auto& split = l.ds.val.empty() ? l.ds.train : l.ds.val;
-  EvalResult r = evaluate(*l.model, l.ds, split, c.eval_batch_size > 0 ? c.eval_batch_size : c.batch_size, c.eval_max_batches, d);
-  fmt::print("{}{}\n", adapter_dir.empty() ? "base " : "adapter ", format_eval(r));
-  return 0;
-}
 
 namespace {
 // One training run; steps_run (optional) receives the steps this process ran (AutoLoRA's two phases
@@ -308,7 +195,8 @@ int run_train_phase(const TrainConfig& c, bool resume, Device d, int64_t stop_af
   Progress progress(stderr);
   auto run_eval_now = [&](int64_t step) {
     if (val.empty()) return EvalResult{};
-    EvalResult r = evaluate(m, l.ds, val, eval_bs, c.eval_max_batches, d);
+    EvalResult r = evaluate(m, l.ds, val, eval_bs, c.eval_max_batches, d,
+                            [&progress](int64_t done, int64_t all) { progress.eval_progress(done, all); });
     s.eval_steps.push_back(double(step));
     s.eval_losses.push_back(r.loss);
     nlohmann::json j = {{"step", step}, {"eval_loss", r.loss}};

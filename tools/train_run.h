@@ -2,6 +2,7 @@
 // `rankforge train` and `rankforge eval`: the run loop around peft::Trainer (data, evaluation,
 // progress, metrics, plots, checkpoints, resume, SIGINT, NaN stop).
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "engine/backend.h"
@@ -17,8 +18,10 @@ struct EvalResult {
   double accuracy = -1;   // classification
   int64_t rows = 0;
 };
+// Called with (batches done, batches in all) before the first batch and after each one.
+using EvalProgress = std::function<void(int64_t done, int64_t total)>;
 EvalResult evaluate(models::Model& m, const Dataset& ds, const std::vector<Example>& split, int64_t batch_size,
-                    int64_t max_batches, Device d);
+                    int64_t max_batches, Device d, const EvalProgress& on_batch = {});
 std::string format_eval(const EvalResult& r);
 
 // Exit code: 0 done, 1 stopped on a non-finite loss, 130 interrupted (checkpoint saved).
