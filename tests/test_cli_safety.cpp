@@ -227,3 +227,31 @@ TEST_SUITE("e2e") {
     CHECK_MESSAGE(ok.rc == 0, ok.err);
   }
 }
+
+TEST_SUITE("e2e") {
+  TEST_CASE("cli: eval --base --adapter is an error; train --list-keys and --help come from the key table") {
+    TrainSetup s;
+    CliRun e = run_cli(fmt::format("eval {} --base --adapter {}", s.config("run", 2, 0), (s.dir / "x").string()));
+    CHECK(e.rc == 1);
+    CHECK(has(e.err, "[eval] --base and --adapter exclude each other"));
+    CliRun k = run_cli("train --list-keys training");
+    REQUIRE(k.rc == 0);
+    CHECK(has(k.out, "training:\n"));
+    CHECK(has(k.out, "  lr "));
+    CHECK(has(k.out, "number"));
+    CHECK(!has(k.out, "adapter:"));
+    CliRun all = run_cli("train --list-keys");
+    REQUIRE(all.rc == 0);
+    for (const char* key : {"init_r", "search_weight_decay", "density_pattern", "max_seq_len", "plots"}) CHECK_MESSAGE(has(all.out, key), key);
+    CliRun bad = run_cli("train --list-keys trainig");
+    CHECK(bad.rc == 1);
+    CHECK(has(bad.err, "unknown section 'trainig'"));
+    CliRun h = run_cli("train --help");
+    CHECK(h.rc == 0);
+    CHECK(has(h.out, "lora, adalora, aroma, autolora, gelora, rosa, full"));
+    CHECK(has(h.out, "--list-keys"));
+    CliRun none = run_cli("train");
+    CHECK(none.rc == 1);
+    CHECK(has(none.err, "a YAML config is required"));
+  }
+}

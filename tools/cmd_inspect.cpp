@@ -13,6 +13,7 @@
 #include <set>
 
 #include "engine/safetensors.h"
+#include "engine/json_io.h"
 #include "tools/commands.h"
 
 namespace rf::tools {
@@ -35,14 +36,7 @@ constexpr const char* kConfigKeys[] = {
     "vocab_size", "max_position_embeddings", "n_positions", "torch_dtype", "dtype", "tie_word_embeddings"};
 
 nlohmann::json read_json_object(const fs::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) throw std::runtime_error(fmt::format("[inspect] {}: cannot read", file.string()));
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw std::runtime_error(fmt::format("[inspect] {}: invalid JSON: {}", file.string(), e.what()));
-  }
+  nlohmann::json j = parse_json_file(file.string(), "inspect");  // errors name the file, line and column
   if (!j.is_object()) throw std::runtime_error(fmt::format("[inspect] {}: not a JSON object", file.string()));
   return j;
 }

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "models/tokenizer.h"
+#include "engine/json_io.h"
 #include "tools/commands.h"
 
 namespace rf::tools {
@@ -27,7 +28,7 @@ void add_tokenize_command(CLI::App& app, int& rc) {
       try {
         j = nlohmann::json::parse(a.text);
       } catch (const nlohmann::json::exception& e) {
-        throw std::runtime_error(fmt::format("[tokenize] --decode needs a JSON array of ids: {}", e.what()));
+        throw std::runtime_error(fmt::format("[tokenize] --decode needs a JSON array of ids: {}", json_error_reason(e)));
       }
       if (!j.is_array()) throw std::runtime_error("[tokenize] --decode needs a JSON array of ids");
       std::vector<int64_t> ids;
