@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <vector>
 
 namespace rf::test {
 
@@ -41,6 +42,16 @@ inline CliRun run_cli(const std::string& args) {
   fs::remove(o);
   fs::remove(e);
   return r;
+}
+
+// The lines of s, without their '\n' (a last line without one counts too).
+inline std::vector<std::string> lines_of(const std::string& s) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  for (size_t i = 0; i < s.size(); ++i)
+    if (s[i] == '\n') out.push_back(s.substr(start, i - start)), start = i + 1;
+  if (start < s.size()) out.push_back(s.substr(start));
+  return out;
 }
 
 inline std::string fixtures_dir() {

@@ -24,15 +24,6 @@ namespace {
 const char* const kCommands[] = {"train", "eval", "merge", "generate", "forward", "tokenize",
                                  "inspect", "init", "analyze", "bench", "devices"};
 
-std::vector<std::string> lines_of(const std::string& s) {
-  std::vector<std::string> out;
-  size_t start = 0;
-  for (size_t i = 0; i < s.size(); ++i)
-    if (s[i] == '\n') out.push_back(s.substr(start, i - start)), start = i + 1;
-  if (start < s.size()) out.push_back(s.substr(start));
-  return out;
-}
-
 // The usage lists every command once, on a line of its own with its description.
 void check_usage(const std::string& text) {
   CHECK(text.find("usage: rankforge") != std::string::npos);

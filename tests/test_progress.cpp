@@ -13,10 +13,13 @@
 #include <thread>
 #include <vector>
 
+#include "tests/cli_util.h"
 #include "tools/progress.h"
 
 using rf::tools::Progress;
 using rf::tools::ProgressStats;
+
+using rf::test::lines_of;
 
 namespace {
 
@@ -28,15 +31,6 @@ std::string read_all(std::FILE* f) {
   size_t n;
   while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) s.append(buf, n);
   return s;
-}
-
-std::vector<std::string> split_lines(const std::string& s) {
-  std::vector<std::string> out;
-  size_t start = 0;
-  for (size_t i = 0; i < s.size(); ++i)
-    if (s[i] == '\n') out.push_back(s.substr(start, i - start)), start = i + 1;
-  if (start < s.size()) out.push_back(s.substr(start));
-  return out;
 }
 
 // The text of each in-place redraw ("\r<text>\x1b[K"), without the clears before a message.
@@ -83,7 +77,7 @@ TEST_CASE("progress: plain mode prints every N updates and the last step") {
   std::fclose(f);
   CHECK(out.find('\r') == std::string::npos);
   CHECK(out.find('\x1b') == std::string::npos);
-  std::vector<std::string> lines = split_lines(out);
+  std::vector<std::string> lines = lines_of(out);
   REQUIRE(lines.size() == 5);  // updates 3, 6, 9, the final step 10, and the message
   CHECK(lines[0].rfind("step 3/10 ", 0) == 0);
   CHECK(lines[1] == "eval at 5");
@@ -108,7 +102,7 @@ TEST_CASE("progress: plain mode with an unknown total and control characters") {
   CHECK(out.rfind("step 7 loss nan", 0) == 0);
   CHECK(out.find("ETA") == std::string::npos);
   CHECK(out.find("a b c") != std::string::npos);
-  CHECK(split_lines(out).size() == 1);
+  CHECK(lines_of(out).size() == 1);
 }
 
 TEST_CASE("progress: ETA is the average time per step times the steps left") {
@@ -120,7 +114,7 @@ TEST_CASE("progress: ETA is the average time per step times the steps left") {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     p.update({1, 1000, 1, 1e-3, 0, ""});
   }
-  std::vector<std::string> lines = split_lines(read_all(f));
+  std::vector<std::string> lines = lines_of(read_all(f));
   std::fclose(f);
   REQUIRE(lines.size() == 2);
   CHECK(lines[0].find("ETA ?") != std::string::npos);  // no step timed yet
