@@ -45,6 +45,13 @@ bool match(const std::string& pattern, const std::string& text, uint32_t opts) {
   return rc >= 0;
 }
 
+std::string last_component(const std::string& s) {
+  size_t p = s.rfind('.');
+  return p == std::string::npos ? s : s.substr(p + 1);
+}
+
+}  // namespace
+
 size_t edit_distance(const std::string& a, const std::string& b) {
   std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
   for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
@@ -56,13 +63,6 @@ size_t edit_distance(const std::string& a, const std::string& b) {
   }
   return prev[b.size()];
 }
-
-std::string last_component(const std::string& s) {
-  size_t p = s.rfind('.');
-  return p == std::string::npos ? s : s.substr(p + 1);
-}
-
-}  // namespace
 
 bool regex_fullmatch(const std::string& pattern, const std::string& text) {
   return match(pattern, text, PCRE2_ANCHORED | PCRE2_ENDANCHORED);

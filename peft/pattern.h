@@ -26,6 +26,8 @@ bool selector_matches(const ModuleSelector& s, const std::string& name);
 // layers_pattern (any of them) or, when empty, the first ".<word>.<index>." in the name.
 std::optional<int64_t> layer_index(const std::string& name, const std::vector<std::string>& layers_pattern);
 // Up to n candidates closest to `query` by edit distance (on the last name component and the whole name).
+// Levenshtein distance (insert, delete, substitute: 1 each).
+size_t edit_distance(const std::string& a, const std::string& b);
 std::vector<std::string> close_names(const std::string& query, const std::vector<std::string>& candidates, size_t n = 5);
 
 }  // namespace rf::peft

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "engine/backend.h"
+#include "peft/pattern.h"
 #include "tools/commands.h"
 #include "tools/project_version.h"  // configure_file: RF_PROJECT_VERSION
 #include "tools/version.h"          // vcs_tag: RF_VERSION
@@ -60,21 +61,6 @@ std::string version() {
   backends += ", vulkan";
 #endif
   return fmt::format("{}\nbackends: {}\n", v, backends);
-}
-
-size_t edit_distance(std::string_view a, std::string_view b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diag = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] != b[j - 1])});
-      diag = up;
-    }
-  }
-  return row[b.size()];
 }
 
 // What the words before the command ask for. CLI11's own messages for these ("A subcommand is
@@ -146,7 +132,7 @@ int main(int argc, char** argv) {
       std::string near;
       size_t best = word.size() / 3 + 2;  // a typo, not a different word
       for (auto* s : commands(app))
-        if (size_t d = edit_distance(word, s->get_name()); d < best) best = d, near = s->get_name();
+        if (size_t d = rf::peft::edit_distance(word, s->get_name()); d < best) best = d, near = s->get_name();
       fmt::print(stderr, "[rankforge] unknown command '{}'{}\n\n{}", word,
                  near.empty() ? "" : fmt::format("; did you mean '{}'?", near), usage(app));
       return 2;
