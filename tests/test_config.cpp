@@ -55,6 +55,13 @@ TEST_SUITE("unit") {
     CHECK(has(e, "q.yaml:4: data.format: 'csv' is not one of"));
     e = error_of("model: m\ndata:\n  train: t\ntraining:\n  steps: 5\n   lr: 3\n");
     CHECK(has(e, "q.yaml:6: invalid YAML"));
+    // Control characters in a key or in yaml-cpp's message are escaped: still one line (found by fuzz_config).
+    e = error_of("\"a\\nb\": 1\n");
+    CHECK(has(e, "unknown key 'a\\nb'"));
+    CHECK(e.find('\n') == std::string::npos);
+    e = error_of(std::string("\xff\x00\n", 3));
+    CHECK(has(e, "invalid YAML"));
+    CHECK(e.find('\n') == std::string::npos);
   }
 
   TEST_CASE("config: an unknown key points at its section first, then at the nearest name") {

@@ -10,8 +10,23 @@
 
 namespace rf::tools {
 
+namespace {
+// Keys, values and yaml-cpp's own messages can hold control characters ("a\nb" as a quoted key): shown
+// escaped, so an error stays one line.
+std::string escaped(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (c == '\n') out += "\\n";
+    else if (c == '\t') out += "\\t";
+    else if (c < 32 || c == 127) out += fmt::format("\\x{:02x}", c);
+    else out += char(c);
+  }
+  return out;
+}
+}  // namespace
+
 void config_fail(const std::string& where, const std::string& why) {
-  throw std::runtime_error(fmt::format("[config] {}: {}", where, why));
+  throw std::runtime_error(fmt::format("[config] {}: {}", escaped(where), escaped(why)));
 }
 
 namespace {
