@@ -255,3 +255,20 @@ TEST_SUITE("e2e") {
     CHECK(has(none.err, "a YAML config is required"));
   }
 }
+
+TEST_SUITE("e2e") {
+  TEST_CASE("cli safety: init writes its checkpoint whole and needs --overwrite for a non-empty output") {
+    TrainSetup s;
+    const std::string config = (s.dir / "model" / "config.json").string(), out = (s.dir / "init").string();
+    REQUIRE(run_cli(fmt::format("init --config {} --output {} --seed 1", config, out)).rc == 0);
+    const auto first = snapshot(s.dir / "init");
+    CHECK(first.count("model.safetensors") == 1);
+    CliRun again = run_cli(fmt::format("init --config {} --output {} --seed 2", config, out));
+    CHECK(again.rc == 1);
+    CHECK(has(again.err, "is not empty; pass --overwrite"));
+    CHECK(snapshot(s.dir / "init") == first);
+    REQUIRE(run_cli(fmt::format("init --config {} --output {} --seed 2 --overwrite", config, out)).rc == 0);
+    CHECK(snapshot(s.dir / "init") != first);
+    CHECK(tmp_entries(s.dir).empty());
+  }
+}

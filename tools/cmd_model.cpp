@@ -18,6 +18,7 @@
 #include "models/model.h"
 #include "models/tokenizer.h"
 #include "tools/commands.h"
+#include "tools/run_files.h"
 
 namespace rf::tools {
 
@@ -25,7 +26,7 @@ namespace {
 
 struct ModelArgs {
   std::string model, input, output, prompt, tokenizer, config, adapter;
-  bool keep_16bit = false, greedy = false, print_ids = false, loss_grads = false;
+  bool keep_16bit = false, greedy = false, print_ids = false, loss_grads = false, overwrite = false;
   std::vector<int64_t> labels;
   models::SamplingOptions sampling;
   std::vector<std::string> stop;
@@ -177,8 +178,11 @@ int run_generate(const ModelArgs& a, Device d) {
 int run_init(const ModelArgs& a) {
   auto c = models::load_config(a.config);
   manual_seed(a.seed);
+  if (has_entries(a.output) && !a.overwrite)
+    throw std::runtime_error(fmt::format("[init] --output {} is not empty; pass --overwrite to replace it", a.output));
   auto m = models::create_model(c);
-  models::save_model(*m, a.output);
+  DirLock lock(a.output, "init");
+  write_dir_atomic(a.output, [&](const std::filesystem::path& tmp) { models::save_model(*m, tmp.string()); });
   fmt::print("[init] {} ({}) with {} parameters written to {}\n", c.architecture, c.model_type, m->num_parameters(), a.output);
   return 0;
 }
@@ -256,6 +260,7 @@ void add_model_commands(CLI::App& app, int& rc, std::string& device_spec, const 
   init->add_option("--config", a.config, "config.json (or a directory holding one)")->required();
   init->add_option("--output", a.output, "output directory")->required();
   init->add_option("--seed", a.seed, "initialisation seed");
+  init->add_flag("--overwrite", a.overwrite, "replace a non-empty output folder");
   init->callback([&rc] { rc = run_init(a); });
 
   if (auto bench = app.get_subcommand_ptr("bench")) {

@@ -5,9 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 python3 make_data.py
-../../build/tools/rankforge init --config model_config.json --output ../../build/quickstart/init --seed 1
+../../build/tools/rankforge init --config model_config.json --output ../../build/quickstart/init --seed 1 --overwrite
 cp tokenizer/* ../../build/quickstart/init/
-../../build/tools/rankforge train pretrain.yaml
+../../build/tools/rankforge train pretrain.yaml --overwrite
 rm -rf model && mkdir -p model
 cp ../../build/quickstart/pretrain/model/* model/
 cp tokenizer/* model/
