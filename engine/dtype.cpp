@@ -24,4 +24,11 @@ std::string_view dtype_name(DType t) {
   return t < DType::Count ? names[size_t(t)] : "invalid";
 }
 
+std::optional<DType> float_dtype_from_name(std::string_view n) {
+  if (n == "f32" || n == "float32" || n == "fp32") return DType::F32;
+  if (n == "f16" || n == "float16" || n == "fp16") return DType::F16;
+  if (n == "bf16" || n == "bfloat16") return DType::BF16;
+  return std::nullopt;
+}
+
 }  // namespace rf

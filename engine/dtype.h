@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string_view>
 
 namespace rf {
@@ -12,6 +13,8 @@ enum class DType : uint8_t { F32, F64, F16, BF16, I32, I64, Bool, Count };
 
 size_t dtype_size(DType t);
 std::string_view dtype_name(DType t);
+// A floating storage dtype by name: f32 | float32, f16 | float16 | fp16, bf16 | bfloat16; else nullopt.
+std::optional<DType> float_dtype_from_name(std::string_view name);
 // Float types that kernels compute in (f16/bf16 are storage only and get upcast).
 inline bool is_compute_float(DType t) { return t == DType::F32 || t == DType::F64; }
 inline bool is_float(DType t) { return is_compute_float(t) || t == DType::F16 || t == DType::BF16; }

@@ -106,7 +106,12 @@ Tensor File::load(const TensorInfo& t, const LoadOptions& opt) const {
     for (size_t i = 0; i < b.size(); ++i)
       if (uint8_t(b[i]) > 1)
         fail(path_, fmt::format("tensor {}: BOOL byte {} at element {} is neither 0 nor 1", quote_name(t.name), uint8_t(b[i]), i));
-  const bool convert = (*rt == DType::F16 || *rt == DType::BF16) && !opt.keep_16bit;
+  const bool is_float = *rt == DType::F32 || *rt == DType::F16 || *rt == DType::BF16;
+  if (opt.float_dtype && is_float && *opt.float_dtype != *rt) {
+    // Read in place (host) and converted once: peak memory holds this tensor twice at most, never the model.
+    return from_raw(b, shape, *rt).to(*opt.float_dtype).to(opt.device);
+  }
+  const bool convert = (*rt == DType::F16 || *rt == DType::BF16) && !opt.keep_16bit && !(opt.float_dtype && is_float);
   const size_t esize = dtype_size(*rt);
   const bool aligned = reinterpret_cast<uintptr_t>(b.data()) % esize == 0;
   if (!convert && aligned && opt.device.type == DeviceType::CPU && !b.empty()) {

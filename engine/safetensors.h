@@ -51,6 +51,9 @@ Header parse(std::span<const std::byte> file, std::string_view what);
 struct LoadOptions {
   Device device{};
   bool keep_16bit = false;  // F16/BF16 stay 16-bit in memory (else converted to F32)
+  // Set: every F32/F16/BF16 tensor is stored in this dtype (F32, F16 or BF16), converted tensor by
+  // tensor as it loads (the file's bytes are read in place), whatever keep_16bit says.
+  std::optional<DType> float_dtype;
 };
 
 // An open, validated, memory-mapped file. Tensors loaded from it on the CPU may alias the

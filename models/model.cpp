@@ -44,6 +44,9 @@ std::unique_ptr<Model> load_model(const std::string& dir, const LoadOptions& opt
   safetensors::LoadOptions lo;
   lo.device = opt.device;
   lo.keep_16bit = opt.keep_16bit;
+  lo.float_dtype = opt.base_dtype;
+  if (opt.base_dtype && *opt.base_dtype != DType::F32 && *opt.base_dtype != DType::F16 && *opt.base_dtype != DType::BF16)
+    throw std::invalid_argument(fmt::format("[model] {}: base dtype must be f32, f16 or bf16, got {}", dir, dtype_name(*opt.base_dtype)));
   nn::StateSource src;
   src.names = names;
   src.shape = [&](const std::string& k) {
@@ -60,13 +63,22 @@ std::unique_ptr<Model> load_model(const std::string& dir, const LoadOptions& opt
 }
 
 
-void save_model(Model& m, const std::string& dir) {
+void save_model(Model& m, const std::string& dir, std::optional<DType> dtype) {
   namespace fs = std::filesystem;
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) throw std::runtime_error(fmt::format("[save] {}: cannot create directory: {}", dir, ec.message()));
-  safetensors::save_file(m.state_dict(), (fs::path(dir) / "model.safetensors").string(), {{"format", "pt"}});
-  write_file_atomic((fs::path(dir) / "config.json").string(), m.config().raw.dump(2) + "\n");
+  auto state = m.state_dict();
+  nlohmann::json config = m.config().raw;
+  if (dtype) {
+    for (auto& [name, t] : state)
+      if (is_float(t.dtype()) && t.dtype() != DType::F64) t = t.to(*dtype);
+    const char* name = *dtype == DType::BF16 ? "bfloat16" : *dtype == DType::F16 ? "float16" : "float32";
+    config["torch_dtype"] = name;
+    if (config.contains("dtype")) config["dtype"] = name;  // transformers >= 4.56 spells it so
+  }
+  safetensors::save_file(state, (fs::path(dir) / "model.safetensors").string(), {{"format", "pt"}});
+  write_file_atomic((fs::path(dir) / "config.json").string(), config.dump(2) + "\n");
 }
 
 }  // namespace rf::models

@@ -3,6 +3,7 @@
 // model_type, the weights from (sharded) safetensors with strict, zero-copy loading.
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -54,14 +55,22 @@ class Model : public nn::Module {
   virtual std::string checkpoint_key(const std::string& name, bool file_has_prefix) const { return name; }
   virtual std::string key_prefix() const { return ""; }
   Device device();
+  // Keep only each transformer block's input and recompute the block in backward (grad mode, no cache):
+  // activation memory per block drops to one (B, T, C) tensor for one extra block forward. Off by default.
+  void set_gradient_checkpointing(bool on) { checkpointing_ = on; }
+  bool gradient_checkpointing() const { return checkpointing_; }
 
  protected:
   ModelConfig config_;
+  bool checkpointing_ = false;
 };
 
 struct LoadOptions {
   Device device{};
   bool keep_16bit = false;  // frozen F16/BF16 weights stay 16-bit in memory (computed in f32)
+  // Set: floating-point weights are stored in this dtype (F32, F16 or BF16) whatever the checkpoint
+  // holds, converted tensor by tensor on load; 16-bit frozen weights are computed with f32 accumulation.
+  std::optional<DType> base_dtype;
   bool strict = true;
 };
 
@@ -70,6 +79,8 @@ std::unique_ptr<Model> create_model(const ModelConfig& c, const nn::Init& init =
 // config.json + model.safetensors (or the index of shards) from dir.
 std::unique_ptr<Model> load_model(const std::string& dir, const LoadOptions& opt = {});
 // Writes config.json and model.safetensors into dir (created), each via a temporary file.
-void save_model(Model& m, const std::string& dir);
+// dtype set: floating-point tensors are written in it (F32, F16 or BF16) and config.json's torch_dtype
+// says so; otherwise each tensor keeps the dtype it has in memory.
+void save_model(Model& m, const std::string& dir, std::optional<DType> dtype = std::nullopt);
 
 }  // namespace rf::models

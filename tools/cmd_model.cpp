@@ -27,6 +27,7 @@ namespace {
 struct ModelArgs {
   std::string model, input, output, prompt, tokenizer, config, adapter;
   bool keep_16bit = false, greedy = false, print_ids = false, loss_grads = false, overwrite = false;
+  std::string dtype, base_dtype;  // init --dtype; forward / generate --base-dtype
   std::vector<int64_t> labels;
   models::SamplingOptions sampling;
   std::vector<std::string> stop;
@@ -34,6 +35,14 @@ struct ModelArgs {
   uint64_t seed = 0;
   int repeats = 3;
 };
+
+// f32 | bf16 | f16 for a dtype option; empty: unset.
+std::optional<DType> dtype_arg(const char* who, const char* flag, const std::string& v) {
+  if (v.empty()) return std::nullopt;
+  auto t = float_dtype_from_name(v);
+  if (!t) throw std::runtime_error(fmt::format("[{}] {} '{}' is not one of: f32, bf16, f16", who, flag, v));
+  return t;
+}
 
 // An optional (B, T) integer input tensor from the input file, as I64 on device d.
 Tensor int_input(const safetensors::File& f, const std::string& name, const Shape& want, Device d, bool required) {
@@ -60,6 +69,7 @@ int run_forward(const ModelArgs& a, Device d) {
   models::LoadOptions lo;
   lo.device = d;
   lo.keep_16bit = a.keep_16bit;
+  lo.base_dtype = dtype_arg("model", "--base-dtype", a.base_dtype);
   auto m = models::load_model(a.model, lo);
   std::vector<int64_t> ids = in.input_ids.to_vector<int64_t>();
   for (size_t i = 0; i < ids.size(); ++i)
@@ -116,6 +126,7 @@ int run_generate(const ModelArgs& a, Device d) {
   models::LoadOptions lo;
   lo.device = d;
   lo.keep_16bit = a.keep_16bit;
+  lo.base_dtype = dtype_arg("model", "--base-dtype", a.base_dtype);
   auto m = models::load_model(a.model, lo);
   auto tok = models::load_tokenizer(a.tokenizer.empty() ? a.model : a.tokenizer);
   // The adapter runs unmerged (LoraLinear around the frozen base), as `forward --adapter` does.
@@ -182,7 +193,7 @@ int run_init(const ModelArgs& a) {
     throw std::runtime_error(fmt::format("[init] --output {} is not empty; pass --overwrite to replace it", a.output));
   auto m = models::create_model(c);
   DirLock lock(a.output, "init");
-  write_dir_atomic(a.output, [&](const std::filesystem::path& tmp) { models::save_model(*m, tmp.string()); });
+  write_dir_atomic(a.output, [&](const std::filesystem::path& tmp) { models::save_model(*m, tmp.string(), dtype_arg("init", "--dtype", a.dtype)); });
   fmt::print("[init] {} ({}) with {} parameters written to {}\n", c.architecture, c.model_type, m->num_parameters(), a.output);
   return 0;
 }
@@ -233,6 +244,7 @@ void add_model_commands(CLI::App& app, int& rc, std::string& device_spec, const 
   fw->add_option("--output", a.output, "safetensors file to write logits (F32) to")->required();
   fw->add_option("--device", device_spec, "cpu, vulkan or vulkan:N");
   fw->add_flag("--keep-16bit", a.keep_16bit, "keep F16/BF16 weights 16-bit in memory");
+  fw->add_option("--base-dtype", a.base_dtype, "store the weights as f32, bf16 or f16 (converted on load)");
   fw->add_option("--adapter", a.adapter, "PEFT LoRA adapter directory to apply");
   fw->add_flag("--loss-grads", a.loss_grads, "also write 'loss' and the gradient of every trainable adapter tensor (PEFT in-memory names)");
   fw->add_option("--labels", a.labels, "classifier labels per row (default: class 0)")->delimiter(',');
@@ -254,6 +266,7 @@ void add_model_commands(CLI::App& app, int& rc, std::string& device_spec, const 
   gen->add_flag("--print-ids", a.print_ids, "print the generated ids as a JSON array at the end");
   gen->add_option("--device", device_spec, "cpu, vulkan or vulkan:N");
   gen->add_flag("--keep-16bit", a.keep_16bit, "keep F16/BF16 weights 16-bit in memory");
+  gen->add_option("--base-dtype", a.base_dtype, "store the weights as f32, bf16 or f16 (converted on load)");
   gen->callback([&rc, &device] { rc = run_generate(a, device()); });
 
   auto* init = app.add_subcommand("init", "Write a freshly initialised checkpoint for a config.json");
@@ -261,6 +274,7 @@ void add_model_commands(CLI::App& app, int& rc, std::string& device_spec, const 
   init->add_option("--output", a.output, "output directory")->required();
   init->add_option("--seed", a.seed, "initialisation seed");
   init->add_flag("--overwrite", a.overwrite, "replace a non-empty output folder");
+  init->add_option("--dtype", a.dtype, "f32 (default), bf16 or f16: the dtype of the written weights");
   init->callback([&rc] { rc = run_init(a); });
 
   if (auto bench = app.get_subcommand_ptr("bench")) {

@@ -42,7 +42,9 @@ int run_merge(const std::string& model, const std::string& adapter, const std::s
     DirLock lock(out, "merge");
     if (has_entries(out) && !overwrite)
       throw std::runtime_error(fmt::format("[merge] --output {} is not empty; pass --overwrite to replace it", output));
-    auto m = models::load_model(model);
+    models::LoadOptions lo;
+    lo.keep_16bit = true;  // the merged checkpoint keeps the base's dtypes (a bf16 base stays bf16)
+    auto m = models::load_model(model, lo);
     peft::PeftModel pm(*m);
     std::vector<std::string> notes;
     pm.load_adapter(adapter, "default", false, &notes);
