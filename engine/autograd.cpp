@@ -139,4 +139,79 @@ void backward(const Tensor& root, const Tensor& grad) {
   }
 }
 
+namespace {
+
+struct CheckpointState {
+  CheckpointFn fn;
+  RngState rng;  // at the forward's entry, so the recompute draws the same dropout masks
+};
+
+// Sets grad mode and the RNG stream for the recompute; puts both back however it ends.
+class RecomputeScope {
+ public:
+  explicit RecomputeScope(RngState replay) : grad_(grad_enabled()), rng_(rng_take(0)) {
+    rng_restore(replay);
+    set_grad_enabled(true);
+  }
+  ~RecomputeScope() {
+    set_grad_enabled(grad_);
+    rng_restore(rng_);
+  }
+  RecomputeScope(const RecomputeScope&) = delete;
+  RecomputeScope& operator=(const RecomputeScope&) = delete;
+
+ private:
+  bool grad_;
+  RngState rng_;
+};
+
+std::vector<Tensor> checkpoint_backward(OpCtx& ctx, const Tensor& dy) {
+  auto& st = *static_cast<CheckpointState*>(ctx.extra.get());
+  std::vector<Tensor> xs;
+  for (size_t i = 0; i < ctx.saved_.size(); ++i) {
+    Tensor x = ctx.saved(i).defined() ? ctx.saved(i).detach() : Tensor();
+    if (ctx.needs(i)) x.set_requires_grad(true);
+    xs.push_back(std::move(x));
+  }
+  Tensor y;
+  {
+    RecomputeScope scope(st.rng);
+    y = st.fn(xs);
+  }
+  std::vector<Tensor> dxs(xs.size());
+  if (!y.requires_grad()) return dxs;  // nothing inside needed a gradient after all
+  backward(y, dy);  // parameters accumulate here; the inputs' gradients land on the detached copies
+  for (size_t i = 0; i < xs.size(); ++i)
+    if (ctx.needs(i)) dxs[i] = xs[i].grad();
+  return dxs;
+}
+
+}  // namespace
+
+Tensor checkpoint(CheckpointFn fn, const std::vector<Tensor>& inputs) {
+  if (!grad_enabled()) return fn(inputs);
+  OpCtx ctx;
+  ctx.recording = true;
+  std::vector<const Tensor*> ptrs;
+  for (const Tensor& t : inputs) {
+    ptrs.push_back(&t);
+    ctx.needs_grad.push_back(t.defined() && t.requires_grad() && is_float(t.dtype()));
+    ctx.input_shapes.push_back(t.defined() ? t.shape() : Shape{});
+    ctx.input_dtypes.push_back(t.defined() ? t.dtype() : DType::F32);
+    ctx.save(t);
+  }
+  RngState entry = rng_take(0);
+  Tensor out;
+  {
+    NoGradGuard guard;
+    out = fn(inputs);
+  }
+  // Recorded even when no input needs a gradient: parameters inside fn may (a LoRA block over frozen
+  // embeddings). Whether they do is only known when the recompute builds the graph.
+  if (!out.defined() || !is_float(out.dtype())) return out;
+  ctx.extra = std::make_shared<CheckpointState>(CheckpointState{std::move(fn), entry});
+  detail::record("checkpoint", &checkpoint_backward, std::move(ctx), ptrs, out);
+  return out;
+}
+
 }  // namespace rf

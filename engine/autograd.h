@@ -3,6 +3,7 @@
 // frees itself); Nodes carry a recording sequence number, and backward() runs the nodes reachable
 // from the root in reverse recording order, which is topological by construction.
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string_view>
 #include <type_traits>
@@ -34,6 +35,7 @@ struct OpCtx {
   std::vector<Tensor> saved_;
   std::vector<double> scalars;
   std::vector<int64_t> ints;
+  std::shared_ptr<void> extra;  // state a plain BackwardFn cannot capture (checkpoint's closure)
 
   void save(const Tensor& t) {  // detached alias: no reference cycle through grad_fn
     if (recording) saved_.push_back(t.defined() ? t.detach() : Tensor());
@@ -61,6 +63,15 @@ struct Node {
 
 // Runs backward from root (a scalar when grad is undefined). Leaves accumulate into .grad.
 void backward(const Tensor& root, const Tensor& grad = Tensor());
+
+// Activation checkpointing: runs fn(inputs) without recording and keeps only the inputs and the RNG
+// state at entry. Backward re-runs fn with grad on detached copies of the inputs (same requires_grad),
+// replaying the same dropout masks, and backprops through that graph: parameters used inside fn get
+// their gradients there, bitwise as in the plain graph. The global RNG stream is restored afterwards.
+// fn is called again during backward, so it must capture by value whatever does not outlive the call.
+// Without grad mode this is just fn(inputs).
+using CheckpointFn = std::function<Tensor(const std::vector<Tensor>&)>;
+Tensor checkpoint(CheckpointFn fn, const std::vector<Tensor>& inputs);
 
 // Collects the tensor arguments of an op call.
 namespace detail {

@@ -110,6 +110,8 @@ RngState rng_take(uint64_t count) {
   return s;
 }
 
+void rng_restore(RngState s) { rng() = Rng{s.seed, s.offset}; }
+
 namespace {
 Tensor random(const Shape& s, RandDist dist, double a, double b, DType t, Device d) {
   if (!is_compute_float(t) && t != DType::F16 && t != DType::BF16)

@@ -116,6 +116,7 @@ Tensor make_view(const Tensor& x, Shape s, Strides st, int64_t offset);
 void manual_seed(uint64_t seed);
 struct RngState { uint64_t seed, offset; };
 RngState rng_take(uint64_t count);  // reserves count counters, returns where they start
+void rng_restore(RngState s);       // rewinds (or advances) the stream to s, e.g. to replay dropout
 Tensor rand(const Shape& s, double lo = 0.0, double hi = 1.0, DType t = DType::F32, Device d = {});
 Tensor randn(const Shape& s, double mean = 0.0, double std = 1.0, DType t = DType::F32, Device d = {});
 Tensor randperm(int64_t n, Device d = {});  // I64

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "engine/autograd.h"
 #include "models/blocks.h"
 #include "models/model.h"
 
@@ -94,11 +95,17 @@ class BertModel : public nn::Module {
     pooler_ = pooler.get();
     register_module("pooler", pooler);
   }
-  Tensor pooled(const ModelInputs& in) {  // (B, C): tanh(dense(h[:, 0]))
+  Tensor pooled(const ModelInputs& in, bool checkpointing) {  // (B, C): tanh(dense(h[:, 0]))
     Tensor x = child_as<BertEmbeddings>(emb_).run(in);
     if (in.hidden_states) in.hidden_states->push_back(x);
     for (size_t b : blocks_) {
-      x = layers_->child_as<BertLayer>(b).run(x, in.attention_mask);
+      BertLayer* layer = &layers_->child_as<BertLayer>(b);
+      if (checkpointing && grad_enabled()) {  // the closure runs again in backward: it keeps its own mask
+        Tensor mask = in.attention_mask;
+        x = checkpoint([layer, mask](const std::vector<Tensor>& xs) { return layer->run(xs[0], mask); }, {x});
+      } else {
+        x = layer->run(x, in.attention_mask);
+      }
       if (in.hidden_states) in.hidden_states->push_back(x);
     }
     return tanh(pooler_->child(pool_dense_)(x.narrow(1, 0, 1).squeeze(1)));
@@ -119,7 +126,7 @@ class BertForSequenceClassification : public Model {
   Tensor forward(const ModelInputs& in, KVCache* cache) override {
     if (cache) throw std::invalid_argument("[bert] an encoder has no KV cache");
     double p = config_.classifier_dropout.value_or(config_.resid_dropout);
-    return child(cls_)(dropout(child_as<BertModel>(bert_).pooled(in), p, training()));
+    return child(cls_)(dropout(child_as<BertModel>(bert_).pooled(in, checkpointing_), p, training()));
   }
   bool ignored_key(const std::string& k) const override { return k.ends_with("embeddings.position_ids"); }
 

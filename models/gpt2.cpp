@@ -5,6 +5,7 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "engine/autograd.h"
 #include "models/blocks.h"
 #include "models/model.h"
 
@@ -83,7 +84,7 @@ class Gpt2Transformer : public nn::Module {
     ln_f_ = register_module("ln_f", std::make_shared<nn::LayerNorm>(c.hidden_size, c.norm_eps, init));
   }
   nn::Embedding& wte() { return child_as<nn::Embedding>(wte_); }
-  Tensor run(const ModelInputs& in, KVCache* cache) {
+  Tensor run(const ModelInputs& in, KVCache* cache, bool checkpointing) {
     const int64_t B = in.input_ids.size(0), T = in.input_ids.size(1), past = cache ? cache->length() : 0;
     if (past + T > c_.max_positions)
       throw std::invalid_argument(fmt::format("[gpt2] sequence of {} tokens exceeds n_positions {}", past + T, c_.max_positions));
@@ -91,7 +92,14 @@ class Gpt2Transformer : public nn::Module {
     Tensor x = dropout(child(wte_)(in.input_ids) + child(wpe_)(pos), c_.embd_dropout, training());
     if (in.hidden_states) in.hidden_states->push_back(x);
     for (size_t i = 0; i < blocks_.size(); ++i) {
-      x = child(h_).child_as<Gpt2Block>(blocks_[i]).run(x, in, cache);
+      Gpt2Block* block = &child(h_).child_as<Gpt2Block>(blocks_[i]);
+      if (checkpointing && !cache && grad_enabled()) {
+        // The closure runs again in backward: it keeps its own copy of the inputs (no hidden_states).
+        ModelInputs kept{in.input_ids, in.attention_mask, in.token_type_ids, in.position_ids};
+        x = checkpoint([block, kept](const std::vector<Tensor>& xs) { return block->run(xs[0], kept, nullptr); }, {x});
+      } else {
+        x = block->run(x, in, cache);
+      }
       if (in.hidden_states) in.hidden_states->push_back(x);
     }
     if (cache) cache->advance(T);
@@ -112,7 +120,7 @@ class Gpt2LMHeadModel : public Model {
     head_ = register_module("lm_head", std::make_shared<nn::TiedLinear>(wte, wte.weight_slot()));
   }
   Tensor forward(const ModelInputs& in, KVCache* cache) override {
-    return child(head_)(child_as<Gpt2Transformer>(tr_).run(in, cache));
+    return child(head_)(child_as<Gpt2Transformer>(tr_).run(in, cache, checkpointing_));
   }
   bool ignored_key(const std::string& k) const override {  // causal-mask buffers of old checkpoints
     return k.ends_with(".attn.bias") || k.ends_with(".attn.masked_bias");

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "engine/autograd.h"
 #include "models/blocks.h"
 #include "models/model.h"
 
@@ -85,14 +86,22 @@ class LlamaModel : public nn::Module {
     norm_ = register_module("norm", std::make_shared<nn::RMSNorm>(c.hidden_size, c.norm_eps, init));
   }
   nn::Embedding& embed() { return child_as<nn::Embedding>(embed_); }
-  Tensor run(const ModelInputs& in, KVCache* cache) {
+  Tensor run(const ModelInputs& in, KVCache* cache, bool checkpointing) {
     const int64_t B = in.input_ids.size(0), T = in.input_ids.size(1), past = cache ? cache->length() : 0;
     Tensor pos = in.position_ids.defined() ? in.position_ids : default_positions(B, T, past, in.input_ids.device());
     auto [cos, sin] = rope_cos_sin(c_.rope, c_.head_dim, pos);
     Tensor x = child(embed_)(in.input_ids);
     if (in.hidden_states) in.hidden_states->push_back(x);
     for (size_t i = 0; i < blocks_.size(); ++i) {
-      x = child(layers_).child_as<LlamaLayer>(blocks_[i]).run(x, cos, sin, in, cache);
+      LlamaLayer* layer = &child(layers_).child_as<LlamaLayer>(blocks_[i]);
+      if (checkpointing && !cache && grad_enabled()) {
+        // The closure runs again in backward: it keeps its own copies (cos, sin, the mask; no hidden_states).
+        ModelInputs kept{in.input_ids, in.attention_mask, in.token_type_ids, in.position_ids};
+        x = checkpoint([layer, cos, sin, kept](const std::vector<Tensor>& xs) { return layer->run(xs[0], cos, sin, kept, nullptr); },
+                       {x});
+      } else {
+        x = layer->run(x, cos, sin, in, cache);
+      }
       if (in.hidden_states) in.hidden_states->push_back(x);
     }
     if (cache) cache->advance(T);
@@ -116,7 +125,7 @@ class LlamaForCausalLM : public Model {
       head_ = register_module("lm_head", std::make_shared<Linear>(c.hidden_size, c.vocab_size, false, init));
   }
   Tensor forward(const ModelInputs& in, KVCache* cache) override {
-    return child(head_)(child_as<LlamaModel>(model_).run(in, cache));
+    return child(head_)(child_as<LlamaModel>(model_).run(in, cache, checkpointing_));
   }
   bool ignored_key(const std::string& k) const override { return k.ends_with(".rotary_emb.inv_freq"); }
 

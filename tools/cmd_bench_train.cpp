@@ -8,6 +8,7 @@
 #include <chrono>
 #include <nlohmann/json.hpp>
 
+#include "backends/cpu/cpu_backend.h"
 #include "engine/ops.h"
 #include "models/loss.h"
 #include "models/model.h"
@@ -20,6 +21,7 @@ namespace rf::tools {
 namespace {
 struct BenchTrainArgs {
   int64_t layers = 12, d_model = 768, heads = 12, vocab = 50257, seq = 256, batch = 4, rank = 8, steps = 6;
+  bool checkpointing = false;
 };
 
 int run_bench_train(const BenchTrainArgs& a, Device d) {
@@ -36,6 +38,7 @@ int run_bench_train(const BenchTrainArgs& a, Device d) {
   lc.lora_alpha = 2.0 * double(a.rank);
   lc.target_modules = peft::ModuleSelector::list({"c_attn", "c_fc", "mlp.c_proj"});
   pm.add_adapter("default", lc);
+  model->set_gradient_checkpointing(a.checkpointing);
   peft::TrainerOptions o;
   o.lr = 1e-4f;
   o.max_grad_norm = 0;  // the peer does not clip
@@ -63,9 +66,10 @@ int run_bench_train(const BenchTrainArgs& a, Device d) {
   struct rusage ru {};
   getrusage(RUSAGE_SELF, &ru);
   fmt::print("rankforge device={} L={} D={} V={} T={} B={} trainable={} loss={:.3f} step_s={:.3f} tokens_per_s={:.0f} "
-             "peak_rss_mb={:.0f}\n",
+             "peak_rss_mb={:.0f} checkpointing={} cpu_peak_alloc_mb={:.0f}\n",
              device_str(d), a.layers, a.d_model, a.vocab, a.seq, a.batch, tr.trainable_count(), loss, med,
-             double(a.batch * a.seq) / med, double(ru.ru_maxrss) / 1024.0);
+             double(a.batch * a.seq) / med, double(ru.ru_maxrss) / 1024.0, a.checkpointing ? 1 : 0,
+             double(cpu::allocator_stats().peak_bytes_in_use) / (1024.0 * 1024.0));
   return 0;
 }
 }  // namespace
@@ -83,6 +87,7 @@ void add_bench_train_command(CLI::App& app, int& rc, std::string& device_spec, c
   t->add_option("--rank", a.rank)->check(CLI::Range(int64_t(1), int64_t(4096)));
   t->add_option("--steps", a.steps)->check(CLI::Range(int64_t(1), int64_t(100000)));
   t->add_option("--device", device_spec, "cpu, vulkan or vulkan:N");
+  t->add_flag("--checkpointing", a.checkpointing, "recompute each block in backward (activation checkpointing)");
   t->callback([&rc, &device] { rc = run_bench_train(a, device()); });
 }
 

@@ -281,6 +281,7 @@ std::vector<KeyDef> build() {
   k.push_back(bind("training.eps", "AdamW epsilon", F(c.trainer.eps)));
   k.push_back(bind("training.momentum", "SGD momentum", F(c.trainer.momentum)));
   k.push_back(bind("training.max_grad_norm", "clip the global gradient norm (0: none)", F(c.trainer.max_grad_norm)));
+  k.push_back(bind("training.gradient_checkpointing", "recompute each block in backward: less memory, ~1/3 more compute", F(c.gradient_checkpointing), safe));
   k.push_back(custom("training.schedule", "string", "constant | linear | cosine | cosine_with_restarts", {},
       [](const YAML::Node& n, const std::string& w, TrainConfig& c) {
         c.trainer.schedule.kind = nn::parse_schedule_kind(yaml_string(n, "training.schedule", w));

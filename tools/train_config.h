@@ -53,6 +53,7 @@ struct TrainConfig {
   double epochs = 0;                // used when steps == 0
   int64_t batch_size = 8;
   peft::TrainerOptions trainer;
+  bool gradient_checkpointing = false;  // recompute each transformer block in backward (same gradients)
   // evaluation, logging, checkpoints
   int64_t eval_every = 50;          // 0: only before and after training
   int64_t eval_batch_size = 0;      // 0: batch_size

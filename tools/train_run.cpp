@@ -145,6 +145,7 @@ namespace {
 int run_train_phase(const TrainConfig& c, bool resume, Device d, int64_t stop_after, int64_t* steps_run, bool write_config) {
   manual_seed(c.seed);
   Loaded l = load_all(c, d);
+  l.model->set_gradient_checkpointing(c.gradient_checkpointing);
   models::Model& m = *l.model;
   const bool cls = l.ds.classification();
   // AutoLoRA's search: A/B train on 70% of the training split, α on the other 30% (methods.md §2.2),
