@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/cpu_dnnl.h"
 #include "engine/ops.h"
 
 #include <tbb/parallel_for.h>
@@ -100,8 +101,11 @@ int bench_matmul(int64_t m, int64_t n, int64_t k, int iters, int warmup, Device 
   const double flop = 2.0 * double(m) * double(n) * double(k);
   const double ge = flop / te / 1e9, gc = flop / tc / 1e9;
   fmt::print("# engine: rf::matmul through the front end (allocates its output); ceiling: cblas_sgemm on the same buffers\n");
-  fmt::print("bench=matmul m={} n={} k={} threads={} engine_gflops={:.1f} blas_gflops={:.1f} ratio={:.3f}\n", m, n, k,
-             cpu::num_threads(), ge, gc, ge / gc);
+  const bool dnnl = cpu::matmul_uses_dnnl(m, n, k);
+  const std::string impl = dnnl ? cpu::dnnl_impl_name(false, false, m, n, k, k, n, n) : "cblas_sgemm";
+  fmt::print("bench=matmul m={} n={} k={} threads={} provider={} impl={} engine_gflops={:.1f} blas_gflops={:.1f} "
+             "ratio={:.3f}\n",
+             m, n, k, cpu::num_threads(), dnnl ? "dnnl" : "openblas", impl, ge, gc, ge / gc);
   return 0;
 }
 

@@ -1,6 +1,9 @@
 // `rankforge bench matmul|elementwise`.
+#include "backends/cpu/cpu_dnnl.h"
 #include "tools/bench.h"
 #include "tools/commands.h"
+
+#include <stdexcept>
 
 namespace rf::tools {
 
@@ -11,7 +14,7 @@ void add_bench_commands(CLI::App& app, int& rc, std::string& device_spec, const 
   static int64_t m = 1024, n = 1024, k = 1024, elems = 1 << 24;
   static int iters = 20, warmup = 3;
   static bool tb = false;
-  static std::string op = "add";
+  static std::string op = "add", provider = "auto";
   auto* mm = bench->add_subcommand("matmul", "rf::matmul vs cblas_sgemm on the same buffers");
   mm->add_option("--m", m, "rows of A")->check(CLI::Range(int64_t(1), int64_t(1) << 40));
   mm->add_option("--n", n, "columns of B")->check(CLI::Range(int64_t(1), int64_t(1) << 40));
@@ -20,7 +23,15 @@ void add_bench_commands(CLI::App& app, int& rc, std::string& device_spec, const 
   mm->add_option("--warmup", warmup, "untimed rounds")->check(CLI::Range(0, 1 << 20));
   mm->add_flag("--b-transposed", tb, "B is a transposed view (dX = dY W)");
   mm->add_option("--device", device_spec, "cpu, vulkan or vulkan:N");
-  mm->callback([&rc, &device] { rc = rf::tools::bench_matmul(m, n, k, iters, warmup, device(), tb); });
+  mm->add_option("--provider", provider, "CPU f32 GEMM provider: auto (measured rule), openblas or dnnl")
+      ->check(CLI::IsMember({"auto", "openblas", "dnnl"}));
+  mm->callback([&rc, &device] {
+    using P = cpu::MatmulProvider;
+    if (provider == "dnnl" && !cpu::dnnl_available())
+      throw std::invalid_argument("[matmul] --provider dnnl: this build has no oneDNN (install libdnnl-dev)");
+    cpu::set_matmul_provider(provider == "dnnl" ? P::Dnnl : provider == "openblas" ? P::OpenBlas : P::Auto);
+    rc = rf::tools::bench_matmul(m, n, k, iters, warmup, device(), tb);
+  });
   auto* ew = bench->add_subcommand("elementwise", "rf::add vs memcpy of the same bytes");
   ew->add_option("--n", elems, "elements")->check(CLI::Range(int64_t(1), int64_t(1) << 40));
   ew->add_option("--op", op, "elementwise op")->check(CLI::IsMember({"add"}));

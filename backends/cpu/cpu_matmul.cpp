@@ -9,6 +9,10 @@
 //    OpenBLAS would make, measured at the same GFLOP/s as OpenBLAS's own threads;
 //  - a batch of many small GEMMs (batch >= threads and < 8 MFLOP each) runs one GEMM per task.
 // openblas_set_num_threads stays at the core count for callers outside the engine.
+//
+// f32 GEMMs of >= 1 MFLOP go to oneDNN when it is built in (cpu_dnnl.cpp: provider rule, OpenMP
+// kept to one thread per call); each panel of gemm_split is then one single-threaded oneDNN call.
+// Layouts oneDNN has only a reference kernel for, and all f64 GEMMs, stay on OpenBLAS.
 #include <fmt/format.h>
 
 #include <mutex>
@@ -16,6 +20,7 @@
 
 #include "backends/cpu/blas_threads.h"
 #include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/cpu_dnnl.h"
 #include "backends/cpu/cpu_loops.h"
 
 namespace rf::cpu {
@@ -48,6 +53,11 @@ void init_blas_threads() {
 template <class T>
 void gemm(const MatLayout& la, const MatLayout& lb, int64_t M, int64_t N, int64_t K, T alpha, const T* a, const T* b,
           T beta, T* c, int64_t ldc) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (matmul_uses_dnnl(M, N, K) &&
+        dnnl_sgemm(la.trans, lb.trans, M, N, K, alpha, a, la.ld, b, lb.ld, beta, c, ldc))
+      return;
+  }
   auto ta = la.trans ? CblasTrans : CblasNoTrans, tb = lb.trans ? CblasTrans : CblasNoTrans;
   if constexpr (std::is_same_v<T, float>)
     cblas_sgemm(CblasRowMajor, ta, tb, int(M), int(N), int(K), alpha, a, int(la.ld), b, int(lb.ld), beta, c, int(ldc));

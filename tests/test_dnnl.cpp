@@ -1,0 +1,80 @@
+// oneDNN f32 GEMMs (backends/cpu/cpu_dnnl.cpp) against the OpenBLAS path and an f64 reference.
+#include <doctest/doctest.h>
+
+#include "backends/cpu/cpu_dnnl.h"
+#include "engine/backend.h"
+#include "engine/ops.h"
+#include "tests/test_util.h"
+
+using namespace rf;
+using rf::test::allclose;
+
+namespace {
+
+// Restores the process-wide provider even when a CHECK throws.
+struct ProviderScope {
+  ~ProviderScope() { cpu::set_matmul_provider(cpu::MatmulProvider::Auto); }
+};
+
+Tensor with(cpu::MatmulProvider p, const Tensor& a, const Tensor& b) {
+  cpu::set_matmul_provider(p);
+  return matmul(a, b);
+}
+
+}  // namespace
+
+TEST_SUITE("unit") {
+TEST_CASE("oneDNN f32 matmul matches OpenBLAS and f64 for plain, transposed, strided and batched operands") {
+  if (!cpu::dnnl_available()) {
+    MESSAGE("skipped: built without oneDNN (install libdnnl-dev and reconfigure; meson option dnnl)");
+    return;
+  }
+  ProviderScope scope;
+  NoGradGuard no_grad;
+  manual_seed(7);
+  // Plain layouts get oneDNN's optimised brgemm kernel, not its reference one (which would fall back).
+  CHECK(cpu::dnnl_impl_name(false, false, 96, 112, 80, 80, 112, 112).rfind("ref", 0) != 0);
+  CHECK(cpu::dnnl_impl_name(true, true, 96, 112, 80, 96, 80, 112).rfind("ref", 0) != 0);
+  struct Case {
+    const char* name;
+    Tensor a, b;
+  };
+  const Case cases[] = {
+      {"plain (96,80)@(80,112)", rand({96, 80}, -1, 1), rand({80, 112}, -1, 1)},
+      {"a^T", rand({80, 96}, -1, 1).t(), rand({80, 112}, -1, 1)},
+      {"b^T (dX = dY W)", rand({96, 80}, -1, 1), rand({112, 80}, -1, 1).t()},
+      {"a^T @ b^T", rand({80, 96}, -1, 1).t(), rand({112, 80}, -1, 1).t()},
+      {"strided rows (ld > cols)", narrow(rand({96, 200}, -1, 1), 1, 7, 80), narrow(rand({80, 300}, -1, 1), 1, 5, 112)},
+      {"batched-broadcast (3,1,64,80)@(4,80,64)", rand({3, 1, 64, 80}, -1, 1), rand({4, 80, 64}, -1, 1)},
+      {"batched transposed a, shared b", transpose(rand({5, 80, 64}, -1, 1), -2, -1), rand({80, 96}, -1, 1)},
+      {"single row (1,300)@(300,200)", rand({1, 300}, -1, 1), rand({300, 200}, -1, 1)},
+      {"large, split over threads (512,256)@(256,384)", rand({512, 256}, -1, 1), rand({256, 384}, -1, 1)},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.name);
+    Tensor blas = with(cpu::MatmulProvider::OpenBlas, c.a, c.b);
+    Tensor dnnl = with(cpu::MatmulProvider::Dnnl, c.a, c.b);
+    Tensor ref = matmul(c.a.to(DType::F64), c.b.to(DType::F64));
+    CHECK(allclose(dnnl, blas, 1e-4, 1e-4));
+    CHECK(allclose(dnnl, ref, 1e-4, 1e-4));
+  }
+}
+
+TEST_CASE("oneDNN f32 matmul applies alpha and beta like sgemm") {
+  if (!cpu::dnnl_available()) {
+    MESSAGE("skipped: built without oneDNN (install libdnnl-dev and reconfigure; meson option dnnl)");
+    return;
+  }
+  ProviderScope scope;
+  NoGradGuard no_grad;
+  manual_seed(8);
+  Tensor a = rand({64, 96}, -1, 1), b = rand({128, 96}, -1, 1).t(), c0 = rand({64, 128}, -1, 1);
+  Tensor want = c0.to(DType::F64) * 0.5 + matmul(a.to(DType::F64), b.to(DType::F64)) * 0.25;
+  for (auto p : {cpu::MatmulProvider::OpenBlas, cpu::MatmulProvider::Dnnl}) {
+    cpu::set_matmul_provider(p);
+    Tensor out = c0.clone();
+    backend_for(Device{}).matmul(a, b, out, 0.25f, 0.5f);
+    CHECK(allclose(out, want, 1e-4, 1e-4));
+  }
+}
+}
