@@ -8,6 +8,7 @@
 #include "peft/peft_model.h"
 #include "tests/cli_util.h"
 #include "tests/test_util.h"
+#include "tests/train_setup.h"
 
 namespace fs = std::filesystem;
 using namespace rf;
@@ -102,5 +103,14 @@ TEST_SUITE("e2e") {
     REQUIRE_MESSAGE(f.rc == 0, f.err);
     CHECK(max_rel_gap(safetensors::load_file((tmp / "out.safetensors").string()).at("logits"), ref.at("base_logits")) < 1e-2);
     fs::remove_all(tmp);
+  }
+
+  TEST_CASE("cli: train with base_dtype bf16 keeps the frozen weights 16-bit, trains an f32 adapter and lowers the loss") {
+    TrainSetup s;
+    CliRun r = run_cli("train " + s.config("run", 16, 0) + " --set base_dtype=bf16");
+    REQUIRE_MESSAGE(r.rc == 0, r.err);
+    CHECK(held_out(r.out, "after ") < held_out(r.out, "before "));
+    CHECK(file_dtypes(s.dir / "run" / "adapter" / "adapter_model.safetensors") == std::set<std::string>{"f32"});
+    CHECK(slurp(s.dir / "run" / "config.yaml").find("base_dtype: bf16") != std::string::npos);
   }
 }

@@ -136,6 +136,14 @@ TEST_SUITE("unit") {
     CHECK(has(d, "eval:\n  every: 50"));
   }
 
+  TEST_CASE("config: base_dtype names a floating dtype; not with keep_16bit or full fine-tuning") {
+    CHECK(parse_train_config(kHead + "base_dtype: bfloat16\n", "q.yaml").base_dtype == "bf16");
+    CHECK(parse_train_config(kHead, "q.yaml").base_dtype == "f32");
+    CHECK(has(error_of(kHead + "base_dtype: int8\n"), "q.yaml:4: base_dtype: 'int8' is not one of: f32, bf16, f16"));
+    CHECK(has(error_of(kHead + "base_dtype: f16\nkeep_16bit: true\n"), "base_dtype: excludes keep_16bit"));
+    CHECK(has(error_of(kHead + "base_dtype: bf16\nadapter:\n  method: full\n"), "base_dtype: applies to adapter methods"));
+  }
+
   TEST_CASE("config: paths resolve against the config's folder; --set paths against the working directory") {
     TrainConfig c = parse_train_config("model: ../m\ntokenizer: tok\ndata:\n  train: d/t.jsonl\n", "/a/b/q.yaml");
     CHECK(c.model == "/a/m");

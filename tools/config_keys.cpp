@@ -155,6 +155,14 @@ std::vector<KeyDef> build() {
   k.push_back(bind("seed", "seed of the init, dropout, data order and splits", F(c.seed)));
   k.push_back(path("output", "run folder (adapter/, checkpoint/, metrics.jsonl, plots, config.yaml)", F(c.output), safe));
   k.push_back(bind("keep_16bit", "keep a 16-bit checkpoint's frozen weights in 16 bits", F(c.keep_16bit)));
+  k.push_back(custom("base_dtype", "string", "f32 | bf16 | f16: the frozen weights' dtype, converted on load tensor by tensor", {},
+      [](const YAML::Node& n, const std::string& w, TrainConfig& c) {
+        const std::string v = yaml_string(n, "base_dtype", w);
+        auto t = float_dtype_from_name(v);
+        if (!t) config_fail(w, fmt::format("base_dtype: '{}' is not one of: f32, bf16, f16", v));
+        c.base_dtype = std::string(dtype_name(*t));
+      },
+      [](const TrainConfig& c) { return YAML::Node(c.base_dtype); }));
   // adapter
   k.push_back(bind("adapter.method", "lora | adalora | aroma | autolora | gelora | rosa | full", F(c.method)));
   k.push_back(custom("adapter.r", "integer", "rank (AROMA: of each increment; AutoLoRA: default of k)",

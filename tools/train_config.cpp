@@ -148,6 +148,9 @@ void finish(const ConfigDoc& doc, TrainConfig& c) {
   if (!(d.val_fraction >= 0 && d.val_fraction < 1)) bad("data.val_fraction", fmt::format("must be in [0, 1), got {}", d.val_fraction));
   if (d.max_seq_len < 2) bad("data.max_seq_len", "must be >= 2");
   c.autolora.max_grad_norm = c.trainer.max_grad_norm;  // the virtual step clips as the real one
+  if (c.base_dtype != "f32" && c.keep_16bit) bad("base_dtype", "excludes keep_16bit (base_dtype sets the dtype itself)");
+  if (c.base_dtype != "f32" && c.method == "full")
+    bad("base_dtype", "applies to adapter methods: full fine-tuning trains every weight, in f32");
   if (c.batch_size < 1) bad("training.batch_size", "must be >= 1");
   if (c.trainer.grad_accum < 1) bad("training.grad_accum", "must be >= 1");
   if (c.trainer.optimizer != "adamw" && c.trainer.optimizer != "sgd") bad("training.optimizer", fmt::format("'{}' is not one of: adamw, sgd", c.trainer.optimizer));

@@ -24,6 +24,7 @@ struct TrainConfig {
   uint64_t seed = 0;
   std::string output = "runs/run";  // run folder (absolute once parsed)
   bool keep_16bit = false;
+  std::string base_dtype = "f32";   // f32 | bf16 | f16 (adapter methods; a 16-bit checkpoint is upcast by f32)
   // adapter
   std::string method = "lora";      // lora | adalora | aroma | autolora | gelora | rosa | full (no adapter: every parameter trains)
   peft::LoraConfig lora;            // AdaLoRA's fields in lora.adalora
