@@ -47,8 +47,9 @@ MatmulProvider matmul_provider() { return g_provider.load(); }
 
 // Provider rule (Auto), from `rankforge bench matmul --provider openblas|dnnl` on 2 Zen 5 cores with
 // OPENBLAS_CORETYPE=Haswell (OpenBLAS restricted to its AVX2 kernels, oneDNN free to use AVX-512):
-// oneDNN wins every GPT-2-small shape by ~2x once a GEMM has >= 1 MFLOP; below that its per-call
-// overhead (memory objects, primitive lookup under a mutex) eats the gain and OpenBLAS stays.
+// oneDNN gives 320-390 GFLOP/s against 182-210 at the GPT-2-small shapes and still wins at 1 MFLOP
+// (64x128x64: 124 vs 83); at 0.5 MFLOP (64^3: 35 vs 91) its per-call overhead (memory objects,
+// primitive lookup under a mutex) eats the gain, so smaller GEMMs stay on OpenBLAS.
 bool matmul_uses_dnnl(int64_t M, int64_t N, int64_t K) {
   if (!dnnl_available()) return false;
   switch (g_provider.load()) {
