@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <unordered_map>
 
+#include "engine/autocast.h"
 #include "engine/ops.h"
 
 namespace rf {
@@ -59,7 +60,10 @@ Tensor fit_gradient(Tensor g, const Shape& shape, DType dtype, std::string_view 
   if (r.shape() != shape)
     throw std::logic_error(fmt::format("[backward] {} returned a gradient of shape {} for an input of shape {}", op,
                                        shape_str(r.shape()), shape_str(shape)));
-  if (r.dtype() != dtype) r = cast(r, dtype);
+  // A 16-bit input (an autocast GEMM operand) keeps its f32 gradient: rounding it to 16 bits would
+  // only lose precision before the cast back to the f32 master tensor.
+  const bool keep_f32 = r.dtype() == DType::F32 && (dtype == DType::BF16 || dtype == DType::F16);
+  if (r.dtype() != dtype && !keep_f32) r = cast(r, dtype);
   return r;
 }
 
@@ -125,7 +129,7 @@ void backward(const Tensor& root, const Tensor& grad) {
       if (!dxs[i].defined() || (!e.node && !e.leaf)) continue;
       Tensor dx = fit_gradient(std::move(dxs[i]), n->ctx.input_shapes[i], n->ctx.input_dtypes[i], n->name);
       if (e.leaf) {
-        accumulate_leaf(*e.leaf, std::move(dx));
+        accumulate_leaf(*e.leaf, dx.dtype() == e.leaf->dtype ? std::move(dx) : cast(dx, e.leaf->dtype));
       } else {
         Node* p = e.node.get();
         auto [pos, inserted] = grads.try_emplace(p);
@@ -143,7 +147,8 @@ namespace {
 
 struct CheckpointState {
   CheckpointFn fn;
-  RngState rng;  // at the forward's entry, so the recompute draws the same dropout masks
+  RngState rng;         // at the forward's entry, so the recompute draws the same dropout masks
+  Precision precision;  // autocast state of the forward: backward may run outside the guard
 };
 
 // Sets grad mode and the RNG stream for the recompute; puts both back however it ends.
@@ -176,6 +181,7 @@ std::vector<Tensor> checkpoint_backward(OpCtx& ctx, const Tensor& dy) {
   Tensor y;
   {
     RecomputeScope scope(st.rng);
+    AutocastGuard autocast(st.precision);
     y = st.fn(xs);
   }
   std::vector<Tensor> dxs(xs.size());
@@ -209,7 +215,7 @@ Tensor checkpoint(CheckpointFn fn, const std::vector<Tensor>& inputs) {
   // Recorded even when no input needs a gradient: parameters inside fn may (a LoRA block over frozen
   // embeddings). Whether they do is only known when the recompute builds the graph.
   if (!out.defined() || !is_float(out.dtype())) return out;
-  ctx.extra = std::make_shared<CheckpointState>(CheckpointState{std::move(fn), entry});
+  ctx.extra = std::make_shared<CheckpointState>(CheckpointState{std::move(fn), entry, autocast_precision()});
   detail::record("checkpoint", &checkpoint_backward, std::move(ctx), ptrs, out);
   return out;
 }

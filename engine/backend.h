@@ -2,7 +2,8 @@
 // The backend interface: a few dozen enum-dispatched methods (not one virtual per op per dtype).
 // Rules: the front end infers shapes and allocates every output; outputs are contiguous unless a
 // method says otherwise; inputs may have any strides (0 = broadcast) and offsets; all float
-// kernels support F32 and F64 (F64 may be CPU only); F16/BF16 only travel through copy().
+// kernels support F32 and F64 (F64 may be CPU only); F16/BF16 only travel through copy(), and
+// into matmul where a backend says it takes them (matmul_takes_16bit_b / _ab).
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -96,6 +97,12 @@ class Backend {
   // Whether matmul also takes an F16/BF16 b with f32 a and out (16-bit frozen weights, f32
   // accumulate). Where it does not, the front end upcasts b first.
   virtual bool matmul_takes_16bit_b() const { return false; }
+  // Whether matmul takes BF16 (or F16) a and b of the same dtype with an F32 out: the 16-bit GEMMs
+  // of mixed precision (engine/autocast.h). Where it does not, autocast leaves GEMMs in f32.
+  virtual bool matmul_takes_16bit_ab() const { return false; }
+  // Whether those 16-bit GEMMs run on native 16-bit dot products (not widened to f32): what
+  // precision `auto` asks.
+  virtual bool matmul_16bit_native() const { return false; }
 
   // Indexing. ids: 1-D I32/I64. index_add adds into an existing out; gather/scatter_add follow torch.
   virtual void index_select(const Tensor& x, int64_t axis, const Tensor& ids, Tensor& out) = 0;

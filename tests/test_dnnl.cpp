@@ -33,8 +33,8 @@ TEST_CASE("oneDNN f32 matmul matches OpenBLAS and f64 for plain, transposed, str
   NoGradGuard no_grad;
   manual_seed(7);
   // Plain layouts get oneDNN's optimised brgemm kernel, not its reference one (which would fall back).
-  CHECK(cpu::dnnl_impl_name(false, false, 96, 112, 80, 80, 112, 112).rfind("ref", 0) != 0);
-  CHECK(cpu::dnnl_impl_name(true, true, 96, 112, 80, 96, 80, 112).rfind("ref", 0) != 0);
+  CHECK(cpu::dnnl_impl_name(cpu::GemmType::F32, false, false, 96, 112, 80, 80, 112, 112).rfind("ref", 0) != 0);
+  CHECK(cpu::dnnl_impl_name(cpu::GemmType::F32, true, true, 96, 112, 80, 96, 80, 112).rfind("ref", 0) != 0);
   struct Case {
     const char* name;
     Tensor a, b;

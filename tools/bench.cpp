@@ -6,10 +6,14 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <functional>
+#include <optional>
+#include <thread>
 #include <vector>
 
 #include "backends/cpu/cpu_backend.h"
 #include "backends/cpu/cpu_dnnl.h"
+#include "engine/autocast.h"
 #include "engine/ops.h"
 
 #include <tbb/parallel_for.h>
@@ -29,18 +33,33 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-// Alternates engine and ceiling each round so both see the same machine state; medians per side.
-std::pair<double, double> race(int iters, int warmup, auto&& engine, auto&& ceiling) {
+struct Race {
+  double engine_s, ceiling_s;  // median time per side
+  double ratio;                // median over rounds of ceiling time / engine time (> 1: engine faster)
+};
+
+// Alternates engine and ceiling each round so both see the same machine state; the ratio is the
+// median of the per-round ratios, so one disturbed round moves neither side alone. Each side's
+// timed call follows a 20 ms pause and one untimed call of its own: the pause lets the other side's
+// pool stop spinning (libgomp's team after oneDNN's own run took ~12% of the next engine round in a
+// profile), the untimed call wakes this side's pool, as back-to-back ops in training find it.
+Race race(int iters, int warmup, auto&& engine, auto&& ceiling) {
+  auto settle = [] { std::this_thread::sleep_for(std::chrono::milliseconds(20)); };
   for (int i = 0; i < warmup; ++i) {
     engine();
     ceiling();
   }
-  std::vector<double> te, tc;
+  std::vector<double> te, tc, r;
   for (int i = 0; i < iters; ++i) {
+    settle();
+    engine();
     te.push_back(seconds_of(engine));
+    settle();
+    ceiling();
     tc.push_back(seconds_of(ceiling));
+    r.push_back(tc.back() / te.back());
   }
-  return {median(te), median(tc)};
+  return {median(te), median(tc), median(r)};
 }
 
 }  // namespace
@@ -58,7 +77,7 @@ int bench_matmul_device(Device d, int64_t m, int64_t n, int64_t k, bool tb, int 
   Backend& be = backend_for(d);
   const int reps = 10;
   Tensor keep;
-  auto [te, tc] = race(
+  auto [te, tc, ratio] = race(
       iters, warmup,
       [&] {
         for (int r = 0; r < reps; ++r) keep = matmul(a, b);
@@ -78,34 +97,56 @@ int bench_matmul_device(Device d, int64_t m, int64_t n, int64_t k, bool tb, int 
   fmt::print("# engine: rf::matmul through the front end; kernel: Backend::matmul into a preallocated output\n");
   fmt::print("bench=matmul device={} m={} n={} k={} b_transposed={} engine_tflops={:.2f} kernel_tflops={:.2f} "
              "c00_abs_err={:.1e} ratio={:.3f}\n",
-             device_str(d), m, n, k, int(tb), ge, gc, std::abs(double(vo[0]) - ref), ge / gc);
+             device_str(d), m, n, k, int(tb), ge, gc, std::abs(double(vo[0]) - ref), ratio);
   return 0;
 }
 }  // namespace
 
-int bench_matmul(int64_t m, int64_t n, int64_t k, int iters, int warmup, Device d, bool tb) {
-  if (d.type != DeviceType::CPU) return bench_matmul_device(d, m, n, k, tb, iters, warmup);
+int bench_matmul(int64_t m, int64_t n, int64_t k, int iters, int warmup, Device d, bool tb, DType dt) {
+  if (d.type != DeviceType::CPU) {
+    if (dt != DType::F32) throw std::invalid_argument("[bench] matmul --dtype bf16 runs on the CPU only for now");
+    return bench_matmul_device(d, m, n, k, tb, iters, warmup);
+  }
   NoGradGuard no_grad;
   manual_seed(0);
-  Tensor a = rand({m, k}, -1, 1), b = rand({k, n}, -1, 1);
+  const bool bf16 = dt == DType::BF16;
+  Tensor a = rand({m, k}, -1, 1).to(dt), b = rand({k, n}, -1, 1).to(dt);
   Tensor out = empty({m, n});
-  const float* pa = cpu::data<float>(a);
-  const float* pb = cpu::data<float>(b);
   float* po = cpu::data<float>(out);
-  auto [te, tc] = race(
-      iters, warmup, [&] { out = matmul(a, b); },
-      [&] {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(m), int(n), int(k), 1.0f, pa, int(k), pb, int(n), 0.0f,
-                    po, int(n));
-      });
+  const int threads = cpu::num_threads();
+  std::function<void()> ceiling;
+  std::string ceiling_name = "cblas_sgemm";
+  if (bf16) {
+    // oneDNN alone on the same buffers, parallelised by its own OpenMP team of the same size.
+    const void* pa = cpu::data<uint16_t>(a);
+    const void* pb = cpu::data<uint16_t>(b);
+    if (!cpu::dnnl_gemm_parallel(cpu::GemmType::BF16, m, n, k, pa, pb, po, threads))
+      throw std::invalid_argument("[bench] matmul --dtype bf16: this build or CPU has no optimised oneDNN bf16 matmul");
+    ceiling = [=] { cpu::dnnl_gemm_parallel(cpu::GemmType::BF16, m, n, k, pa, pb, po, threads); };
+    ceiling_name = fmt::format("dnnl_matmul_omp{}", threads);
+  } else {
+    const float* pa = cpu::data<float>(a);
+    const float* pb = cpu::data<float>(b);
+    ceiling = [=] {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(m), int(n), int(k), 1.0f, pa, int(k), pb, int(n), 0.0f,
+                  po, int(n));
+    };
+  }
+  Tensor res;
+  std::optional<AutocastGuard> autocast;
+  if (bf16) autocast.emplace(Precision::BF16);  // rf::matmul on bf16 operands writes f32, as in training
+  auto [te, tc, ratio] = race(iters, warmup, [&] { res = matmul(a, b); }, ceiling);
   const double flop = 2.0 * double(m) * double(n) * double(k);
   const double ge = flop / te / 1e9, gc = flop / tc / 1e9;
-  fmt::print("# engine: rf::matmul through the front end (allocates its output); ceiling: cblas_sgemm on the same buffers\n");
-  const bool dnnl = cpu::matmul_uses_dnnl(m, n, k);
-  const std::string impl = dnnl ? cpu::dnnl_impl_name(false, false, m, n, k, k, n, n) : "cblas_sgemm";
-  fmt::print("bench=matmul m={} n={} k={} threads={} provider={} impl={} engine_gflops={:.1f} blas_gflops={:.1f} "
-             "ratio={:.3f}\n",
-             m, n, k, cpu::num_threads(), dnnl ? "dnnl" : "openblas", impl, ge, gc, ge / gc);
+  fmt::print("# engine: rf::matmul through the front end (allocates its output); ceiling: {} on the same buffers\n",
+             ceiling_name);
+  fmt::print("# ratio: median over {} alternating rounds of ceiling time / engine time\n", iters);
+  const bool dnnl = bf16 ? cpu::dnnl_available() : cpu::matmul_uses_dnnl(m, n, k);
+  const auto type = bf16 ? cpu::GemmType::BF16 : cpu::GemmType::F32;
+  const std::string impl = dnnl ? cpu::dnnl_impl_name(type, false, false, m, n, k, k, n, n) : "cblas_sgemm";
+  fmt::print("bench=matmul dtype={} m={} n={} k={} threads={} provider={} impl={} engine_gflops={:.1f} "
+             "ceiling_gflops={:.1f} ceiling={} ratio={:.3f}\n",
+             dtype_name(dt), m, n, k, threads, dnnl ? "dnnl" : "openblas", impl, ge, gc, ceiling_name, ratio);
   return 0;
 }
 
@@ -127,9 +168,8 @@ int bench_elementwise(int64_t n, int iters, int warmup) {
     });
   };
   Tensor out;
-  auto [te, tc] = race(iters, warmup, [&] { out = add(a, b); }, par_memcpy);
-  auto [te2, t1] = race(iters, warmup, [&] { out = add(a, b); }, [&] { std::memcpy(pd, ps, bytes); });
-  (void)te2;
+  auto [te, tc, ratio] = race(iters, warmup, [&] { out = add(a, b); }, par_memcpy);
+  const double t1 = race(iters, warmup, [&] { out = add(a, b); }, [&] { std::memcpy(pd, ps, bytes); }).ceiling_s;
   // Bandwidth counts bytes read + written: add moves 3 arrays, memcpy 2.
   const double bw_e = 3.0 * double(bytes) / te / 1e9, bw_c = 2.0 * double(bytes) / tc / 1e9;
   const double bw_1 = 2.0 * double(bytes) / t1 / 1e9;
@@ -137,7 +177,7 @@ int bench_elementwise(int64_t n, int iters, int warmup) {
   fmt::print("# ceiling: memcpy split over {} threads; single-thread memcpy for reference: {:.2f} GB/s\n",
              cpu::num_threads(), bw_1);
   fmt::print("bench=elementwise op=add n={} threads={} engine_gbps={:.2f} memcpy_gbps={:.2f} ratio={:.3f}\n", n,
-             cpu::num_threads(), bw_e, bw_c, bw_e / bw_c);
+             cpu::num_threads(), bw_e, bw_c, ratio * 1.5);  // bytes per round: add 3N, memcpy 2N
   return 0;
 }
 

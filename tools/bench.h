@@ -8,7 +8,8 @@ namespace rf::tools {
 
 // On a non-CPU device the ratio is engine (front end) over kernel (Backend::matmul); the PyTorch
 // comparison for GPUs is scripts/bench_gpu_matmul. tb: B is a transposed view (the dX = dY W pattern).
-int bench_matmul(int64_t m, int64_t n, int64_t k, int iters, int warmup, Device d = {}, bool tb = false);
+int bench_matmul(int64_t m, int64_t n, int64_t k, int iters, int warmup, Device d = {}, bool tb = false,
+                 DType dtype = DType::F32);
 int bench_elementwise(int64_t n, int iters, int warmup);
 
 }  // namespace rf::tools

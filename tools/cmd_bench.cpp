@@ -14,8 +14,9 @@ void add_bench_commands(CLI::App& app, int& rc, std::string& device_spec, const 
   static int64_t m = 1024, n = 1024, k = 1024, elems = 1 << 24;
   static int iters = 20, warmup = 3;
   static bool tb = false;
-  static std::string op = "add", provider = "auto";
-  auto* mm = bench->add_subcommand("matmul", "rf::matmul vs cblas_sgemm on the same buffers");
+  static std::string op = "add", provider = "auto", dtype = "f32";
+  auto* mm = bench->add_subcommand("matmul", "rf::matmul vs the GEMM library alone on the same buffers "
+                                             "(f32: cblas_sgemm; bf16: oneDNN with its own threads)");
   mm->add_option("--m", m, "rows of A")->check(CLI::Range(int64_t(1), int64_t(1) << 40));
   mm->add_option("--n", n, "columns of B")->check(CLI::Range(int64_t(1), int64_t(1) << 40));
   mm->add_option("--k", k, "inner dimension")->check(CLI::Range(int64_t(1), int64_t(1) << 40));
@@ -25,12 +26,14 @@ void add_bench_commands(CLI::App& app, int& rc, std::string& device_spec, const 
   mm->add_option("--device", device_spec, "cpu, vulkan or vulkan:N");
   mm->add_option("--provider", provider, "CPU f32 GEMM provider: auto (measured rule), openblas or dnnl")
       ->check(CLI::IsMember({"auto", "openblas", "dnnl"}));
+  mm->add_option("--dtype", dtype, "operand dtype: f32, or bf16 (autocast GEMM: bf16 operands, f32 result)")
+      ->check(CLI::IsMember({"f32", "bf16"}));
   mm->callback([&rc, &device] {
     using P = cpu::MatmulProvider;
     if (provider == "dnnl" && !cpu::dnnl_available())
       throw std::invalid_argument("[matmul] --provider dnnl: this build has no oneDNN (install libdnnl-dev)");
     cpu::set_matmul_provider(provider == "dnnl" ? P::Dnnl : provider == "openblas" ? P::OpenBlas : P::Auto);
-    rc = rf::tools::bench_matmul(m, n, k, iters, warmup, device(), tb);
+    rc = rf::tools::bench_matmul(m, n, k, iters, warmup, device(), tb, dtype == "bf16" ? DType::BF16 : DType::F32);
   });
   auto* ew = bench->add_subcommand("elementwise", "rf::add vs memcpy of the same bytes");
   ew->add_option("--n", elems, "elements")->check(CLI::Range(int64_t(1), int64_t(1) << 40));

@@ -48,6 +48,8 @@ class CpuBackend final : public Backend {
  public:
   std::string_view name() const override { return "cpu"; }
   Device device() const override { return {DeviceType::CPU, 0}; }
+  bool matmul_takes_16bit_ab() const override { return true; }  // oneDNN, or widened to f32 for OpenBLAS
+  bool matmul_16bit_native() const override;                      // oneDNN on AVX512_BF16 or AMX-BF16
 
   std::shared_ptr<Buffer> alloc(size_t bytes) override;
   void upload(Buffer& dst, size_t dst_offset, std::span<const std::byte> src) override;

@@ -1,4 +1,4 @@
-// Every matmul goes to OpenBLAS sgemm/dgemm; transposed operands are passed as CblasTrans views.
+// Matmuls on OpenBLAS sgemm/dgemm or oneDNN; transposed operands are passed as transposed views, never copied.
 //
 // Threading policy: OpenBLAS keeps its own pthread pool and oneTBB its own workers. After each
 // threaded call OpenBLAS's workers keep spinning on sched_yield for ~2^28 cycles, stealing the
@@ -13,10 +13,14 @@
 // f32 GEMMs of >= 1 MFLOP go to oneDNN when it is built in (cpu_dnnl.cpp: provider rule, OpenMP
 // kept to one thread per call); each panel of gemm_split is then one single-threaded oneDNN call.
 // Layouts oneDNN has only a reference kernel for, and all f64 GEMMs, stay on OpenBLAS.
+// BF16/F16 operands with an F32 output (autocast, engine/autocast.h) go to oneDNN's 16-bit kernels
+// (f32 accumulation) and, where it has none, are widened to f32 for OpenBLAS.
 #include <fmt/format.h>
 
 #include <mutex>
 #include <stdexcept>
+#include <type_traits>
+#include <vector>
 
 #include "backends/cpu/blas_threads.h"
 #include "backends/cpu/cpu_backend.h"
@@ -50,54 +54,91 @@ void init_blas_threads() {
   std::call_once(once, [] { openblas_set_num_threads(num_threads()); });
 }
 
+// 16-bit operand storage (bf16 / f16 bit patterns); C stays f32.
+struct Bf16 { uint16_t v; };
+struct Fp16 { uint16_t v; };
+template <class T> constexpr bool is16 = std::is_same_v<T, Bf16> || std::is_same_v<T, Fp16>;
+template <class T> constexpr GemmType gemm_type = std::is_same_v<T, Bf16> ? GemmType::BF16 : std::is_same_v<T, Fp16> ? GemmType::F16 : GemmType::F32;
+
+// A strided 16-bit matrix widened to f32 in the same layout (gaps between rows included).
 template <class T>
-void gemm(const MatLayout& la, const MatLayout& lb, int64_t M, int64_t N, int64_t K, T alpha, const T* a, const T* b,
-          T beta, T* c, int64_t ldc) {
-  if constexpr (std::is_same_v<T, float>) {
-    if (matmul_uses_dnnl(M, N, K) &&
-        dnnl_sgemm(la.trans, lb.trans, M, N, K, alpha, a, la.ld, b, lb.ld, beta, c, ldc))
-      return;
+const float* widen(const MatLayout& l, int64_t rows, int64_t cols, const T* p, std::vector<float>& buf) {
+  const int64_t outer = l.trans ? cols : rows, inner = l.trans ? rows : cols;
+  buf.resize(size_t((outer - 1) * l.ld + inner));
+  for (int64_t i = 0; i < outer; ++i)
+    for (int64_t j = 0; j < inner; ++j) {
+      const uint16_t h = p[i * l.ld + j].v;
+      buf[size_t(i * l.ld + j)] = std::is_same_v<T, Bf16> ? bf16_to_f32(h) : f16_to_f32(h);
+    }
+  return buf.data();
+}
+
+template <class TI, class TO>
+void gemm(const MatLayout& la, const MatLayout& lb, int64_t M, int64_t N, int64_t K, TO alpha, const TI* a, const TI* b,
+          TO beta, TO* c, int64_t ldc) {
+  if constexpr (is16<TI>) {
+    // oneDNN's bf16/f16 kernels accumulate in f32; where it has none (no oneDNN, or a CPU without the
+    // ISA) the operands are widened exactly to f32 and OpenBLAS runs them: same inputs, f32 products.
+    if (dnnl_gemm(gemm_type<TI>, la.trans, lb.trans, M, N, K, alpha, a, la.ld, b, lb.ld, beta, c, ldc)) return;
+    thread_local std::vector<float> wa, wb;
+    const float* fa = widen(la, M, K, a, wa);
+    const float* fb = widen(lb, K, N, b, wb);
+    cblas_sgemm(CblasRowMajor, la.trans ? CblasTrans : CblasNoTrans, lb.trans ? CblasTrans : CblasNoTrans, int(M), int(N),
+                int(K), alpha, fa, int(la.ld), fb, int(lb.ld), beta, c, int(ldc));
+    return;
+  } else {
+    using T = TI;
+    if constexpr (std::is_same_v<T, float>) {
+      if (matmul_uses_dnnl(M, N, K) &&
+          dnnl_sgemm(la.trans, lb.trans, M, N, K, alpha, a, la.ld, b, lb.ld, beta, c, ldc))
+        return;
+    }
+    auto ta = la.trans ? CblasTrans : CblasNoTrans, tb = lb.trans ? CblasTrans : CblasNoTrans;
+    if constexpr (std::is_same_v<T, float>)
+      cblas_sgemm(CblasRowMajor, ta, tb, int(M), int(N), int(K), alpha, a, int(la.ld), b, int(lb.ld), beta, c, int(ldc));
+    else
+      cblas_dgemm(CblasRowMajor, ta, tb, int(M), int(N), int(K), alpha, a, int(la.ld), b, int(lb.ld), beta, c, int(ldc));
   }
-  auto ta = la.trans ? CblasTrans : CblasNoTrans, tb = lb.trans ? CblasTrans : CblasNoTrans;
-  if constexpr (std::is_same_v<T, float>)
-    cblas_sgemm(CblasRowMajor, ta, tb, int(M), int(N), int(K), alpha, a, int(la.ld), b, int(lb.ld), beta, c, int(ldc));
-  else
-    cblas_dgemm(CblasRowMajor, ta, tb, int(M), int(N), int(K), alpha, a, int(la.ld), b, int(lb.ld), beta, c, int(ldc));
 }
 
 // One GEMM over TBB: panels of rows of C when M >= N, else of columns, one per thread, each a
 // single-threaded sgemm (caller holds BlasSingleThread). Panel edges are multiples of 16 so every
 // panel keeps whole micro-kernel tiles. Below ~2 MFLOP a task split costs more than it saves.
-template <class T>
-void gemm_split(const MatLayout& la, const MatLayout& lb, int64_t M, int64_t N, int64_t K, T alpha, const T* a,
-                const T* b, T beta, T* c, int64_t ldc) {
+template <class TI, class TO>
+void gemm_split(const MatLayout& la, const MatLayout& lb, int64_t M, int64_t N, int64_t K, TO alpha, const TI* a,
+                const TI* b, TO beta, TO* c, int64_t ldc) {
   // oneDNN's brgemm packs B per call: column panels make it pack a strided slice and ran at half
   // speed (1024x2304x768: 210-233 GFLOP/s by columns, 347-391 by rows), so its panels are rows when M allows.
-  const bool rows = M >= N || (std::is_same_v<T, float> && M >= 512 && matmul_uses_dnnl(M, N, K));
+  const bool dnnl = is16<TI> ? dnnl_available() : std::is_same_v<TI, float> && matmul_uses_dnnl(M, N, K);
+  const bool rows = M >= N || (M >= 512 && dnnl);
   const int64_t len = rows ? M : N;
   const int64_t parts = std::min<int64_t>(num_threads(), len / 32);
   if (parts < 2 || 2.0 * double(M) * double(N) * double(K) < 2e6) {
-    gemm<T>(la, lb, M, N, K, alpha, a, b, beta, c, ldc);
+    gemm<TI, TO>(la, lb, M, N, K, alpha, a, b, beta, c, ldc);
     return;
   }
   auto edge = [&](int64_t p) { return p == parts ? len : len * p / parts / 16 * 16; };
   tbb::parallel_for(int64_t(0), parts, [&](int64_t p) {
     const int64_t s = edge(p), n = edge(p + 1) - s;
     if (rows)  // A (m, k) lives at a[m * ld + k], or a[k * ld + m] when transposed
-      gemm<T>(la, lb, n, N, K, alpha, a + (la.trans ? s : s * la.ld), b, beta, c + s * ldc, ldc);
+      gemm<TI, TO>(la, lb, n, N, K, alpha, a + (la.trans ? s : s * la.ld), b, beta, c + s * ldc, ldc);
     else
-      gemm<T>(la, lb, M, n, K, alpha, a, b + (lb.trans ? s * lb.ld : s), beta, c + s, ldc);
+      gemm<TI, TO>(la, lb, M, n, K, alpha, a, b + (lb.trans ? s * lb.ld : s), beta, c + s, ldc);
   });
 }
 
 }  // namespace
+
+bool CpuBackend::matmul_16bit_native() const { return dnnl_available() && cpu_has_native_bf16(); }
 
 void CpuBackend::matmul(const Tensor& a, const Tensor& b, Tensor& out, float alpha, float beta) {
   const int64_t nd = out.dim();
   if (nd < 2 || a.dim() != nd || b.dim() != nd)
     throw std::invalid_argument(fmt::format("[matmul] backend expects equal ranks >= 2, got {} {} {}", shape_str(a.shape()),
                                             shape_str(b.shape()), shape_str(out.shape())));
-  if (a.dtype() != b.dtype() || a.dtype() != out.dtype())
+  // Same dtype throughout, or 16-bit operands (both BF16 or both F16) into an F32 output.
+  const bool half = (a.dtype() == DType::BF16 || a.dtype() == DType::F16) && out.dtype() == DType::F32;
+  if (a.dtype() != b.dtype() || (a.dtype() != out.dtype() && !half))
     throw std::invalid_argument(fmt::format("[matmul] dtype mismatch: {} {} {}", dtype_name(a.dtype()),
                                             dtype_name(b.dtype()), dtype_name(out.dtype())));
   if (!out.is_contiguous()) throw std::invalid_argument("[matmul] output must be contiguous");
@@ -114,10 +155,11 @@ void CpuBackend::matmul(const Tensor& a, const Tensor& b, Tensor& out, float alp
   Strides so(out.strides().begin(), out.strides().end() - 2);
   const int64_t nb = numel(batch);
   if (M == 0 || N == 0) return;
-  auto run = [&](auto tag) {
-    using T = decltype(tag);
-    const T* pa = data<T>(a);
-    const T* pb = data<T>(b);
+  auto run = [&](auto in_tag, auto out_tag) {
+    using TI = decltype(in_tag);
+    using T = decltype(out_tag);
+    const TI* pa = reinterpret_cast<const TI*>(data<std::conditional_t<is16<TI>, uint16_t, TI>>(a));
+    const TI* pb = reinterpret_cast<const TI*>(data<std::conditional_t<is16<TI>, uint16_t, TI>>(b));
     T* po = data<T>(out);
     if (K == 0) {  // empty inner dim: out = beta * out
       for (int64_t i = 0; i < out.numel(); ++i) po[i] = beta == 0.0f ? T(0) : T(beta) * po[i];
@@ -128,18 +170,18 @@ void CpuBackend::matmul(const Tensor& a, const Tensor& b, Tensor& out, float alp
     bool fold = !la.trans && L.shape.size() == 1 && L.st[2][0] == 0 && L.st[1][0] == M * la.ld && L.st[0][0] == M * N;
     BlasSingleThread guard;
     if (nb == 1 || fold) {
-      gemm_split<T>(la, lb, M * (fold ? L.shape[0] : 1), N, K, T(alpha), pa, pb, T(beta), po, N);
+      gemm_split<TI, T>(la, lb, M * (fold ? L.shape[0] : 1), N, K, T(alpha), pa, pb, T(beta), po, N);
       return;
     }
     const double flops = 2.0 * double(M) * double(N) * double(K);
     const bool per_task = nb >= num_threads() && flops < 8e6 && num_threads() > 1;
     auto one = [&](const int64_t* off, int64_t n) {
       for (int64_t i = 0; i < n; ++i) {
-        const T* ai = pa + off[1] + i * L.inner_stride(1);
-        const T* bi = pb + off[2] + i * L.inner_stride(2);
+        const TI* ai = pa + off[1] + i * L.inner_stride(1);
+        const TI* bi = pb + off[2] + i * L.inner_stride(2);
         T* oi = po + off[0] + i * L.inner_stride(0);
-        if (per_task) gemm<T>(la, lb, M, N, K, T(alpha), ai, bi, T(beta), oi, N);
-        else gemm_split<T>(la, lb, M, N, K, T(alpha), ai, bi, T(beta), oi, N);
+        if (per_task) gemm<TI, T>(la, lb, M, N, K, T(alpha), ai, bi, T(beta), oi, N);
+        else gemm_split<TI, T>(la, lb, M, N, K, T(alpha), ai, bi, T(beta), oi, N);
       }
     };
     if (per_task) {
@@ -149,8 +191,10 @@ void CpuBackend::matmul(const Tensor& a, const Tensor& b, Tensor& out, float alp
       run_range(L, 0, nb, one);
     }
   };
-  if (a.dtype() == DType::F32) run(float{});
-  else if (a.dtype() == DType::F64) run(double{});
+  if (a.dtype() == DType::F32) run(float{}, float{});
+  else if (a.dtype() == DType::F64) run(double{}, double{});
+  else if (a.dtype() == DType::BF16) run(Bf16{}, float{});
+  else if (a.dtype() == DType::F16) run(Fp16{}, float{});
   else throw std::invalid_argument(fmt::format("[matmul] unsupported dtype {}", dtype_name(a.dtype())));
 }
 

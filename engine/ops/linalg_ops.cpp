@@ -1,4 +1,7 @@
 // matmul with broadcast batch dims and copy-free transposes; linear as one GEMM each way.
+// Under autocast (engine/autocast.h) both cast their operands to bf16 and produce f32; their
+// backward GEMMs take the incoming f32 gradient down to the operands' 16-bit dtype as well.
+#include "engine/autocast.h"
 #include "engine/ops/op_util.h"
 
 namespace rf {
@@ -9,8 +12,15 @@ bool blas_ready(const Tensor& m) {  // row-major or transposed matrix in the las
   return m.stride(-1) == 1 || m.stride(-2) == 1 || m.size(-1) == 1 || m.size(-2) == 1;
 }
 
+bool is16(DType t) { return t == DType::BF16 || t == DType::F16; }
+// Result dtype of a GEMM on operands of dtype t: 16-bit operands accumulate into f32.
+DType gemm_out(DType t) { return is16(t) ? DType::F32 : t; }
+// The gradient dy (f32) as an operand next to a 16-bit one: rounded to that dtype, as torch's
+// autocast backward runs the same GEMMs in bf16.
+Tensor as_operand(const Tensor& dy, DType t) { return is16(t) && dy.dtype() != t ? dy.to(t) : dy; }
+
 Tensor mm_raw(const Tensor& a, const Tensor& b, const Shape& out_shape) {
-  Tensor out = empty(out_shape, a.dtype(), a.device());
+  Tensor out = empty(out_shape, gemm_out(a.dtype()), a.device());
   a.backend().matmul(blas_ready(a) ? a : a.contiguous(), blas_ready(b) ? b : b.contiguous(), out, 1.0f, 0.0f);
   return out;
 }
@@ -28,6 +38,12 @@ struct MatmulOp {
   }
   static std::vector<Tensor> backward(OpCtx& ctx, const Tensor& dy) {
     Tensor da, db;
+    if (is16(ctx.input_dtypes[0])) {  // autocast: same-shape batches (expanded in forward), one GEMM each
+      const Tensor g = as_operand(dy, ctx.input_dtypes[0]);
+      if (ctx.needs(0)) da = mm_raw(g, ctx.saved(1).transpose(-2, -1), ctx.input_shapes[0]);
+      if (ctx.needs(1)) db = mm_raw(ctx.saved(0).transpose(-2, -1), g, ctx.input_shapes[1]);
+      return {da, db};
+    }
     if (ctx.needs(0)) da = matmul(dy, ctx.saved(1).transpose(-2, -1));  // (.., M, N) @ (.., N, K)
     if (ctx.needs(1)) db = matmul(ctx.saved(0).transpose(-2, -1), dy);  // (.., K, M) @ (.., M, N)
     return {da, db};
@@ -38,7 +54,7 @@ struct LinearOp {
   static constexpr std::string_view kName = "linear";
   // x (N, in), w (out, in), b (out) or undefined -> (N, out)
   static Tensor forward(OpCtx& ctx, const Tensor& x, const Tensor& w, const Tensor& b) {
-    Tensor y = empty({x.size(0), w.size(0)}, x.dtype(), x.device());
+    Tensor y = empty({x.size(0), w.size(0)}, gemm_out(x.dtype()), x.device());
     if (b.defined()) {
       x.backend().copy(b.expand(y.shape()), y);
       x.backend().matmul(blas_ready(x) ? x : x.contiguous(), w.transpose(0, 1), y, 1.0f, 1.0f);
@@ -51,8 +67,9 @@ struct LinearOp {
   }
   static std::vector<Tensor> backward(OpCtx& ctx, const Tensor& dy) {
     Tensor dx, dw, db;
-    if (ctx.needs(0)) dx = mm_raw(dy, ctx.saved(1), ctx.input_shapes[0]);                       // (N, out) @ (out, in)
-    if (ctx.needs(1)) dw = mm_raw(dy.transpose(0, 1), ctx.saved(0), ctx.input_shapes[1]);       // (out, N) @ (N, in)
+    const Tensor g = as_operand(dy, ctx.input_dtypes[0]);  // x 16-bit only under autocast
+    if (ctx.needs(0)) dx = mm_raw(g, ctx.saved(1), ctx.input_shapes[0]);                        // (N, out) @ (out, in)
+    if (ctx.needs(1)) dw = mm_raw(g.transpose(0, 1), ctx.saved(0), ctx.input_shapes[1]);        // (out, N) @ (N, in)
     if (ctx.needs(2)) db = sum(dy, {0});
     return {dx, dw, db};
   }
@@ -62,7 +79,13 @@ struct LinearOp {
 
 Tensor matmul(const Tensor& a0, const Tensor& b0) {
   detail::check_same_device(a0, b0, "matmul");
-  Tensor a = detail::compute_input(a0), b = detail::compute_input(b0);
+  const bool ac = a0.dtype() != DType::F64 && b0.dtype() != DType::F64 &&
+                  autocast_dtype("matmul", a0.backend()) == DType::BF16;
+  auto operand = [&](const Tensor& t) {
+    if (!ac || !is_float(t.dtype())) return detail::compute_input(t);
+    return t.dtype() == DType::BF16 ? t : cast(t, DType::BF16);  // autocast: bf16 operands as stored
+  };
+  Tensor a = operand(a0), b = operand(b0);
   detail::check_float(a, "matmul");
   detail::check_float(b, "matmul");
   if (a.dim() == 0 || b.dim() == 0) throw std::invalid_argument("[matmul] operands must have at least one dim");
@@ -94,10 +117,25 @@ Tensor matmul(const Tensor& a0, const Tensor& b0) {
 }
 
 Tensor linear(const Tensor& x0, const Tensor& w0, const Tensor& b0) {
+  const bool f64 = x0.dtype() == DType::F64 || w0.dtype() == DType::F64;
+  if (!f64 && is_float(x0.dtype()) && is_float(w0.dtype()) && autocast_dtype("linear", x0.backend()) == DType::BF16) {
+    if (w0.dim() != 2 || x0.dim() < 1 || x0.size(-1) != w0.size(1))
+      throw std::invalid_argument(fmt::format("[linear] input {} does not fit weight {}", shape_str(x0.shape()), shape_str(w0.shape())));
+    if (b0.defined() && (b0.dim() != 1 || b0.size(0) != w0.size(0)))
+      throw std::invalid_argument(fmt::format("[linear] bias {} does not fit weight {}", shape_str(b0.shape()), shape_str(w0.shape())));
+    detail::check_same_device(x0, w0, "linear");
+    // A bf16 frozen weight (base_dtype bf16) goes in as stored; the bias is added in f32.
+    Tensor x = x0.dtype() == DType::BF16 ? x0 : cast(x0, DType::BF16);
+    Tensor w = w0.dtype() == DType::BF16 ? w0 : cast(w0, DType::BF16);
+    Tensor b = b0.defined() && b0.dtype() != DType::F32 ? cast(b0, DType::F32) : b0;
+    Shape out = x0.shape();
+    out.back() = w0.size(0);
+    return apply<LinearOp>(x.reshape({-1, x.size(-1)}), w, b).reshape(out);
+  }
   // Mixed precision: a frozen weight stored in F16/BF16 goes to the kernel as is where the backend
   // reads 16-bit operands (f32 accumulate); elsewhere it is upcast like any 16-bit input.
   const bool keep16 = (w0.dtype() == DType::F16 || w0.dtype() == DType::BF16) && !w0.requires_grad() &&
-                      w0.backend().matmul_takes_16bit_b() && x0.dtype() != DType::F64;
+                      w0.backend().matmul_takes_16bit_b() && !f64;
   Tensor x = detail::compute_input(x0), w = keep16 ? w0 : detail::compute_input(w0);
   Tensor b = b0.defined() ? detail::compute_input(b0) : Tensor();
   if (w.dim() != 2 || x.dim() < 1 || x.size(-1) != w.size(1))

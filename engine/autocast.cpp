@@ -1,0 +1,47 @@
+#include "engine/autocast.h"
+
+#include <fmt/format.h>
+
+#include <stdexcept>
+
+#include "engine/backend.h"
+
+namespace rf {
+
+namespace {
+thread_local Precision t_precision = Precision::F32;
+
+constexpr AutocastRule kPolicy[] = {
+    {"matmul", AutocastKind::Lower},      {"linear", AutocastKind::Lower},   {"attention", AutocastKind::Lower},
+    {"softmax", AutocastKind::F32},       {"log_softmax", AutocastKind::F32}, {"layer_norm", AutocastKind::F32},
+    {"rms_norm", AutocastKind::F32},      {"cross_entropy", AutocastKind::F32}, {"sum", AutocastKind::F32},
+    {"mean", AutocastKind::F32},          {"adamw", AutocastKind::F32},
+};
+}  // namespace
+
+std::string_view precision_name(Precision p) { return p == Precision::BF16 ? "bf16" : "f32"; }
+
+Precision parse_precision(std::string_view s, std::string_view where) {
+  if (s == "f32" || s == "float32") return Precision::F32;
+  if (s == "bf16" || s == "bfloat16") return Precision::BF16;
+  if (s == "auto") return auto_precision(backend_for(Device{}));
+  throw std::invalid_argument(fmt::format("[{}] precision '{}' is not one of f32, bf16, auto", where, s));
+}
+
+Precision auto_precision(const Backend& be) { return be.matmul_16bit_native() ? Precision::BF16 : Precision::F32; }
+
+std::span<const AutocastRule> autocast_policy() { return kPolicy; }
+
+Precision autocast_precision() { return t_precision; }
+
+DType autocast_dtype(std::string_view op, const Backend& be) {
+  if (t_precision == Precision::F32 || !be.matmul_takes_16bit_ab()) return DType::F32;
+  for (const AutocastRule& r : kPolicy)
+    if (r.op == op) return r.kind == AutocastKind::Lower ? DType::BF16 : DType::F32;
+  return DType::F32;
+}
+
+AutocastGuard::AutocastGuard(Precision p) : prev_(t_precision) { t_precision = p; }
+AutocastGuard::~AutocastGuard() { t_precision = prev_; }
+
+}  // namespace rf
