@@ -21,11 +21,17 @@ constexpr AutocastRule kPolicy[] = {
 
 std::string_view precision_name(Precision p) { return p == Precision::BF16 ? "bf16" : "f32"; }
 
-Precision parse_precision(std::string_view s, std::string_view where) {
-  if (s == "f32" || s == "float32") return Precision::F32;
-  if (s == "bf16" || s == "bfloat16") return Precision::BF16;
-  if (s == "auto") return auto_precision(backend_for(Device{}));
-  throw std::invalid_argument(fmt::format("[{}] precision '{}' is not one of f32, bf16, auto", where, s));
+bool is_precision_name(std::string_view s) { return s == "f32" || s == "bf16" || s == "auto"; }
+
+Precision resolve_precision(std::string_view s, const Backend& be, std::string_view where) {
+  if (!is_precision_name(s))
+    throw std::invalid_argument(fmt::format("[{}] precision '{}' is not one of f32, bf16, auto", where, s));
+  if (s == "auto") return auto_precision(be);
+  if (s == "f32") return Precision::F32;
+  if (!be.matmul_takes_16bit_ab())
+    throw std::invalid_argument(fmt::format("[{}] precision bf16: the {} backend has no bf16 GEMMs yet; use f32 or auto",
+                                            where, be.name()));
+  return Precision::BF16;
 }
 
 Precision auto_precision(const Backend& be) { return be.matmul_16bit_native() ? Precision::BF16 : Precision::F32; }

@@ -23,8 +23,11 @@ class Backend;
 
 enum class Precision : uint8_t { F32, BF16 };
 std::string_view precision_name(Precision p);
-// "f32" | "bf16" | "auto" (auto_precision for the CPU); anything else throws "[<where>] ...".
-Precision parse_precision(std::string_view s, std::string_view where);
+// Whether s is a precision name: f32 | bf16 | auto.
+bool is_precision_name(std::string_view s);
+// The precision named s for work on backend be: "auto" -> auto_precision(be); "bf16" where be has no
+// 16-bit GEMMs, or an unknown name, throws "[<where>] ...".
+Precision resolve_precision(std::string_view s, const Backend& be, std::string_view where);
 // BF16 where the backend's 16-bit GEMMs run on native dot products (CPU: AVX512_BF16 or AMX-BF16 with
 // oneDNN), F32 elsewhere; see README "Mixed precision" for the evidence behind this default.
 Precision auto_precision(const Backend& be);

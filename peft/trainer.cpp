@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <optional>
 #include <stdexcept>
 
 #include "engine/autograd.h"
@@ -86,6 +87,7 @@ StepResult Trainer::step(const std::vector<BatchLoss>& micro, const BatchLoss& v
   if (pm_) strategy_->before_step(*pm_, step_);
   // The multiplier is set before meta_step so AutoLoRA's virtual step uses this step's learning rate.
   opt_->set_lr_multiplier(nn::lr_multiplier(o_.schedule, step_));
+  std::optional<AutocastGuard> autocast(std::in_place, o_.precision);
   if (pm_ && val) strategy_->meta_step(*pm_, micro, val, *opt_, step_);
   StepResult r;
   r.lr = double(o_.lr) * nn::lr_multiplier(o_.schedule, step_);
@@ -96,16 +98,22 @@ StepResult Trainer::step(const std::vector<BatchLoss>& micro, const BatchLoss& v
     const double v = loss.item();
     total += v;
     if (!std::isfinite(v)) {
+      autocast.reset();
       opt_->zero_grad();
       r.loss = v;
       r.finite = false;
       return r;
     }
-    Tensor extra = pm_ ? strategy_->extra_loss(*pm_) : Tensor();
+    Tensor extra;
+    if (pm_) {
+      AutocastGuard f32(Precision::F32);  // small regularisers (AdaLoRA's orthogonality): no gain from bf16
+      extra = strategy_->extra_loss(*pm_);
+    }
     if (extra.defined()) loss = add(loss, extra);
     backward(micro.size() == 1 ? loss : mul(loss, scale));
     if (pm_) strategy_->after_micro_backward(*pm_, step_);
   }
+  autocast.reset();
   r.loss = total * scale;
   std::vector<Tensor> ps;
   for (auto& [n, t] : params_) ps.push_back(t);

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/autocast.h"
 #include "models/model.h"
 #include "nn/optim.h"
 #include "nn/schedule.h"
@@ -29,6 +30,9 @@ struct TrainerOptions {
   // Base learning rates by parameter name: the first key contained in a name sets its lr (RoSA's separate
   // LoRA lr); other parameters use lr.
   std::vector<std::pair<std::string, float>> group_lr;
+  // Mixed precision of the micro-batch forwards and backwards (engine/autocast.h). The strategy
+  // hooks between them (rank allocation, SVDs, probes) and the optimizer always run in f32.
+  Precision precision = Precision::F32;
 };
 
 struct StepResult {

@@ -17,6 +17,7 @@
 #include "engine/ops.h"
 #include "models/model.h"
 #include "models/tokenizer.h"
+#include "engine/autocast.h"
 #include "tools/commands.h"
 #include "tools/run_files.h"
 
@@ -28,6 +29,7 @@ struct ModelArgs {
   std::string model, input, output, prompt, tokenizer, config, adapter;
   bool keep_16bit = false, greedy = false, print_ids = false, loss_grads = false, overwrite = false;
   std::string dtype, base_dtype;  // init --dtype; forward / generate --base-dtype
+  std::string precision = "f32";  // forward / generate --precision (autocast)
   std::vector<int64_t> labels;
   models::SamplingOptions sampling;
   std::vector<std::string> stop;
@@ -84,6 +86,7 @@ int run_forward(const ModelArgs& a, Device d) {
     for (auto& n : notes) fmt::print(stderr, "[forward] note: {}\n", n);
   }
   m->eval();
+  AutocastGuard autocast(resolve_precision(a.precision, backend_for(d), "forward"));
   std::map<std::string, Tensor> out;
   if (!a.loss_grads) {
     NoGradGuard ng;
@@ -137,6 +140,7 @@ int run_generate(const ModelArgs& a, Device d) {
     pm->load_adapter(a.adapter, "default", false, &notes);
     for (auto& n : notes) fmt::print(stderr, "[generate] note: {}\n", n);
   }
+  AutocastGuard autocast(resolve_precision(a.precision, backend_for(d), "generate"));
   models::SamplingOptions s = a.sampling;
   s.greedy = a.greedy;
   s.seed = a.seed;
@@ -245,6 +249,8 @@ void add_model_commands(CLI::App& app, int& rc, std::string& device_spec, const 
   fw->add_option("--device", device_spec, "cpu, vulkan or vulkan:N");
   fw->add_flag("--keep-16bit", a.keep_16bit, "keep F16/BF16 weights 16-bit in memory");
   fw->add_option("--base-dtype", a.base_dtype, "store the weights as f32, bf16 or f16 (converted on load)");
+  fw->add_option("--precision", a.precision, "f32, bf16 (bf16 GEMMs, f32 accumulation) or auto")
+      ->check(CLI::IsMember({"f32", "bf16", "auto"}));
   fw->add_option("--adapter", a.adapter, "PEFT LoRA adapter directory to apply");
   fw->add_flag("--loss-grads", a.loss_grads, "also write 'loss' and the gradient of every trainable adapter tensor (PEFT in-memory names)");
   fw->add_option("--labels", a.labels, "classifier labels per row (default: class 0)")->delimiter(',');
@@ -267,6 +273,8 @@ void add_model_commands(CLI::App& app, int& rc, std::string& device_spec, const 
   gen->add_option("--device", device_spec, "cpu, vulkan or vulkan:N");
   gen->add_flag("--keep-16bit", a.keep_16bit, "keep F16/BF16 weights 16-bit in memory");
   gen->add_option("--base-dtype", a.base_dtype, "store the weights as f32, bf16 or f16 (converted on load)");
+  gen->add_option("--precision", a.precision, "f32, bf16 (bf16 GEMMs, f32 accumulation) or auto")
+      ->check(CLI::IsMember({"f32", "bf16", "auto"}));
   gen->callback([&rc, &device] { rc = run_generate(a, device()); });
 
   auto* init = app.add_subcommand("init", "Write a freshly initialised checkpoint for a config.json");

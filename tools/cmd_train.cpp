@@ -110,9 +110,13 @@ void add_train_commands(CLI::App& app, int& rc, std::string& device_spec, const 
   ev->add_option("--adapter", adapter, "adapter directory (default: <output>/adapter)");
   ev->add_flag("--base", base, "evaluate the base model without an adapter");
   ev->add_option("--device", device_spec, "cpu, vulkan or vulkan:N");
+  static std::string eval_precision;
+  ev->add_option("--precision", eval_precision, "f32, bf16 or auto (default: the config's training.precision)")
+      ->check(CLI::IsMember({"f32", "bf16", "auto"}));
   ev->callback([&rc, pick, load] {
     if (base && !adapter.empty()) throw std::runtime_error("[eval] --base and --adapter exclude each other: evaluate one or the other");
     TrainConfig c = load("eval");
+    if (!eval_precision.empty()) c.precision = eval_precision;
     std::string dir = base ? "" : adapter.empty() ? (std::filesystem::path(c.output) / "adapter").string() : adapter;
     rc = run_eval(c, dir, pick(c));
   });

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <type_traits>
 
+#include "engine/autocast.h"
 #include "tools/config_yaml.h"
 
 namespace rf::tools {
@@ -289,6 +290,13 @@ std::vector<KeyDef> build() {
   k.push_back(bind("training.eps", "AdamW epsilon", F(c.trainer.eps)));
   k.push_back(bind("training.momentum", "SGD momentum", F(c.trainer.momentum)));
   k.push_back(bind("training.max_grad_norm", "clip the global gradient norm (0: none)", F(c.trainer.max_grad_norm)));
+  k.push_back(custom("training.precision", "string", "f32 | bf16 | auto: bf16 GEMMs with f32 accumulation; auto = bf16 where the CPU has native bf16 dot products", safe,
+      [](const YAML::Node& n, const std::string& w, TrainConfig& c) {
+        const std::string v = yaml_string(n, "training.precision", w);
+        if (!is_precision_name(v)) config_fail(w, fmt::format("training.precision: '{}' is not one of: f32, bf16, auto", v));
+        c.precision = v;
+      },
+      [](const TrainConfig& c) { return YAML::Node(c.precision); }));
   k.push_back(bind("training.gradient_checkpointing", "recompute each block in backward: less memory, ~1/3 more compute", F(c.gradient_checkpointing), safe));
   k.push_back(custom("training.schedule", "string", "constant | linear | cosine | cosine_with_restarts", {},
       [](const YAML::Node& n, const std::string& w, TrainConfig& c) {

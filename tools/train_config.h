@@ -55,6 +55,7 @@ struct TrainConfig {
   int64_t batch_size = 8;
   peft::TrainerOptions trainer;
   bool gradient_checkpointing = false;  // recompute each transformer block in backward (same gradients)
+  std::string precision = "auto";       // f32 | bf16 | auto: autocast of forward and backward (engine/autocast.h)
   // evaluation, logging, checkpoints
   int64_t eval_every = 50;          // 0: only before and after training
   int64_t eval_batch_size = 0;      // 0: batch_size

@@ -3,6 +3,7 @@
 
 #include <cmath>
 
+#include "engine/autocast.h"
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "models/loss.h"
@@ -130,6 +131,7 @@ int run_eval(const TrainConfig& c, const std::string& adapter_dir, Device d) {
   }
   const auto& split = l.ds.val.empty() ? l.ds.train : l.ds.val;
   Progress progress(stderr);
+  AutocastGuard autocast(resolve_precision(c.precision, backend_for(d), "eval"));
   EvalResult r = evaluate(*l.model, l.ds, split, c.eval_batch_size > 0 ? c.eval_batch_size : c.batch_size, c.eval_max_batches, d,
                           [&progress](int64_t done, int64_t all) { progress.eval_progress(done, all); });
   progress.finish();

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "engine/autocast.h"
 #include "engine/autograd.h"
 #include "engine/file_io.h"
 #include "engine/json_io.h"
@@ -161,6 +162,7 @@ int run_train_phase(const TrainConfig& c, bool resume, Device d, int64_t stop_af
   BatchSampler outer_sampler(std::max<int64_t>(1, int64_t(outer_split.size())), c.batch_size, c.seed + 1, true, false);
   BatchSampler sampler(int64_t(l.ds.train.size()), c.batch_size, c.seed, true, false);
   peft::TrainerOptions to = c.trainer;
+  to.precision = resolve_precision(c.precision, backend_for(d), "train");
   int64_t total = c.steps > 0 ? c.steps
                               : int64_t(std::ceil(c.epochs * double(sampler.batches_per_epoch()) / double(to.grad_accum)));
   to.schedule.total_steps = total;
@@ -191,11 +193,13 @@ int run_train_phase(const TrainConfig& c, bool resume, Device d, int64_t stop_af
     metrics += j.dump() + "\n";
     write_file_atomic(metrics_path.string(), metrics);
   };
-  fmt::print(stderr, "[train] {} on {}: {} trainable parameters of {}; {} train / {} validation examples; {} steps\n",
-             c.method, device_str(d), tr.trainable_count(), m.num_parameters(), l.ds.train.size(), val.size(), total);
+  fmt::print(stderr, "[train] {} on {} ({}{}): {} trainable parameters of {}; {} train / {} validation examples; {} steps\n",
+             c.method, device_str(d), precision_name(to.precision), c.precision == "auto" ? " by auto" : "",
+             tr.trainable_count(), m.num_parameters(), l.ds.train.size(), val.size(), total);
   Progress progress(stderr);
   auto run_eval_now = [&](int64_t step) {
     if (val.empty()) return EvalResult{};
+    AutocastGuard autocast(to.precision);  // held-out metrics of the model as it trains
     EvalResult r = evaluate(m, l.ds, val, eval_bs, c.eval_max_batches, d,
                             [&progress](int64_t done, int64_t all) { progress.eval_progress(done, all); });
     s.eval_steps.push_back(double(step));

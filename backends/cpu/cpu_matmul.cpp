@@ -78,8 +78,11 @@ void gemm(const MatLayout& la, const MatLayout& lb, int64_t M, int64_t N, int64_
           TO beta, TO* c, int64_t ldc) {
   if constexpr (is16<TI>) {
     // oneDNN's bf16/f16 kernels accumulate in f32; where it has none (no oneDNN, or a CPU without the
-    // ISA) the operands are widened exactly to f32 and OpenBLAS runs them: same inputs, f32 products.
-    if (dnnl_gemm(gemm_type<TI>, la.trans, lb.trans, M, N, K, alpha, a, la.ld, b, lb.ld, beta, c, ldc)) return;
+    // ISA) or the provider is pinned to OpenBLAS, the operands are widened exactly to f32 and OpenBLAS
+    // runs them: same inputs, f32 products.
+    if (matmul_provider() != MatmulProvider::OpenBlas &&
+        dnnl_gemm(gemm_type<TI>, la.trans, lb.trans, M, N, K, alpha, a, la.ld, b, lb.ld, beta, c, ldc))
+      return;
     thread_local std::vector<float> wa, wb;
     const float* fa = widen(la, M, K, a, wa);
     const float* fb = widen(lb, K, N, b, wb);
@@ -109,7 +112,8 @@ void gemm_split(const MatLayout& la, const MatLayout& lb, int64_t M, int64_t N, 
                 const TI* b, TO beta, TO* c, int64_t ldc) {
   // oneDNN's brgemm packs B per call: column panels make it pack a strided slice and ran at half
   // speed (1024x2304x768: 210-233 GFLOP/s by columns, 347-391 by rows), so its panels are rows when M allows.
-  const bool dnnl = is16<TI> ? dnnl_available() : std::is_same_v<TI, float> && matmul_uses_dnnl(M, N, K);
+  const bool dnnl = is16<TI> ? dnnl_available() && matmul_provider() != MatmulProvider::OpenBlas
+                             : std::is_same_v<TI, float> && matmul_uses_dnnl(M, N, K);
   const bool rows = M >= N || (M >= 512 && dnnl);
   const int64_t len = rows ? M : N;
   const int64_t parts = std::min<int64_t>(num_threads(), len / 32);
