@@ -1,6 +1,7 @@
-// `rankforge bench train`: one LoRA fine-tuning step of a GPT-2-shaped decoder, the same work as
-// bench/torch_lora_step.py (frozen base, LoRA r/alpha on qkv, MLP up and MLP down, AdamW on the
-// adapter, mean cross-entropy over B*T positions, random tokens). Median step time after a warm-up.
+// `rankforge bench train`: one LoRA fine-tuning step, the same work as bench/torch_lora_step.py
+// (frozen base, AdamW on the adapter, mean cross-entropy over B*T positions, random tokens). GPT-2
+// shapes: LoRA on qkv, MLP up and MLP down; LLaMA shapes (--arch llama --config FILE, a Hugging Face
+// config.json): LoRA on every linear layer of the blocks. Median step time after a warm-up.
 #include <fmt/format.h>
 #include <sys/resource.h>
 
@@ -9,6 +10,8 @@
 #include <nlohmann/json.hpp>
 
 #include "backends/cpu/cpu_backend.h"
+#include "engine/autocast.h"
+#include "engine/json_io.h"
 #include "engine/ops.h"
 #include "models/loss.h"
 #include "models/model.h"
@@ -21,31 +24,48 @@ namespace rf::tools {
 namespace {
 struct BenchTrainArgs {
   int64_t layers = 12, d_model = 768, heads = 12, vocab = 50257, seq = 256, batch = 4, rank = 8, steps = 6;
-  bool checkpointing = false;
+  bool checkpointing = false, layers_set = false;
+  std::string arch = "gpt2", config, precision = "f32", base_dtype = "f32";
 };
 
 int run_bench_train(const BenchTrainArgs& a, Device d) {
   manual_seed(0);
+  const bool llama = a.arch == "llama";
   nlohmann::json cfg = {{"model_type", "gpt2"}, {"vocab_size", a.vocab}, {"n_positions", std::max<int64_t>(1024, a.seq + 1)},
                         {"n_embd", a.d_model}, {"n_layer", a.layers}, {"n_head", a.heads}, {"resid_pdrop", 0.0},
                         {"embd_pdrop", 0.0}, {"attn_pdrop", 0.0}, {"activation_function", "gelu_new"}};
+  if (llama) {
+    if (a.config.empty()) throw std::invalid_argument("[bench] train --arch llama needs --config (a LLaMA config.json)");
+    cfg = parse_json_file(a.config, "bench");
+    if (cfg.value("model_type", "") != "llama")
+      throw std::invalid_argument(fmt::format("[bench] {}: model_type must be llama for --arch llama", a.config));
+    if (a.layers_set) cfg["num_hidden_layers"] = a.layers;
+  } else if (!a.config.empty()) {
+    throw std::invalid_argument("[bench] train --config is for --arch llama; GPT-2 shapes come from the options");
+  }
+  const Precision prec = resolve_precision(a.precision, backend_for(d), "bench");
+  const DType base = *float_dtype_from_name(a.base_dtype);
   nn::Init init;
   init.device = d;
-  auto model = models::create_model(models::parse_config(cfg, "bench"), init);
+  init.dtype = base;  // the frozen base is created in its dtype: peak memory never holds an f32 copy
+  auto model = models::create_model(models::parse_config(cfg, llama ? a.config : "bench"), init);
+  const int64_t vocab = model->config().vocab_size;
   peft::PeftModel pm(*model);
   peft::LoraConfig lc;
   lc.r = a.rank;
   lc.lora_alpha = 2.0 * double(a.rank);
-  lc.target_modules = peft::ModuleSelector::list({"c_attn", "c_fc", "mlp.c_proj"});
+  lc.target_modules = llama ? peft::ModuleSelector::list({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"})
+                            : peft::ModuleSelector::list({"c_attn", "c_fc", "mlp.c_proj"});
   pm.add_adapter("default", lc);
   model->set_gradient_checkpointing(a.checkpointing);
   peft::TrainerOptions o;
+  o.precision = prec;
   o.lr = 1e-4f;
   o.max_grad_norm = 0;  // the peer does not clip
   o.schedule.total_steps = a.steps + 1;
   peft::Trainer tr(*model, &pm, nullptr, o);
   // (B, T + 1) tokens: inputs are the first T, targets the last T, as the peer.
-  Tensor data = rand({a.batch, a.seq + 1}, 0.0, double(a.vocab) - 0.5).to(DType::I64).to(d);
+  Tensor data = rand({a.batch, a.seq + 1}, 0.0, double(vocab) - 0.5).to(DType::I64).to(d);
   Tensor x = narrow(data, 1, 0, a.seq).contiguous(), y = narrow(data, 1, 1, a.seq).contiguous();
   model->eval();  // dropout off, as the peer (its dropouts are 0)
   std::vector<double> times;
@@ -55,7 +75,7 @@ int run_bench_train(const BenchTrainArgs& a, Device d) {
     auto t0 = std::chrono::steady_clock::now();
     auto r = tr.step({[&] {
       Tensor logits = model->forward(models::ModelInputs{x, {}, {}, {}});
-      return cross_entropy(reshape(logits, {-1, a.vocab}), reshape(y, {-1}));
+      return cross_entropy(reshape(logits, {-1, vocab}), reshape(y, {-1}));
     }});
     be.synchronize();
     loss = r.loss;
@@ -65,11 +85,12 @@ int run_bench_train(const BenchTrainArgs& a, Device d) {
   const double med = times[times.size() / 2];
   struct rusage ru {};
   getrusage(RUSAGE_SELF, &ru);
-  fmt::print("rankforge device={} L={} D={} V={} T={} B={} trainable={} loss={:.3f} step_s={:.3f} tokens_per_s={:.0f} "
-             "peak_rss_mb={:.0f} checkpointing={} cpu_peak_alloc_mb={:.0f}\n",
-             device_str(d), a.layers, a.d_model, a.vocab, a.seq, a.batch, tr.trainable_count(), loss, med,
-             double(a.batch * a.seq) / med, double(ru.ru_maxrss) / 1024.0, a.checkpointing ? 1 : 0,
-             double(cpu::allocator_stats().peak_bytes_in_use) / (1024.0 * 1024.0));
+  const auto& mc = model->config();
+  fmt::print("rankforge device={} arch={} L={} D={} V={} T={} B={} trainable={} precision={} base_dtype={} loss={:.3f} "
+             "step_s={:.3f} tokens_per_s={:.1f} peak_rss_mb={:.0f} checkpointing={} cpu_peak_alloc_mb={:.0f}\n",
+             device_str(d), a.arch, mc.num_layers, mc.hidden_size, vocab, a.seq, a.batch, tr.trainable_count(),
+             precision_name(prec), dtype_name(base), loss, med, double(a.batch * a.seq) / med, double(ru.ru_maxrss) / 1024.0,
+             a.checkpointing ? 1 : 0, double(cpu::allocator_stats().peak_bytes_in_use) / (1024.0 * 1024.0));
   return 0;
 }
 }  // namespace
@@ -77,8 +98,10 @@ int run_bench_train(const BenchTrainArgs& a, Device d) {
 void add_bench_train_command(CLI::App& app, int& rc, std::string& device_spec, const DeviceFn& device) {
   static BenchTrainArgs a;
   CLI::App* bench = app.get_subcommand("bench");
-  auto* t = bench->add_subcommand("train", "One LoRA training step of a GPT-2-shaped model (peer: bench/torch_lora_step.py)");
-  t->add_option("--layers", a.layers)->check(CLI::Range(int64_t(1), int64_t(1000)));
+  auto* t = bench->add_subcommand("train", "One LoRA training step of a GPT-2- or LLaMA-shaped model (peer: bench/torch_lora_step.py)");
+  t->add_option("--arch", a.arch, "gpt2 (shape from the options) or llama (shape from --config)")->check(CLI::IsMember({"gpt2", "llama"}));
+  t->add_option("--config", a.config, "--arch llama: a LLaMA config.json (e.g. examples/bench/tinyllama_1b.json)");
+  t->add_option("--layers", a.layers, "layers (llama: overrides the config's num_hidden_layers)")->check(CLI::Range(int64_t(1), int64_t(1000)));
   t->add_option("--d-model", a.d_model)->check(CLI::Range(int64_t(8), int64_t(65536)));
   t->add_option("--heads", a.heads)->check(CLI::Range(int64_t(1), int64_t(1024)));
   t->add_option("--vocab", a.vocab)->check(CLI::Range(int64_t(2), int64_t(1) << 24));
@@ -88,7 +111,12 @@ void add_bench_train_command(CLI::App& app, int& rc, std::string& device_spec, c
   t->add_option("--steps", a.steps)->check(CLI::Range(int64_t(1), int64_t(100000)));
   t->add_option("--device", device_spec, "cpu, vulkan or vulkan:N");
   t->add_flag("--checkpointing", a.checkpointing, "recompute each block in backward (activation checkpointing)");
-  t->callback([&rc, &device] { rc = run_bench_train(a, device()); });
+  t->add_option("--precision", a.precision, "f32, bf16 (bf16 GEMMs, f32 accumulation) or auto")->check(CLI::IsMember({"f32", "bf16", "auto"}));
+  t->add_option("--base-dtype", a.base_dtype, "dtype of the frozen base weights: f32, bf16 or f16")->check(CLI::IsMember({"f32", "bf16", "f16"}));
+  t->callback([&rc, &device, t] {
+    a.layers_set = t->count("--layers") > 0;
+    rc = run_bench_train(a, device());
+  });
 }
 
 }  // namespace rf::tools
