@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include "engine/autograd.h"
+#include "engine/ops.h"
 #include "engine/rng.h"
 #include "engine/tensor.h"
 
@@ -117,12 +118,25 @@ Tensor random(const Shape& s, RandDist dist, double a, double b, DType t, Device
   if (!is_compute_float(t) && t != DType::F16 && t != DType::BF16)
     throw std::invalid_argument(fmt::format("[rand] needs a float dtype, got {}", dtype_name(t)));
   DType compute = t == DType::F64 ? DType::F64 : DType::F32;
-  Tensor x = empty(s, compute, d);
-  RngState st = rng_take(uint64_t(x.numel()));
-  x.backend().rand(x, dist, st.seed, st.offset, a, b);
-  if (compute == t) return x;
+  if (compute == t) {
+    Tensor x = empty(s, compute, d);
+    RngState st = rng_take(uint64_t(x.numel()));
+    x.backend().rand(x, dist, st.seed, st.offset, a, b);
+    return x;
+  }
+  // 16-bit: drawn in f32 chunks of at most 4M elements (element i still uses counter offset + i), so
+  // a large 16-bit weight never needs a full f32 copy alongside it (a 50257 x 2048 embedding: 412 MB).
   Tensor y = empty(s, t, d);
-  y.backend().copy(x, y);
+  const int64_t n = y.numel(), chunk = int64_t(1) << 22;
+  RngState st = rng_take(uint64_t(n));
+  Tensor flat = y.reshape({n});
+  for (int64_t i = 0; i < n; i += chunk) {
+    const int64_t len = std::min(chunk, n - i);
+    Tensor x = empty({len}, compute, d);
+    x.backend().rand(x, dist, st.seed, st.offset + uint64_t(i), a, b);
+    Tensor part = narrow(flat, 0, i, len);
+    y.backend().copy(x, part);
+  }
   return y;
 }
 }  // namespace

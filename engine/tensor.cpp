@@ -91,6 +91,7 @@ namespace {
 void check_inplace(const Tensor& t, const char* op) {
   if (grad_enabled() && t.requires_grad())
     throw std::invalid_argument(fmt::format("[{}] in-place update of a tensor that requires grad; use NoGradGuard", op));
+  t.buffer().bump_version();
 }
 }  // namespace
 

@@ -89,6 +89,17 @@ void check_ids(const Tensor& ids, const char* op) {
 Tensor index_select(const Tensor& x0, int64_t axis, const Tensor& ids) {
   check_ids(ids, "index_select");
   if (ids.dim() != 1) throw std::invalid_argument(fmt::format("[index_select] ids must be 1-D, got {}", shape_str(ids.shape())));
+  const bool half = x0.dtype() == DType::F16 || x0.dtype() == DType::BF16;
+  if (half && !x0.requires_grad() && x0.device().type == DeviceType::CPU) {
+    // A frozen 16-bit table (an embedding under base_dtype bf16): pick the rows, then widen only those.
+    // Widening first made a full f32 copy of the table (412 MB for 50257 x 2048) on every forward.
+    Tensor rows;
+    {
+      NoGradGuard ng;
+      rows = apply<IndexSelectOp>(x0, norm_axis(axis, x0.dim(), "index_select"), ids.contiguous().detach());
+    }
+    return rows.to(DType::F32);
+  }
   Tensor x = detail::compute_input(x0);
   return apply<IndexSelectOp>(x, norm_axis(axis, x.dim(), "index_select"), ids.contiguous().detach());
 }

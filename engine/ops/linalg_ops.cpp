@@ -1,6 +1,8 @@
 // matmul with broadcast batch dims and copy-free transposes; linear as one GEMM each way.
 // Under autocast (engine/autocast.h) both cast their operands to bf16 and produce f32; their
 // backward GEMMs take the incoming f32 gradient down to the operands' 16-bit dtype as well.
+#include <array>
+
 #include "engine/autocast.h"
 #include "engine/ops/op_util.h"
 
@@ -18,6 +20,32 @@ DType gemm_out(DType t) { return is16(t) ? DType::F32 : t; }
 // The gradient dy (f32) as an operand next to a 16-bit one: rounded to that dtype, as torch's
 // autocast backward runs the same GEMMs in bf16.
 Tensor as_operand(const Tensor& dy, DType t) { return is16(t) && dy.dtype() != t ? dy.to(t) : dy; }
+
+// The bf16 copy of an activation for autocast, made once per tensor: the q/k/v projections and their
+// LoRA branches read the same normed input, and six bf16 copies of it would each be kept for
+// backward. A few entries (a LoRA branch's rank-r product comes in between), keyed by the tensor,
+// its buffer's in-place version and the grad mode; weights are not memoised (the optimizer updates them).
+Tensor autocast_operand(const Tensor& x) {
+  if (x.dtype() == DType::BF16) return x;
+  struct Memo {
+    std::weak_ptr<TensorImpl> src;
+    uint64_t version = 0;
+    bool grad = false;
+    Tensor cast;
+  };
+  thread_local std::array<Memo, 4> memo;
+  thread_local size_t next = 0;
+  for (const Memo& m : memo) {
+    auto p = m.src.lock();
+    if (!p || p != x.impl_ptr() || m.version != x.buffer().version() || m.grad != grad_enabled()) continue;
+    const auto& node = m.cast.impl()->grad_fn;
+    if (!node || !node->released) return m.cast;  // a graph a backward already consumed is rebuilt
+  }
+  Tensor c = cast(x, DType::BF16);
+  memo[next] = Memo{x.impl_ptr(), x.buffer().version(), grad_enabled(), c};
+  next = (next + 1) % memo.size();
+  return c;
+}
 
 Tensor mm_raw(const Tensor& a, const Tensor& b, const Shape& out_shape) {
   Tensor out = empty(out_shape, gemm_out(a.dtype()), a.device());
@@ -125,7 +153,7 @@ Tensor linear(const Tensor& x0, const Tensor& w0, const Tensor& b0) {
       throw std::invalid_argument(fmt::format("[linear] bias {} does not fit weight {}", shape_str(b0.shape()), shape_str(w0.shape())));
     detail::check_same_device(x0, w0, "linear");
     // A bf16 frozen weight (base_dtype bf16) goes in as stored; the bias is added in f32.
-    Tensor x = x0.dtype() == DType::BF16 ? x0 : cast(x0, DType::BF16);
+    Tensor x = autocast_operand(x0);
     Tensor w = w0.dtype() == DType::BF16 ? w0 : cast(w0, DType::BF16);
     Tensor b = b0.defined() && b0.dtype() != DType::F32 ? cast(b0, DType::F32) : b0;
     Shape out = x0.shape();
