@@ -16,6 +16,8 @@ constexpr AutocastRule kPolicy[] = {
     {"softmax", AutocastKind::F32},       {"log_softmax", AutocastKind::F32}, {"layer_norm", AutocastKind::F32},
     {"rms_norm", AutocastKind::F32},      {"cross_entropy", AutocastKind::F32}, {"sum", AutocastKind::F32},
     {"mean", AutocastKind::F32},          {"adamw", AutocastKind::F32},
+    // Computes in f32 but keeps its two GEMM-output inputs for backward in bf16.
+    {"swiglu", AutocastKind::Lower},
 };
 }  // namespace
 

@@ -5,7 +5,8 @@
 //
 // Policy, after torch.autocast's CPU lists (bf16 GEMMs, f32 for anything that sums many terms or
 // exponentiates):
-//   Lower (bf16 operands, f32 accumulation and f32 output): matmul, linear, the attention products.
+//   Lower (bf16 operands, f32 accumulation and f32 output): matmul, linear, the attention products;
+//        swiglu computes in f32 but keeps its saved inputs (GEMM outputs) in bf16, as torch would.
 //   F32: softmax, log_softmax, layer_norm, rms_norm, cross_entropy and every loss, sum/mean and other
 //        reductions, elementwise ops, the optimizer. These run in f32 because all inputs they see are
 //        f32: unlike torch, a Lower op hands back f32 (its bf16 copies live only as GEMM operands and

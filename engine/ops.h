@@ -49,6 +49,7 @@ Tensor tanh(const Tensor& x);
 Tensor sigmoid(const Tensor& x);
 Tensor relu(const Tensor& x);
 Tensor silu(const Tensor& x);
+Tensor swiglu(const Tensor& gate, const Tensor& up);  // silu(gate) * up, saving only gate and up
 enum class GeluApprox { None, Tanh };  // None = exact erf form
 Tensor gelu(const Tensor& x, GeluApprox approx = GeluApprox::None);
 Tensor square(const Tensor& x);

@@ -51,7 +51,11 @@ class LlamaMlp : public nn::Module {
     up_ = register_module("up_proj", std::make_shared<Linear>(c.hidden_size, c.intermediate_size, c.mlp_bias, init));
     down_ = register_module("down_proj", std::make_shared<Linear>(c.intermediate_size, c.hidden_size, c.mlp_bias, init));
   }
-  Tensor forward(const Tensor& x) override { return child(down_)(activation(c_.activation, child(gate_)(x)) * child(up_)(x)); }
+  Tensor forward(const Tensor& x) override {
+    Tensor g = child(gate_)(x), u = child(up_)(x);
+    const bool silu_act = c_.activation == "silu" || c_.activation == "swish";
+    return child(down_)(silu_act ? swiglu(g, u) : activation(c_.activation, g) * u);
+  }
 
  private:
   const ModelConfig& c_;

@@ -105,6 +105,9 @@ std::vector<GradCase> build_table() {
     add_case(u.name, "contiguous", in({{3, 4}}, u.vals), [f](V x) { return f(x[0]); });
     add_case(u.name, "transposed view", in({{4, 3}}, u.vals), [f](V x) { return f(x[0].t()); });
   }
+  add_case("swiglu", "(3,5) gate and up", in({{3, 5}, {3, 5}}), [](V x) { return swiglu(x[0], x[1]); });
+  add_case("swiglu", "transposed gate, strided up", in({{5, 3}, {3, 10}}),
+           [](V x) { return swiglu(x[0].t(), slice(x[1], 1, 0, 10, 2)); });
   add_case("clamp", "both bounds active", in({{4, 5}}, {0.1, 1.5, false, {-0.7, 0.3}}),
            [](V x) { return clamp(x[0], -0.7, 0.3); });
   add_case("clamp", "strided slice", in({{4, 6}}, {0.1, 1.5, false, {-0.5, 0.5}}),
@@ -274,7 +277,7 @@ std::vector<GradCase> build_table() {
 // Every differentiable op the engine exports; the table must cover each one.
 const std::vector<std::string> kRequiredOps = {
     "add", "sub", "mul", "div", "pow", "maximum", "minimum", "neg", "abs", "exp", "log", "sqrt", "rsqrt", "tanh",
-    "sigmoid", "relu", "silu", "gelu_erf", "gelu_tanh", "clamp", "where", "sum", "mean", "max", "min", "norm",
+    "sigmoid", "relu", "silu", "swiglu", "gelu_erf", "gelu_tanh", "clamp", "where", "sum", "mean", "max", "min", "norm",
     "matmul", "linear", "softmax", "log_softmax", "layer_norm", "rms_norm", "embedding", "index_select", "gather",
     "cat", "split", "stack", "dropout", "cross_entropy", "rope", "scaled_dot_product_attention", "topk",
     "add_scalar", "mul_scalar", "pow_scalar", "rsub", "rdiv", "square", "reshape", "view", "permute", "transpose",
