@@ -48,6 +48,7 @@ class CpuBackend final : public Backend {
  public:
   std::string_view name() const override { return "cpu"; }
   Device device() const override { return {DeviceType::CPU, 0}; }
+  bool matmul_takes_16bit_b() const override { return true; }   // widened per call (cpu_matmul.cpp)
   bool matmul_takes_16bit_ab() const override { return true; }  // oneDNN, or widened to f32 for OpenBLAS
   bool matmul_16bit_native() const override;                      // oneDNN on AVX512_BF16 or AMX-BF16
 

@@ -140,6 +140,16 @@ void CpuBackend::matmul(const Tensor& a, const Tensor& b, Tensor& out, float alp
   if (nd < 2 || a.dim() != nd || b.dim() != nd)
     throw std::invalid_argument(fmt::format("[matmul] backend expects equal ranks >= 2, got {} {} {}", shape_str(a.shape()),
                                             shape_str(b.shape()), shape_str(out.shape())));
+  // A frozen 16-bit weight next to an f32 activation (base_dtype bf16 in f32 precision): widened once
+  // per call into a temporary the GEMM reads, so backward keeps the weight itself, not an f32 copy.
+  if (a.dtype() == DType::F32 && out.dtype() == DType::F32 && (b.dtype() == DType::BF16 || b.dtype() == DType::F16)) {
+    const bool t = b.dim() >= 2 && b.stride(-2) == 1 && b.stride(-1) != 1;  // W^T view: widen W as laid out
+    const Tensor src = t ? b.transpose(-2, -1) : b;
+    Tensor wide = empty(src.shape(), DType::F32, b.device());
+    copy(src, wide);
+    matmul(a, t ? wide.transpose(-2, -1) : wide, out, alpha, beta);
+    return;
+  }
   // Same dtype throughout, or 16-bit operands (both BF16 or both F16) into an F32 output.
   const bool half = (a.dtype() == DType::BF16 || a.dtype() == DType::F16) && out.dtype() == DType::F32;
   if (a.dtype() != b.dtype() || (a.dtype() != out.dtype() && !half))
