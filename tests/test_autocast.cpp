@@ -141,6 +141,39 @@ TEST_CASE("autocast linear: f32 result and f32 gradients equal f64 GEMMs of the 
   CHECK(allclose(b.grad(), sum(g2.to(DType::F64), {0}), 1e-5, 1e-5));
 }
 
+TEST_CASE("autocast attention: bf16 q, k, v products with f32 softmax; f32 output and gradients near the f64 result") {
+  manual_seed(21);
+  // GQA (4 query heads over 2 kv heads), causal, a padded key, two query blocks of the CPU kernel.
+  const int64_t B = 2, H = 4, Hk = 2, T = 80, D = 16;
+  Tensor q = randn({B, H, T, D}).set_requires_grad(true), k = randn({B, Hk, T, D}).set_requires_grad(true);
+  Tensor v = randn({B, Hk, T, D}).set_requires_grad(true), g = randn({B, H, T, D});
+  std::vector<int64_t> keep(size_t(B * T), 1);
+  keep[size_t(T + 5)] = 0;
+  Tensor keep_t = from_data(keep, {B, T});
+  AttnOptions opt;
+  opt.causal = true;
+  opt.key_mask = ne(keep_t, zeros_like(keep_t));
+  auto run = [&](Precision p, DType as) {
+    for (Tensor* t : {&q, &k, &v}) t->zero_grad();
+    AutocastGuard on(p);
+    Tensor qq = as == DType::F32 ? q : q.to(as), kk = as == DType::F32 ? k : k.to(as), vv = as == DType::F32 ? v : v.to(as);
+    Tensor o = scaled_dot_product_attention(qq, kk, vv, opt);
+    backward(sum(mul(o, g.to(o.dtype()))));
+    return std::vector<Tensor>{o.detach(), clone(q.grad()), clone(k.grad()), clone(v.grad())};
+  };
+  auto h = run(Precision::BF16, DType::F32), ref = run(Precision::F32, DType::F64), f = run(Precision::F32, DType::F32);
+  CHECK(h[0].dtype() == DType::F32);
+  const char* what[] = {"o", "dq", "dk", "dv"};
+  for (size_t i = 0; i < 4; ++i) {
+    CAPTURE(what[i]);
+    CHECK(h[i].dtype() == DType::F32);
+    const double gap = rel_gap(h[i], ref[i]);
+    MESSAGE(fmt::format("bf16 attention {}: gap to f64 {:.2e} (f32: {:.2e})", what[i], gap, rel_gap(f[i], ref[i])));
+    CHECK(gap > 1e-4);  // the products really ran in bf16 (f32 is ~1e-7 here)
+    CHECK(gap < 2e-2);  // 8 mantissa bits on q, k, v, P, dO and dS
+  }
+}
+
 TEST_CASE("autocast + checkpointing: the recompute replays the forward's precision even when backward runs outside it") {
   manual_seed(5);
   Tensor x = rand({16, 64}, -1, 1).set_requires_grad(true);

@@ -34,4 +34,9 @@ inline void gemm_rm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, 
     cblas_dgemm(CblasRowMajor, oa, ob, int(M), int(N), int(K), alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
 }
 
+// Row-major C (f32) = alpha * op(A) @ op(B) + beta * C with bf16 A and B (bit patterns), on the
+// calling thread: oneDNN's bf16 kernel, or both widened to f32 for OpenBLAS (cpu_matmul.cpp).
+void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
+               const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc);
+
 }  // namespace rf::cpu

@@ -1,11 +1,15 @@
 // Scaled dot-product attention, flash style: one block of Bq queries at a time computes its
 // (Bq, Tk) scores with BLAS into per-task scratch; only lse (B, H, Tq) survives the forward and
 // the backward recomputes each block. Memory is O(Bq * Tk) per task, never O(Tq * Tk) per head.
+// Under autocast q, k, v and dout arrive in bf16 (o, lse and the gradients stay f32): every product
+// runs as a bf16 GEMM with f32 accumulation, P and dS rounded to bf16 as their operands, the
+// softmax and the row sums in f32, the policy torch's autocast applies to the same products.
 #include <fmt/format.h>
 
 #include <cmath>
 #include <limits>
 #include <stdexcept>
+#include <type_traits>
 #include <vector>
 
 #include "backends/cpu/blas_threads.h"
@@ -67,14 +71,31 @@ Visibility visibility(const Dims& d, const Tensor& key_mask, bool causal) {
   return v;
 }
 
+// One GEMM of the kernel on operands stored as TI (float, double, or bf16 bits into an f32 C).
+template <class T>
+inline void gemm_any(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
+                     int64_t ldb, T beta, T* C, int64_t ldc) {
+  gemm_rm<T>(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+inline void gemm_any(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
+                     const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+// f32 rows (m, n) rounded to bf16 for the next product's operand.
+void round_bf16(const float* src, int64_t count, std::vector<uint16_t>& dst) {
+  dst.resize(size_t(count));
+  for (int64_t i = 0; i < count; ++i) dst[size_t(i)] = f32_to_bf16(src[i]);
+}
+
 // P = exp(scale * Q K^T - lse) for queries [i0, i1) of (b, h) into p (rows of n keys, ld n).
 // In the forward (lse == nullptr) it also writes each row's lse. Returns n, the visible key span.
-template <class T>
-int64_t block_probs(const Dims& d, const Visibility& vis, const Tensor& q, const T* pq, const Tensor& k, const T* pk,
+template <class T, class TI>
+int64_t block_probs(const Dims& d, const Visibility& vis, const Tensor& q, const TI* pq, const Tensor& k, const TI* pk,
                     T scale, int64_t b, int64_t h, int64_t i0, int64_t i1, T* p, const T* lse_in, T* lse_out) {
   const int64_t kh = h / d.group, n = vis.last(i1 - 1);
   const T ninf = -std::numeric_limits<T>::infinity();
-  if (n > 0) gemm_rm<T>(false, true, i1 - i0, n, d.D, scale, row(q, pq, b, h, i0), ld(q), row(k, pk, b, kh, 0), ld(k), T(0), p, n);
+  if (n > 0) gemm_any(false, true, i1 - i0, n, d.D, scale, row(q, pq, b, h, i0), ld(q), row(k, pk, b, kh, 0), ld(k), T(0), p, n);
   for (int64_t i = i0; i < i1; ++i) {
     T* s = p + (i - i0) * n;
     const int64_t last = vis.last(i);
@@ -121,22 +142,34 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, co
                            const AttnArgs& args, Tensor& o, Tensor& lse) {
   Dims d = check_attention(q, k, v, key_mask);
   Visibility vis = visibility(d, key_mask, args.causal);
-  auto run = [&](auto tag) {
+  const bool half = q.dtype() == DType::BF16;
+  if (half && (k.dtype() != DType::BF16 || v.dtype() != DType::BF16 || o.dtype() != DType::F32 || lse.dtype() != DType::F32))
+    throw std::invalid_argument("[attention] bf16 q needs bf16 k, v and f32 o, lse");
+  auto run = [&](auto tag, auto in_tag) {
     using T = decltype(tag);
-    const T *pq = data<T>(q), *pk = data<T>(k), *pv = data<T>(v);
+    using TI = decltype(in_tag);
+    const TI *pq = data<TI>(q), *pk = data<TI>(k), *pv = data<TI>(v);
     T* po = data<T>(o);
     T* pl = data<T>(lse);
     run_tasks(d.B * d.H * d.nblk, [&](int64_t task) {
       const int64_t blk = task % d.nblk, h = (task / d.nblk) % d.H, b = task / (d.nblk * d.H);
       const int64_t i0 = blk * kBq, i1 = std::min(d.Tq, i0 + kBq), bh = b * d.H + h;
       std::vector<T> p(static_cast<size_t>((i1 - i0) * d.Tk));
-      const int64_t n = block_probs<T>(d, vis, q, pq, k, pk, T(args.scale), b, h, i0, i1, p.data(), nullptr, pl + bh * d.Tq);
+      const int64_t n = block_probs<T, TI>(d, vis, q, pq, k, pk, T(args.scale), b, h, i0, i1, p.data(), nullptr, pl + bh * d.Tq);
       T* out = po + (bh * d.Tq + i0) * d.Dv;
-      if (n > 0) gemm_rm<T>(false, false, i1 - i0, d.Dv, n, T(1), p.data(), n, row(v, pv, b, h / d.group, 0), ld(v), T(0), out, d.Dv);
-      else std::fill(out, out + (i1 - i0) * d.Dv, T(0));
+      if (n == 0) {
+        std::fill(out, out + (i1 - i0) * d.Dv, T(0));
+      } else if constexpr (std::is_same_v<TI, uint16_t>) {
+        std::vector<uint16_t> p16;
+        round_bf16(p.data(), (i1 - i0) * n, p16);
+        gemm_bf16(false, false, i1 - i0, d.Dv, n, 1.0f, p16.data(), n, row(v, pv, b, h / d.group, 0), ld(v), 0.0f, out, d.Dv);
+      } else {
+        gemm_rm<T>(false, false, i1 - i0, d.Dv, n, T(1), p.data(), n, row(v, pv, b, h / d.group, 0), ld(v), T(0), out, d.Dv);
+      }
     });
   };
-  visit_float(q.dtype(), "attention", run);
+  if (half) run(float{}, uint16_t{});
+  else visit_float(q.dtype(), "attention", [&](auto tag) { run(tag, tag); });
 }
 
 void CpuBackend::attention_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_mask,
@@ -144,9 +177,15 @@ void CpuBackend::attention_bwd(const Tensor& q, const Tensor& k, const Tensor& v
                                Tensor& dq, Tensor& dk, Tensor& dv) {
   Dims d = check_attention(q, k, v, key_mask);
   Visibility vis = visibility(d, key_mask, args.causal);
-  auto run = [&](auto tag) {
+  const bool half = q.dtype() == DType::BF16;
+  if (half && (dout.dtype() != DType::BF16 || o.dtype() != DType::F32 || dq.dtype() != DType::F32))
+    throw std::invalid_argument("[attention_bwd] bf16 q needs bf16 dout and f32 o, lse and gradients");
+  auto run = [&](auto tag, auto in_tag) {
     using T = decltype(tag);
-    const T *pq = data<T>(q), *pk = data<T>(k), *pv = data<T>(v), *po = data<T>(o), *pg = data<T>(dout);
+    using TI = decltype(in_tag);
+    constexpr bool h16 = std::is_same_v<TI, uint16_t>;
+    const TI *pq = data<TI>(q), *pk = data<TI>(k), *pv = data<TI>(v), *pg = data<TI>(dout);
+    const T* po = data<T>(o);
     const T* pl = data<T>(lse);
     T *pdq = data<T>(dq), *pdk = data<T>(dk), *pdv = data<T>(dv);
     const T scale = T(args.scale);
@@ -158,24 +197,35 @@ void CpuBackend::attention_bwd(const Tensor& q, const Tensor& k, const Tensor& v
       std::fill(dk0, dk0 + d.Tk * d.D, T(0));
       std::fill(dv0, dv0 + d.Tk * d.Dv, T(0));
       std::vector<T> p(static_cast<size_t>(kBq * d.Tk)), dp(static_cast<size_t>(kBq * d.Tk)), rowd(static_cast<size_t>(kBq));
+      std::vector<uint16_t> p16, ds16;  // bf16 operands of the products (autocast only)
       for (int64_t h = kh * d.group; h < (kh + 1) * d.group; ++h) {
         const int64_t bh = b * d.H + h;
         for (int64_t blk = 0; blk < d.nblk; ++blk) {
           const int64_t i0 = blk * kBq, i1 = std::min(d.Tq, i0 + kBq), m = i1 - i0;
           T* dqb = pdq + (bh * d.Tq + i0) * d.D;
-          const int64_t n = block_probs<T>(d, vis, q, pq, k, pk, scale, b, h, i0, i1, p.data(), pl + bh * d.Tq, nullptr);
+          const int64_t n = block_probs<T, TI>(d, vis, q, pq, k, pk, scale, b, h, i0, i1, p.data(), pl + bh * d.Tq, nullptr);
           if (n == 0) {
             std::fill(dqb, dqb + m * d.D, T(0));
             continue;
           }
-          const T* g = row(dout, pg, b, h, i0);
-          gemm_rm<T>(true, false, n, d.Dv, m, T(1), p.data(), n, g, ld(dout), T(1), dv0, d.Dv);                      // dV += P^T dO
-          gemm_rm<T>(false, true, m, n, d.Dv, T(1), g, ld(dout), row(v, pv, b, kh, 0), ld(v), T(0), dp.data(), n);  // dP = dO V^T
+          const TI* g = row(dout, pg, b, h, i0);
+          const TI* pp = nullptr;  // P as the operand of dV += P^T dO
+          if constexpr (h16) {
+            round_bf16(p.data(), m * n, p16);
+            pp = p16.data();
+          } else {
+            pp = p.data();
+          }
+          gemm_any(true, false, n, d.Dv, m, T(1), pp, n, g, ld(dout), T(1), dv0, d.Dv);                       // dV += P^T dO
+          gemm_any(false, true, m, n, d.Dv, T(1), g, ld(dout), row(v, pv, b, kh, 0), ld(v), T(0), dp.data(), n);  // dP = dO V^T
           for (int64_t i = 0; i < m; ++i) {  // D_i = dO_i . O_i
-            const T* gi = g + i * ld(dout);
+            const TI* gi = g + i * ld(dout);
             const T* oi = row(o, po, b, h, i0 + i);
             Acc<T> s = 0;
-            for (int64_t c = 0; c < d.Dv; ++c) s += Acc<T>(gi[c]) * oi[c];
+            for (int64_t c = 0; c < d.Dv; ++c) {
+              if constexpr (h16) s += Acc<T>(bf16_to_f32(gi[c])) * oi[c];
+              else s += Acc<T>(gi[c]) * oi[c];
+            }
             rowd[size_t(i)] = T(s);
           }
           for (int64_t i = 0; i < m; ++i) {  // dS = P * (dP - D) * scale, written over dP
@@ -183,13 +233,21 @@ void CpuBackend::attention_bwd(const Tensor& q, const Tensor& k, const Tensor& v
             const T* pi = p.data() + i * n;
             for (int64_t j = 0; j < n; ++j) dsi[j] = pi[j] * (dsi[j] - rowd[size_t(i)]) * scale;
           }
-          gemm_rm<T>(false, false, m, d.D, n, T(1), dp.data(), n, row(k, pk, b, kh, 0), ld(k), T(0), dqb, d.D);  // dQ = dS K
-          gemm_rm<T>(true, false, n, d.D, m, T(1), dp.data(), n, row(q, pq, b, h, i0), ld(q), T(1), dk0, d.D);   // dK += dS^T Q
+          const TI* ds = nullptr;
+          if constexpr (h16) {
+            round_bf16(dp.data(), m * n, ds16);
+            ds = ds16.data();
+          } else {
+            ds = dp.data();
+          }
+          gemm_any(false, false, m, d.D, n, T(1), ds, n, row(k, pk, b, kh, 0), ld(k), T(0), dqb, d.D);  // dQ = dS K
+          gemm_any(true, false, n, d.D, m, T(1), ds, n, row(q, pq, b, h, i0), ld(q), T(1), dk0, d.D);   // dK += dS^T Q
         }
       }
     });
   };
-  visit_float(q.dtype(), "attention_bwd", run);
+  if (half) run(float{}, uint16_t{});
+  else visit_float(q.dtype(), "attention_bwd", [&](auto tag) { run(tag, tag); });
 }
 
 }  // namespace rf::cpu

@@ -133,6 +133,12 @@ void gemm_split(const MatLayout& la, const MatLayout& lb, int64_t M, int64_t N, 
 
 }  // namespace
 
+void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
+               const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  gemm<Bf16, float>(MatLayout{ta, lda}, MatLayout{tb, ldb}, M, N, K, alpha, reinterpret_cast<const Bf16*>(A),
+                    reinterpret_cast<const Bf16*>(B), beta, C, ldc);
+}
+
 bool CpuBackend::matmul_16bit_native() const { return dnnl_available() && cpu_has_native_bf16(); }
 
 void CpuBackend::matmul(const Tensor& a, const Tensor& b, Tensor& out, float alpha, float beta) {

@@ -128,8 +128,9 @@ struct AttentionOp {
   static constexpr std::string_view kName = "sdpa";
   static Tensor forward(OpCtx& ctx, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, bool causal,
                         double scale) {
-    Tensor o = empty({q.size(0), q.size(1), q.size(2), v.size(3)}, q.dtype(), q.device());
-    Tensor lse = empty({q.size(0), q.size(1), q.size(2)}, q.dtype(), q.device());
+    const DType out = q.dtype() == DType::BF16 ? DType::F32 : q.dtype();  // autocast: bf16 operands, f32 results
+    Tensor o = empty({q.size(0), q.size(1), q.size(2), v.size(3)}, out, q.device());
+    Tensor lse = empty({q.size(0), q.size(1), q.size(2)}, out, q.device());
     AttnArgs args{causal, scale};
     q.backend().attention(q, k, v, mask, args, o, lse);
     for (const Tensor* t : std::initializer_list<const Tensor*>{&q, &k, &v, &mask, &o, &lse})
@@ -140,10 +141,13 @@ struct AttentionOp {
   }
   static std::vector<Tensor> backward(OpCtx& ctx, const Tensor& dy) {
     const Tensor &q = ctx.saved(0), &k = ctx.saved(1), &v = ctx.saved(2);
-    Tensor dq = empty(q.shape(), q.dtype(), q.device()), dk = empty(k.shape(), k.dtype(), k.device());
-    Tensor dv = empty(v.shape(), v.dtype(), v.device());
+    const bool half = q.dtype() == DType::BF16;  // gradients stay f32; dO becomes a bf16 operand
+    const DType gd = half ? DType::F32 : q.dtype();
+    Tensor dq = empty(q.shape(), gd, q.device()), dk = empty(k.shape(), gd, k.device());
+    Tensor dv = empty(v.shape(), gd, v.device());
     AttnArgs args{ctx.ints[0] != 0, ctx.scalars[0]};
-    dy.backend().attention_bwd(q, k, v, ctx.saved(3), args, ctx.saved(4), ctx.saved(5), dense(dy), dq, dk, dv);
+    const Tensor g = half ? dy.to(DType::BF16) : dense(dy);
+    dy.backend().attention_bwd(q, k, v, ctx.saved(3), args, ctx.saved(4), ctx.saved(5), g, dq, dk, dv);
     return {dq, dk, dv, Tensor()};
   }
 };
@@ -260,6 +264,10 @@ Tensor scaled_dot_product_attention(const Tensor& q0, const Tensor& k0, const Te
     throw std::invalid_argument(fmt::format("[sdpa] key_mask must be bool (B, Tk) = ({}, {}), got {} {}", q.size(0),
                                             k.size(2), dtype_name(m.dtype()), shape_str(m.shape())));
   DType t = detail::promote(detail::promote(q.dtype(), k.dtype()), v.dtype());
+  // Autocast: q, k, v in bf16 for the two products (f32 accumulation, f32 output), where the backend's
+  // kernel takes them (engine/autocast.h).
+  if (t == DType::F32 && q.backend().attention_takes_16bit() && autocast_dtype("attention", q.backend()) == DType::BF16)
+    t = DType::BF16;
   auto prep = [&](Tensor x) {
     if (x.dtype() != t) x = cast(x, t);
     // Kernels read rows stride(2) apart as a BLAS leading dim: rows must not overlap.
