@@ -141,6 +141,32 @@ TEST_CASE("autocast linear: f32 result and f32 gradients equal f64 GEMMs of the 
   CHECK(allclose(b.grad(), sum(g2.to(DType::F64), {0}), 1e-5, 1e-5));
 }
 
+TEST_CASE("autocast linear with a wide output: the weight and gradient are rounded a slice of rows at a time") {
+  // 2 * out * N bytes of bf16 gradient > 32 MiB, so LinearOp rounds W and dY 4096 rows of W at a time
+  // (4096, 4096, then 8): the tied-LM-head case. Same f64 references as above.
+  manual_seed(12);
+  const int64_t n = 2048, in = 16, out = 8200;
+  Tensor x = rand({n, in}, -1, 1).set_requires_grad(true);
+  Tensor w = rand({out, in}, -0.2, 0.2).set_requires_grad(true);
+  Tensor b = rand({out}, -1, 1).set_requires_grad(true);
+  Tensor g = rand({n, out}, -1, 1);
+  Tensor y;
+  {
+    AutocastGuard on(Precision::BF16);
+    y = linear(x, w, b);
+    backward(sum(mul(y, g)));
+  }
+  CHECK(y.dtype() == DType::F32);
+  const Tensor xr = bf16_f64(x.detach()), wr = bf16_f64(w.detach()), gr = bf16_f64(g);
+  const double fwd = rel_gap(y.detach(), add(matmul(xr, wr.t()), b.detach().to(DType::F64)));
+  const double dx = rel_gap(x.grad(), matmul(gr, wr)), dw = rel_gap(w.grad(), matmul(gr.t(), xr));
+  MESSAGE(fmt::format("sliced autocast linear gaps: y {:.1e} dx {:.1e} dw {:.1e}", fwd, dx, dw));
+  CHECK(fwd < 1e-6);  // f32 accumulation of 16 products
+  CHECK(dx < 1e-5);   // 8200 products, accumulated across the slices in f32
+  CHECK(dw < 1e-5);   // 2048 products
+  CHECK(allclose(b.grad(), sum(g.to(DType::F64), {0}), 1e-4, 1e-5));
+}
+
 TEST_CASE("autocast attention: bf16 q, k, v products with f32 softmax; f32 output and gradients near the f64 result") {
   manual_seed(21);
   // GQA (4 query heads over 2 kv heads), causal, a padded key, two query blocks of the CPU kernel.

@@ -47,6 +47,16 @@ Tensor autocast_operand(const Tensor& x) {
   return c;
 }
 
+// An f32 weight next to a 16-bit input (autocast): rounded into a temporary for this GEMM only, in
+// forward and again in backward, so the graph keeps the weight itself rather than a 16-bit copy of
+// every weight (those copies are ~250 MB on GPT-2 small; torch's autocast keeps them).
+Tensor operand_like(const Tensor& w, DType t) {
+  if (!is16(t) || w.dtype() == t) return w;
+  Tensor c = empty(w.shape(), t, w.device());
+  w.backend().copy(w, c);
+  return c;
+}
+
 Tensor mm_raw(const Tensor& a, const Tensor& b, const Shape& out_shape) {
   Tensor out = empty(out_shape, gemm_out(a.dtype()), a.device());
   a.backend().matmul(blas_ready(a) ? a : a.contiguous(), blas_ready(b) ? b : b.contiguous(), out, 1.0f, 0.0f);
@@ -78,26 +88,63 @@ struct MatmulOp {
   }
 };
 
+// Rows of w per GEMM when a linear's 16-bit temporaries would be large: the rounded weight (out, in)
+// and the rounded gradient (N, out) are made a slice of `out` at a time. A tied 50257-way LM head
+// would otherwise hold a 77 MB weight copy and a 103 MB gradient copy at the top of backward.
+int64_t linear_chunk(int64_t n, int64_t out, int64_t in) {
+  constexpr int64_t kWhole = 32 << 20, kSlice = 16 << 20;  // bytes of one 16-bit temporary
+  if (2 * out * std::max(n, in) <= kWhole) return out;
+  return std::min(out, std::max<int64_t>(64, kSlice / (2 * std::max(n, in)) / 64 * 64));
+}
+
 struct LinearOp {
   static constexpr std::string_view kName = "linear";
-  // x (N, in), w (out, in), b (out) or undefined -> (N, out)
-  static Tensor forward(OpCtx& ctx, const Tensor& x, const Tensor& w, const Tensor& b) {
-    Tensor y = empty({x.size(0), w.size(0)}, gemm_out(x.dtype()), x.device());
-    if (b.defined()) {
-      x.backend().copy(b.expand(y.shape()), y);
-      x.backend().matmul(blas_ready(x) ? x : x.contiguous(), w.transpose(0, 1), y, 1.0f, 1.0f);
-    } else {
-      x.backend().matmul(blas_ready(x) ? x : x.contiguous(), w.transpose(0, 1), y, 1.0f, 0.0f);
+  // x (N, in), w (out, in), b (out) or undefined -> (N, out). Under autocast x is bf16 and w may be f32.
+  static Tensor forward(OpCtx& ctx, const Tensor& x0, const Tensor& w0, const Tensor& b) {
+    const Tensor x = blas_ready(x0) ? x0 : x0.contiguous();
+    const int64_t n = x.size(0), out = w0.size(0);
+    Tensor y = empty({n, out}, gemm_out(x.dtype()), x.device());
+    const int64_t step = w0.dtype() != x.dtype() && is16(x.dtype()) ? linear_chunk(n, out, w0.size(1)) : out;
+    for (int64_t j = 0; j < out; j += step) {
+      const int64_t len = std::min(step, out - j);
+      const Tensor w = operand_like(len == out ? w0 : w0.narrow(0, j, len), x.dtype());  // (len, in)
+      Tensor yj = len == out ? y : empty({n, len}, y.dtype(), y.device());
+      if (b.defined()) x.backend().copy((len == out ? b : b.narrow(0, j, len)).expand(yj.shape()), yj);
+      x.backend().matmul(x, w.transpose(0, 1), yj, 1.0f, b.defined() ? 1.0f : 0.0f);
+      if (len != out) {
+        Tensor dst = y.narrow(1, j, len);
+        x.backend().copy(yj, dst);
+      }
     }
-    ctx.save(ctx.needs(1) ? x : Tensor());
-    ctx.save(ctx.needs(0) ? w : Tensor());
+    ctx.save(ctx.needs(1) ? x0 : Tensor());
+    ctx.save(ctx.needs(0) ? w0 : Tensor());
     return y;
   }
   static std::vector<Tensor> backward(OpCtx& ctx, const Tensor& dy) {
     Tensor dx, dw, db;
-    const Tensor g = as_operand(dy, ctx.input_dtypes[0]);  // x 16-bit only under autocast
-    if (ctx.needs(0)) dx = mm_raw(g, ctx.saved(1), ctx.input_shapes[0]);                        // (N, out) @ (out, in)
-    if (ctx.needs(1)) dw = mm_raw(g.transpose(0, 1), ctx.saved(0), ctx.input_shapes[1]);        // (out, N) @ (N, in)
+    const DType t = ctx.input_dtypes[0];  // x 16-bit only under autocast: dy is rounded to it
+    const int64_t n = dy.size(0), out = dy.size(1), in = ctx.input_shapes[0].back();
+    const int64_t step = is16(t) && dy.dtype() != t ? linear_chunk(n, out, in) : out;
+    if (step == out) {
+      const Tensor g = as_operand(dy, t);
+      if (ctx.needs(0)) dx = mm_raw(g, operand_like(ctx.saved(1), g.dtype()), ctx.input_shapes[0]);  // (N, out) @ (out, in)
+      if (ctx.needs(1)) dw = mm_raw(g.transpose(0, 1), ctx.saved(0), ctx.input_shapes[1]);          // (out, N) @ (N, in)
+    } else {  // a slice of out at a time: dx accumulates, dw fills its rows
+      Backend& be = dy.backend();
+      if (ctx.needs(0)) dx = empty(ctx.input_shapes[0], DType::F32, dy.device());
+      if (ctx.needs(1)) dw = empty(ctx.input_shapes[1], DType::F32, dy.device());
+      const Tensor& x = ctx.saved(0);
+      for (int64_t j = 0; j < out; j += step) {
+        const int64_t len = std::min(step, out - j);
+        Tensor g = empty({n, len}, t, dy.device());  // (N, len)
+        be.copy(dy.narrow(1, j, len), g);
+        if (ctx.needs(0)) be.matmul(g, operand_like(ctx.saved(1).narrow(0, j, len), t), dx, 1.0f, j == 0 ? 0.0f : 1.0f);
+        if (ctx.needs(1)) {
+          Tensor dwj = dw.narrow(0, j, len);  // rows of a contiguous (out, in): contiguous
+          be.matmul(g.transpose(0, 1), blas_ready(x) ? x : x.contiguous(), dwj, 1.0f, 0.0f);
+        }
+      }
+    }
     if (ctx.needs(2)) db = sum(dy, {0});
     return {dx, dw, db};
   }
@@ -152,9 +199,10 @@ Tensor linear(const Tensor& x0, const Tensor& w0, const Tensor& b0) {
     if (b0.defined() && (b0.dim() != 1 || b0.size(0) != w0.size(0)))
       throw std::invalid_argument(fmt::format("[linear] bias {} does not fit weight {}", shape_str(b0.shape()), shape_str(w0.shape())));
     detail::check_same_device(x0, w0, "linear");
-    // A bf16 frozen weight (base_dtype bf16) goes in as stored; the bias is added in f32.
+    // A bf16 frozen weight (base_dtype bf16) goes in as stored, an f32 one is rounded inside the op
+    // (operand_like); the bias is added in f32.
     Tensor x = autocast_operand(x0);
-    Tensor w = w0.dtype() == DType::BF16 ? w0 : cast(w0, DType::BF16);
+    Tensor w = w0.dtype() == DType::BF16 || w0.dtype() == DType::F32 ? w0 : cast(w0, DType::BF16);
     Tensor b = b0.defined() && b0.dtype() != DType::F32 ? cast(b0, DType::F32) : b0;
     Shape out = x0.shape();
     out.back() = w0.size(0);
