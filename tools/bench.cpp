@@ -40,11 +40,18 @@ struct Race {
 
 // Alternates engine and ceiling each round so both see the same machine state; the ratio is the
 // median of the per-round ratios, so one disturbed round moves neither side alone. Each side's
-// timed call follows a 20 ms pause and one untimed call of its own: the pause lets the other side's
-// pool stop spinning (libgomp's team after oneDNN's own run took ~12% of the next engine round in a
-// profile), the untimed call wakes this side's pool, as back-to-back ops in training find it.
+// timed call follows a 20 ms pause and at least 5 ms of untimed calls of its own: the pause lets the
+// other side's pool stop spinning (libgomp's team after oneDNN's own run took ~12% of the next engine
+// round in a profile), the untimed calls wake this side's pool, as back-to-back ops in training find
+// it (on this VM a worker woken after the pause joined a 1.5 ms GEMM late in about half the rounds
+// after only one untimed call, doubling that round on either side).
 Race race(int iters, int warmup, auto&& engine, auto&& ceiling) {
   auto settle = [] { std::this_thread::sleep_for(std::chrono::milliseconds(20)); };
+  auto wake = [](auto&& f) {
+    const auto t0 = std::chrono::steady_clock::now();
+    do f();
+    while (std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(5));
+  };
   for (int i = 0; i < warmup; ++i) {
     engine();
     ceiling();
@@ -52,12 +59,13 @@ Race race(int iters, int warmup, auto&& engine, auto&& ceiling) {
   std::vector<double> te, tc, r;
   for (int i = 0; i < iters; ++i) {
     settle();
-    engine();
+    wake(engine);
     te.push_back(seconds_of(engine));
     settle();
-    ceiling();
+    wake(ceiling);
     tc.push_back(seconds_of(ceiling));
     r.push_back(tc.back() / te.back());
+    if (std::getenv("RF_BENCH_ROUNDS")) fmt::print(stderr, "round {}: engine {:.3f} ms, ceiling {:.3f} ms\n", i, te.back() * 1e3, tc.back() * 1e3);
   }
   return {median(te), median(tc), median(r)};
 }
