@@ -205,8 +205,11 @@ bool dnnl_gemm_parallel(GemmType type, int64_t M, int64_t N, int64_t K, const vo
     o.a = mat_desc(M, K, false, K, dnnl_type(type));
     o.b = mat_desc(K, N, false, N, dnnl_type(type));
     o.c = mat_desc(M, N, false, N, memory::data_type::f32);
-    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(o.a, o.b, o.c), cpu_engine());
-    if (std::string(pd.impl_info_str()).rfind("ref", 0) != 0) o.prim = std::make_unique<dnnl::matmul>(pd);
+    try {  // no implementation at all (f16 on a CPU without f16 kernels) reads as "no optimised kernel"
+      dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(o.a, o.b, o.c), cpu_engine());
+      if (std::string(pd.impl_info_str()).rfind("ref", 0) != 0) o.prim = std::make_unique<dnnl::matmul>(pd);
+    } catch (const dnnl::error&) {
+    }
   }
   bool ok = false;
   if (o.prim) {
