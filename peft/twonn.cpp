@@ -8,7 +8,7 @@
 #include <numeric>
 #include <stdexcept>
 
-#include "backends/cpu/blas_threads.h"
+#include "engine/ops.h"
 
 namespace rf::peft {
 
@@ -48,7 +48,7 @@ double squared_distance(const double* a, const double* b, int64_t d) {
 
 // Squared distances to the first and second nearest neighbour of every row of X (n, d), self
 // excluded. Candidates come from the Gram identity |a−b|² = |a|² + |b|² − 2a·b on mean-centred rows,
-// one dgemm per block of rows (O(n²d) at BLAS speed, n×block memory); the best few candidates are
+// one f64 GEMM per block of rows (engine matmul: O(n²d) at BLAS speed, n×block memory); the best few candidates are
 // then re-measured directly on the original rows, because the identity loses digits when points are
 // close compared with their norms and could misorder near ties.
 std::vector<std::pair<double, double>> two_nearest(const std::vector<double>& X, int64_t n, int64_t d) {
@@ -66,15 +66,16 @@ std::vector<std::pair<double, double>> two_nearest(const std::vector<double>& X,
   }
   const int64_t block = 128, cand = std::min<int64_t>(8, n - 1);
   std::vector<std::pair<double, double>> out(static_cast<size_t>(n));
-  cpu::BlasSingleThread single;  // one dgemm per TBB task; OpenBLAS's own pool stays asleep
-  tbb::parallel_for(int64_t(0), (n + block - 1) / block, [&](int64_t b) {
-    const int64_t r0 = b * block, rows = std::min(block, n - r0);
-    std::vector<double> G(size_t(rows * n));  // (rows, n) c_i · c_j
-    cpu::gemm_rm<double>(false, true, rows, n, d, 1.0, C.data() + r0 * d, d, C.data(), d, 0.0, G.data(), n);
-    std::vector<std::pair<double, int64_t>> best;  // (approx d², j) ascending, at most cand
-    for (int64_t r = 0; r < rows; ++r) {
+  NoGradGuard no_grad;
+  const Tensor Ct = from_data(C, {n, d});  // (n, d) f64 on the CPU
+  // One engine GEMM per block (it spreads over the threads itself), then the rows of the block in parallel.
+  for (int64_t r0 = 0; r0 < n; r0 += block) {
+    const int64_t rows = std::min(block, n - r0);
+    const std::vector<double> G = matmul(Ct.narrow(0, r0, rows), Ct.transpose(0, 1)).to_vector<double>();  // (rows, n) c_i · c_j
+    tbb::parallel_for(int64_t(0), rows, [&](int64_t r) {
       const int64_t i = r0 + r;
-      best.clear();
+      std::vector<std::pair<double, int64_t>> best;  // (approx d², j) ascending, at most cand
+      best.reserve(size_t(cand) + 1);
       for (int64_t j = 0; j < n; ++j) {
         if (j == i) continue;
         const double a = sq[size_t(i)] + sq[size_t(j)] - 2.0 * G[size_t(r * n + j)];
@@ -93,8 +94,8 @@ std::vector<std::pair<double, double>> two_nearest(const std::vector<double>& X,
         }
       }
       out[size_t(i)] = {d1, d2};
-    }
-  });
+    });
+  }
   return out;
 }
 
