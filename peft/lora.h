@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "backends/cpu/cpu_sparse.h"
+#include "engine/sparse.h"
 #include "engine/ops.h"
 #include "nn/layers.h"
 
@@ -75,9 +75,9 @@ class LoraLinear : public nn::Module {
   Tensor& spa_values(const std::string& name);
   // Fixes the support (rows = out, cols = in) and copies its values into spa_values (same tensor, so
   // optimizers keep it). Its nnz must equal the adapter's. Undefined before: the sparse part is off.
-  void set_spa_support(const std::string& name, const cpu::Csr& support);
-  const cpu::Csr* spa_support(const std::string& name) const;  // values not kept current: see spa_csr
-  cpu::Csr spa_csr(const std::string& name);                   // support with the current values (host)
+  void set_spa_support(const std::string& name, const Csr& support);
+  const Csr* spa_support(const std::string& name) const;  // values not kept current: see spa_csr
+  Csr spa_csr(const std::string& name);                   // support with the current values (host)
   // AutoLoRA's search form (methods.md §2.1): the r rank-one components weighted by softmax(logits),
   // ΔW x = s · B (softmax(α) ⊙ A x). The logits (r) belong to the strategy, which optimises them
   // with its own optimizer; the layer only reads them. An undefined tensor removes the gate.
@@ -116,7 +116,7 @@ class LoraLinear : public nn::Module {
   std::string fused_spa_adapter() const;  // the active RoSA adapter whose S goes into W0 ⊕ S, or ""
   size_t spa_slot_ = SIZE_MAX;  // "rosa_spa": a RosaSpa module per RoSA adapter
   struct Spa {
-    cpu::Csr support;  // host structure (values unused)
+    Csr support;  // host structure (values unused)
     SparsePattern pattern;
   };
   std::map<std::string, Spa> spa_;  // merged DoRA adapters: the norm used at merge

@@ -168,7 +168,7 @@ int64_t rosa_nnz(double d, int64_t out, int64_t in) {
   return int64_t(std::floor(d * double(out * in)));
 }
 
-cpu::Csr rosa_topk_mask(std::span<const double> scores, int64_t out, int64_t in, double d) {
+Csr rosa_topk_mask(std::span<const double> scores, int64_t out, int64_t in, double d) {
   const int64_t n = out * in;
   if (int64_t(scores.size()) != n) fail(fmt::format("{} scores for a ({}, {}) weight", scores.size(), out, in));
   if (n > std::numeric_limits<int32_t>::max()) fail(fmt::format("weight ({}, {}) is too large for a CSR mask", out, in));
@@ -188,7 +188,7 @@ cpu::Csr rosa_topk_mask(std::span<const double> scores, int64_t out, int64_t in,
   idx.resize(size_t(k));
   std::sort(idx.begin(), idx.end());  // row-major order = CSR order
 
-  cpu::Csr s;
+  Csr s;
   s.rows = out;
   s.cols = in;
   s.row_ptr.assign(size_t(out + 1), 0);
@@ -199,11 +199,11 @@ cpu::Csr rosa_topk_mask(std::span<const double> scores, int64_t out, int64_t in,
   }
   for (int64_t r = 0; r < out; ++r) s.row_ptr[size_t(r + 1)] += s.row_ptr[size_t(r)];
   s.values.assign(idx.size(), 0.0f);  // SpA starts at 0 (SparseLinear.values = zeros)
-  cpu::validate(s);
+  validate_csr(s);
   return s;
 }
 
-cpu::Csr rosa_mask(const RosaGradAccumulator& acc, double d) {
+Csr rosa_mask(const RosaGradAccumulator& acc, double d) {
   const std::vector<double> c = acc.collected();
   return rosa_topk_mask(c, acc.out(), acc.in(), d);
 }
@@ -283,12 +283,12 @@ void check_row_idx(const std::vector<int64_t>& idx, const std::vector<int32_t>& 
 
 }  // namespace
 
-std::map<std::string, Tensor> rosa_spa_to_tensors(const cpu::Csr& s, const std::string& module, DType values_dtype,
+std::map<std::string, Tensor> rosa_spa_to_tensors(const Csr& s, const std::string& module, DType values_dtype,
                                                   bool with_transpose) {
   check_dims(s.rows, s.cols, module);
   if (!is_float(values_dtype)) fail(fmt::format("values dtype {} is not a float type", dtype_name(values_dtype)));
   try {
-    cpu::validate(s);
+    validate_csr(s);
   } catch (const std::invalid_argument& e) {
     fail(fmt::format("module '{}': {}", module, e.what()));
   }
@@ -296,25 +296,25 @@ std::map<std::string, Tensor> rosa_spa_to_tensors(const cpu::Csr& s, const std::
   // Cast from f32 on the CPU: rosa_dtype is bf16 by default (§3.2), which rounds values.
   t[rosa_key(module, "rosa_spa.values")] = from_data<float>(s.values, Shape{s.nnz()}).to(values_dtype);
   t[rosa_key(module, "rosa_spa.row_offs")] = i32_tensor(s.row_ptr);
-  t[rosa_key(module, "rosa_spa.row_idx")] = i32_tensor(cpu::rows_by_nnz(s));
+  t[rosa_key(module, "rosa_spa.row_idx")] = i32_tensor(rows_by_nnz(s));
   t[rosa_key(module, "rosa_spa.col_idx")] = i32_tensor(s.col_idx);  // < in <= 32767: fits int16
   if (with_transpose) {
     std::vector<int32_t> perm;
-    const cpu::Csr tr = cpu::csr_transpose(s, &perm);  // (in, out)
+    const Csr tr = csr_transpose(s, &perm);  // (in, out)
     t[rosa_key(module, "rosa_spa.tr_perm")] = i32_tensor(perm);
     t[rosa_key(module, "rosa_spa.tr_row_offs")] = i32_tensor(tr.row_ptr);
-    t[rosa_key(module, "rosa_spa.tr_row_idx")] = i32_tensor(cpu::rows_by_nnz(tr));
+    t[rosa_key(module, "rosa_spa.tr_row_idx")] = i32_tensor(rows_by_nnz(tr));
     t[rosa_key(module, "rosa_spa.tr_col_idx")] = i32_tensor(tr.col_idx);  // < out <= 32767
   }
   return t;
 }
 
-cpu::Csr rosa_spa_from_tensors(const std::map<std::string, Tensor>& tensors, const std::string& module, int64_t out,
+Csr rosa_spa_from_tensors(const std::map<std::string, Tensor>& tensors, const std::string& module, int64_t out,
                                int64_t in) {
   check_dims(out, in, module);
   const auto key = [&](const char* f) { return rosa_key(module, f); };
   const int64_t max_nnz = out * in;
-  cpu::Csr s;
+  Csr s;
   s.rows = out;
   s.cols = in;
   s.row_ptr = narrow32(read_index(tensors, key("rosa_spa.row_offs"), out + 1, 0, max_nnz));
@@ -329,7 +329,7 @@ cpu::Csr rosa_spa_from_tensors(const std::map<std::string, Tensor>& tensors, con
     fail(fmt::format("'{}' has shape {}, expected [{}]", key("rosa_spa.values"), shape_str(v.shape()), nnz));
   s.values = v.to_vector<float>();
   try {
-    cpu::validate(s);
+    validate_csr(s);
   } catch (const std::invalid_argument& e) {
     fail(fmt::format("module '{}': {}", module, e.what()));
   }
@@ -342,7 +342,7 @@ cpu::Csr rosa_spa_from_tensors(const std::map<std::string, Tensor>& tensors, con
   if (present != 0 && present != 4) fail(fmt::format("module '{}': only {} of the 4 tr_* tensors are present", module, present));
   if (present == 4) {
     std::vector<int32_t> perm;
-    const cpu::Csr tr = cpu::csr_transpose(s, &perm);
+    const Csr tr = csr_transpose(s, &perm);
     if (narrow32(read_index(tensors, key("rosa_spa.tr_perm"), nnz, 0, nnz - 1)) != perm ||
         narrow32(read_index(tensors, key("rosa_spa.tr_row_offs"), in + 1, 0, nnz)) != tr.row_ptr ||
         narrow32(read_index(tensors, key("rosa_spa.tr_col_idx"), nnz, 0, out - 1)) != tr.col_idx)

@@ -11,7 +11,7 @@
 #include <utility>
 #include <vector>
 
-#include "backends/cpu/cpu_sparse.h"
+#include "engine/sparse.h"
 #include "engine/safetensors.h"
 #include "engine/tensor.h"
 #include "peft/strategy.h"
@@ -87,8 +87,8 @@ int64_t rosa_nnz(double d, int64_t out, int64_t in);
 // The support of the top-k entries of |scores| (out, in) with k = rosa_nnz(d, out, in), values 0.
 // Ties go to the lower flat index (row-major), which makes the mask deterministic where torch.topk
 // is not (methods.md §6). NaN scores are rejected.
-cpu::Csr rosa_topk_mask(std::span<const double> scores, int64_t out, int64_t in, double d);
-cpu::Csr rosa_mask(const RosaGradAccumulator& acc, double d);  // top-k of |collected()|
+Csr rosa_topk_mask(std::span<const double> scores, int64_t out, int64_t in, double d);
+Csr rosa_mask(const RosaGradAccumulator& acc, double d);  // top-k of |collected()|
 
 // ---- Saved layout (§3.2, §3.5; peft save_and_load keeps every key containing "rosa_") ----
 
@@ -108,13 +108,13 @@ constexpr int64_t kRosaMaxDim = 32767;
 // S -> "<module>.rosa_spa.*" tensors on the CPU. values in values_dtype (F32, BF16 or F16). The
 // engine has no int16 dtype, so I16 fields are I32 tensors here whose every entry is checked to fit
 // int16 (rosa_file_dtype says what a writer narrows them to). Throws when out or in exceeds 32767.
-std::map<std::string, Tensor> rosa_spa_to_tensors(const cpu::Csr& s, const std::string& module,
+std::map<std::string, Tensor> rosa_spa_to_tensors(const Csr& s, const std::string& module,
                                                   DType values_dtype, bool with_transpose);
 
 // Back to a Csr (out, in), validating every field: presence, 1-D shapes, integer dtypes, the CSR
 // invariants, row_idx a permutation of rows with non-increasing lengths (any order among equal
 // lengths: torch.argsort need not be stable), and tr_* (when present) equal to S's transpose.
-cpu::Csr rosa_spa_from_tensors(const std::map<std::string, Tensor>& tensors, const std::string& module,
+Csr rosa_spa_from_tensors(const std::map<std::string, Tensor>& tensors, const std::string& module,
                                int64_t out, int64_t in);
 
 // ---- The strategy (peft/rosa_strategy.cpp) ----
@@ -138,7 +138,7 @@ void rosa_adapter_tensors(std::map<std::string, Tensor>& out, const std::string&
 std::map<std::string, safetensors::StDType> rosa_narrowed_fields(const std::map<std::string, Tensor>& tensors);
 // The dense (out, in) Bool masks of the supports, by module path (rankforge's mask file: safetensors, where
 // peft-rosa pickles {module: bool mask} with torch.save), and back to supports (values 0).
-std::map<std::string, Tensor> rosa_masks_to_tensors(const std::map<std::string, cpu::Csr>& supports);
-std::map<std::string, cpu::Csr> rosa_masks_from_file(const std::string& path);
+std::map<std::string, Tensor> rosa_masks_to_tensors(const std::map<std::string, Csr>& supports);
+std::map<std::string, Csr> rosa_masks_from_file(const std::string& path);
 
 }  // namespace rf::peft

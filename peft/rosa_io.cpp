@@ -36,7 +36,7 @@ std::map<std::string, safetensors::StDType> rosa_narrowed_fields(const std::map<
   return n;
 }
 
-std::map<std::string, Tensor> rosa_masks_to_tensors(const std::map<std::string, cpu::Csr>& supports) {
+std::map<std::string, Tensor> rosa_masks_to_tensors(const std::map<std::string, Csr>& supports) {
   std::map<std::string, Tensor> out;
   for (const auto& [path, s] : supports) {
     std::vector<uint8_t> m(size_t(s.rows * s.cols), 0);
@@ -47,8 +47,8 @@ std::map<std::string, Tensor> rosa_masks_to_tensors(const std::map<std::string, 
   return out;
 }
 
-std::map<std::string, cpu::Csr> rosa_masks_from_file(const std::string& path) {
-  std::map<std::string, cpu::Csr> out;
+std::map<std::string, Csr> rosa_masks_from_file(const std::string& path) {
+  std::map<std::string, Csr> out;
   for (auto& [name, t] : safetensors::load_file(path)) {
     if (t.dtype() != DType::Bool || t.dim() != 2)
       throw std::invalid_argument(fmt::format("[rosa] {}: mask '{}' must be a 2-D BOOL tensor, got {} {}", path, name,
@@ -56,7 +56,7 @@ std::map<std::string, cpu::Csr> rosa_masks_from_file(const std::string& path) {
     const auto mi = t.to_vector<int32_t>();
     const std::vector<uint8_t> m(mi.begin(), mi.end());
     std::vector<float> zeros(m.size(), 0.0f);
-    out[name] = cpu::csr_from_dense(zeros.data(), m.data(), t.size(0), t.size(1));
+    out[name] = csr_from_dense(zeros.data(), m.data(), t.size(0), t.size(1));
   }
   return out;
 }

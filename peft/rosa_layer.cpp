@@ -37,7 +37,7 @@ Tensor& LoraLinear::spa_values(const std::string& name) {
   return dynamic_cast<RosaSpa&>(*m).values();
 }
 
-void LoraLinear::set_spa_support(const std::string& name, const cpu::Csr& support) {
+void LoraLinear::set_spa_support(const std::string& name, const Csr& support) {
   Tensor& v = spa_values(name);
   const int64_t out = base().out_features(), in = base().in_features();
   if (support.rows != out || support.cols != in)
@@ -46,21 +46,21 @@ void LoraLinear::set_spa_support(const std::string& name, const cpu::Csr& suppor
   if (support.nnz() != v.numel())
     throw std::invalid_argument(fmt::format("[peft] RoSA support of adapter '{}' has {} entries, density {} gives {}", name,
                                             support.nnz(), options(name).rosa_density, v.numel()));
-  Spa s{support, cpu::make_pattern(support, v.device())};  // validates the structure
+  Spa s{support, make_pattern(support, v.device())};  // validates the structure
   NoGradGuard ng;
   if (support.nnz() > 0) v.copy_(from_data(support.values, {support.nnz()}, v.device()));
   spa_[name] = std::move(s);
 }
 
-const cpu::Csr* LoraLinear::spa_support(const std::string& name) const {
+const Csr* LoraLinear::spa_support(const std::string& name) const {
   auto it = spa_.find(name);
   return it == spa_.end() ? nullptr : &it->second.support;
 }
 
-cpu::Csr LoraLinear::spa_csr(const std::string& name) {
+Csr LoraLinear::spa_csr(const std::string& name) {
   auto it = spa_.find(name);
   if (it == spa_.end()) throw std::invalid_argument(fmt::format("[peft] adapter '{}' has no RoSA support yet", name));
-  cpu::Csr c = it->second.support;
+  Csr c = it->second.support;
   c.values = spa_values(name).detach().to(DType::F32).to(Device{}).to_vector<float>();
   return c;
 }

@@ -27,7 +27,7 @@ class RosaStrategy final : public RankStrategy {
     setup(pm);
     if (!pending_.empty()) return;  // resumed: the supports come back in resumed()
     if (!cfg_.mask_load_path) return;
-    std::map<std::string, cpu::Csr> masks = rosa_masks_from_file(*cfg_.mask_load_path);
+    std::map<std::string, Csr> masks = rosa_masks_from_file(*cfg_.mask_load_path);
     for (auto& [path, l] : layers(pm)) {
       auto it = masks.find(path);
       if (it == masks.end()) fail(fmt::format("{}: no mask for module '{}'", *cfg_.mask_load_path, path));
@@ -72,7 +72,7 @@ class RosaStrategy final : public RankStrategy {
   bool after_optimizer_step(PeftModel& pm, int64_t step, nn::Optimizer&) override {
     const RosaAgenda a = sched_.agenda(step - 1);  // the step just taken
     if (!a.generate_masks_after || masks_made_) return false;
-    std::map<std::string, cpu::Csr> supports;
+    std::map<std::string, Csr> supports;
     for (auto& [path, l] : layers(pm)) {
       l->base().weight().set_requires_grad(false);
       l->base().weight().zero_grad();
@@ -80,7 +80,7 @@ class RosaStrategy final : public RankStrategy {
       if (it == acc_.end() || it->second.count() == 0)
         fail(fmt::format("module '{}' got no gradient during collection: its mask cannot be made", path));
       const double d = l->options(adapter_).rosa_density;
-      cpu::Csr m = rosa_mask(it->second, d);
+      Csr m = rosa_mask(it->second, d);
       l->set_spa_support(adapter_, m);  // values 0: SpA starts as a no-op
       supports.emplace(path, std::move(m));
     }
@@ -104,7 +104,7 @@ class RosaStrategy final : public RankStrategy {
     for (auto& [path, l] : layers(pm)) {
       auto it = pending_.find(path);
       if (it == pending_.end()) continue;
-      cpu::Csr s = it->second;
+      Csr s = it->second;
       s.values = spa_values_host(*l);  // the checkpoint's values stay
       l->set_spa_support(adapter_, s);
     }
@@ -132,7 +132,7 @@ class RosaStrategy final : public RankStrategy {
     pending_.clear();
     if (meta.contains("support_shapes"))
       for (const auto& [path, shape] : meta["support_shapes"].items()) {
-        cpu::Csr s;
+        Csr s;
         s.rows = shape.at(0).get<int64_t>();
         s.cols = shape.at(1).get<int64_t>();
         s.row_ptr = tensors.at("support." + path + ".row_ptr").to_vector<int32_t>();
@@ -171,7 +171,7 @@ class RosaStrategy final : public RankStrategy {
   void refresh_snapshot(PeftModel& pm) {
     supports_snapshot_.clear();
     for (auto& [path, l] : layers(pm))
-      if (const cpu::Csr* s = l->spa_support(adapter_)) supports_snapshot_[path] = *s;
+      if (const Csr* s = l->spa_support(adapter_)) supports_snapshot_[path] = *s;
   }
 
   std::vector<std::pair<std::string, LoraLinear*>> layers(PeftModel& pm) const {
@@ -192,7 +192,7 @@ class RosaStrategy final : public RankStrategy {
   RosaGradAccMode mode_ = RosaGradAccMode::MeanSquared;
   std::map<std::string, RosaGradAccumulator> acc_;
   std::map<std::string, std::pair<std::vector<double>, int64_t>> saved_acc_;
-  std::map<std::string, cpu::Csr> pending_, supports_snapshot_;
+  std::map<std::string, Csr> pending_, supports_snapshot_;
   bool collecting_ = false, masks_made_ = false, done_ = false;
 };
 

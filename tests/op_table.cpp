@@ -45,7 +45,7 @@ SparsePattern test_pattern(int64_t rows, int64_t cols) {
   for (int64_t i = 0; i < rows; ++i)
     for (int64_t j = 0; j < cols; ++j)
       if (i == 1 || j == cols - 1 || (i != 0 && (i * 7 + j * 3) % 5 == 0)) r.push_back(i), c.push_back(j);
-  return cpu::make_pattern(cpu::csr_from_triplets(rows, cols, r, c, std::vector<float>(r.size())), Device{});
+  return make_pattern(csr_from_triplets(rows, cols, r, c, std::vector<float>(r.size())), Device{});
 }
 
 }  // namespace

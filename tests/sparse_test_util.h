@@ -10,7 +10,7 @@ namespace rf::test {
 
 // Random (rows, cols) support of the given density, values uniform in [-1, 1]; row 0 is full (when
 // rows > 1 and full_row) and every third row is empty, so every shape has both edge cases. Validated.
-inline cpu::Csr random_csr(int64_t rows, int64_t cols, double density, uint32_t seed, bool full_row = true) {
+inline Csr random_csr(int64_t rows, int64_t cols, double density, uint32_t seed, bool full_row = true) {
   std::mt19937 g(seed);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
   std::bernoulli_distribution keep(density);
@@ -22,8 +22,8 @@ inline cpu::Csr random_csr(int64_t rows, int64_t cols, double density, uint32_t 
       const bool full = full_row && i == 0 && rows > 1, empty = i % 3 == 2;
       mask[size_t(i * cols + j)] = uint8_t(full || (!empty && keep(g)));
     }
-  cpu::Csr s = cpu::csr_from_dense(dense.data(), mask.data(), rows, cols);
-  cpu::validate(s);
+  Csr s = csr_from_dense(dense.data(), mask.data(), rows, cols);
+  validate_csr(s);
   return s;
 }
 

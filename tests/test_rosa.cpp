@@ -37,7 +37,7 @@ void check_one_line_rosa(const std::string& msg) {
 }
 
 // Flat row-major indices of the support.
-std::vector<int64_t> support(const cpu::Csr& s) {
+std::vector<int64_t> support(const Csr& s) {
   std::vector<int64_t> f;
   for (int64_t r = 0; r < s.rows; ++r)
     for (int32_t e = s.row_ptr[size_t(r)]; e < s.row_ptr[size_t(r + 1)]; ++e) f.push_back(r * s.cols + s.col_idx[size_t(e)]);
@@ -85,7 +85,7 @@ TEST_CASE("rosa mask is the top-k of the mean squared micro-batch gradient") {
       CAPTURE(out);
       CAPTURE(in);
       CAPTURE(d);
-      const cpu::Csr m = rosa_mask(acc, d);
+      const Csr m = rosa_mask(acc, d);
       CHECK(m.rows == out);
       CHECK(m.cols == in);
       CHECK(m.nnz() == int64_t(d * double(out * in)));
@@ -123,10 +123,10 @@ TEST_CASE("rosa mask ties go to the lower flat index") {
 
 TEST_CASE("rosa mask edge densities and mean mode") {
   std::vector<double> s = {0.5, -4, 2, 0, 1, 3};
-  const cpu::Csr empty = rosa_topk_mask(s, 2, 3, 0.0);
+  const Csr empty = rosa_topk_mask(s, 2, 3, 0.0);
   CHECK(empty.nnz() == 0);
   CHECK(empty.row_ptr == std::vector<int32_t>{0, 0, 0});
-  const cpu::Csr full = rosa_topk_mask(s, 2, 3, 1.0);
+  const Csr full = rosa_topk_mask(s, 2, 3, 1.0);
   CHECK(full.row_ptr == std::vector<int32_t>{0, 3, 6});
   CHECK(full.col_idx == std::vector<int32_t>{0, 1, 2, 0, 1, 2});
   // 'mean' mode ranks |mean G|: +3 and -3 cancel at index 0.
@@ -246,7 +246,7 @@ TEST_CASE("rosa saved layout: keys, file dtypes, Csr -> tensors -> Csr") {
   CHECK(rosa_file_dtype("rosa_A.weight", DType::F32) == safetensors::StDType::F32);
 
   // Rows of different lengths (row 1 empty); values exact in bf16.
-  const cpu::Csr s = cpu::csr_from_triplets(4, 6, {0, 0, 2, 2, 2, 3}, {1, 5, 0, 3, 4, 2}, {0.5f, -1.0f, 2.0f, 0.25f, -3.0f, 1.5f});
+  const Csr s = csr_from_triplets(4, 6, {0, 0, 2, 2, 2, 3}, {1, 5, 0, 3, 4, 2}, {0.5f, -1.0f, 2.0f, 0.25f, -3.0f, 1.5f});
   for (bool tr : {false, true}) {
     CAPTURE(tr);
     const auto t = rosa_spa_to_tensors(s, mod, DType::BF16, tr);
@@ -256,7 +256,7 @@ TEST_CASE("rosa saved layout: keys, file dtypes, Csr -> tensors -> Csr") {
     CHECK(t.at(mod + ".rosa_spa.col_idx").dtype() == DType::I32);
     CHECK(t.at(mod + ".rosa_spa.row_offs").to_vector<int32_t>() == std::vector<int32_t>{0, 2, 2, 5, 6});
     CHECK(t.at(mod + ".rosa_spa.row_idx").to_vector<int32_t>() == std::vector<int32_t>{2, 0, 3, 1});
-    const cpu::Csr back = rosa_spa_from_tensors(t, mod, 4, 6);
+    const Csr back = rosa_spa_from_tensors(t, mod, 4, 6);
     CHECK(back.row_ptr == s.row_ptr);
     CHECK(back.col_idx == s.col_idx);
     CHECK(back.values == s.values);
@@ -264,8 +264,8 @@ TEST_CASE("rosa saved layout: keys, file dtypes, Csr -> tensors -> Csr") {
   // A mask straight from generation (values 0, empty rows) survives too, at f32.
   std::vector<double> sc(30);
   for (size_t i = 0; i < sc.size(); ++i) sc[i] = double((i * 7) % 11);
-  const cpu::Csr m = rosa_topk_mask(sc, 5, 6, 0.2);
-  const cpu::Csr mb = rosa_spa_from_tensors(rosa_spa_to_tensors(m, mod, DType::F32, true), mod, 5, 6);
+  const Csr m = rosa_topk_mask(sc, 5, 6, 0.2);
+  const Csr mb = rosa_spa_from_tensors(rosa_spa_to_tensors(m, mod, DType::F32, true), mod, 5, 6);
   CHECK(support(mb) == support(m));
   // row_idx may order equal-length rows either way (torch.argsort need not be stable).
   auto t = rosa_spa_to_tensors(s, mod, DType::F32, false);
@@ -277,7 +277,7 @@ TEST_CASE("rosa saved layout: keys, file dtypes, Csr -> tensors -> Csr") {
 
 TEST_CASE("rosa saved layout rejects bad tensors with one-line errors") {
   const std::string mod = "m.q_proj";
-  const cpu::Csr s = cpu::csr_from_triplets(3, 4, {0, 0, 2}, {1, 3, 0}, {1.0f, 2.0f, 3.0f});
+  const Csr s = csr_from_triplets(3, 4, {0, 0, 2}, {1, 3, 0}, {1.0f, 2.0f, 3.0f});
   const auto good = rosa_spa_to_tensors(s, mod, DType::F32, true);
   auto with = [&](const std::string& field, Tensor v) {
     auto t = good;
@@ -307,7 +307,7 @@ TEST_CASE("rosa saved layout rejects bad tensors with one-line errors") {
   check_one_line_rosa(error_of([&] { rosa_spa_from_tensors(missing, mod, 3, 4); }));
   check_one_line_rosa(error_of([&] { rosa_spa_from_tensors(good, mod, 3, 5); }));
   // spops' int16 indices limit each dimension to 32767.
-  cpu::Csr wide;
+  Csr wide;
   wide.rows = 2;
   wide.cols = kRosaMaxDim + 1;
   wide.row_ptr = {0, 0, 0};

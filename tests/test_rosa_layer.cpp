@@ -21,7 +21,7 @@ using peft::LoraOptions;
 namespace {
 
 // A support of the given density with random distinct positions (seeded), values v.
-cpu::Csr random_support(int64_t out, int64_t in, double d, uint64_t seed) {
+Csr random_support(int64_t out, int64_t in, double d, uint64_t seed) {
   std::vector<double> scores(size_t(out * in));
   uint64_t x = seed * 2654435761u + 1;
   for (double& s : scores) {
@@ -52,7 +52,7 @@ Tensor lm_loss(models::Model& m, int64_t shift) {
 
 // Host f64 dense S (out, in) from a layer's support and values.
 Tensor dense_s(peft::LoraLinear& l, const std::string& a) {
-  cpu::Csr c = l.spa_csr(a);
+  Csr c = l.spa_csr(a);
   std::vector<float> d = c.to_dense();
   return f32(d, {c.rows, c.cols}).to(DType::F64);
 }
@@ -83,7 +83,7 @@ TEST_SUITE("unit") {
           Tensor x = rand({2, 3, in}, -1, 1, DType::F32, d);
           Tensor y0 = l(x);
           CHECK(max_abs_diff(y0, (*base)(x)) == 0.0);  // no support yet, B = 0: the base, bit for bit
-          cpu::Csr sup = random_support(out, in, 0.3, 9);
+          Csr sup = random_support(out, in, 0.3, 9);
           for (float& v : sup.values) v = 0.0f;
           l.set_spa_support("a", sup);
           CHECK(rel_gap(l(x), y0) < 1e-6);  // S = 0, B = 0 through the sparse path
@@ -174,7 +174,7 @@ TEST_SUITE("unit") {
     for (auto& [p, l] : a.pm->lora_layers()) {
       CAPTURE(p);
       const int64_t out = l->base().out_features(), in = l->base().in_features();
-      const cpu::Csr* s = l->spa_support("default");
+      const Csr* s = l->spa_support("default");
       REQUIRE(s != nullptr);
       CHECK(s->nnz() == int64_t(0.02 * double(out * in)));
       // Naive top-k: sort every flat index by score (descending, ties to the lower index).
@@ -204,7 +204,7 @@ TEST_SUITE("unit") {
       c.target_modules = peft::ModuleSelector::list({"c_attn", "c_fc"});
       auto a = adapted("gpt2", c);
       for (auto& [p, l] : a.pm->lora_layers()) {
-        cpu::Csr sup = random_support(l->base().out_features(), l->base().in_features(), 0.05, p.size());
+        Csr sup = random_support(l->base().out_features(), l->base().in_features(), 0.05, p.size());
         l->set_spa_support("default", sup);
         randomize(l->lora_A("default").weight());
         randomize(l->lora_B("default").weight(), -0.1, 0.1);
@@ -235,7 +235,7 @@ TEST_SUITE("unit") {
       const double tol = std::string(dtype) == "bf16" ? 1e-2 : 1e-6;  // bf16 rounds S (8 bits of mantissa)
       CHECK(rel_gap(logits(*b.m), want) < tol);
       for (auto& [p, l] : b.pm->lora_layers()) {
-        const cpu::Csr* s = l->spa_support("default");
+        const Csr* s = l->spa_support("default");
         REQUIRE(s != nullptr);
         CHECK(s->col_idx == a.pm->lora_layers().at(p)->spa_support("default")->col_idx);
       }

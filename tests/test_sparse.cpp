@@ -15,8 +15,6 @@
 namespace rf::test {
 namespace {
 
-using cpu::Csr;
-
 // f32 accumulation of up to a few hundred terms of size <= 1: 1e-4 absolute is ~100 ulp of the sum.
 void check_close(const std::vector<float>& got, const std::vector<double>& want, double tol = 1e-4) {
   REQUIRE(got.size() == want.size());
@@ -112,8 +110,8 @@ TEST_CASE("sparse: transpose is the dense transpose, stable, a valid CSR, and ro
   for (const Shape2& sh : kShapes) {
     Csr s = random_csr(sh.rows, sh.cols, sh.density, seed++);
     std::vector<int32_t> perm;
-    Csr t = cpu::csr_transpose(s, &perm);
-    CHECK_NOTHROW(cpu::validate(t));  // ascending columns per row: the counting sort is stable
+    Csr t = csr_transpose(s, &perm);
+    CHECK_NOTHROW(validate_csr(t));  // ascending columns per row: the counting sort is stable
     REQUIRE(t.rows == sh.cols);
     REQUIRE(t.cols == sh.rows);
     std::vector<float> d = s.to_dense(), dt = t.to_dense();
@@ -121,7 +119,7 @@ TEST_CASE("sparse: transpose is the dense transpose, stable, a valid CSR, and ro
       for (int64_t j = 0; j < sh.cols; ++j) REQUIRE(dt[size_t(j * sh.rows + i)] == d[size_t(i * sh.cols + j)]);
     REQUIRE(perm.size() == size_t(s.nnz()));
     for (size_t e = 0; e < perm.size(); ++e) CHECK(t.values[e] == s.values[size_t(perm[e])]);
-    Csr back = cpu::csr_transpose(t);
+    Csr back = csr_transpose(t);
     CHECK(back.row_ptr == s.row_ptr);
     CHECK(back.col_idx == s.col_idx);
     CHECK(back.values == s.values);
@@ -131,7 +129,7 @@ TEST_CASE("sparse: transpose is the dense transpose, stable, a valid CSR, and ro
 TEST_CASE("sparse: dense -> CSR -> dense round trip keeps explicit zeros on the mask") {
   const std::vector<float> dense = {0, 2, 0, 4, 5, 0};  // (2, 3)
   const std::vector<uint8_t> mask = {1, 1, 0, 0, 0, 1};
-  Csr s = cpu::csr_from_dense(dense.data(), mask.data(), 2, 3);
+  Csr s = csr_from_dense(dense.data(), mask.data(), 2, 3);
   CHECK(s.row_ptr == std::vector<int32_t>{0, 2, 3});
   CHECK(s.col_idx == std::vector<int32_t>{0, 1, 2});
   CHECK(s.values == std::vector<float>{0, 2, 0});
@@ -139,13 +137,13 @@ TEST_CASE("sparse: dense -> CSR -> dense round trip keeps explicit zeros on the 
 }
 
 TEST_CASE("sparse: triplets in any order give the sorted CSR; rows_by_nnz orders rows by length") {
-  Csr s = cpu::csr_from_triplets(4, 5, {2, 0, 2, 3, 2}, {4, 1, 0, 3, 2}, {1, 2, 3, 4, 5});
+  Csr s = csr_from_triplets(4, 5, {2, 0, 2, 3, 2}, {4, 1, 0, 3, 2}, {1, 2, 3, 4, 5});
   CHECK(s.row_ptr == std::vector<int32_t>{0, 1, 1, 4, 5});
   CHECK(s.col_idx == std::vector<int32_t>{1, 0, 2, 4, 3});
   CHECK(s.values == std::vector<float>{2, 3, 5, 1, 4});
-  CHECK_NOTHROW(cpu::validate(s));
-  CHECK(cpu::rows_by_nnz(s) == std::vector<int32_t>{2, 0, 3, 1});  // ties keep ascending row order
-  Csr empty = cpu::csr_from_triplets(3, 2, {}, {}, {});
+  CHECK_NOTHROW(validate_csr(s));
+  CHECK(rows_by_nnz(s) == std::vector<int32_t>{2, 0, 3, 1});  // ties keep ascending row order
+  Csr empty = csr_from_triplets(3, 2, {}, {}, {});
   CHECK(empty.nnz() == 0);
   CHECK(empty.row_ptr == std::vector<int32_t>{0, 0, 0, 0});
   std::vector<float> y(6, 9.0f), x(4, 1.0f);
@@ -165,28 +163,28 @@ TEST_CASE("sparse: invalid input throws a one-line [sparse] invalid_argument") {
       CHECK_MESSAGE(msg.find(what) != std::string::npos, msg);
     }
   };
-  expect([] { cpu::csr_from_triplets(2, 2, {0, 0}, {1, 1}, {1, 2}); }, "duplicate entry (0, 1)");
-  expect([] { cpu::csr_from_triplets(2, 2, {0, 2}, {1, 1}, {1, 2}); }, "outside shape");
-  expect([] { cpu::csr_from_triplets(2, 2, {0}, {1, 1}, {1}); }, "differ in length");
-  expect([] { cpu::csr_from_triplets(-1, 2, {}, {}, {}); }, "non-negative");
-  Csr ok = cpu::csr_from_triplets(2, 3, {0, 0, 1}, {0, 2, 1}, {1, 2, 3});
+  expect([] { csr_from_triplets(2, 2, {0, 0}, {1, 1}, {1, 2}); }, "duplicate entry (0, 1)");
+  expect([] { csr_from_triplets(2, 2, {0, 2}, {1, 1}, {1, 2}); }, "outside shape");
+  expect([] { csr_from_triplets(2, 2, {0}, {1, 1}, {1}); }, "differ in length");
+  expect([] { csr_from_triplets(-1, 2, {}, {}, {}); }, "non-negative");
+  Csr ok = csr_from_triplets(2, 3, {0, 0, 1}, {0, 2, 1}, {1, 2, 3});
   Csr bad = ok;
   bad.col_idx = {2, 0, 1};
-  expect([&] { cpu::validate(bad); }, "not strictly ascending");
+  expect([&] { validate_csr(bad); }, "not strictly ascending");
   bad = ok;
   bad.col_idx = {0, 3, 1};
-  expect([&] { cpu::validate(bad); }, "out of range");
+  expect([&] { validate_csr(bad); }, "out of range");
   bad = ok;
   bad.row_ptr = {0, 2};
-  expect([&] { cpu::validate(bad); }, "row_ptr has 2 entries");
+  expect([&] { validate_csr(bad); }, "row_ptr has 2 entries");
   expect([&] { std::vector<float> y(4); cpu::spmm(bad, y.data(), 1, y.data(), false); }, "spmm: malformed CSR");
   bad = ok;
   bad.row_ptr = {0, 3, 3};
   bad.row_ptr[1] = 4;
-  expect([&] { cpu::validate(bad); }, "row_ptr decreases");
+  expect([&] { validate_csr(bad); }, "row_ptr decreases");
   bad = ok;
   bad.values.pop_back();
-  expect([&] { cpu::validate(bad); }, "values has 2");
+  expect([&] { validate_csr(bad); }, "values has 2");
   expect([&] { std::vector<float> v(3); cpu::sddmm(bad, v.data(), v.data(), 1, v.data()); }, "sddmm: malformed");
   expect([&] { std::vector<float> y(2); cpu::spmm(ok, nullptr, 1, y.data(), false); }, "X is null");
   expect([&] { std::vector<float> y(2); cpu::spmm(ok, y.data(), -1, y.data(), false); }, "negative");

@@ -20,8 +20,6 @@
 namespace rf::test {
 namespace {
 
-using cpu::Csr;
-
 // Sparse kernels compute in f32 on every backend; the CPU also has its f64 (gradcheck) path.
 std::vector<DType> dtypes_for(Device d) {
   if (d.type == DeviceType::CPU) return {DType::F32, DType::F64};
@@ -87,7 +85,7 @@ TEST_CASE("sparse backend: spmm equals dense(S) @ x in f64, plain and accumulati
         CAPTURE(c.n);
         CAPTURE(dtype_name(dt));
         const Csr s = random_csr(c.rows, c.cols, c.density, seed++, c.full_row);
-        const SparsePattern p = cpu::make_pattern(s, d);
+        const SparsePattern p = make_pattern(s, d);
         const std::vector<double> S = dense_of(s);
         const std::vector<float> xv = random_vec(c.cols * c.n, seed++), y0 = random_vec(c.rows * c.n, seed++);
         std::vector<double> ref(size_t(c.rows * c.n), 0.0), scale(ref.size(), 0.0);
@@ -116,7 +114,7 @@ TEST_CASE("sparse backend: spmm equals dense(S) @ x in f64, plain and accumulati
     }
     // n = 0: nothing to compute, nothing to throw.
     const Csr s = random_csr(6, 4, 0.5, 99);
-    const SparsePattern p = cpu::make_pattern(s, d);
+    const SparsePattern p = make_pattern(s, d);
     Tensor x = zeros({4, 0}, DType::F32, d), y = zeros({6, 0}, DType::F32, d);
     CHECK_NOTHROW(be.spmm(p.row_ptr, p.col_idx, put(s.values, {s.nnz()}, DType::F32, d), x, y, false));
   });
@@ -131,7 +129,7 @@ TEST_CASE("sparse backend: spmm on the transposed pattern with values[tr_perm] e
         CAPTURE(c.rows);
         CAPTURE(dtype_name(dt));
         const Csr s = random_csr(c.rows, c.cols, c.density, seed++);
-        const SparsePattern p = cpu::make_pattern(s, d), pt = p.transposed();
+        const SparsePattern p = make_pattern(s, d), pt = p.transposed();
         const std::vector<double> S = dense_of(s);
         const std::vector<float> yv = random_vec(c.rows * c.n, seed++);
         std::vector<double> ref(size_t(c.cols * c.n), 0.0), scale(ref.size(), 0.0);
@@ -164,7 +162,7 @@ TEST_CASE("sparse backend: sddmm equals dot(a[row], b[col]) in f64 at every stor
         CAPTURE(k);
         CAPTURE(dtype_name(dt));
         const Csr s = random_csr(c.rows, c.cols, c.density, seed++, c.full_row);
-        const SparsePattern p = cpu::make_pattern(s, d);
+        const SparsePattern p = make_pattern(s, d);
         const std::vector<float> av = random_vec(c.rows * k, seed++), bv = random_vec(c.cols * k, seed++);
         std::vector<double> ref(size_t(s.nnz()), 0.0), scale(ref.size(), 0.0);
         for (int64_t i = 0; i < c.rows; ++i)
@@ -196,7 +194,7 @@ TEST_CASE("sparse backend: csr_add_dense adds alpha * S at the support and nowhe
         CAPTURE(c.cols);
         CAPTURE(dtype_name(dt));
         const Csr s = random_csr(c.rows, c.cols, c.density, seed++, c.full_row);
-        const SparsePattern p = cpu::make_pattern(s, d);
+        const SparsePattern p = make_pattern(s, d);
         const std::vector<double> S = dense_of(s);
         const std::vector<float> d0 = random_vec(c.rows * c.cols, seed++);
         const float alpha = -0.75f;
@@ -218,7 +216,7 @@ TEST_CASE("sparse backend: operands at an offset inside a larger buffer") {
     Backend& be = backend_for(d);
     const int64_t rows = 33, cols = 17, n = 19;
     const Csr s = random_csr(rows, cols, 0.3, 42);
-    const SparsePattern p = cpu::make_pattern(s, d);
+    const SparsePattern p = make_pattern(s, d);
     const std::vector<double> S = dense_of(s);
     const Tensor v = put(s.values, {s.nnz()}, DType::F32, d);
     const std::vector<float> xb = random_vec((cols + 3) * n, 43), yb = random_vec((rows + 2) * n, 44);
@@ -263,7 +261,7 @@ TEST_CASE("sparse backend: mismatched sizes and dtypes throw a one-line invalid_
     Backend& be = backend_for(d);
     const bool vk = d.type == DeviceType::Vulkan;
     const Csr s = random_csr(4, 5, 0.5, 7), s3 = random_csr(3, 5, 0.5, 8);
-    const SparsePattern p = cpu::make_pattern(s, d), p3 = cpu::make_pattern(s3, d);
+    const SparsePattern p = make_pattern(s, d), p3 = make_pattern(s3, d);
     const Tensor v = put(s.values, {s.nnz()}, DType::F32, d), v_short = zeros({s.nnz() - 1}, DType::F32, d);
     Tensor x = zeros({5, 3}, DType::F32, d), y = zeros({4, 3}, DType::F32, d), y2 = zeros({4, 2}, DType::F32, d);
     Tensor a = zeros({4, 6}, DType::F32, d), b = zeros({5, 6}, DType::F32, d), b7 = zeros({5, 7}, DType::F32, d);

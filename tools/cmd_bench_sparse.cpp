@@ -72,13 +72,13 @@ double median_seconds(int iters, F&& fn, CacheFlusher* flush = nullptr) {
 // A uniform random mask with exactly int(density * rows * cols) entries, spread evenly over the
 // rows (RoSA's real masks are skewed; rows_by_nnz and the nnz-balanced blocks handle that, this
 // bench measures the streaming rate). Columns per row by a partial Fisher-Yates shuffle.
-cpu::Csr random_csr(const BenchSparseArgs& a) {
+Csr random_csr(const BenchSparseArgs& a) {
   const int64_t nnz = int64_t(a.density * double(a.rows) * double(a.cols));
   std::mt19937_64 g(a.seed);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
   std::vector<int32_t> perm(size_t(a.cols));
   std::iota(perm.begin(), perm.end(), 0);
-  cpu::Csr s;
+  Csr s;
   s.rows = a.rows;
   s.cols = a.cols;
   s.row_ptr.push_back(0);
@@ -92,7 +92,7 @@ cpu::Csr random_csr(const BenchSparseArgs& a) {
     s.row_ptr.push_back(int32_t(s.col_idx.size()));
   }
   for (size_t e = 0; e < s.col_idx.size(); ++e) s.values.push_back(u(g));
-  cpu::validate(s);
+  validate_csr(s);
   return s;
 }
 
@@ -139,10 +139,10 @@ void run_bench_sparse(const BenchSparseArgs& a) {
   // calls the kernel once on each in turn (STREAM's method), so every call reads its operands from
   // memory, not from the cache the previous call filled, with no flush between calls.
   struct Problem {
-    cpu::Csr s;
+    Csr s;
     std::vector<float> x, y, amat, bmat, out;
   };
-  const cpu::Csr s = random_csr(a);
+  const Csr s = random_csr(a);
   const double nnz = double(s.nnz()), rows = double(a.rows), cols = double(a.cols), n = double(a.n);
   std::mt19937 g(uint32_t(a.seed) + 1);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
