@@ -10,6 +10,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "engine/dtype.h"
 #include "engine/shape.h"
@@ -163,10 +164,23 @@ class Backend {
   virtual void adamw_step(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamWArgs& args) = 0;
 };
 
-// Registry: the CPU backend always exists; others register when their library is linked.
-Backend& backend_for(Device d);
+// Registry. Each backend describes itself in one entry (<name>_backend_entry() in backends/<name>/);
+// the build generates the list of the backends it links (builtin_backends.cpp, meson.build), so the
+// engine names none of them. The CPU backend is always built. register_backend adds one at run time
+// (a backend in the embedding program).
 using BackendFactory = std::unique_ptr<Backend> (*)(int index);
-void register_backend(DeviceType type, BackendFactory factory);
-bool backend_available(DeviceType type);
+struct BackendEntry {
+  DeviceType type = DeviceType::CPU;
+  BackendFactory make = nullptr;
+  std::string_view summary;              // for --version: "cpu (oneDNN, OpenBLAS, oneTBB)"
+  int (*default_index)() = nullptr;      // the device a bare name picks; throws a one-line reason when none
+                                         // is usable; null: index 0
+  std::vector<std::string> (*describe)() = nullptr;  // one line per device ("vulkan:0: ..."), or why none
+};
+void register_backend(const BackendEntry& entry);  // replaces an earlier entry of the same type
+Backend& backend_for(Device d);
+bool backend_available(DeviceType type);  // registered and a usable device exists
+std::vector<std::string> describe_devices();  // every backend type's lines, "<name>: not in this build" if absent
+std::vector<std::string_view> backend_summaries();  // registered backends, in DeviceType order
 
 }  // namespace rf

@@ -131,6 +131,23 @@ TEST_CASE("cli ux: --version prints the build's version and backends") {
   CHECK(run_cli("--device cpu --version").out == r.out);
 }
 
+TEST_CASE("cli ux: devices prints every backend's own description from the registry") {
+  CliRun r = run_cli("devices");
+  CHECK(r.rc == 0);
+  std::vector<std::string> lines = lines_of(r.out);
+  REQUIRE(!lines.empty());
+  CHECK(lines[0].rfind("cpu: ", 0) == 0);
+  CHECK(lines[0].find("threads") != std::string::npos);
+  // Every later line belongs to the Vulkan entry: a device, "no device found", or "not in this build".
+  REQUIRE(lines.size() >= 2);
+  for (size_t i = 1; i < lines.size(); ++i) CHECK(lines[i].rfind("vulkan", 0) == 0);
+#ifdef RF_HAVE_VULKAN
+  CHECK(lines[1].find("not in this build") == std::string::npos);
+#else
+  CHECK(lines[1] == "vulkan: not in this build");
+#endif
+}
+
 TEST_CASE("cli ux: generate --adapter runs the adapter unmerged: the merged model's greedy text, not the base's") {
   TrainedRun t;
   const std::string model = (t.s.dir / "model").string(), merged = (t.s.dir / "merged").string();

@@ -15,9 +15,6 @@
 #include "tools/project_version.h"  // configure_file: RF_PROJECT_VERSION
 #include "tools/version.h"          // vcs_tag: RF_VERSION
 
-#ifdef RF_HAVE_VULKAN
-#include "backends/vulkan/vk_device.h"
-#endif
 
 namespace {
 
@@ -56,11 +53,7 @@ std::string version() {
   std::string v = RF_VERSION == std::string_view(RF_PROJECT_VERSION)
                       ? fmt::format("rankforge {}", RF_VERSION)
                       : fmt::format("rankforge {} (git {})", RF_PROJECT_VERSION, RF_VERSION);
-  std::string backends = "cpu (OpenBLAS, oneTBB)";
-#ifdef RF_HAVE_VULKAN
-  backends += ", vulkan";
-#endif
-  return fmt::format("{}\nbackends: {}\n", v, backends);
+  return fmt::format("{}\nbackends: {}\n", v, fmt::join(rf::backend_summaries(), ", "));
 }
 
 // What the words before the command ask for. CLI11's own messages for these ("A subcommand is
@@ -105,20 +98,7 @@ int main(int argc, char** argv) {
 
   auto* devices = app.add_subcommand("devices", "List compute devices");
   devices->callback([&] {
-    fmt::print("cpu: available (backend)\n");
-#ifdef RF_HAVE_VULKAN
-    auto devs = rf::vk::list_devices();
-    if (devs.empty()) fmt::print("vulkan: no device found\n");
-    for (const auto& d : devs)
-      fmt::print("vulkan:{}: {} [{}] Vulkan {}.{} memory {:.1f} GiB subgroup {} shared {} KiB fp16 {} bf16 {} "
-                 "coopmat khr {} nv {}{}\n",
-                 d.index, d.name, rf::vk::device_type_name(d.type), VK_API_VERSION_MAJOR(d.api_version),
-                 VK_API_VERSION_MINOR(d.api_version), double(d.device_local_bytes) / (1 << 30), d.subgroup_size,
-                 d.shared_memory / 1024, d.fp16, d.bf16, d.coopmat_khr, d.coopmat_nv,
-                 d.is_cpu() ? " (CPU device: used when named as vulkan:N or with RANKFORGE_VULKAN_ALLOW_CPU=1)" : "");
-#else
-    fmt::print("vulkan: not built (needs libvulkan-dev and glslc)\n");
-#endif
+    for (const std::string& line : rf::describe_devices()) fmt::print("{}\n", line);
   });
 
   // Asked-for output (--help, --version) goes to stdout with exit 0; a missing or unknown command is a

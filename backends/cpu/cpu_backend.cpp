@@ -1,4 +1,5 @@
 #include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/cpu_dnnl.h"
 
 #include <fmt/format.h>
 #include <tbb/task_arena.h>
@@ -37,4 +38,23 @@ void CpuBackend::download(const Buffer& src, size_t src_offset, std::span<std::b
 
 std::unique_ptr<Backend> make_cpu_backend(int) { return std::make_unique<CpuBackend>(); }
 
+namespace {
+std::vector<std::string> describe_cpu() {
+  const bool dnnl = dnnl_available(), bf16 = dnnl && cpu_has_native_bf16();
+  return {fmt::format("cpu: {} threads, f32 GEMMs on {}, native bf16 dot products {} (precision auto = {})", num_threads(),
+                      dnnl ? "oneDNN (OpenBLAS below 1 MFLOP)" : "OpenBLAS", bf16 ? "yes" : "no", bf16 ? "bf16" : "f32")};
+}
+}  // namespace
+
 }  // namespace rf::cpu
+
+namespace rf {
+BackendEntry cpu_backend_entry() {
+  BackendEntry e;
+  e.type = DeviceType::CPU;
+  e.make = &cpu::make_cpu_backend;
+  e.summary = cpu::dnnl_available() ? "cpu (oneDNN, OpenBLAS, oneTBB)" : "cpu (OpenBLAS, oneTBB)";
+  e.describe = &cpu::describe_cpu;
+  return e;
+}
+}  // namespace rf
