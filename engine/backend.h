@@ -6,6 +6,7 @@
 // into matmul where a backend says it takes them (matmul_takes_16bit_b / _ab).
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -162,6 +163,27 @@ class Backend {
                              float alpha) = 0;
   // In-place AdamW on contiguous p, m, v with gradient g (decoupled weight decay).
   virtual void adamw_step(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamWArgs& args) = 0;
+
+  // Benchmarks and diagnostics. A ceiling is the vendor library run on the same buffers, what
+  // `rankforge bench` measures an engine op against; engine_provider/engine_impl say what the
+  // engine's own call dispatches to for the same operands.
+  struct Ceiling {
+    std::string name, engine_provider, engine_impl;
+    std::function<void()> run;
+  };
+  // out (m, n) f32 = a (m, k) @ b (k, n), row-major, f32 or bf16 operands. Throws "[bench] ..."
+  // where the backend has no library call for it.
+  virtual Ceiling matmul_ceiling(const Tensor& a, const Tensor& b, Tensor& out);
+  // dst = src (same bytes, contiguous): the library copy over the backend's threads, or one thread.
+  virtual Ceiling copy_ceiling(const Tensor& src, Tensor& dst, bool one_thread);
+  virtual int threads() const { return 1; }  // worker threads its kernels fan out over
+  // Named tuning knobs for benches and tests; throws "[<backend>] unknown option ..." for any other.
+  // CPU: matmul_provider = auto | openblas | dnnl (the f32 GEMM library).
+  virtual void set_option(std::string_view key, std::string_view value);
+  struct MemoryStats {
+    size_t bytes_in_use = 0, peak_bytes_in_use = 0, bytes_cached = 0;
+  };
+  virtual MemoryStats memory_stats() const { return {}; }
 };
 
 // Registry. Each backend describes itself in one entry (<name>_backend_entry() in backends/<name>/);

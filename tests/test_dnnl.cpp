@@ -77,4 +77,30 @@ TEST_CASE("oneDNN f32 matmul applies alpha and beta like sgemm") {
     CHECK(allclose(out, want, 1e-4, 1e-4));
   }
 }
+
+TEST_CASE("cpu backend options and bench hooks: matmul_provider through set_option, ceilings on the same buffers") {
+  Backend& be = backend_for(Device{});
+  struct Restore {  // the process-wide provider, even when a CHECK throws
+    ~Restore() { cpu::set_matmul_provider(cpu::MatmulProvider::Auto); }
+  } restore;
+  be.set_option("matmul_provider", "openblas");
+  CHECK(cpu::matmul_provider() == cpu::MatmulProvider::OpenBlas);
+  be.set_option("matmul_provider", "auto");
+  CHECK(cpu::matmul_provider() == cpu::MatmulProvider::Auto);
+  CHECK_THROWS_WITH_AS(be.set_option("matmul_provider", "mkl"), doctest::Contains("[cpu] matmul_provider 'mkl'"),
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS(be.set_option("threads", "4"), doctest::Contains("[cpu] unknown option 'threads'"), std::invalid_argument);
+  // The f32 ceiling (cblas_sgemm) writes the same product the engine computes.
+  manual_seed(3);
+  Tensor a = rand({48, 64}, -1, 1), b = rand({64, 40}, -1, 1), out = zeros({48, 40});
+  const Backend::Ceiling c = be.matmul_ceiling(a, b, out);
+  CHECK(c.name == "cblas_sgemm");
+  c.run();
+  CHECK(rf::test::allclose(out, matmul(a.to(DType::F64), b.to(DType::F64)), 1e-5, 1e-5));
+  Tensor dst = zeros({48, 64});
+  be.copy_ceiling(a, dst, false).run();
+  CHECK(rf::test::allclose(dst, a, 0, 0));
+  CHECK(be.memory_stats().peak_bytes_in_use >= be.memory_stats().bytes_in_use);
+  CHECK(be.memory_stats().bytes_in_use > 0);
+}
 }

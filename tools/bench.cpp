@@ -1,22 +1,18 @@
 #include "tools/bench.h"
 
-#include <cblas.h>
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <chrono>
-#include <cstring>
 #include <functional>
 #include <optional>
 #include <thread>
 #include <vector>
 
-#include "backends/cpu/cpu_backend.h"
-#include "backends/cpu/cpu_dnnl.h"
+#include "engine/backend.h"
 #include "engine/autocast.h"
 #include "engine/ops.h"
 
-#include <tbb/parallel_for.h>
 
 namespace rf::tools {
 
@@ -120,41 +116,20 @@ int bench_matmul(int64_t m, int64_t n, int64_t k, int iters, int warmup, Device 
   const bool bf16 = dt == DType::BF16;
   Tensor a = rand({m, k}, -1, 1).to(dt), b = rand({k, n}, -1, 1).to(dt);
   Tensor out = empty({m, n});
-  float* po = cpu::data<float>(out);
-  const int threads = cpu::num_threads();
-  std::function<void()> ceiling;
-  std::string ceiling_name = "cblas_sgemm";
-  if (bf16) {
-    // oneDNN alone on the same buffers, parallelised by its own OpenMP team of the same size.
-    const void* pa = cpu::data<uint16_t>(a);
-    const void* pb = cpu::data<uint16_t>(b);
-    if (!cpu::dnnl_gemm_parallel(cpu::GemmType::BF16, m, n, k, pa, pb, po, threads))
-      throw std::invalid_argument("[bench] matmul --dtype bf16: this build or CPU has no optimised oneDNN bf16 matmul");
-    ceiling = [=] { cpu::dnnl_gemm_parallel(cpu::GemmType::BF16, m, n, k, pa, pb, po, threads); };
-    ceiling_name = fmt::format("dnnl_matmul_omp{}", threads);
-  } else {
-    const float* pa = cpu::data<float>(a);
-    const float* pb = cpu::data<float>(b);
-    ceiling = [=] {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(m), int(n), int(k), 1.0f, pa, int(k), pb, int(n), 0.0f,
-                  po, int(n));
-    };
-  }
+  Backend& be = backend_for(d);
+  const Backend::Ceiling ceiling = be.matmul_ceiling(a, b, out);  // the library alone on the same buffers
   Tensor res;
   std::optional<AutocastGuard> autocast;
   if (bf16) autocast.emplace(Precision::BF16);  // rf::matmul on bf16 operands writes f32, as in training
-  auto [te, tc, ratio] = race(iters, warmup, [&] { res = matmul(a, b); }, ceiling);
+  auto [te, tc, ratio] = race(iters, warmup, [&] { res = matmul(a, b); }, ceiling.run);
   const double flop = 2.0 * double(m) * double(n) * double(k);
   const double ge = flop / te / 1e9, gc = flop / tc / 1e9;
   fmt::print("# engine: rf::matmul through the front end (allocates its output); ceiling: {} on the same buffers\n",
-             ceiling_name);
+             ceiling.name);
   fmt::print("# ratio: median over {} alternating rounds of ceiling time / engine time\n", iters);
-  const bool dnnl = bf16 ? cpu::dnnl_available() : cpu::matmul_uses_dnnl(m, n, k);
-  const auto type = bf16 ? cpu::GemmType::BF16 : cpu::GemmType::F32;
-  const std::string impl = dnnl ? cpu::dnnl_impl_name(type, false, false, m, n, k, k, n, n) : "cblas_sgemm";
   fmt::print("bench=matmul dtype={} m={} n={} k={} threads={} provider={} impl={} engine_gflops={:.1f} "
              "ceiling_gflops={:.1f} ceiling={} ratio={:.3f}\n",
-             dtype_name(dt), m, n, k, threads, dnnl ? "dnnl" : "openblas", impl, ge, gc, ceiling_name, ratio);
+             dtype_name(dt), m, n, k, be.threads(), ceiling.engine_provider, ceiling.engine_impl, ge, gc, ceiling.name, ratio);
   return 0;
 }
 
@@ -163,29 +138,20 @@ int bench_elementwise(int64_t n, int iters, int warmup) {
   manual_seed(0);
   Tensor a = rand({n}), b = rand({n});
   Tensor dst = empty({n});
-  auto* pd = reinterpret_cast<std::byte*>(cpu::data<float>(dst));
-  const auto* ps = reinterpret_cast<const std::byte*>(cpu::data<float>(a));
+  Backend& be = backend_for(Device{});
   const size_t bytes = size_t(n) * sizeof(float);
-  // The ceiling is memcpy of the same bytes split over the same threads the engine uses
-  // (one thread alone does not saturate memory bandwidth, so a serial memcpy would flatter us).
-  auto par_memcpy = [&] {
-    const size_t chunk = size_t(1) << 20;
-    tbb::parallel_for(size_t(0), (bytes + chunk - 1) / chunk, [&](size_t i) {
-      size_t off = i * chunk;
-      std::memcpy(pd + off, ps + off, std::min(chunk, bytes - off));
-    });
-  };
+  const Backend::Ceiling par = be.copy_ceiling(a, dst, false), one = be.copy_ceiling(a, dst, true);
   Tensor out;
-  auto [te, tc, ratio] = race(iters, warmup, [&] { out = add(a, b); }, par_memcpy);
-  const double t1 = race(iters, warmup, [&] { out = add(a, b); }, [&] { std::memcpy(pd, ps, bytes); }).ceiling_s;
+  auto [te, tc, ratio] = race(iters, warmup, [&] { out = add(a, b); }, par.run);
+  const double t1 = race(iters, warmup, [&] { out = add(a, b); }, one.run).ceiling_s;
   // Bandwidth counts bytes read + written: add moves 3 arrays, memcpy 2.
   const double bw_e = 3.0 * double(bytes) / te / 1e9, bw_c = 2.0 * double(bytes) / tc / 1e9;
   const double bw_1 = 2.0 * double(bytes) / t1 / 1e9;
   fmt::print("# bandwidth = bytes read + written per second; add: 3*N*4 bytes, memcpy: 2*N*4 bytes\n");
-  fmt::print("# ceiling: memcpy split over {} threads; single-thread memcpy for reference: {:.2f} GB/s\n",
-             cpu::num_threads(), bw_1);
+  fmt::print("# ceiling: {} (memcpy split over {} threads); single-thread memcpy for reference: {:.2f} GB/s\n",
+             par.name, be.threads(), bw_1);
   fmt::print("bench=elementwise op=add n={} threads={} engine_gbps={:.2f} memcpy_gbps={:.2f} ratio={:.3f}\n", n,
-             cpu::num_threads(), bw_e, bw_c, ratio * 1.5);  // bytes per round: add 3N, memcpy 2N
+             be.threads(), bw_e, bw_c, ratio * 1.5);  // bytes per round: add 3N, memcpy 2N
   return 0;
 }
 

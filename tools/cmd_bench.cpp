@@ -1,5 +1,4 @@
 // `rankforge bench matmul|elementwise`.
-#include "backends/cpu/cpu_dnnl.h"
 #include "tools/bench.h"
 #include "tools/commands.h"
 
@@ -29,10 +28,7 @@ void add_bench_commands(CLI::App& app, int& rc, std::string& device_spec, const 
   mm->add_option("--dtype", dtype, "operand dtype: f32, or bf16 (autocast GEMM: bf16 operands, f32 result)")
       ->check(CLI::IsMember({"f32", "bf16"}));
   mm->callback([&rc, &device] {
-    using P = cpu::MatmulProvider;
-    if (provider == "dnnl" && !cpu::dnnl_available())
-      throw std::invalid_argument("[matmul] --provider dnnl: this build has no oneDNN (install libdnnl-dev)");
-    cpu::set_matmul_provider(provider == "dnnl" ? P::Dnnl : provider == "openblas" ? P::OpenBlas : P::Auto);
+    if (provider != "auto") backend_for(Device{}).set_option("matmul_provider", provider);  // the CPU's f32 GEMM library
     rc = rf::tools::bench_matmul(m, n, k, iters, warmup, device(), tb, dtype == "bf16" ? DType::BF16 : DType::F32);
   });
   auto* ew = bench->add_subcommand("elementwise", "rf::add vs memcpy of the same bytes");

@@ -9,7 +9,6 @@
 #include <chrono>
 #include <nlohmann/json.hpp>
 
-#include "backends/cpu/cpu_backend.h"
 #include "engine/autocast.h"
 #include "engine/json_io.h"
 #include "engine/ops.h"
@@ -90,7 +89,7 @@ int run_bench_train(const BenchTrainArgs& a, Device d) {
              "step_s={:.3f} tokens_per_s={:.1f} peak_rss_mb={:.0f} checkpointing={} cpu_peak_alloc_mb={:.0f}\n",
              device_str(d), a.arch, mc.num_layers, mc.hidden_size, vocab, a.seq, a.batch, tr.trainable_count(),
              precision_name(prec), dtype_name(base), loss, med, double(a.batch * a.seq) / med, double(ru.ru_maxrss) / 1024.0,
-             a.checkpointing ? 1 : 0, double(cpu::allocator_stats().peak_bytes_in_use) / (1024.0 * 1024.0));
+             a.checkpointing ? 1 : 0, double(be.memory_stats().peak_bytes_in_use) / (1024.0 * 1024.0));
   return 0;
 }
 }  // namespace
