@@ -36,13 +36,14 @@ struct Race {
 
 // Alternates engine and ceiling each round so both see the same machine state; the ratio is the
 // median of the per-round ratios, so one disturbed round moves neither side alone. Each side's
-// timed call follows a 20 ms pause and at least 5 ms of untimed calls of its own: the pause lets the
-// other side's pool stop spinning (libgomp's team after oneDNN's own run took ~12% of the next engine
-// round in a profile), the untimed calls wake this side's pool, as back-to-back ops in training find
-// it (on this VM a worker woken after the pause joined a 1.5 ms GEMM late in about half the rounds
-// after only one untimed call, doubling that round on either side).
+// timed call follows a pause and at least 5 ms of untimed calls of its own. The pause lets the
+// other side's pool stop spinning: libgomp's team after oneDNN's own run took ~12% of the next
+// engine round in a profile, and OpenBLAS's workers spin for 2^28 cycles (~100 ms) after a
+// multi-threaded cblas call, which halved every engine round of some runs with a 20 ms pause. The
+// untimed calls wake this side's pool, as back-to-back ops in training find it (a worker woken
+// after the pause joined a 1.5 ms GEMM late in about half the rounds after only one call).
 Race race(int iters, int warmup, auto&& engine, auto&& ceiling) {
-  auto settle = [] { std::this_thread::sleep_for(std::chrono::milliseconds(20)); };
+  auto settle = [](int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); };
   auto wake = [](auto&& f) {
     const auto t0 = std::chrono::steady_clock::now();
     do f();
@@ -54,10 +55,10 @@ Race race(int iters, int warmup, auto&& engine, auto&& ceiling) {
   }
   std::vector<double> te, tc, r;
   for (int i = 0; i < iters; ++i) {
-    settle();
+    settle(150);
     wake(engine);
     te.push_back(seconds_of(engine));
-    settle();
+    settle(20);
     wake(ceiling);
     tc.push_back(seconds_of(ceiling));
     r.push_back(tc.back() / te.back());
