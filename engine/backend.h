@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "engine/dtype.h"
+#include "engine/op_list.h"
 #include "engine/shape.h"
 
 namespace rf {
@@ -35,16 +36,12 @@ std::string device_str(Device d);  // "cpu", "vulkan:0"
 // RANKFORGE_DEVICE if set, else the CPU.
 Device default_device();
 
-// Unary ops. a/b are scalar parameters where the op has them.
-enum class UnaryOp : uint8_t {
-  Neg, Abs, Exp, Log, Sqrt, Rsqrt, Tanh, Sigmoid, Relu, Silu, GeluTanh, GeluErf,
-  Square, Reciprocal, Sign, Step,                  // Step: x > 0 ? 1 : 0 (relu grad)
-  SiluGrad, GeluTanhGrad, GeluErfGrad,             // derivative f'(x), so backward is dy * f'(x)
-  AddS, MulS, PowS, RSubS, RDivS, MaxS, MinS, Clamp,  // x+a, x*a, x^a, a-x, a/x, max(x,a), min(x,a), clamp(x,a,b)
-  Count
-};
+// Elementwise ops, from the one list in engine/op_list.h. a/b are scalar parameters where the op has them.
+#define RF_ENUM_ENTRY(e, s) e,
+enum class UnaryOp : uint8_t { RF_UNARY_OPS(RF_ENUM_ENTRY) Count };
 // Comparisons write Bool outputs; the rest write the input dtype.
-enum class BinaryOp : uint8_t { Add, Sub, Mul, Div, Pow, Max, Min, Eq, Ne, Lt, Le, Gt, Ge, Count };
+enum class BinaryOp : uint8_t { RF_BINARY_OPS(RF_ENUM_ENTRY) Count };
+#undef RF_ENUM_ENTRY
 inline bool is_comparison(BinaryOp op) { return op >= BinaryOp::Eq; }
 // Reduce over every axis where out has extent 1 and x does not (out keeps the rank of x).
 // ArgMax reduces exactly one axis and writes I64.

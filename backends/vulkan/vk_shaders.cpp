@@ -17,12 +17,12 @@ const Entry* lookup(std::string_view name) {
   return it != end && it->name == name ? it : nullptr;
 }
 
-constexpr std::array<const char*, size_t(UnaryOp::Count)> kUnaryNames = {
-    "NEG", "ABS", "EXP", "LOG", "SQRT", "RSQRT", "TANH", "SIGMOID", "RELU", "SILU", "GELU_TANH", "GELU_ERF", "SQUARE",
-    "RECIPROCAL", "SIGN", "STEP", "SILU_GRAD", "GELU_TANH_GRAD", "GELU_ERF_GRAD", "ADD_S", "MUL_S", "POW_S", "RSUB_S",
-    "RDIV_S", "MAX_S", "MIN_S", "CLAMP"};
-constexpr std::array<const char*, size_t(BinaryOp::Count)> kBinaryNames = {"ADD", "SUB", "MUL", "DIV", "POW", "MAX", "MIN",
-                                                                           "EQ",  "NE",  "LT",  "LE",  "GT",  "GE"};
+#define RF_SHADER_NAME(e, s) #s,
+constexpr const char* kUnaryNames[] = {RF_UNARY_OPS(RF_SHADER_NAME)};
+constexpr const char* kBinaryNames[] = {RF_BINARY_OPS(RF_SHADER_NAME)};
+#undef RF_SHADER_NAME
+static_assert(std::size(kUnaryNames) == size_t(UnaryOp::Count) && std::size(kBinaryNames) == size_t(BinaryOp::Count));
+
 }  // namespace
 
 std::span<const uint32_t> find(std::string_view name) {
