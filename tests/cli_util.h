@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/test_util.h"
+
 namespace rf::test {
 
 struct CliRun {
@@ -52,12 +54,6 @@ inline std::vector<std::string> lines_of(const std::string& s) {
     if (s[i] == '\n') out.push_back(s.substr(start, i - start)), start = i + 1;
   if (start < s.size()) out.push_back(s.substr(start));
   return out;
-}
-
-inline std::string fixtures_dir() {
-  const char* f = std::getenv("RF_FIXTURES");
-  REQUIRE_MESSAGE(f != nullptr, "RF_FIXTURES is not set (meson sets it to tests/fixtures)");
-  return f;
 }
 
 }  // namespace rf::test

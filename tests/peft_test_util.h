@@ -29,10 +29,6 @@ using peft::LoraConfig;
 // (which runs in f32 on the tested device).
 inline Tensor h(const Tensor& t) { return t.detach().to(Device{}).to(DType::F64).contiguous(); }
 inline Tensor w_out_in(nn::Linear& l) { return l.fan_in_fan_out() ? h(l.weight()).t().contiguous() : h(l.weight()); }
-inline double rel_gap(const Tensor& a, const Tensor& b) {  // max |a - b| / max |b| over the flattened values
-  Tensor x = h(a).reshape({-1}), y = h(b).reshape({-1});
-  return max(abs(x - y)).item() / max(abs(y)).item();
-}
 inline void randomize(Tensor& t, double lo = -1, double hi = 1) {
   NoGradGuard ng;
   t.copy_(rand(t.shape(), lo, hi, DType::F32, t.device()));
@@ -62,9 +58,7 @@ class Tiny final : public models::Model {
 };
 
 inline std::string fixture(const std::string& arch, const char* part) {
-  const char* f = std::getenv("RF_FIXTURES");
-  REQUIRE_MESSAGE(f != nullptr, "RF_FIXTURES is not set (meson sets it to tests/fixtures)");
-  return (fs::path(f) / "hf" / arch / part).string();
+  return (fs::path(fixtures_dir()) / "hf" / arch / part).string();
 }
 inline std::unique_ptr<models::Model> load(const std::string& arch, Device d = {}) {
   auto m = models::load_model(fixture(arch, "base"), models::LoadOptions{.device = d});

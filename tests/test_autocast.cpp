@@ -23,6 +23,7 @@
 namespace fs = std::filesystem;
 using namespace rf;
 using rf::test::allclose;
+using rf::test::rel_gap;
 
 namespace {
 
@@ -31,17 +32,6 @@ struct ProviderScope {  // restores the process-wide GEMM provider even when a C
 };
 
 Tensor bf16_f64(const Tensor& t) { return t.to(DType::BF16).to(DType::F64); }  // the operand autocast feeds the GEMM
-
-double rel_gap(const Tensor& a, const Tensor& b) {  // max |a - b| / max |b|
-  std::vector<double> x = a.to(DType::F64).contiguous().to_vector<double>(), y = b.to(DType::F64).contiguous().to_vector<double>();
-  REQUIRE(x.size() == y.size());
-  double diff = 0, scale = 0;
-  for (size_t i = 0; i < x.size(); ++i) {
-    diff = std::max(diff, std::abs(x[i] - y[i]));
-    scale = std::max(scale, std::abs(y[i]));
-  }
-  return diff / scale;
-}
 
 }  // namespace
 

@@ -16,6 +16,7 @@
 
 namespace fs = std::filesystem;
 using namespace rf;
+using rf::test::fixtures_dir;
 
 namespace {
 
@@ -65,11 +66,7 @@ void check_same(const Step& plain, const Step& ck, bool dropout = true) {
   CHECK(differing == 0);
 }
 
-std::string fixture_dir(const std::string& arch) {
-  const char* f = std::getenv("RF_FIXTURES");
-  REQUIRE_MESSAGE(f != nullptr, "RF_FIXTURES is not set (meson sets it to tests/fixtures)");
-  return (fs::path(f) / "hf" / arch).string();
-}
+std::string fixture_dir(const std::string& arch) { return (fs::path(fixtures_dir()) / "hf" / arch).string(); }
 
 }  // namespace
 

@@ -13,6 +13,7 @@
 
 namespace fs = std::filesystem;
 using namespace rf;
+using rf::test::fixtures_dir;
 
 namespace {
 
@@ -37,12 +38,6 @@ Run run(const std::string& args) {
   return r;
 }
 
-std::string fixtures() {
-  const char* f = std::getenv("RF_FIXTURES");
-  REQUIRE(f != nullptr);
-  return f;
-}
-
 }  // namespace
 
 TEST_SUITE("e2e") {
@@ -51,7 +46,7 @@ TEST_SUITE("e2e") {
     fs::create_directories(tmp);
     for (std::string arch : {"gpt2", "llama", "qwen2", "bert"}) {
       CAPTURE(arch);
-      fs::path dir = fs::path(fixtures()) / "hf" / arch;
+      fs::path dir = fs::path(fixtures_dir()) / "hf" / arch;
       auto ref = safetensors::load_file((dir / "reference.safetensors").string());
       safetensors::save_file({{"input_ids", ref.at("input_ids")}}, (tmp / "in.safetensors").string());
       Run r = run(fmt::format("forward --model {} --input {} --output {}", (dir / "base").string(), (tmp / "in.safetensors").string(),
@@ -69,7 +64,7 @@ TEST_SUITE("e2e") {
   TEST_CASE("cli: malformed input gives one line naming the file, a non-zero exit and no output") {
     fs::path tmp = fs::temp_directory_path() / fmt::format("rf_cli_bad_{}", ::getpid());
     fs::create_directories(tmp);
-    const std::string model = (fs::path(fixtures()) / "hf/gpt2/base").string(), out = (tmp / "out.safetensors").string();
+    const std::string model = (fs::path(fixtures_dir()) / "hf/gpt2/base").string(), out = (tmp / "out.safetensors").string();
     auto check_bad = [&](const std::string& args, const std::string& needle) {
       Run r = run(args);
       CAPTURE(args);
@@ -101,7 +96,7 @@ TEST_SUITE("e2e") {
     Run t = run(fmt::format("tokenize --tokenizer {} 'Hello world'", vocab));
     CHECK(t.rc == 0);
     CHECK(t.out == "[15496,995]\n");
-    Run i = run(fmt::format("inspect {}", (fs::path(fixtures()) / "hf/qwen2/base").string()));
+    Run i = run(fmt::format("inspect {}", (fs::path(fixtures_dir()) / "hf/qwen2/base").string()));
     CHECK(i.rc == 0);
     CHECK(i.out.find("model.layers.0.self_attn.q_proj.bias") != std::string::npos);
     CHECK(i.out.find("parameters") != std::string::npos);
@@ -114,7 +109,7 @@ TEST_SUITE("e2e") {
     // The gpt2 fixture (vocab 300) with a byte-level tokenizer over GPT-2's 256 byte symbols.
     fs::path dir = fs::temp_directory_path() / fmt::format("rf_cli_gen_{}", ::getpid());
     fs::create_directories(dir);
-    for (const char* f : {"config.json", "model.safetensors"}) fs::copy_file(fs::path(fixtures()) / "hf/gpt2/base" / f, dir / f);
+    for (const char* f : {"config.json", "model.safetensors"}) fs::copy_file(fs::path(fixtures_dir()) / "hf/gpt2/base" / f, dir / f);
     auto gpt2 = models::load_tokenizer(vocab);
     nlohmann::json v = nlohmann::json::object();
     for (int64_t i = 0; i < 256; ++i) v[*gpt2->id_to_token(i)] = i;

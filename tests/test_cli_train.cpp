@@ -18,17 +18,6 @@ using namespace rf::test;
 
 namespace {
 
-double rel_gap(const Tensor& a, const Tensor& b) {
-  REQUIRE(a.shape() == b.shape());
-  std::vector<float> x = a.to_vector<float>(), y = b.to_vector<float>();
-  double diff = 0, scale = 0;
-  for (size_t i = 0; i < x.size(); ++i) {
-    diff = std::max(diff, double(std::abs(x[i] - y[i])));
-    scale = std::max(scale, double(std::abs(y[i])));
-  }
-  return diff / scale;
-}
-
 }  // namespace
 
 TEST_SUITE("e2e") {

@@ -12,9 +12,7 @@ using namespace rf::test;
 
 namespace {
 std::string fixture_model(const std::string& arch) {
-  const char* f = std::getenv("RF_FIXTURES");
-  REQUIRE_MESSAGE(f != nullptr, "RF_FIXTURES is not set (meson sets it to tests/fixtures)");
-  return (std::filesystem::path(f) / "hf" / arch / "base").string();
+  return (std::filesystem::path(fixtures_dir()) / "hf" / arch / "base").string();
 }
 }  // namespace
 

@@ -16,24 +16,6 @@ using namespace rf::test;
 
 namespace {
 
-std::string fixtures() {
-  const char* f = std::getenv("RF_FIXTURES");
-  REQUIRE_MESSAGE(f != nullptr, "RF_FIXTURES is not set (meson sets it to tests/fixtures)");
-  return f;
-}
-
-// max |a - b| / max |b|: the fixtures' agreement measure.
-double rel_gap(const Tensor& a, const Tensor& b) {
-  REQUIRE(a.shape() == b.shape());
-  std::vector<float> x = a.to_vector<float>(), y = b.to_vector<float>();
-  double diff = 0, scale = 0;
-  for (size_t i = 0; i < x.size(); ++i) {
-    diff = std::max(diff, double(std::abs(x[i] - y[i])));
-    scale = std::max(scale, double(std::abs(y[i])));
-  }
-  return diff / scale;
-}
-
 fs::path temp_dir(const std::string& tag) {
   fs::path p = fs::temp_directory_path() / fmt::format("rf_models_{}_{}", tag, ::getpid());
   fs::remove_all(p);
@@ -44,7 +26,7 @@ fs::path temp_dir(const std::string& tag) {
 // Copies a fixture checkpoint, letting the test rewrite its tensors or config.
 fs::path copy_fixture(const std::string& arch, const std::string& tag) {
   fs::path dst = temp_dir(tag);
-  fs::copy(fs::path(fixtures()) / "hf" / arch / "base", dst, fs::copy_options::recursive);
+  fs::copy(fs::path(fixtures_dir()) / "hf" / arch / "base", dst, fs::copy_options::recursive);
   for (auto& e : fs::directory_iterator(dst)) fs::permissions(e.path(), fs::perms::owner_write, fs::perm_options::add);
   return dst;
 }
@@ -56,7 +38,7 @@ TEST_SUITE("golden") {
     for_each_backend([](Device d) {
       for (std::string arch : {"gpt2", "llama", "qwen2", "bert"}) {
         CAPTURE(arch);
-        fs::path dir = fs::path(fixtures()) / "hf" / arch;
+        fs::path dir = fs::path(fixtures_dir()) / "hf" / arch;
         auto ref = safetensors::load_file((dir / "reference.safetensors").string());
         models::LoadOptions lo;
         lo.device = d;
@@ -75,15 +57,15 @@ TEST_SUITE("golden") {
   TEST_CASE("models: F16 and BF16 checkpoints load, optionally staying 16-bit") {
     for_each_backend([](Device d) {
       // Round the gpt2 fixture to 16 bits, save it, and compare with the f32 model on rounded weights.
-      auto m = models::load_model(fs::path(fixtures()) / "hf/gpt2/base");
+      auto m = models::load_model(fs::path(fixtures_dir()) / "hf/gpt2/base");
       for (DType t : {DType::F16, DType::BF16}) {
         CAPTURE(dtype_name(t));
         fs::path dir = temp_dir("half");
         std::map<std::string, Tensor> half;
         for (auto& [k, v] : m->state_dict()) half[k] = v.to(t);
         safetensors::save_file(half, (dir / "model.safetensors").string());
-        fs::copy(fs::path(fixtures()) / "hf/gpt2/base/config.json", dir / "config.json");
-        auto ref = safetensors::load_file((fs::path(fixtures()) / "hf/gpt2/reference.safetensors").string());
+        fs::copy(fs::path(fixtures_dir()) / "hf/gpt2/base/config.json", dir / "config.json");
+        auto ref = safetensors::load_file((fs::path(fixtures_dir()) / "hf/gpt2/reference.safetensors").string());
         models::ModelInputs in;
         in.input_ids = ref.at("input_ids").to(d);
         NoGradGuard ng;
@@ -107,7 +89,7 @@ TEST_SUITE("unit") {
   TEST_CASE("models: state_dict keys equal the checkpoint's keys (tied heads not duplicated)") {
     for (std::string arch : {"gpt2", "llama", "qwen2", "bert"}) {
       CAPTURE(arch);
-      fs::path base = fs::path(fixtures()) / "hf" / arch / "base";
+      fs::path base = fs::path(fixtures_dir()) / "hf" / arch / "base";
       auto ck = safetensors::Checkpoint::open(base.string());
       auto m = models::load_model(base.string());
       std::vector<std::string> keys;
@@ -115,7 +97,7 @@ TEST_SUITE("unit") {
       CHECK(keys == ck.names());
     }
     // Tied: lm_head is wte itself, not a copy.
-    auto m = models::load_model((fs::path(fixtures()) / "hf/gpt2/base").string());
+    auto m = models::load_model((fs::path(fixtures_dir()) / "hf/gpt2/base").string());
     auto all = m->named_parameters(true);
     Tensor *wte = nullptr, *head = nullptr;
     for (auto& p : all) {
@@ -127,8 +109,8 @@ TEST_SUITE("unit") {
   }
 
   TEST_CASE("models: F32 CPU weights alias the file mapping (no copy)") {
-    auto ck = safetensors::Checkpoint::open((fs::path(fixtures()) / "hf/llama/base").string());
-    auto m = models::load_model((fs::path(fixtures()) / "hf/llama/base").string());
+    auto ck = safetensors::Checkpoint::open((fs::path(fixtures_dir()) / "hf/llama/base").string());
+    auto m = models::load_model((fs::path(fixtures_dir()) / "hf/llama/base").string());
     auto map = ck.files()[0];
     Tensor w = m->state_dict().at("model.layers.0.mlp.up_proj.weight");
     Tensor again = map->load("model.layers.0.mlp.up_proj.weight");
@@ -146,7 +128,7 @@ TEST_SUITE("unit") {
     orig.clear();
     safetensors::save_file(stripped, (dir / "model.safetensors").string());
     auto a = models::load_model(dir.string());
-    auto b = models::load_model((fs::path(fixtures()) / "hf/gpt2/base").string());
+    auto b = models::load_model((fs::path(fixtures_dir()) / "hf/gpt2/base").string());
     models::ModelInputs in;
     in.input_ids = from_data(std::vector<int64_t>{1, 5, 7, 299, 0}, {1, 5});
     NoGradGuard ng;
@@ -191,7 +173,7 @@ TEST_SUITE("unit") {
       }
       return std::string();
     };
-    std::ifstream in(fs::path(fixtures()) / "hf/llama/base/config.json");
+    std::ifstream in(fs::path(fixtures_dir()) / "hf/llama/base/config.json");
     nlohmann::json llama = nlohmann::json::parse(in);
     CHECK(err(llama).empty());
     auto j = llama;
@@ -227,7 +209,7 @@ TEST_SUITE("unit") {
   TEST_CASE("models: save_model then load_model reproduces the model") {
     for (std::string arch : {"gpt2", "qwen2", "bert"}) {
       CAPTURE(arch);
-      auto c = models::load_config((fs::path(fixtures()) / "hf" / arch / "base").string());
+      auto c = models::load_config((fs::path(fixtures_dir()) / "hf" / arch / "base").string());
       manual_seed(7);
       auto m = models::create_model(c);
       fs::path dir = temp_dir(std::string("save_") + arch);
@@ -242,7 +224,7 @@ TEST_SUITE("unit") {
   }
 
   TEST_CASE("models: BERT padding mask hides padded tokens") {
-    auto m = models::load_model((fs::path(fixtures()) / "hf/bert/base").string());
+    auto m = models::load_model((fs::path(fixtures_dir()) / "hf/bert/base").string());
     NoGradGuard ng;
     models::ModelInputs a, b;
     a.input_ids = from_data(std::vector<int64_t>{2, 17, 45, 3}, {1, 4});

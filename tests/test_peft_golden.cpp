@@ -18,23 +18,6 @@ using namespace rf::test;
 
 namespace {
 
-std::string fixtures() {
-  const char* f = std::getenv("RF_FIXTURES");
-  REQUIRE_MESSAGE(f != nullptr, "RF_FIXTURES is not set (meson sets it to tests/fixtures)");
-  return f;
-}
-
-double rel_gap(const Tensor& a, const Tensor& b) {  // max |a - b| / max |b|
-  REQUIRE(a.shape() == b.shape());
-  std::vector<float> x = a.to_vector<float>(), y = b.to_vector<float>();
-  double diff = 0, scale = 0;
-  for (size_t i = 0; i < x.size(); ++i) {
-    diff = std::max(diff, double(std::abs(x[i] - y[i])));
-    scale = std::max(scale, double(std::abs(y[i])));
-  }
-  return diff / scale;
-}
-
 Tensor fixture_loss(models::Model& m, const Tensor& ids, bool classifier) {
   Tensor logits = m.forward(models::ModelInputs{ids, {}, {}, {}});
   if (classifier) return models::classification_loss(logits, zeros({ids.size(0)}, DType::I64, ids.device()));
@@ -48,7 +31,7 @@ TEST_SUITE("golden") {
     for_each_backend([](Device d) {
       for (std::string arch : {"gpt2", "llama", "qwen2", "bert"}) {
         CAPTURE(arch);
-        fs::path dir = fs::path(fixtures()) / "hf" / arch;
+        fs::path dir = fs::path(fixtures_dir()) / "hf" / arch;
         auto ref = safetensors::load_file((dir / "reference.safetensors").string());
         auto grads = safetensors::load_file((dir / "adapter_grads.safetensors").string());
         models::LoadOptions lo;

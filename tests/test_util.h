@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
 #include <random>
 #include <span>
@@ -18,6 +19,27 @@
 #include "engine/tensor.h"
 
 namespace rf::test {
+
+// The reference fixtures folder (RF_FIXTURES, set by meson to tests/fixtures).
+inline std::string fixtures_dir() {
+  const char* f = std::getenv("RF_FIXTURES");
+  REQUIRE_MESSAGE(f != nullptr, "RF_FIXTURES is not set (meson sets it to tests/fixtures)");
+  return f;
+}
+
+// max |a - b| / max |b| over the values, in f64 on the host: the agreement measure of the golden
+// tests and the fixtures. a and b must have one shape.
+inline double rel_gap(const Tensor& a, const Tensor& b) {
+  REQUIRE(a.shape() == b.shape());
+  auto host = [](const Tensor& t) { return t.detach().to(Device{}).to(DType::F64).contiguous().to_vector<double>(); };
+  const std::vector<double> x = host(a), y = host(b);
+  double diff = 0, scale = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    diff = std::max(diff, std::abs(x[i] - y[i]));
+    scale = std::max(scale, std::abs(y[i]));
+  }
+  return diff / scale;
+}
 
 // Devices selected by RF_BACKENDS (filled by tests/main.cpp; "cpu" by default).
 std::vector<Device>& test_devices();
