@@ -33,7 +33,7 @@ void host_copy(const Tensor& src, Tensor& out) {
 }  // namespace
 
 void VulkanBackend::fill(Tensor& out, double v) {
-  if (!out.is_contiguous()) throw std::invalid_argument("[fill] output must be contiguous");
+  if (!out.is_contiguous()) throw std::invalid_argument("[vulkan] fill: output must be contiguous");
   struct {
     uint32_t n, off, size, lo, hi;
   } p{uint32_t(out.numel()), 0, uint32_t(dtype_size(out.dtype())), 0, 0};
@@ -92,7 +92,7 @@ void VulkanBackend::rand(Tensor& out, RandDist dist, uint64_t seed, uint64_t off
     return copy(back, out);
   }
   need_f32(out, "rand");
-  if (!out.is_contiguous()) throw std::invalid_argument("[rand] output must be contiguous");
+  if (!out.is_contiguous()) throw std::invalid_argument("[vulkan] rand: output must be contiguous");
   if (out.numel() == 0) return;
   Arg o = arg(out, true);
   struct {
@@ -130,7 +130,7 @@ void VulkanBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor
     need_f32(b, "binary");
   }
   if (is_comparison(op) ? out.dtype() != DType::Bool : out.dtype() != DType::F32)
-    throw std::invalid_argument(fmt::format("[binary] output dtype {} does not fit {} inputs", dtype_name(out.dtype()),
+    throw std::invalid_argument(fmt::format("[vulkan] binary: output dtype {} does not fit {} inputs", dtype_name(out.dtype()),
                                             dtype_name(a.dtype())));
   same_shape(a, out, "binary");
   same_shape(b, out, "binary");
@@ -153,11 +153,11 @@ void VulkanBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor
 }
 
 void VulkanBackend::where(const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out) {
-  if (cond.dtype() != DType::Bool) throw std::invalid_argument("[where] condition must be bool");
+  if (cond.dtype() != DType::Bool) throw std::invalid_argument("[vulkan] where: condition must be bool");
   need_f32(a, "where");
   need_f32(b, "where");
   need_f32(out, "where");
-  if (!out.is_contiguous()) throw std::invalid_argument("[where] output must be contiguous");
+  if (!out.is_contiguous()) throw std::invalid_argument("[vulkan] where: output must be contiguous");
   if (out.numel() == 0) return;
   Strides os = contiguous_strides(out.shape());
   Collapsed c = collapse(out.shape(), {&cond.strides(), &a.strides(), &b.strides(), &os});
@@ -183,8 +183,8 @@ void VulkanBackend::where(const Tensor& cond, const Tensor& a, const Tensor& b, 
 void VulkanBackend::adamw_step(Tensor& prm, const Tensor& g, Tensor& m, Tensor& v, const AdamWArgs& args) {
   for (const Tensor* t : std::initializer_list<const Tensor*>{&prm, &g, &m, &v}) {
     need_f32(*t, "adamw_step");
-    if (!t->is_contiguous()) throw std::invalid_argument("[adamw_step] tensors must be contiguous");
-    if (t->numel() != prm.numel()) throw std::invalid_argument("[adamw_step] tensors differ in size");
+    if (!t->is_contiguous()) throw std::invalid_argument("[vulkan] adamw_step: tensors must be contiguous");
+    if (t->numel() != prm.numel()) throw std::invalid_argument("[vulkan] adamw_step: tensors differ in size");
   }
   if (prm.numel() == 0) return;
   Arg ap = arg(prm, true), ag = arg(g), am = arg(m, true), av = arg(v, true);

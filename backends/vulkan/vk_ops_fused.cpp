@@ -116,10 +116,10 @@ void VulkanBackend::rms_norm_bwd(const Tensor& x_in, const Tensor& w_in, const T
 
 void VulkanBackend::rope(const Tensor& x, const Tensor& cos_in, const Tensor& sin_in, Tensor& y, bool inverse) {
   need_f32(x, "rope");
-  if (x.dim() != 4) throw std::invalid_argument("[rope] x must be (B, H, T, D)");
+  if (x.dim() != 4) throw std::invalid_argument("[vulkan] rope: x must be (B, H, T, D)");
   Tensor c = dense(cos_in), s = dense(sin_in);
   const int64_t B = x.size(0), H = x.size(1), T = x.size(2), D = x.size(3);
-  if (D % 2) throw std::invalid_argument("[rope] head dim must be even");
+  if (D % 2) throw std::invalid_argument("[vulkan] rope: head dim must be even");
   if (x.numel() == 0) return;
   Arg ax = arg(x), ac = arg(c), as = arg(s), ay = arg(y, true);
   struct {
@@ -150,7 +150,7 @@ void VulkanBackend::attention(const Tensor& q_in, const Tensor& k_in, const Tens
   Tensor m = key_mask.defined() ? dense(key_mask) : Tensor();
   const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), D = q.size(3), Hk = k.size(1), Tk = k.size(2),
                 Dv = v.size(3);
-  if (D > 512 || Dv > 512) throw std::invalid_argument("[attention] head dims above 512 are not supported on Vulkan");
+  if (D > 512 || Dv > 512) throw std::invalid_argument("[vulkan] attention: head dims above 512 are not supported on Vulkan");
   if (q.numel() == 0) return;
   Arg aq = arg(q), ak = arg(k), av = arg(v), am = m.defined() ? arg(m) : aq, ao = arg(o, true), al = arg(lse, true);
   AttnPush p{u32(B), u32(H), u32(Hk), u32(Tq), u32(Tk), u32(D), u32(Dv), m.defined() ? 1u : 0u, args.causal ? 1u : 0u,
@@ -169,7 +169,7 @@ void VulkanBackend::attention_bwd(const Tensor& q_in, const Tensor& k_in, const 
   Tensor m = key_mask.defined() ? dense(key_mask) : Tensor();
   const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), D = q.size(3), Hk = k.size(1), Tk = k.size(2),
                 Dv = v.size(3);
-  if (D > 512 || Dv > 512) throw std::invalid_argument("[attention] head dims above 512 are not supported on Vulkan");
+  if (D > 512 || Dv > 512) throw std::invalid_argument("[vulkan] attention: head dims above 512 are not supported on Vulkan");
   if (q.numel() == 0) return;
   Tensor delta = empty({B, H, Tq}, DType::F32, device());
   Arg aq = arg(q), ak = arg(k), av = arg(v), am = m.defined() ? arg(m) : aq, ao = arg(o), al = arg(lse),
@@ -191,7 +191,7 @@ void VulkanBackend::attention_bwd(const Tensor& q_in, const Tensor& k_in, const 
 void VulkanBackend::cross_entropy(const Tensor& logits_in, const Tensor& targets_in, int64_t ignore_index, Tensor& loss,
                                   Tensor& lse) {
   need_f32(logits_in, "cross_entropy");
-  if (targets_in.dtype() != DType::I64) throw std::invalid_argument("[cross_entropy] targets must be i64");
+  if (targets_in.dtype() != DType::I64) throw std::invalid_argument("[vulkan] cross_entropy: targets must be i64");
   Tensor x = dense(logits_in), t = dense(targets_in);
   auto [N, C] = rows_of(x);
   if (N == 0) return;

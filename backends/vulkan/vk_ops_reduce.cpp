@@ -27,8 +27,8 @@ int64_t prod(const Shape& s, size_t from, size_t to) {
 
 void VulkanBackend::reduce(ReduceOp op, const Tensor& x, Tensor& out) {
   need_f32(x, "reduce");
-  if (out.dim() != x.dim()) throw std::invalid_argument("[reduce] output must keep the input rank");
-  if (!out.is_contiguous()) throw std::invalid_argument("[reduce] output must be contiguous");
+  if (out.dim() != x.dim()) throw std::invalid_argument("[vulkan] reduce: output must keep the input rank");
+  if (!out.is_contiguous()) throw std::invalid_argument("[vulkan] reduce: output must be contiguous");
   Shape ks, rs;
   Strides kst, rst;
   for (int64_t d = 0; d < x.dim(); ++d) {
@@ -40,12 +40,12 @@ void VulkanBackend::reduce(ReduceOp op, const Tensor& x, Tensor& out) {
       rs.push_back(xs);
       rst.push_back(x.strides()[size_t(d)]);
     } else {
-      throw std::invalid_argument(fmt::format("[reduce] cannot reduce {} to {}", shape_str(x.shape()), shape_str(out.shape())));
+      throw std::invalid_argument(fmt::format("[vulkan] reduce: cannot reduce {} to {}", shape_str(x.shape()), shape_str(out.shape())));
     }
   }
   if (op == ReduceOp::ArgMax) {
-    if (out.dtype() != DType::I64) throw std::invalid_argument("[argmax] output must be i64");
-    if (rs.size() > 1) throw std::invalid_argument("[argmax] reduces exactly one axis");
+    if (out.dtype() != DType::I64) throw std::invalid_argument("[vulkan] argmax: output must be i64");
+    if (rs.size() > 1) throw std::invalid_argument("[vulkan] argmax: reduces exactly one axis");
   } else {
     need_f32(out, "reduce");
   }
@@ -89,13 +89,13 @@ void VulkanBackend::matmul(const Tensor& a, const Tensor& b, Tensor& out, float 
   need_f32(out, "matmul");
   const std::string suffix = b.dtype() == DType::F16 ? "_f16b" : b.dtype() == DType::BF16 ? "_bf16b" : "";
   const int64_t nd = out.dim();
-  if (nd < 2 || a.dim() != nd || b.dim() != nd) throw std::invalid_argument("[matmul] operands must share out's rank (>= 2)");
+  if (nd < 2 || a.dim() != nd || b.dim() != nd) throw std::invalid_argument("[vulkan] matmul: operands must share out's rank (>= 2)");
   const int64_t M = out.size(-2), N = out.size(-1), K = a.size(-1);
   if (a.size(-2) != M || b.size(-2) != K || b.size(-1) != N)
-    throw std::invalid_argument(fmt::format("[matmul] shapes {} @ {} -> {} do not match", shape_str(a.shape()),
+    throw std::invalid_argument(fmt::format("[vulkan] matmul: shapes {} @ {} -> {} do not match", shape_str(a.shape()),
                                             shape_str(b.shape()), shape_str(out.shape())));
   if (out.stride(-1) != 1 || (M > 1 && out.stride(-2) != N))
-    throw std::invalid_argument("[matmul] output rows must be contiguous");
+    throw std::invalid_argument("[vulkan] matmul: output rows must be contiguous");
   if (out.numel() == 0) return;
   Shape bs(out.shape().begin(), out.shape().end() - 2);
   Strides sa(a.strides().begin(), a.strides().end() - 2), sb(b.strides().begin(), b.strides().end() - 2),
@@ -168,7 +168,7 @@ void VulkanBackend::matmul(const Tensor& a, const Tensor& b, Tensor& out, float 
 void VulkanBackend::index_select(const Tensor& x_in, int64_t axis, const Tensor& ids_in, Tensor& out) {
   need_f32(x_in, "index_select");
   need_ids(ids_in, "index_select");
-  if (!out.is_contiguous()) throw std::invalid_argument("[index_select] output must be contiguous");
+  if (!out.is_contiguous()) throw std::invalid_argument("[vulkan] index_select: output must be contiguous");
   if (out.numel() == 0) return;
   Tensor x = dense(x_in), ids = dense(ids_in);
   const Shape& s = x.shape();
@@ -183,7 +183,7 @@ void VulkanBackend::index_select(const Tensor& x_in, int64_t axis, const Tensor&
 void VulkanBackend::index_add(const Tensor& src_in, int64_t axis, const Tensor& ids_in, Tensor& out) {
   need_f32(src_in, "index_add");
   need_ids(ids_in, "index_add");
-  if (!out.is_contiguous()) throw std::invalid_argument("[index_add] output must be contiguous");
+  if (!out.is_contiguous()) throw std::invalid_argument("[vulkan] index_add: output must be contiguous");
   if (src_in.numel() == 0) return;
   Tensor src = dense(src_in), ids = dense(ids_in);
   const Shape& s = out.shape();
@@ -203,7 +203,7 @@ struct GatherPush {
 };
 static_assert(sizeof(GatherPush) == 128);
 GatherPush gather_push(const Tensor& idx, const Tensor& x, const Tensor& out, int64_t axis, int64_t len) {
-  if (idx.dim() > 6) throw std::invalid_argument("[gather] at most 6 dims on Vulkan");
+  if (idx.dim() > 6) throw std::invalid_argument("[vulkan] gather: at most 6 dims on Vulkan");
   GatherPush p{};
   p.ndim = uint32_t(idx.dim());
   p.axis = uint32_t(axis);
@@ -235,7 +235,7 @@ void VulkanBackend::gather(const Tensor& x, int64_t axis, const Tensor& idx, Ten
 void VulkanBackend::scatter_add(const Tensor& src, int64_t axis, const Tensor& idx, Tensor& out) {
   need_f32(src, "scatter_add");
   need_ids(idx, "scatter_add");
-  if (!out.is_contiguous()) throw std::invalid_argument("[scatter_add] output must be contiguous");
+  if (!out.is_contiguous()) throw std::invalid_argument("[vulkan] scatter_add: output must be contiguous");
   if (idx.numel() == 0) return;
   GatherPush p = gather_push(idx, src, out, axis, out.size(axis));
   Arg ax = arg(src), ai = arg(idx), ao = arg(out, true);
@@ -250,7 +250,7 @@ void VulkanBackend::topk(const Tensor& x_in, int64_t k, Tensor& values, Tensor& 
   need_f32(x_in, "topk");
   Tensor x = dense(x_in);
   const int64_t C = x.dim() ? x.size(-1) : 1, rows = C ? x.numel() / C : 0;
-  if (k < 0 || k > C) throw std::invalid_argument(fmt::format("[topk] k = {} out of range for last axis of size {}", k, C));
+  if (k < 0 || k > C) throw std::invalid_argument(fmt::format("[vulkan] topk: k = {} out of range for last axis of size {}", k, C));
   if (rows == 0 || k == 0) return;
   Arg ax = arg(x), av = arg(values, true), ai = arg(indices, true);
   struct {
