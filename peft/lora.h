@@ -119,7 +119,7 @@ class LoraLinear : public nn::Module {
     Csr support;  // host structure (values unused)
     SparsePattern pattern;
   };
-  std::map<std::string, Spa> spa_;  // merged DoRA adapters: the norm used at merge
+  std::map<std::string, Spa> spa_;  // RoSA adapters with a support set: its host CSR and device pattern
 };
 
 // DoRA's magnitude holder: a module with one parameter "weight" (PEFT's DoraLinearLayer).

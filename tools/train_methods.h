@@ -1,6 +1,6 @@
 #pragma once
 // What `adapter.method` builds before training: the PeftModel with its adapter and the rank strategy
-// (lora, adalora, aroma, autolora, gelora; full = no adapter), and what it writes at the end.
+// (lora, adalora, aroma, autolora, gelora, rosa; full = no adapter), and what it writes at the end.
 #include <memory>
 #include <string>
 
