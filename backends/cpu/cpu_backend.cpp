@@ -50,11 +50,9 @@ std::vector<std::string> describe_cpu() {
 
 namespace rf {
 BackendEntry cpu_backend_entry() {
-  BackendEntry e;
-  e.type = DeviceType::CPU;
-  e.make = &cpu::make_cpu_backend;
-  e.summary = cpu::dnnl_available() ? "cpu (oneDNN, OpenBLAS, oneTBB)" : "cpu (OpenBLAS, oneTBB)";
-  e.describe = &cpu::describe_cpu;
-  return e;
+  return {.type = DeviceType::CPU,
+          .make = &cpu::make_cpu_backend,
+          .summary = cpu::dnnl_available() ? "cpu (oneDNN, OpenBLAS, oneTBB)" : "cpu (OpenBLAS, oneTBB)",
+          .describe = &cpu::describe_cpu};
 }
 }  // namespace rf

@@ -27,12 +27,10 @@ std::vector<std::string> describe_vulkan() {
 
 namespace rf {
 BackendEntry vulkan_backend_entry() {
-  BackendEntry e;
-  e.type = DeviceType::Vulkan;
-  e.make = &vk::make_vulkan_backend;
-  e.summary = "vulkan";
-  e.default_index = &vk::default_device_index;
-  e.describe = &vk::describe_vulkan;
-  return e;
+  return {.type = DeviceType::Vulkan,
+          .make = &vk::make_vulkan_backend,
+          .summary = "vulkan",
+          .default_index = &vk::default_device_index,
+          .describe = &vk::describe_vulkan};
 }
 }  // namespace rf
