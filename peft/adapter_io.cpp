@@ -94,7 +94,7 @@ std::map<std::string, Tensor> PeftModel::adapter_state_dict(const std::string& n
       out[pre + path + ".lora_B.weight"] = l->lora_B(name).weight();
     }
     if (l->options(name).lora_bias) out[pre + path + ".lora_B.bias"] = l->lora_B(name).bias();
-    if (l->options(name).use_dora) out[pre + path + ".lora_magnitude_vector"] = l->magnitude(name);
+    if (l->kind(name) == FormKind::Dora) out[pre + path + ".lora_magnitude_vector"] = l->magnitude(name);
     if (c.bias == "lora_only" && l->base().has_bias()) out[pre + path + ".base_layer.bias"] = l->base().bias();
   }
   if (c.bias == "all")

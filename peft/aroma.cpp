@@ -136,7 +136,7 @@ void AromaStrategy::init_modules(PeftModel& pm) {
   for (const auto& [path, l] : pm.lora_layers()) {
     if (!l->has_adapter(adapter_)) continue;
     const LoraOptions& lo = l->options(adapter_);
-    if (lo.use_dora || lo.lora_bias)
+    if (lo.form == FormKind::Dora || lo.lora_bias)
       fail(fmt::format("module '{}': AROMA needs a plain LoRA adapter (no DoRA, no lora_bias)", path));
     mods_[path] = ModuleState{};
   }

@@ -277,7 +277,9 @@ void AutoLoraStrategy::bind(PeftModel& pm) {
     for (const auto& [path, l] : pm.lora_layers()) {  // std::map: sorted paths
       if (!l->has_adapter(adapter_)) continue;
       const LoraOptions& lo = l->options(adapter_);
-      if (lo.adalora || lo.use_dora) fail(fmt::format("module '{}': the search needs a plain LoRA adapter (no AdaLoRA, no DoRA)", path));
+      if (l->kind(adapter_) != FormKind::LowRank && l->kind(adapter_) != FormKind::Gated)  // gated: a rebind replaces α
+        fail(fmt::format("module '{}': the search needs a plain LoRA adapter (no AdaLoRA, DoRA or RoSA), it is {}", path,
+                         form_name(l->kind(adapter_))));
       Tensor a = full({lo.r}, o_.alpha_init, DType::F32, l->lora_A(adapter_).weight().device());  // (k)
       l->set_gate_logits(adapter_, a);
       paths_.push_back(path);

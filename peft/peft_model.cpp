@@ -135,16 +135,17 @@ void PeftModel::add_adapter(const std::string& name, const LoraConfig& c0) {
       o.alpha = alpha_for(c, t);
       o.use_rslora = c.use_rslora;
       o.dropout = c.lora_dropout;
-      o.use_dora = c.use_dora;
+      if (c.use_dora) o.form = FormKind::Dora;
       o.lora_bias = c.lora_bias;
       o.init = c.init_lora_weights;
       if (c.is_adalora()) {  // every module starts at init_r; rank_pattern only cuts on load (as PEFT)
-        o.adalora = true;
-        o.r = o.ranknum = c.adalora.init_r;
+        o.form = FormKind::Svd;
+        o.r = o.svd.ranknum = c.adalora.init_r;
       }
       if (c.is_rosa()) {  // LoRA pair + sparse part; impl 'auto' is sp_add for Linear (peft-rosa)
-        o.rosa_density = rosa_density_for(c.rosa.d, c.rosa.density_pattern, t);
-        o.rosa_impl = c.rosa.impl == "auto" ? "sp_add" : c.rosa.impl;
+        o.form = FormKind::Rosa;
+        o.rosa.density = rosa_density_for(c.rosa.d, c.rosa.density_pattern, t);
+        o.rosa.impl = c.rosa.impl == "auto" ? "sp_add" : c.rosa.impl;
       }
       u.lora->add_adapter(name, o);
     }
@@ -230,12 +231,7 @@ void PeftModel::apply_trainable() {
   const LoraConfig& c = configs_.at(a);
   for (auto& [path, l] : layers_) {
     if (!l->has_adapter(a)) continue;
-    l->A(a).set_requires_grad(true);
-    l->B(a).set_requires_grad(true);
-    if (l->is_adalora(a)) l->E(a).set_requires_grad(true);
-    if (l->options(a).lora_bias) l->lora_B(a).bias().set_requires_grad(true);
-    if (l->options(a).use_dora) l->magnitude(a).set_requires_grad(true);
-    if (l->options(a).is_rosa()) l->spa_values(a).set_requires_grad(true);
+    for (Tensor* t : l->form(a).parameters()) t->set_requires_grad(true);
     if (c.bias == "lora_only" && l->base().has_bias()) l->base().bias().set_requires_grad(true);
   }
   if (c.bias == "all")

@@ -79,7 +79,7 @@ class RosaStrategy final : public RankStrategy {
       auto it = acc_.find(path);
       if (it == acc_.end() || it->second.count() == 0)
         fail(fmt::format("module '{}' got no gradient during collection: its mask cannot be made", path));
-      const double d = l->options(adapter_).rosa_density;
+      const double d = l->options(adapter_).rosa.density;
       Csr m = rosa_mask(it->second, d);
       l->set_spa_support(adapter_, m);  // values 0: SpA starts as a no-op
       supports.emplace(path, std::move(m));

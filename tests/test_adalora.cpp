@@ -13,6 +13,7 @@
 using namespace rf;
 using namespace rf::test;
 using namespace rf::test::peftt;
+using peft::FormKind;
 using peft::LoraOptions;
 
 namespace {
@@ -81,7 +82,7 @@ TEST_SUITE("unit") {
           auto base = std::make_shared<nn::Linear>(in, out, true, nn::Init{.std = 0.5, .device = d}, fifo);
           randomize(base->bias());
           peft::LoraLinear l(base);
-          l.add_adapter("a", LoraOptions{.r = 3, .alpha = alpha, .adalora = true, .ranknum = 4});
+          l.add_adapter("a", LoraOptions{.form = FormKind::Svd, .r = 3, .alpha = alpha, .svd = {.ranknum = 4}});
           l.set_active({"a"});
           for (Tensor* t : {&l.A("a"), &l.E("a"), &l.B("a")}) randomize(*t);
           const double s = (alpha > 0 ? alpha : 4.0) / (4 + 1e-5);
@@ -103,7 +104,7 @@ TEST_SUITE("unit") {
       manual_seed(30);
       auto base = std::make_shared<nn::Linear>(6, 5, true, nn::Init{.std = 0.5});
       peft::LoraLinear l(base);
-      l.add_adapter("a", LoraOptions{.r = 2, .alpha = 4, .dropout = 0.5, .adalora = true, .ranknum = 2});
+      l.add_adapter("a", LoraOptions{.form = FormKind::Svd, .r = 2, .alpha = 4, .dropout = 0.5, .svd = {.ranknum = 2}});
       l.set_active({"a"});
       randomize(l.E("a"));
       Tensor x = rand({4, 6}, 0.5, 1), y_eval = l(x);
@@ -129,7 +130,7 @@ TEST_SUITE("unit") {
     for (Device d : {Device{}, vk}) {
       auto base = std::make_shared<nn::Linear>(16, 12, true, nn::Init{.device = d}, true);
       peft::LoraLinear l(base);
-      l.add_adapter("a", LoraOptions{.r = 5, .alpha = 8, .adalora = true, .ranknum = 6});
+      l.add_adapter("a", LoraOptions{.form = FormKind::Svd, .r = 5, .alpha = 8, .svd = {.ranknum = 6}});
       l.set_active({"a"});
       int i = 0;
       for (Tensor* t : {&base->weight(), &base->bias(), &l.A("a"), &l.E("a"), &l.B("a")}) t->copy_(params[size_t(i++)].to(d));
@@ -149,7 +150,7 @@ TEST_SUITE("unit") {
       manual_seed(8);
       auto base = std::make_shared<nn::Linear>(5, 4, true, nn::Init{.std = 0.5, .dtype = DType::F64}, fifo);
       peft::LoraLinear l(base);
-      l.add_adapter("a", LoraOptions{.r = 3, .alpha = 6, .adalora = true, .ranknum = 5});
+      l.add_adapter("a", LoraOptions{.form = FormKind::Svd, .r = 3, .alpha = 6, .svd = {.ranknum = 5}});
       l.set_active({"a"});
       auto v = [](size_t n, uint64_t seed) { return distinct_values(n, seed, 0.1, 1.0); };
       std::vector<Tensor> in = {leaf(v(2 * 5, 1), {2, 5}), leaf(v(15, 2), {3, 5}), leaf(v(3, 3), {3, 1}), leaf(v(12, 4), {4, 3})};

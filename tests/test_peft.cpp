@@ -10,6 +10,7 @@
 using namespace rf;
 using namespace rf::test;
 using namespace rf::test::peftt;
+using peft::FormKind;
 using peft::LoraOptions;
 using peft::ModuleSelector;
 
@@ -200,7 +201,7 @@ TEST_SUITE("unit") {
         auto base = std::make_shared<nn::Linear>(in, 4, true, nn::Init{.std = 0.5, .device = d}, fifo);
         randomize(base->bias());
         peft::LoraLinear l(base);
-        l.add_adapter("a", LoraOptions{.r = 2, .alpha = 3, .use_dora = true});
+        l.add_adapter("a", LoraOptions{.form = FormKind::Dora, .r = 2, .alpha = 3});
         l.set_active({"a"});
         Tensor x = rand({5, in}, -1, 1, DType::F32, d);
         CHECK(rel_gap(l(x), (*base)(x)) < 1e-5);  // B = 0 and m = ||W||_row: a no-op at init

@@ -16,6 +16,7 @@
 using namespace rf;
 using namespace rf::test;
 using namespace rf::test::peftt;
+using peft::FormKind;
 using peft::LoraOptions;
 
 namespace {
@@ -77,7 +78,7 @@ TEST_SUITE("unit") {
           auto base = std::make_shared<nn::Linear>(in, out, true, nn::Init{.std = 0.5, .device = d}, fifo);
           randomize(base->bias());
           peft::LoraLinear l(base);
-          l.add_adapter("a", LoraOptions{.r = 3, .alpha = 6, .rosa_density = 0.3, .rosa_impl = impl});
+          l.add_adapter("a", LoraOptions{.form = FormKind::Rosa, .r = 3, .alpha = 6, .rosa = {.density = 0.3, .impl = impl}});
           l.set_active({"a"});
           CHECK(l.spa_values("a").numel() == peft::rosa_nnz(0.3, out, in));  // int(0.3 * 42) = 12
           Tensor x = rand({2, 3, in}, -1, 1, DType::F32, d);
@@ -127,11 +128,11 @@ TEST_SUITE("unit") {
   TEST_CASE("rosa layer: errors name the adapter; a support must fit the layer and the density") {
     auto base = std::make_shared<nn::Linear>(5, 4, false);
     peft::LoraLinear l(base);
-    CHECK(error_of([&] { l.add_adapter("a", LoraOptions{.r = 2, .rosa_density = 0.5, .rosa_impl = "dense"}); }).find("impl 'dense'") != std::string::npos);
-    l.add_adapter("b", LoraOptions{.r = 2, .rosa_density = 0.5});
+    CHECK(error_of([&] { l.add_adapter("a", LoraOptions{.form = FormKind::Rosa, .r = 2, .rosa = {.density = 0.5, .impl = "dense"}}); }).find("impl 'dense'") != std::string::npos);
+    l.add_adapter("b", LoraOptions{.form = FormKind::Rosa, .r = 2, .rosa = {.density = 0.5}});
     CHECK(error_of([&] { l.set_spa_support("b", random_support(5, 4, 0.5, 1)); }).find("is (5, 4), the layer is (4, 5)") != std::string::npos);
     CHECK(error_of([&] { l.set_spa_support("b", random_support(4, 5, 0.25, 1)); }).find("has 5 entries, density 0.5 gives 10") != std::string::npos);
-    CHECK(error_of([&] { l.add_adapter("c", LoraOptions{.r = 2, .use_dora = true, .rosa_density = 0.1}); }).find("no DoRA") != std::string::npos);
+    CHECK(error_of([&] { l.add_adapter("c", LoraOptions{.form = FormKind::Rosa, .r = 2, .lora_bias = true, .rosa = {.density = 0.1}}); }).find("no DoRA") != std::string::npos);
   }
 
   TEST_CASE("rosa strategy: wl2 on gpt2: masks = naive top-k of mean_b G_b^2 over micro-batches, nnz = int(d out in), then S trains") {
