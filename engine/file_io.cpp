@@ -8,11 +8,14 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
 
 namespace rf {
+
+namespace fs = std::filesystem;
 
 void write_file_atomic(const std::string& path, std::string_view bytes) {
   const std::string tmp = fmt::format("{}.tmp.{}", path, ::getpid());
@@ -64,6 +67,32 @@ void require_directory(const std::string& path, std::string_view who, std::strin
   }
   if (S_ISDIR(st.st_mode)) return;
   throw std::runtime_error(fmt::format("[{}] {} is {}; expected {}", who, path, S_ISREG(st.st_mode) ? "a file" : "not a directory", expected));
+}
+
+void write_dir_atomic(const fs::path& dir, const std::function<void(const fs::path& tmp)>& fill) {
+  const fs::path parent = dir.parent_path().empty() ? fs::path(".") : dir.parent_path();
+  const std::string name = dir.filename().string();
+  const fs::path tmp = parent / fmt::format("{}.tmp.{}", name, ::getpid()), old = parent / fmt::format("{}.old.{}", name, ::getpid());
+  std::error_code ec;
+  fs::remove_all(tmp, ec);
+  try {
+    fs::create_directories(tmp);
+    fill(tmp);
+    if (fs::exists(dir)) fs::rename(dir, old);
+    try {
+      fs::rename(tmp, dir);
+    } catch (...) {
+      if (fs::exists(old)) fs::rename(old, dir, ec);  // put the previous folder back
+      throw;
+    }
+  } catch (const fs::filesystem_error& e) {
+    fs::remove_all(tmp, ec);
+    throw std::runtime_error(fmt::format("[save] {}: {}", dir.string(), e.code().message()));
+  } catch (...) {
+    fs::remove_all(tmp, ec);
+    throw;
+  }
+  fs::remove_all(old, ec);
 }
 
 }  // namespace rf

@@ -57,32 +57,6 @@ DirLock::~DirLock() {
   if (fd_ >= 0) ::close(fd_);  // releases the flock; the file stays (removing it would race a new holder)
 }
 
-void write_dir_atomic(const fs::path& dir, const std::function<void(const fs::path& tmp)>& fill) {
-  const fs::path parent = dir.parent_path().empty() ? fs::path(".") : dir.parent_path();
-  const std::string name = dir.filename().string();
-  const fs::path tmp = parent / fmt::format("{}.tmp.{}", name, ::getpid()), old = parent / fmt::format("{}.old.{}", name, ::getpid());
-  std::error_code ec;
-  fs::remove_all(tmp, ec);
-  try {
-    fs::create_directories(tmp);
-    fill(tmp);
-    if (fs::exists(dir)) fs::rename(dir, old);
-    try {
-      fs::rename(tmp, dir);
-    } catch (...) {
-      if (fs::exists(old)) fs::rename(old, dir, ec);  // put the previous folder back
-      throw;
-    }
-  } catch (const fs::filesystem_error& e) {
-    fs::remove_all(tmp, ec);
-    throw std::runtime_error(fmt::format("[save] {}: {}", dir.string(), e.code().message()));
-  } catch (...) {
-    fs::remove_all(tmp, ec);
-    throw;
-  }
-  fs::remove_all(old, ec);
-}
-
 bool has_entries(const fs::path& dir) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return false;

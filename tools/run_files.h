@@ -1,9 +1,11 @@
 #pragma once
-// What keeps a run folder safe: one process per folder (an advisory lock), whole folders written
-// beside their target and swapped in by rename, and the signals that ask a run to stop.
+// What keeps a run folder safe: one process per folder (an advisory lock) and the signals that ask a
+// run to stop. Whole folders are written with write_dir_atomic (engine/file_io.h).
 #include <filesystem>
 #include <functional>
 #include <string>
+
+#include "engine/file_io.h"
 
 namespace rf::tools {
 
@@ -20,11 +22,6 @@ class DirLock {
  private:
   int fd_ = -1;
 };
-
-// Fills a fresh temporary sibling of `dir` with fill(tmp), then swaps it in by rename (the old folder,
-// if any, is renamed aside first and removed last). On any failure the temporary folder is removed,
-// `dir` is left as it was, and the error propagates. Readers see the old folder or the whole new one.
-void write_dir_atomic(const std::filesystem::path& dir, const std::function<void(const std::filesystem::path& tmp)>& fill);
 
 // Whether a folder has entries other than the lock file.
 bool has_entries(const std::filesystem::path& dir);
