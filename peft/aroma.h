@@ -128,4 +128,9 @@ Tensor component_delta(const AromaComponent& c, Device d);  // c.scale * c.b c.a
 void add_to_base(LoraLinear& l, const Tensor& delta);       // W += delta in the base's layout and dtype
 }  // namespace aroma_detail
 
+// The options of `adapter.method: aroma` in a MethodConfig (peft/method.h, peft/aroma_method.cpp).
+struct MethodConfig;
+AromaOptions& aroma_options(MethodConfig& c);
+const AromaOptions& aroma_options(const MethodConfig& c);
+
 }  // namespace rf::peft

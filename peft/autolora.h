@@ -146,4 +146,19 @@ std::unique_ptr<RankStrategy> make_autolora_strategy(const AutoLoraOptions& o);
 // autolora_ranks.json written by save_search, as (module, rank) in file order. Throws "[autolora] ...".
 std::vector<ModuleRank> load_autolora_ranks(const std::string& dir);
 
+// What `adapter.method: autolora` holds (peft/autolora_method.cpp): the search's options and what the
+// search-then-retrain protocol of `rankforge train` needs.
+struct AutoLoraRunOptions {
+  AutoLoraOptions search;
+  double val_fraction = 0.3;        // share of the training split that trains α (70/30, seeded by the run's seed)
+  int64_t search_steps = 0;         // search steps (0: training.steps); the retrain runs training.steps
+  bool stop_after_search = false;   // no retrain
+  // AdamW weight decay on A/B during the search; the parse resolves "not given" to training.weight_decay.
+  // The official search code drops its script's 0.1; with none, α gets almost no signal (README).
+  double search_weight_decay = -1;
+};
+struct MethodConfig;
+AutoLoraRunOptions& autolora_options(MethodConfig& c);
+const AutoLoraRunOptions& autolora_options(const MethodConfig& c);
+
 }  // namespace rf::peft

@@ -84,4 +84,15 @@ class GeLoraStrategy final : public RankStrategy {
   std::string name() const override { return "gelora"; }
 };
 
+// What `adapter.method: gelora` holds (peft/gelora_method.cpp): the rank options and the probe's settings
+// as given (pooling and rounding are parsed into `ranks` when the config is read).
+struct GeLoraRunOptions {
+  GeLoraOptions ranks;
+  int64_t samples = 512;  // training examples whose hidden states give the intrinsic dimensions
+  std::string pooling = "mean", rounding = "ceil";
+};
+struct MethodConfig;
+GeLoraRunOptions& gelora_options(MethodConfig& c);
+const GeLoraRunOptions& gelora_options(const MethodConfig& c);
+
 }  // namespace rf::peft

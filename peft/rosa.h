@@ -141,4 +141,18 @@ std::map<std::string, safetensors::StDType> rosa_narrowed_fields(const std::map<
 std::map<std::string, Tensor> rosa_masks_to_tensors(const std::map<std::string, Csr>& supports);
 std::map<std::string, Csr> rosa_masks_from_file(const std::string& path);
 
+// ---- The method (peft/rosa_method.cpp) ----
+
+// What `adapter.method: rosa` holds besides the adapter config's RoSA fields (lora.rosa).
+struct RosaRunOptions {
+  double lora_lr = 0;    // > 0: the LoRA pair's own learning rate (TrainerOptions::group_lr)
+  // RoSA's two-run restart protocol in one command (methods.md §3.3): run 1 in <output>/mask_run trains with
+  // the schedule until the masks exist and saves them to <output>/rosa_masks.safetensors; run 2 starts again
+  // from the pretrained model in <output> with schedule default and those masks.
+  bool restart = false;
+};
+struct MethodConfig;
+RosaRunOptions& rosa_options(MethodConfig& c);
+const RosaRunOptions& rosa_options(const MethodConfig& c);
+
 }  // namespace rf::peft

@@ -1,14 +1,11 @@
 #include "peft/strategy.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <stdexcept>
 
-#include "peft/adalora.h"
-#include "peft/aroma.h"
-#include "peft/autolora.h"
-#include "peft/gelora.h"
-#include "peft/rosa.h"
+#include "peft/method.h"
 
 namespace rf::peft {
 
@@ -20,13 +17,16 @@ std::vector<ModuleRank> RankStrategy::rank_report(PeftModel& pm) const {
 }
 
 std::unique_ptr<RankStrategy> make_strategy(const std::string& method) {
-  if (method == "lora") return std::make_unique<LoraStrategy>();
-  if (method == "gelora") return std::make_unique<GeLoraStrategy>();
-  if (method == "adalora") return make_adalora_strategy(AdaLoraFields{});
-  if (method == "aroma") return make_aroma_strategy(AromaOptions{});
-  if (method == "autolora") return make_autolora_strategy(AutoLoraOptions{});
-  if (method == "rosa") return make_rosa_strategy();  // options live in the ROSA adapter's config
-  throw std::invalid_argument(fmt::format("[peft] unknown adapter method '{}'; available: lora, adalora, aroma, autolora, gelora, rosa", method));
+  const MethodEntry* e = find_method(method);
+  if (!e || !e->adapter) {
+    std::vector<std::string> names;
+    for (const MethodEntry* m : method_registry())
+      if (m->adapter) names.push_back(m->name);
+    throw std::invalid_argument(fmt::format("[peft] unknown adapter method '{}'; available: {}", method, fmt::join(names, ", ")));
+  }
+  MethodConfig c;  // the method's default options
+  c.method = method;
+  return e->make_strategy(c, nullptr);
 }
 
 }  // namespace rf::peft

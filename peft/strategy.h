@@ -69,9 +69,9 @@ class LoraStrategy final : public RankStrategy {
   std::string name() const override { return "lora"; }
 };
 
-// "lora", "gelora" (LoRA training; GeLoRA's ranks are set before the adapter exists, see gelora.h),
-// "adalora", "aroma" and "autolora" with default options (make_adalora_strategy / make_aroma_strategy /
-// make_autolora_strategy take options); throws listing the known names.
+// The strategy of a registered adapter method (peft/method.h) with its default options (the entry's
+// make_strategy, or make_adalora_strategy / make_aroma_strategy / make_autolora_strategy, take options);
+// throws listing the adapter methods.
 std::unique_ptr<RankStrategy> make_strategy(const std::string& method);
 
 }  // namespace rf::peft
