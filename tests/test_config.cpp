@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <string>
 
+#include "peft/aroma.h"
+#include "peft/autolora.h"
 #include "tools/config_keys.h"
 #include "tools/train_config.h"
 
@@ -120,8 +122,8 @@ TEST_SUITE("unit") {
       CHECK(again.lora.r == c.lora.r);
       CHECK(again.lora.target_modules.to_json() == c.lora.target_modules.to_json());
       CHECK(again.lora.rank_pattern == c.lora.rank_pattern);
-      CHECK(again.autolora.outer_lr == c.autolora.outer_lr);
-      CHECK(again.aroma.r == c.aroma.r);  // AROMA keeps its own default r unless the method is aroma
+      CHECK(rf::peft::autolora_options(again).search.outer_lr == rf::peft::autolora_options(c).search.outer_lr);
+      CHECK(rf::peft::aroma_options(again).r == rf::peft::aroma_options(c).r);  // AROMA keeps its own default r unless the method is aroma
       CHECK(again.lora.rosa.mask_save_path == c.lora.rosa.mask_save_path);
       CHECK(again.data.label_names == c.data.label_names);
       CHECK(again.trainer.group_lr == c.trainer.group_lr);

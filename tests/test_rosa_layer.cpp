@@ -7,6 +7,7 @@
 #include <numeric>
 
 #include "engine/safetensors.h"
+#include "peft/aroma.h"
 #include "peft/rosa.h"
 #include "peft/trainer.h"
 #include "tests/peft_test_util.h"
@@ -381,9 +382,9 @@ TEST_SUITE("unit") {
     const std::string head = "model: m\ndata:\n  train: t.jsonl\nadapter:\n";
     auto parse = [&](const std::string& adapter) { return tools::parse_train_config(head + adapter, "cfg.yaml"); };
     auto aroma = parse("  method: aroma\n");
-    CHECK(aroma.aroma.r == 1);  // the GLUE scripts' rank-one increments, not LoRA's r 8
+    CHECK(peft::aroma_options(aroma).r == 1);  // the GLUE scripts' rank-one increments, not LoRA's r 8
     CHECK(aroma.lora.lora_dropout == doctest::Approx(0.1));
-    CHECK(parse("  method: aroma\n  r: 2\n").aroma.r == 2);
+    CHECK(peft::aroma_options(parse("  method: aroma\n  r: 2\n")).r == 2);
     CHECK(parse("  method: adalora\n").lora.lora_alpha == 8);
     auto lora = parse("  method: lora\n");
     CHECK(lora.lora.peft_type == "LORA");

@@ -1,15 +1,16 @@
 // `rankforge train`, `eval` and `merge`.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <filesystem>
 
 #include "models/model.h"
+#include "peft/method.h"
 #include "peft/peft_model.h"
 #include "tools/commands.h"
 #include "tools/run_files.h"
 #include "tools/train_config.h"
-#include "tools/train_methods.h"
 #include "tools/train_run.h"
 
 namespace rf::tools {
@@ -53,7 +54,7 @@ int run_merge(const std::string& model, const std::string& adapter, const std::s
     pm.merge_and_unload();
     write_dir_atomic(out, [&](const fs::path& tmp) {
       models::save_model(*m, tmp.string());
-      copy_tokenizer_files(model, tmp.string());  // the merged checkpoint is a complete model folder
+      peft::copy_tokenizer_files(model, tmp.string());  // the merged checkpoint is a complete model folder
     });
     fmt::print("[merge] {} adapted modules merged; checkpoint written to {}\n", n_layers, output);
   } catch (...) {
@@ -91,7 +92,9 @@ void add_train_commands(CLI::App& app, int& rc, std::string& device_spec, const 
                         ->expected(0, 1);
   train->add_option("--device", device_spec, "cpu, vulkan or vulkan:N (default: the config's)");
   train->add_option("--stop-after", stop_after, "stop after N steps as if interrupted (testing)")->group("");
-  train->footer("Methods (adapter.method): lora, adalora, aroma, autolora, gelora, rosa, full (every weight trains).\n"
+  std::vector<std::string> methods;  // from the registry; a method without an adapter trains every weight
+  for (const peft::MethodEntry* e : peft::method_registry()) methods.push_back(e->adapter ? e->name : e->name + " (every weight trains)");
+  train->footer(fmt::format("Methods (adapter.method): {}.\n", fmt::join(methods, ", ")) +
                 "DoRA and PiSSA are lora with adapter.use_dora: true / adapter.init: pissa. Runnable examples:\n"
                 "examples/configs/<method>.yaml. Every key: rankforge train --list-keys [SECTION].");
   train->callback([&rc, pick, load, list_keys] {

@@ -1,10 +1,13 @@
-// Every `rankforge train` key: type, meaning, the methods that use it, how it reads and writes.
+// Every `rankforge train` key: type, meaning, the methods that use it, how it reads and writes. The
+// generic keys are here; each method's own keys come from its registry entry (peft/method.h).
 #include "tools/config_keys.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <type_traits>
+#include <variant>
 
 #include "engine/autocast.h"
 #include "tools/config_yaml.h"
@@ -18,13 +21,21 @@ bool KeyDef::used_by(const std::string& method) const {
 namespace {
 
 using Methods = std::vector<std::string>;
-const Methods kAdapter = {"lora", "adalora", "aroma", "autolora", "gelora", "rosa"};
 
 struct Use {
   Methods methods;
   bool strict = false;
   bool safe = false;
 };
+
+// A generic adapter key: used by the methods whose registry entry lists it (registry order). strict:
+// given with another method it is an error, else a note (so a LoRA config can switch method).
+Use generic(const std::string& leaf, bool strict = false) {
+  Use u{{}, strict};
+  for (const peft::MethodEntry* e : peft::method_registry())
+    if (std::find(e->uses.begin(), e->uses.end(), leaf) != e->uses.end()) u.methods.push_back(e->name);
+  return u;
+}
 
 template <class T>
 const char* type_of() {
@@ -88,7 +99,8 @@ KeyDef custom(const char* key, const char* type, const char* help, Use u,
 }
 
 KeyDef selector(const char* key, const char* help, peft::ModuleSelector peft::LoraConfig::*field) {
-  return custom(key, "list | regex | all-linear", help, {kAdapter},
+  const std::string dotted(key);
+  return custom(key, "list | regex | all-linear", help, generic(dotted.substr(dotted.find('.') + 1)),
       [field, k = std::string(key)](const YAML::Node& n, const std::string& where, TrainConfig& c) {
         if (n.IsScalar()) {
           const std::string s = n.Scalar();
@@ -130,24 +142,56 @@ KeyDef pattern_map(const char* key, const char* help, Use u, std::vector<std::pa
       });
 }
 
-KeyDef optional_path(const char* key, const char* help, Use u, std::optional<std::string>& (*ref)(TrainConfig&)) {
-  KeyDef d = custom(key, "path", help, u,
-      [ref, k = std::string(key)](const YAML::Node& n, const std::string& where, TrainConfig& c) {
-        ref(c) = yaml_string(n, k, where);
+// A method's own key (peft/method.h): the YAML value read into the key's type with the parser's
+// messages, and written back as the other keys are.
+peft::KeyValue read_value(peft::KeyType t, const YAML::Node& n, const std::string& key, const std::string& where) {
+  switch (t) {
+    case peft::KeyType::Bool: return yaml_bool(n, key, where);
+    case peft::KeyType::Integer: return yaml_int(n, key, where);
+    case peft::KeyType::Number: return yaml_float(n, key, where);
+    case peft::KeyType::Float: return float(yaml_float(n, key, where));
+    case peft::KeyType::String:
+    case peft::KeyType::Path: return yaml_string(n, key, where);
+    case peft::KeyType::NumberMap: {
+      if (!n.IsMap()) config_fail(where, fmt::format("{}: expected a mapping (module: value)", key));
+      std::vector<std::pair<std::string, double>> out;
+      for (const auto& kv : n) {
+        const std::string name = kv.first.Scalar();
+        out.emplace_back(name, yaml_float(kv.second, fmt::format("{}.{}", key, name), where));
+      }
+      return out;
+    }
+  }
+  return {};
+}
+
+YAML::Node write_value(const peft::KeyValue& v) {
+  return std::visit(
+      [](const auto& x) -> YAML::Node {
+        using T = std::decay_t<decltype(x)>;
+        if constexpr (std::is_same_v<T, std::monostate>) return YAML::Node(YAML::NodeType::Null);
+        else if constexpr (std::is_same_v<T, std::vector<std::pair<std::string, double>>>) {
+          YAML::Node m(YAML::NodeType::Map);
+          for (const auto& [name, d] : x) m[name] = node_of(d);
+          return m;
+        } else return node_of(x);
       },
-      [ref](const TrainConfig& c) {
-        const auto& v = ref(const_cast<TrainConfig&>(c));
-        return v ? YAML::Node(*v) : YAML::Node(YAML::NodeType::Null);
-      });
-  d.path = true;
+      v);
+}
+
+KeyDef method_key(const peft::MethodEntry& e, const peft::MethodKey& mk) {
+  const std::string key = fmt::format("{}.{}", peft::kMethodSection, mk.name);
+  KeyDef d{key, peft::key_type_name(mk.type), mk.help, {e.name}, true};
+  d.path = mk.type == peft::KeyType::Path;
+  d.read = [mk, key](const YAML::Node& n, const std::string& where, TrainConfig& c) { mk.read(c, read_value(mk.type, n, key, where)); };
+  d.write = [mk](const TrainConfig& c) { return write_value(mk.write(c)); };
   return d;
 }
 
 #define F(expr) +[](TrainConfig & c) -> auto& { return expr; }
 
 std::vector<KeyDef> build() {
-  const Use adalora{{"adalora"}, true}, aroma{{"aroma"}, true}, gelora{{"gelora"}, true}, autolora{{"autolora"}, true},
-      rosa{{"rosa"}, true}, safe{{}, false, true};
+  const Use safe{{}, false, true};
   std::vector<KeyDef> k;
   // top level
   k.push_back(path("model", "checkpoint folder (config.json + *.safetensors)", F(c.model)));
@@ -165,97 +209,27 @@ std::vector<KeyDef> build() {
       },
       [](const TrainConfig& c) { return YAML::Node(c.base_dtype); }));
   // adapter
-  k.push_back(bind("adapter.method", "lora | adalora | aroma | autolora | gelora | rosa | full", F(c.method)));
-  k.push_back(custom("adapter.r", "integer", "rank (AROMA: of each increment; AutoLoRA: default of k)",
-      {{"lora", "aroma", "autolora", "gelora", "rosa"}},
-      [](const YAML::Node& n, const std::string& w, TrainConfig& c) {
-        c.lora.r = yaml_int(n, "adapter.r", w);
-        if (c.method == "aroma") c.aroma.r = c.lora.r;  // AROMA's own default (1) stays otherwise
-      },
-      [](const TrainConfig& c) { return YAML::Node(c.method == "aroma" ? c.aroma.r : c.lora.r); }));
-  k.push_back(custom("adapter.alpha", "number", "lora_alpha: scaling alpha / r (rsLoRA: alpha / sqrt(r))", {kAdapter},
-      [](const YAML::Node& n, const std::string& w, TrainConfig& c) {
-        c.lora.lora_alpha = yaml_float(n, "adapter.alpha", w);
-        if (c.method == "aroma") c.aroma.alpha = c.lora.lora_alpha;
-      },
-      [](const TrainConfig& c) { return node_of(c.method == "aroma" ? c.aroma.alpha : c.lora.lora_alpha); }));
-  k.push_back(bind("adapter.dropout", "dropout on the adapter input (AROMA default 0.1)", F(c.lora.lora_dropout), {kAdapter}));
+  k.push_back(bind("adapter.method", "", F(c.method)));
+  k.back().help = fmt::format("{}", fmt::join(peft::method_names(), " | "));
+  k.push_back(bind("adapter.r", "rank (AROMA: of each increment; AutoLoRA: default of k)", F(c.lora.r), generic("r")));
+  k.push_back(bind("adapter.alpha", "lora_alpha: scaling alpha / r (rsLoRA: alpha / sqrt(r))", F(c.lora.lora_alpha), generic("alpha")));
+  k.push_back(bind("adapter.dropout", "dropout on the adapter input (AROMA default 0.1)", F(c.lora.lora_dropout), generic("dropout")));
   k.push_back(selector("adapter.target_modules", "modules to adapt (default: per architecture)", &peft::LoraConfig::target_modules));
   k.push_back(selector("adapter.exclude_modules", "modules never adapted", &peft::LoraConfig::exclude_modules));
-  k.push_back(bind("adapter.use_rslora", "scaling alpha / sqrt(r)", F(c.lora.use_rslora), {{"lora", "gelora", "rosa"}, true}));
-  k.push_back(bind("adapter.use_dora", "DoRA: a trainable magnitude per output row", F(c.lora.use_dora), {{"lora", "gelora"}, true}));
+  k.push_back(bind("adapter.use_rslora", "scaling alpha / sqrt(r)", F(c.lora.use_rslora), generic("use_rslora", true)));
+  k.push_back(bind("adapter.use_dora", "DoRA: a trainable magnitude per output row", F(c.lora.use_dora), generic("use_dora", true)));
   k.push_back(bind("adapter.init", "true | false | gaussian | pissa | pissa_niter_<k> | olora", F(c.lora.init_lora_weights),
-                   {{"lora", "autolora", "gelora", "rosa"}, true}));
-  k.push_back(bind("adapter.bias", "none | all | lora_only: which biases train", F(c.lora.bias), {kAdapter}));
-  k.push_back(bind("adapter.lora_bias", "a trainable bias on lora_B", F(c.lora.lora_bias), {{"lora", "adalora", "autolora", "gelora"}, true}));
-  k.push_back(bind("adapter.modules_to_save", "modules trained in full and saved with the adapter", F(c.lora.modules_to_save), {kAdapter}));
-  k.push_back(bind("adapter.layers_to_transform", "layer indices to adapt (default: all)", F(c.lora.layers_to_transform), {kAdapter}));
-  k.push_back(bind("adapter.layers_pattern", "name of the layer list for layers_to_transform", F(c.lora.layers_pattern), {kAdapter}));
-  k.push_back(pattern_map("adapter.rank_pattern", "per-module r (first matching key wins)", {{"lora", "gelora", "rosa"}, true}, F(c.lora.rank_pattern)));
-  k.push_back(pattern_map("adapter.alpha_pattern", "per-module alpha", {{"lora", "gelora", "rosa"}, true}, F(c.lora.alpha_pattern)));
-  // AdaLoRA
-  k.push_back(bind("adapter.init_r", "AdaLoRA: rank every module starts with", F(c.lora.adalora.init_r), adalora));
-  k.push_back(bind("adapter.target_r", "AdaLoRA: average rank at the end", F(c.lora.adalora.target_r), adalora));
-  k.push_back(bind("adapter.tinit", "AdaLoRA: steps before the budget schedule", F(c.lora.adalora.tinit), adalora));
-  k.push_back(bind("adapter.tfinal", "AdaLoRA: final steps with the mask fixed", F(c.lora.adalora.tfinal), adalora));
-  k.push_back(bind("adapter.delta_t", "AdaLoRA: steps between allocations", F(c.lora.adalora.deltaT), adalora));
-  k.push_back(bind("adapter.beta1", "AdaLoRA: EMA of the sensitivity", F(c.lora.adalora.beta1), adalora));
-  k.push_back(bind("adapter.beta2", "AdaLoRA: EMA of the uncertainty", F(c.lora.adalora.beta2), adalora));
-  k.push_back(bind("adapter.orth_reg_weight", "AdaLoRA: weight of the orthogonality term", F(c.lora.adalora.orth_reg_weight), adalora));
-  // AROMA
-  k.push_back(bind("adapter.check_frequency", "AROMA: steps between inner-loop checks", F(c.aroma.lora_check_frequency), aroma));
-  k.push_back(bind("adapter.max_steps_before_reset", "AROMA: inner-loop cap (cycle length)", F(c.aroma.max_steps_before_reset), aroma));
-  k.push_back(bind("adapter.change_threshold", "AROMA: relative change that counts as stable", F(c.aroma.lora_change_threshold), aroma));
-  k.push_back(bind("adapter.convergence_threshold", "AROMA: mean |sBA|/|W| that counts as converged", F(c.aroma.convergence_threshold), aroma));
-  k.push_back(bind("adapter.convergence_window", "AROMA: relative norms averaged", F(c.aroma.convergence_window), aroma));
-  k.push_back(bind("adapter.convergence_patience", "AROMA: converged resets before stopping", F(c.aroma.convergence_patience), aroma));
-  k.push_back(bind("adapter.moment_reset", "AROMA: zero | prune", F(c.aroma.moment_reset), aroma));
-  k.push_back(bind("adapter.inner_criterion", "AROMA: intended | legacy", F(c.aroma.inner_criterion), aroma));
-  k.push_back(bind("adapter.variant", "AROMA: adaptive | fixed_period", F(c.aroma.variant), aroma));
-  // GeLoRA
-  k.push_back(bind("adapter.id_samples", "GeLoRA: examples for the intrinsic dimensions", F(c.gelora_samples), gelora));
-  k.push_back(bind("adapter.id_pooling", "GeLoRA: mean | last | first", F(c.gelora_pooling), gelora));
-  k.push_back(bind("adapter.id_discard_fraction", "GeLoRA: TwoNN's discarded fraction", F(c.gelora.twonn.discard_fraction), gelora));
-  k.push_back(bind("adapter.id_rounding", "GeLoRA: ceil | round", F(c.gelora_rounding), gelora));
-  k.push_back(bind("adapter.r_min", "GeLoRA: smallest rank", F(c.gelora.rule.r_min), gelora));
-  k.push_back(bind("adapter.rank_budget", "GeLoRA: total rank (0: none)", F(c.gelora.rule.budget), gelora));
-  // AutoLoRA
-  k.push_back(bind("adapter.k", "AutoLoRA: components per module (default: r)", F(c.autolora.k), autolora));
-  k.push_back(bind("adapter.outer_lr", "AutoLoRA: Adam lr of alpha (first_order: 1e-3)", F(c.autolora.outer_lr), autolora));
-  k.push_back(bind("adapter.outer_beta1", "AutoLoRA: Adam beta1 of alpha", F(c.autolora.outer_beta1), autolora));
-  k.push_back(bind("adapter.outer_beta2", "AutoLoRA: Adam beta2 of alpha", F(c.autolora.outer_beta2), autolora));
-  k.push_back(bind("adapter.hypergradient", "AutoLoRA: darts | first_order", F(c.autolora.hypergradient), autolora));
-  k.push_back(bind("adapter.darts_eps", "AutoLoRA: finite-difference step R", F(c.autolora.darts_eps), autolora));
-  k.push_back(bind("adapter.inner_lr_factor", "AutoLoRA: xi on the second-order term", F(c.autolora.inner_lr_factor), autolora));
-  k.push_back(bind("adapter.selection", "AutoLoRA: softmax | raw", F(c.autolora.selection), autolora));
-  k.push_back(bind("adapter.search_val_fraction", "AutoLoRA: share of the train split that trains alpha", F(c.autolora_val_fraction), autolora));
-  k.push_back(bind("adapter.search_steps", "AutoLoRA: search steps (0: training.steps)", F(c.autolora_search_steps), autolora));
-  k.push_back(bind("adapter.stop_after_search", "AutoLoRA: no retrain", F(c.autolora_stop_after_search), autolora));
-  k.push_back(custom("adapter.search_weight_decay", "number", "AutoLoRA: A/B weight decay in the search (default: training.weight_decay)",
-      autolora,
-      [](const YAML::Node& n, const std::string& w, TrainConfig& c) {
-        c.autolora_search_weight_decay = yaml_float(n, "adapter.search_weight_decay", w);
-        if (!(c.autolora_search_weight_decay >= 0)) config_fail(w, "adapter.search_weight_decay must be >= 0");
-      },
-      [](const TrainConfig& c) {
-        return node_of(c.autolora_search_weight_decay >= 0 ? c.autolora_search_weight_decay : double(c.trainer.weight_decay));
-      }));
-  // RoSA
-  k.push_back(bind("adapter.d", "RoSA: density of S", F(c.lora.rosa.d), rosa));
-  k.push_back(pattern_map("adapter.density_pattern", "RoSA: per-module density", rosa, F(c.lora.rosa.density_pattern)));
-  k.push_back(bind("adapter.impl", "RoSA: auto | sp_add | spmm", F(c.lora.rosa.impl), rosa));
-  k.push_back(custom("adapter.schedule", "string", "RoSA: default | df | lora_only | spa_only | wl<N>", rosa,
-      [](const YAML::Node& n, const std::string& w, TrainConfig& c) { c.lora.rosa.schedule = yaml_string(n, "adapter.schedule", w); },
-      [](const TrainConfig& c) { return YAML::Node(c.lora.rosa.schedule.value_or("default")); }));
-  k.push_back(bind("adapter.spa_num_grads", "RoSA: steps of gradient collection", F(c.lora.rosa.spa_num_grads), rosa));
-  k.push_back(bind("adapter.grad_acc_mode", "RoSA: mean_squared | mean", F(c.lora.rosa.grad_acc_mode), rosa));
-  k.push_back(bind("adapter.rosa_dtype", "RoSA: fp32 | fp16 | bf16 (S values in files)", F(c.lora.rosa.rosa_dtype), rosa));
-  k.push_back(bind("adapter.spa_store_transpose", "RoSA: also write the transposed CSR", F(c.lora.rosa.spa_store_transpose), rosa));
-  k.push_back(optional_path("adapter.mask_load_path", "RoSA: masks to load", rosa, F(c.lora.rosa.mask_load_path)));
-  k.push_back(optional_path("adapter.mask_save_path", "RoSA: where to save the masks", rosa, F(c.lora.rosa.mask_save_path)));
-  k.push_back(bind("adapter.terminate_after_mask_generation", "RoSA: stop once the masks exist", F(c.lora.rosa.terminate_after_mask_generation), rosa));
-  k.push_back(bind("adapter.lora_lr", "RoSA: the LoRA pair's lr (0: training.lr)", F(c.rosa_lora_lr), rosa));
-  k.push_back(bind("adapter.restart", "RoSA: the two-run restart protocol in one command", F(c.rosa_restart), rosa));
+                   generic("init", true)));
+  k.push_back(bind("adapter.bias", "none | all | lora_only: which biases train", F(c.lora.bias), generic("bias")));
+  k.push_back(bind("adapter.lora_bias", "a trainable bias on lora_B", F(c.lora.lora_bias), generic("lora_bias", true)));
+  k.push_back(bind("adapter.modules_to_save", "modules trained in full and saved with the adapter", F(c.lora.modules_to_save), generic("modules_to_save")));
+  k.push_back(bind("adapter.layers_to_transform", "layer indices to adapt (default: all)", F(c.lora.layers_to_transform), generic("layers_to_transform")));
+  k.push_back(bind("adapter.layers_pattern", "name of the layer list for layers_to_transform", F(c.lora.layers_pattern), generic("layers_pattern")));
+  k.push_back(pattern_map("adapter.rank_pattern", "per-module r (first matching key wins)", generic("rank_pattern", true), F(c.lora.rank_pattern)));
+  k.push_back(pattern_map("adapter.alpha_pattern", "per-module alpha", generic("alpha_pattern", true), F(c.lora.alpha_pattern)));
+  // each method's own keys (its registry entry)
+  for (const peft::MethodEntry* e : peft::methods_in_key_order())
+    for (const peft::MethodKey& mk : e->keys) k.push_back(method_key(*e, mk));
   // data
   k.push_back(path("data.train", "training file: JSONL or plain text", F(c.data.path)));
   k.push_back(path("data.validation", "validation file (default: hold out val_fraction)", F(c.data.val_path)));

@@ -20,8 +20,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const std::vector<std::string> kMethods = {"lora", "adalora", "aroma", "autolora", "gelora", "rosa", "full"};
-
 std::string section_of(const std::string& k) { return k.find('.') == std::string::npos ? "" : k.substr(0, k.find('.')); }
 std::string leaf_of(const std::string& k) { return k.substr(k.find('.') == std::string::npos ? 0 : k.find('.') + 1); }
 bool is_section(const std::string& k) {
@@ -86,54 +84,26 @@ void finish(const ConfigDoc& doc, TrainConfig& c) {
   auto& l = c.lora;
   if (c.tokenizer.empty()) c.tokenizer = c.model;
   if (!doc.has("output")) c.output = resolve_path(doc, "output", c.output);
-  if (c.method == "adalora") l.peft_type = "ADALORA";
-  auto& ar = c.aroma;
-  ar.seed = c.seed;
-  auto& al = c.autolora;  // k defaults to adapter.r (8), so a LoRA config switches method unchanged
-  if (!doc.has("adapter.k")) al.k = l.r;
-  al.lora_alpha = l.lora_alpha;
-  if (al.hypergradient == "first_order") {  // finetune/lora_glue.py's α optimizer: torch Adam(lr 1e-3)
-    if (!doc.has("adapter.outer_lr")) al.outer_lr = 1e-3f;
-    if (!doc.has("adapter.outer_beta1")) al.outer_beta1 = 0.9f;
-  }
-  if (c.method == "autolora") {
-    if (!(c.autolora_val_fraction > 0 && c.autolora_val_fraction < 1))
-      bad("adapter.search_val_fraction", fmt::format("must be in (0, 1), got {}", c.autolora_val_fraction));
-    if (c.autolora_search_steps < 0) bad("adapter.search_steps", "must be >= 0");
-  }
-  auto& r = l.rosa;
-  if (!r.schedule) r.schedule = "default";  // peft-rosa requires one; "default" = wl0
-  if (c.rosa_lora_lr < 0) bad("adapter.lora_lr", fmt::format("must be > 0, got {}", c.rosa_lora_lr));
-  if (c.rosa_lora_lr > 0) c.trainer.group_lr = {{".lora_A.", float(c.rosa_lora_lr)}, {".lora_B.", float(c.rosa_lora_lr)}};
-  if (c.rosa_restart && (r.mask_load_path || r.mask_save_path || r.terminate_after_mask_generation || *r.schedule == "lora_only"))
-    bad("adapter.restart", "the restart protocol makes the masks itself: it excludes mask_load_path, mask_save_path, "
-                           "terminate_after_mask_generation and schedule lora_only");
-  if (c.method == "rosa") l.peft_type = "ROSA";
-  auto& ge = c.gelora;
-  try {
-    ge.pooling = peft::parse_pooling(c.gelora_pooling);
-  } catch (const std::exception& e) {
-    bad("adapter.id_pooling", strip_tag(e.what()));
-  }
-  try {
-    ge.rule.rounding = peft::parse_rank_rounding(c.gelora_rounding);
-  } catch (const std::exception& e) {
-    bad("adapter.id_rounding", strip_tag(e.what()));
-  }
-  if (c.gelora_samples < 3) bad("adapter.id_samples", "must be >= 3");
+  // The method's own step (peft/method.h): derived values, checks, what it folds into the trainer.
+  const peft::MethodEntry& entry = peft::method_entry(c.method);
+  const std::string section = peft::kMethodSection;
+  if (entry.finish)
+    entry.finish(c, peft::MethodParse{.seed = c.seed,
+                                      .trainer = c.trainer,
+                                      .given = [&](const std::string& k) { return doc.has(section + "." + k); },
+                                      .fail = [&](const std::string& k, const std::string& m) { config_fail(doc.where(section + "." + k), m); }});
   // The options' own validation: "[aroma] why", "[autolora] why", "[peft] adapter config: why".
   auto adapter_error = [&](const std::exception& e, const char* sep) {
     const std::string m = e.what();
     config_fail(what, "adapter: " + m.substr(m.rfind(sep) + std::string(sep).size()));
   };
   try {
-    if (c.method == "aroma") ar.validate();
-    if (c.method == "autolora") al.validate();
+    if (entry.validate) entry.validate(c);
   } catch (const std::exception& e) {
     adapter_error(e, "] ");
   }
   try {
-    if (c.method != "full" && c.method != "aroma") l.validate();
+    if (entry.lora_keys_config) l.validate();
   } catch (const std::exception& e) {
     adapter_error(e, ": ");
   }
@@ -147,9 +117,8 @@ void finish(const ConfigDoc& doc, TrainConfig& c) {
   d.format = formats.at(c.data_format);
   if (!(d.val_fraction >= 0 && d.val_fraction < 1)) bad("data.val_fraction", fmt::format("must be in [0, 1), got {}", d.val_fraction));
   if (d.max_seq_len < 2) bad("data.max_seq_len", "must be >= 2");
-  c.autolora.max_grad_norm = c.trainer.max_grad_norm;  // the virtual step clips as the real one
   if (c.base_dtype != "f32" && c.keep_16bit) bad("base_dtype", "excludes keep_16bit (base_dtype sets the dtype itself)");
-  if (c.base_dtype != "f32" && c.method == "full")
+  if (c.base_dtype != "f32" && !entry.adapter)
     bad("base_dtype", "applies to adapter methods: full fine-tuning trains every weight, in f32");
   if (c.batch_size < 1) bad("training.batch_size", "must be >= 1");
   if (c.trainer.grad_accum < 1) bad("training.grad_accum", "must be >= 1");
@@ -186,12 +155,14 @@ TrainConfig parse_train_config(const std::string& text, const std::string& what,
   TrainConfig c;
   c.source = what;
   if (doc.has("adapter.method")) c.method = yaml_string(doc.get("adapter.method"), "adapter.method", doc.where("adapter.method"));
-  if (std::find(kMethods.begin(), kMethods.end(), c.method) == kMethods.end())
-    config_fail(doc.where("adapter.method"), fmt::format("adapter.method '{}' is not one of: {}", c.method, fmt::join(kMethods, ", ")));
+  const peft::MethodEntry* entry = peft::find_method(c.method);
+  if (!entry)
+    config_fail(doc.where("adapter.method"),
+                fmt::format("adapter.method '{}' is not one of: {}", c.method, fmt::join(peft::method_names(), ", ")));
   // The trainer's defaults where they differ from PEFT's LoraConfig, then each method's own.
   c.lora.r = 8;
-  c.lora.lora_alpha = c.method == "adalora" ? 8 : 16;  // AdaLoraConfig's default alpha
-  if (c.method == "aroma") c.lora.lora_dropout = 0.1;   // the official GLUE scripts
+  c.lora.lora_alpha = 16;
+  if (entry->defaults) entry->defaults(c);
   for (const auto& def : key_defs()) {
     if (def.key == "adapter.method" || !doc.has(def.key)) continue;
     const std::string where = doc.where(def.key);
@@ -254,7 +225,7 @@ std::vector<std::string> changed_config_keys(const std::string& saved_yaml, cons
 
 std::vector<ConfigKeyInfo> config_key_infos() {
   std::map<std::string, TrainConfig> by_method;  // each method's defaults, from the parser itself
-  for (const auto& m : kMethods)
+  for (const auto& m : peft::method_names())
     by_method[m] = parse_train_config(fmt::format("model: M\ndata:\n  train: D\nadapter:\n  method: {}\n", m), "(defaults)");
   std::vector<ConfigKeyInfo> out;
   const TrainConfig bare;
@@ -263,7 +234,7 @@ std::vector<ConfigKeyInfo> config_key_infos() {
     if (def.key == "model" || def.key == "data.train") i.default_value = "(required)";
     else if (def.key == "tokenizer") i.default_value = "(model)";
     else if (def.path) i.default_value = canonical(def.write(bare)) == "" ? "(none)" : canonical(def.write(bare));
-    else i.default_value = canonical(def.write(by_method.at(def.methods.empty() ? "lora" : def.methods[0])));
+    else i.default_value = canonical(def.write(by_method.at(def.methods.empty() ? bare.method : def.methods[0])));
     if (i.default_value.empty()) i.default_value = "\"\"";
     out.push_back(std::move(i));
   }
@@ -278,6 +249,8 @@ std::string format_config_keys(const std::string& section) {
   if (!section.empty() && std::find(sections.begin(), sections.end(), want) == sections.end())
     throw std::runtime_error(fmt::format("[train] --list-keys: unknown section '{}'; sections: top, {}", section,
                                          fmt::join(sections.begin() + 1, sections.end(), ", ")));
+  size_t adapter_methods = 0;  // a key every adapter method uses shows no method list
+  for (const peft::MethodEntry* e : peft::method_registry()) adapter_methods += e->adapter;
   std::string out, current = "-";
   for (const auto& i : config_key_infos()) {
     const std::string sec = section_of(i.key);
@@ -285,7 +258,7 @@ std::string format_config_keys(const std::string& section) {
     if (sec != current) out += sec.empty() ? "top level:\n" : fmt::format("{}:\n", sec);
     current = sec;
     std::string notes;
-    if (!i.methods.empty() && i.methods.size() < 6) notes += fmt::format(" [{}]", fmt::join(i.methods, ", "));
+    if (!i.methods.empty() && i.methods.size() < adapter_methods) notes += fmt::format(" [{}]", fmt::join(i.methods, ", "));
     if (i.resume_safe) notes += " [may change on --resume]";
     out += fmt::format("  {:<34} {:<26} {:<12} {}{}\n", leaf_of(i.key), i.type, i.default_value, i.help, notes);
   }

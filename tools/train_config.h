@@ -1,23 +1,22 @@
 #pragma once
 // The `rankforge train` YAML schema (README "Training"). Every key lives in one table (config_keys.cpp)
 // with its type, meaning, the methods that use it and how it reads and writes: the parser validates
-// against it, `train --list-keys` prints it, and the run folder's config.yaml is written from it.
+// against it, `train --list-keys` prints it, and the run folder's config.yaml is written from it. The
+// keys of each method come from its registry entry (peft/method.h), which also finishes and validates them.
 // Relative paths resolve against the config file's folder (against the working directory for --set).
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "nn/schedule.h"
-#include "peft/aroma.h"
-#include "peft/autolora.h"
-#include "peft/config.h"
-#include "peft/gelora.h"
+#include "peft/method.h"
 #include "peft/trainer.h"
 #include "tools/data.h"
 
 namespace rf::tools {
 
-struct TrainConfig {
+// The adapter section (method, generic LoRA keys, each method's options: peft/method.h) and the rest.
+struct TrainConfig : peft::MethodConfig {
   std::string model;                // checkpoint directory (required)
   std::string tokenizer;            // default: model
   std::string device = "cpu";
@@ -25,27 +24,6 @@ struct TrainConfig {
   std::string output = "runs/run";  // run folder (absolute once parsed)
   bool keep_16bit = false;
   std::string base_dtype = "f32";   // f32 | bf16 | f16 (adapter methods; a 16-bit checkpoint is upcast by f32)
-  // adapter
-  std::string method = "lora";      // lora | adalora | aroma | autolora | gelora | rosa | full (no adapter: every parameter trains)
-  peft::LoraConfig lora;            // AdaLoRA's fields in lora.adalora
-  peft::GeLoraOptions gelora;       // method gelora: rank rule and TwoNN options
-  int64_t gelora_samples = 512;     // training examples whose hidden states give the intrinsic dimensions
-  std::string gelora_pooling = "mean", gelora_rounding = "ceil";
-  peft::AromaOptions aroma;         // method aroma
-  // method autolora: the search (adapter.k components, α's Adam, hypergradient, selection), then a
-  // LoRA retrain with the found ranks on the whole training split (unless stop_after_search)
-  peft::AutoLoraOptions autolora;
-  double autolora_val_fraction = 0.3;   // share of the training split that trains α (70/30, seeded by seed)
-  int64_t autolora_search_steps = 0;    // search steps (0: training.steps); the retrain runs training.steps
-  bool autolora_stop_after_search = false;
-  // AdamW weight decay on A/B during the search (< 0: training.weight_decay). The official search code
-  // drops its script's 0.1; with none, α gets almost no signal (README, AutoLoRA planted ranks).
-  double autolora_search_weight_decay = -1;
-  // RoSA's two-run restart protocol in one command (methods.md §3.3): run 1 in <output>/mask_run trains with
-  // the schedule until the masks exist and saves them to <output>/rosa_masks.safetensors; run 2 starts again
-  // from the pretrained model in <output> with schedule default and those masks.
-  bool rosa_restart = false;
-  double rosa_lora_lr = 0;          // > 0: the LoRA pair's own learning rate (trainer.group_lr)
   // data
   DataOptions data;
   std::string data_format = "auto";

@@ -18,13 +18,14 @@
 #include "engine/safetensors.h"
 #include "models/loss.h"
 #include "models/tokenizer.h"
+#include "peft/autolora.h"
+#include "peft/method.h"
 #include "peft/peft_model.h"
 #include "peft/trainer.h"
 #include "tools/plot.h"
 #include "tools/progress.h"
 #include "tools/run_files.h"
 #include "tools/train_load.h"
-#include "tools/train_methods.h"
 
 namespace rf::tools {
 
@@ -141,6 +142,30 @@ RunState load_checkpoint(const TrainConfig& c, peft::Trainer& tr) {
 }  // namespace
 
 namespace {
+
+void log_line(const std::string& line) { fmt::print(stderr, "{}\n", line); }
+
+// The method's adapter and strategy (peft::setup_method) with the run's task settings; GeLoRA's probe
+// runs the frozen model over the first training examples, 16 a batch.
+peft::MethodSetup setup_method(const TrainConfig& c, models::Model& m, const Dataset& ds, Device d, int64_t total_steps) {
+  const bool cls = ds.classification();
+  peft::MethodConfig mc = c;
+  if (!mc.lora.task_type) mc.lora.task_type = cls ? "SEQ_CLS" : "CAUSAL_LM";
+  if (cls && mc.lora.modules_to_save.empty() && m.find("classifier")) mc.lora.modules_to_save = {"classifier"};  // as PEFT for SEQ_CLS
+  auto probe = [&ds, d](int64_t n) {
+    std::vector<models::ModelInputs> batches;
+    for (int64_t i = 0; i < n; i += 16) {
+      std::vector<int64_t> rows;
+      for (int64_t j = i; j < std::min(n, i + 16); ++j) rows.push_back(j);
+      Batch b = make_batch(ds, ds.train, rows, d);
+      batches.push_back(models::ModelInputs{b.input_ids, b.attention_mask, {}, {}});
+    }
+    return batches;
+  };
+  return peft::setup_method(mc, {.model = m, .total_steps = total_steps, .train_examples = int64_t(ds.train.size()),
+                                 .probe_inputs = probe, .log = log_line});
+}
+
 // One training run; steps_run (optional) receives the steps this process ran (AutoLoRA's two phases
 // share --stop-after). write_config: the phase's own config.yaml (phases in a subfolder).
 int run_train_phase(const TrainConfig& c, bool resume, Device d, int64_t stop_after, int64_t* steps_run, bool write_config) {
@@ -152,8 +177,9 @@ int run_train_phase(const TrainConfig& c, bool resume, Device d, int64_t stop_af
   // AutoLoRA's search: A/B train on 70% of the training split, α on the other 30% (methods.md §2.2),
   // one held-out batch per step in a seeded order (a resumed run skips the batches already drawn).
   std::vector<Example> outer_split;
-  if (c.method == "autolora") {
-    IndexSplit sp = split_indices(int64_t(l.ds.train.size()), c.autolora_val_fraction, c.seed);
+  const bool search = peft::run_protocol(c) == peft::RunProtocol::SearchThenRetrain;  // the retrain is a lora run
+  if (search) {
+    IndexSplit sp = split_indices(int64_t(l.ds.train.size()), peft::autolora_options(c).val_fraction, c.seed);
     outer_split = select_examples(l.ds.train, sp.held_out);
     l.ds.train = select_examples(l.ds.train, sp.train);
     fmt::print(stderr, "[autolora] search split (seed {}): {} examples train A/B, {} held out train α\n", c.seed,
@@ -168,7 +194,7 @@ int run_train_phase(const TrainConfig& c, bool resume, Device d, int64_t stop_af
   to.schedule.total_steps = total;
   if (to.schedule.kind == nn::ScheduleKind::Constant && to.schedule.total_steps <= to.schedule.warmup_steps)
     to.schedule.total_steps = to.schedule.warmup_steps + 1;
-  MethodSetup ms = setup_method(c, m, l.ds, d, total);
+  peft::MethodSetup ms = setup_method(c, m, l.ds, d, total);
   std::unique_ptr<peft::PeftModel> pm = std::move(ms.pm);
   peft::Trainer tr(m, pm.get(), std::move(ms.strategy), to);
   fs::create_directories(c.output);
@@ -282,18 +308,12 @@ int run_train_phase(const TrainConfig& c, bool resume, Device d, int64_t stop_af
   s.metrics_bytes = metrics.size();
   save_checkpoint(c, tr, pm.get(), s);
   write_plots(c, s, tr, pm.get());
-  std::string written = (fs::path(c.output) / "model").string();
-  if (pm) written = save_method_outputs(c, m, *pm, tr.strategy());
-  else {
-    write_dir_atomic(written, [&](const fs::path& tmp) {
-      models::save_model(m, tmp.string());
-      copy_tokenizer_files(c.tokenizer, tmp.string());
-    });
-  }
+  const std::string written = peft::export_method_outputs(
+      c, {.model = m, .pm = pm.get(), .strategy = tr.strategy(), .output = c.output, .tokenizer = c.tokenizer, .log = log_line});
   const char* metric = after.accuracy >= 0 ? "accuracy" : "eval_loss";
   const double now = after.accuracy >= 0 ? after.accuracy : after.loss;
   if (!val.empty())
-    fmt::print("{} held-out {}: before {:.4f}, after {:.4f}\n", c.method == "autolora" ? "[autolora] search" : "[train]", metric,
+    fmt::print("{} held-out {}: before {:.4f}, after {:.4f}\n", search ? fmt::format("[{}] search", c.method) : "[train]", metric,
                s.before, now);
   fmt::print("[train] {} written to {}; metrics in {}{}\n", pm ? "adapter" : "model", written, metrics_path.string(),
              c.plots ? fmt::format("; plots {}", (fs::path(c.output) / "loss.png").string()) : "");
@@ -309,23 +329,24 @@ int run_autolora(const TrainConfig& c, bool resume, Device d, int64_t stop_after
   auto has_checkpoint = [](const fs::path& p) { return fs::exists(p / "checkpoint") || fs::exists(p / "checkpoint.old"); };
   if (!resume)
     for (const fs::path& p : {search, out / "checkpoint", out / "checkpoint.old"}) fs::remove_all(p);
+  const peft::AutoLoraRunOptions& o = peft::autolora_options(c);
   int64_t ran = 0;
   if (!fs::exists(search / "autolora_ranks.json")) {  // written last by the search phase
     TrainConfig cs = c;
     cs.output = search.string();
-    if (c.autolora_search_steps > 0) cs.steps = c.autolora_search_steps;
-    if (c.autolora_search_weight_decay >= 0) cs.trainer.weight_decay = float(c.autolora_search_weight_decay);
+    if (o.search_steps > 0) cs.steps = o.search_steps;
+    if (o.search_weight_decay >= 0) cs.trainer.weight_decay = float(o.search_weight_decay);
     const int rc = run_train_phase(cs, resume && has_checkpoint(search), d, stop_after, &ran, true);
     if (rc != 0) return rc;
   }
   const std::vector<peft::ModuleRank> ranks = peft::load_autolora_ranks(search.string());
-  if (c.autolora_stop_after_search) {
+  if (o.stop_after_search) {
     fmt::print("[autolora] stopped after the search (adapter.stop_after_search); α and ranks in {}\n", search.string());
     return 0;
   }
   TrainConfig cr = c;
   cr.method = "lora";
-  cr.lora = peft::autolora_retrain_config(c.lora, ranks, c.autolora.lora_alpha);
+  cr.lora = peft::autolora_retrain_config(c.lora, ranks, o.search.lora_alpha);
   fmt::print(stderr, "[autolora] retrain: LoRA with the found ranks on the whole training split\n");
   return run_train_phase(cr, resume && has_checkpoint(out), d, stop_after > 0 ? std::max<int64_t>(1, stop_after - ran) : 0, nullptr, false);
 }
@@ -356,9 +377,19 @@ int run_rosa_restart(const TrainConfig& c, bool resume, Device d, int64_t stop_a
 }
 
 
-// What a run leaves in its folder: a fresh run refuses to start over them without --overwrite.
-const char* const kRunEntries[] = {"checkpoint", "checkpoint.old", "checkpoint.tmp", "adapter", "adapter_lora", "model", "merged",
-                                   "search", "mask_run", "rosa_masks.safetensors"};
+// What a run leaves in its folder: a fresh run refuses to start over them without --overwrite. The
+// checkpoints, each method's final outputs (its registry entry) and the protocols' phase folders.
+const std::vector<std::string>& run_entries() {
+  static const std::vector<std::string> entries = [] {
+    std::vector<std::string> e = {"checkpoint", "checkpoint.old", "checkpoint.tmp"};
+    for (const peft::MethodEntry* m : peft::method_registry())
+      for (const auto& o : m->outputs)
+        if (std::find(e.begin(), e.end(), o) == e.end()) e.push_back(o);
+    for (const char* p : {"search", "mask_run", "rosa_masks.safetensors"}) e.push_back(p);
+    return e;
+  }();
+  return entries;
+}
 const char* const kRunLogs[] = {"metrics.jsonl", "loss.png", "ranks.png", "config.yaml"};
 
 // Refuses a fresh run over a previous one, and a --resume whose config changed (other than the keys
@@ -370,12 +401,12 @@ void prepare_run_folder(const TrainConfig& c, bool resume, bool overwrite) {
     throw std::runtime_error(fmt::format("[train] --resume: no checkpoint in {}", out.string()));
   if (!resume) {
     std::vector<std::string> found;
-    for (const char* e : kRunEntries)
+    for (const auto& e : run_entries())
       if (fs::exists(out / e)) found.push_back(e);
     if (!found.empty() && !overwrite)
       throw std::runtime_error(fmt::format("[train] {} already holds a run ({}); pass --resume to continue it or --overwrite to start over",
                                            out.string(), fmt::join(found, ", ")));
-    for (const char* e : kRunEntries) fs::remove_all(out / e);
+    for (const auto& e : run_entries()) fs::remove_all(out / e);
     for (const char* e : kRunLogs) fs::remove(out / e);
   } else if (fs::exists(out / "config.yaml")) {
     const std::string saved = (out / "config.yaml").string();
@@ -403,13 +434,16 @@ int run_train(const TrainConfig& c, bool resume, Device d, int64_t stop_after, b
   DirLock lock(c.output, "train");
   try {
     prepare_run_folder(c, resume, overwrite);
-    if (c.method == "autolora") return run_autolora(c, resume, d, stop_after);
-    if (c.method == "rosa" && c.rosa_restart) return run_rosa_restart(c, resume, d, stop_after);
+    switch (peft::run_protocol(c)) {
+      case peft::RunProtocol::SearchThenRetrain: return run_autolora(c, resume, d, stop_after);
+      case peft::RunProtocol::MaskRestart: return run_rosa_restart(c, resume, d, stop_after);
+      case peft::RunProtocol::Single: break;
+    }
     return run_train_phase(c, resume, d, stop_after, nullptr, false);
   } catch (...) {
     // A run that failed before it saved anything (bad data, bad model) leaves no folder it created.
     bool saved = false;
-    for (const char* e : kRunEntries) saved = saved || fs::exists(fs::path(c.output) / e);
+    for (const auto& e : run_entries()) saved = saved || fs::exists(fs::path(c.output) / e);
     std::error_code ec;
     if (!existed && !saved) fs::remove_all(c.output, ec);
     throw;
