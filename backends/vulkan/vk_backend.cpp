@@ -15,6 +15,7 @@ VulkanBuffer::VulkanBuffer(Backend& b, std::shared_ptr<Runtime> rt, size_t bytes
     : Buffer(b, bytes), rt_(std::move(rt)), a_(rt_->mem.allocate(bytes)) {}
 
 VulkanBuffer::~VulkanBuffer() {
+  if (process_exiting()) return;
   try {
     // Guard checks read the pads, so pending writes must land first (tests only: it serialises).
     if (a_.user_offset != a_.offset) rt_->stream.wait();
@@ -84,6 +85,7 @@ VulkanBackend::VulkanBackend(int index) : rt_(std::make_shared<Runtime>(index)),
 }
 
 VulkanBackend::~VulkanBackend() {
+  if (process_exiting()) return;
   try {
     rt_->stream.wait();
   } catch (...) {

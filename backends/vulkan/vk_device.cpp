@@ -2,7 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <atomic>
 #include <cstdlib>
+#include <mutex>
+#include <vector>
 #include <cstring>
 #include <stdexcept>
 
@@ -42,6 +45,31 @@ std::string_view device_type_name(VkPhysicalDeviceType t) {
   }
 }
 
+namespace {
+// Process exit. The driver's own exit-time destructors (NVIDIA's, registered when the loader opens it
+// inside vkCreateInstance) run before the destructors of statics made earlier, such as the backend
+// registry, whose Vulkan objects would then be destroyed through a torn-down driver (a segfault after
+// main returned, seen on an H200). So after every vkCreateInstance an exit handler is registered,
+// which runs before the driver's: it waits for the live devices to go idle and marks the process as
+// exiting; from then on the destructors leave their Vulkan objects to the OS.
+std::atomic<bool> g_exiting{false};
+std::mutex g_live_mu;
+std::vector<VkDevice> g_live;  // devices of live Contexts
+std::atomic<int> g_handlers{0};
+
+void on_exit() {
+  if (g_exiting.exchange(true)) return;  // registered once per instance: the first run does the work
+  std::lock_guard lock(g_live_mu);
+  for (VkDevice d : g_live) vkDeviceWaitIdle(d);
+}
+
+void register_exit_handler() {
+  if (g_handlers.fetch_add(1) < 16) std::atexit(on_exit);  // a process makes a few instances; atexit allows >= 32
+}
+}  // namespace
+
+bool process_exiting() { return g_exiting.load(); }
+
 VkInstance create_instance() {
   VkApplicationInfo app{VK_STRUCTURE_TYPE_APPLICATION_INFO};
   app.pApplicationName = "rankforge";
@@ -51,6 +79,7 @@ VkInstance create_instance() {
   ci.pApplicationInfo = &app;
   VkInstance inst = VK_NULL_HANDLE;
   RF_VK_CHECK(vkCreateInstance(&ci, nullptr, &inst));
+  register_exit_handler();
   return inst;
 }
 
@@ -199,6 +228,8 @@ Context::Context(int device_index) {
     pci.queueFamilyIndex = family_;
     RF_VK_CHECK(vkCreateCommandPool(device_, &pci, nullptr, &pool_));
     vkGetPhysicalDeviceMemoryProperties(physical_, &mem_);
+    std::lock_guard lock(g_live_mu);
+    g_live.push_back(device_);
   } catch (...) {
     if (device_) vkDestroyDevice(device_, nullptr);
     vkDestroyInstance(instance_, nullptr);
@@ -207,7 +238,12 @@ Context::Context(int device_index) {
 }
 
 Context::~Context() {
+  if (process_exiting()) return;  // left to the OS (on_exit above)
   if (device_) {
+    {
+      std::lock_guard lock(g_live_mu);
+      std::erase(g_live, device_);
+    }
     vkDeviceWaitIdle(device_);
     if (pool_) vkDestroyCommandPool(device_, pool_, nullptr);
     vkDestroyDevice(device_, nullptr);

@@ -36,6 +36,9 @@ std::string_view device_type_name(VkPhysicalDeviceType t);
 
 // Every Vulkan device the loader sees; empty (not an error) when there is no loader or driver.
 std::vector<DeviceInfo> list_devices();
+// True once the process is exiting (after main): destructors then leave Vulkan objects to the OS,
+// because the driver may already have run its own exit-time teardown (vk_device.cpp).
+bool process_exiting();
 
 // Index to use: `requested` if given; else the first non-CPU device; else a CPU device when
 // allow_cpu (or RANKFORGE_VULKAN_ALLOW_CPU=1). Throws a one-line error when nothing fits.

@@ -42,6 +42,7 @@ DeviceBuffer::DeviceBuffer(Context& ctx, size_t bytes) : ctx_(ctx), bytes_(bytes
 }
 
 DeviceBuffer::~DeviceBuffer() {
+  if (process_exiting()) return;
   if (mapped_) vkUnmapMemory(ctx_.device(), memory_);
   vkDestroyBuffer(ctx_.device(), buffer_, nullptr);
   vkFreeMemory(ctx_.device(), memory_, nullptr);
@@ -94,6 +95,7 @@ Kernel::Kernel(Context& ctx, std::span<const uint32_t> spirv, uint32_t bindings,
 }
 
 Kernel::~Kernel() {
+  if (process_exiting()) return;
   VkDevice dev = ctx_.device();
   vkDestroyDescriptorPool(dev, pool_, nullptr);
   vkDestroyPipeline(dev, pipeline_, nullptr);

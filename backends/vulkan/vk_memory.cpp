@@ -54,6 +54,7 @@ Allocator::Allocator(Context& ctx) : ctx_(ctx) {
 }
 
 Allocator::~Allocator() {
+  if (process_exiting()) return;
   for (auto& b : blocks_) {
     if (b->mapped) vkUnmapMemory(ctx_.device(), b->memory);
     vkDestroyBuffer(ctx_.device(), b->buffer, nullptr);

@@ -63,6 +63,7 @@ Stream::Stream(Context& ctx, Allocator& mem) : ctx_(ctx), mem_(mem), frames_(kFr
 }
 
 Stream::~Stream() {
+  if (process_exiting()) return;
   VkDevice dev = ctx_.device();
   try {
     wait();
