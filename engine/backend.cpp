@@ -15,6 +15,10 @@ Backend::Ceiling Backend::copy_ceiling(const Tensor&, Tensor&, bool) {
   throw std::invalid_argument(fmt::format("[bench] the {} backend has no library copy to measure against", name()));
 }
 
+Backend::Ceiling Backend::read_ceiling(const Tensor&) {
+  throw std::invalid_argument(fmt::format("[bench] {}: no read ceiling", name()));
+}
+
 void Backend::set_option(std::string_view key, std::string_view) {
   throw std::invalid_argument(fmt::format("[{}] unknown option '{}'", name(), key));
 }

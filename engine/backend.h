@@ -171,8 +171,14 @@ class Backend {
   // out (m, n) f32 = a (m, k) @ b (k, n), row-major, f32 or bf16 operands. Throws "[bench] ..."
   // where the backend has no library call for it.
   virtual Ceiling matmul_ceiling(const Tensor& a, const Tensor& b, Tensor& out);
-  // dst = src (same bytes, contiguous): the library copy over the backend's threads, or one thread.
+  // dst = src (same bytes, contiguous): the library copy over the backend's threads, or one thread
+  // (a GPU backend has one way to copy and ignores one_thread). May only record the copy: a timed
+  // region ends with synchronize().
   virtual Ceiling copy_ceiling(const Tensor& src, Tensor& dst, bool one_thread);
+  // Reads every byte of src (contiguous) once, a sum whose result is discarded, over the backend's
+  // threads: the read bandwidth that bounds read-mostly kernels (SpMM, SDDMM). Throws
+  // "[bench] <backend>: no read ceiling" where the backend has none.
+  virtual Ceiling read_ceiling(const Tensor& src);
   virtual int threads() const { return 1; }  // worker threads its kernels fan out over
   // Named tuning knobs for benches and tests; throws "[<backend>] unknown option ..." for any other.
   // CPU: matmul_provider = auto | openblas | dnnl (the f32 GEMM library).

@@ -1,4 +1,5 @@
-// oneDNN f32 GEMMs (backends/cpu/cpu_dnnl.cpp) against the OpenBLAS path and an f64 reference.
+// oneDNN f32 GEMMs (backends/cpu/cpu_dnnl.cpp) against the OpenBLAS path and an f64 reference, and
+// the backends' bench hooks (ceilings).
 #include <doctest/doctest.h>
 
 #include "backends/cpu/cpu_dnnl.h"
@@ -102,5 +103,50 @@ TEST_CASE("cpu backend options and bench hooks: matmul_provider through set_opti
   CHECK(rf::test::allclose(dst, a, 0, 0));
   CHECK(be.memory_stats().peak_bytes_in_use >= be.memory_stats().bytes_in_use);
   CHECK(be.memory_stats().bytes_in_use > 0);
+}
+
+TEST_CASE("cpu read_ceiling: reads every byte over the backend's threads and leaves src unchanged") {
+  Backend& be = backend_for(Device{});
+  manual_seed(5);
+  // 1001 floats: 500 words for the parallel loop and a 4-byte tail.
+  for (const Tensor& src : {rand({1001}, -1, 1), rand({40, 64}, -1, 1), rand({300000}, -1, 1)}) {
+    const std::vector<float> before = src.to_vector<float>();
+    const Backend::Ceiling c = be.read_ceiling(src);
+    CHECK(c.name.rfind("sum_x", 0) == 0);
+    c.run();
+    c.run();
+    CHECK(src.to_vector<float>() == before);
+  }
+  Tensor base = zeros({9});
+  CHECK_THROWS_WITH_AS(be.read_ceiling(base.narrow(0, 1, 8)), doctest::Contains("8-byte boundary"), std::invalid_argument);
+  CHECK_THROWS_WITH_AS(be.read_ceiling(rand({4, 6}).t()), doctest::Contains("contiguous"), std::invalid_argument);
+}
+
+TEST_CASE("copy_ceiling on every backend: dst holds src's bytes after synchronize, offsets respected") {
+  rf::test::for_each_backend([](Device d) {
+    NoGradGuard no_grad;
+    Backend& be = backend_for(d);
+    manual_seed(11);
+    Tensor big = rand({1003}, -1, 1, DType::F32, d), out = zeros({1005}, DType::F32, d);
+    Tensor src = big.narrow(0, 3, 1000), dst = out.narrow(0, 2, 1000);  // contiguous views at offsets
+    const Backend::Ceiling c = be.copy_ceiling(src, dst, false);
+    c.run();
+    be.synchronize();
+    const std::vector<float> s = src.to_vector<float>(), o = out.to_vector<float>();
+    CHECK(std::vector<float>(o.begin() + 2, o.begin() + 1002) == s);
+    CHECK(o[0] == 0.0f);
+    CHECK(o[1] == 0.0f);
+    CHECK(o[1002] == 0.0f);
+    CHECK(o[1004] == 0.0f);
+    // Recorded twice more after src changed: the stream orders the copies after the fill.
+    big.fill_(2.5);
+    c.run();
+    c.run();
+    be.synchronize();
+    CHECK(dst.to_vector<float>() == std::vector<float>(1000, 2.5f));
+    CHECK_THROWS_AS(be.copy_ceiling(src, out, false), std::invalid_argument);  // sizes differ
+    if (d.type != DeviceType::CPU)
+      CHECK_THROWS_WITH_AS(be.read_ceiling(src), doctest::Contains("no read ceiling"), std::invalid_argument);
+  });
 }
 }

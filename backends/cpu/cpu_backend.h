@@ -59,9 +59,10 @@ class CpuBackend final : public Backend {
   void synchronize() override {}
   std::shared_ptr<Buffer> wrap_host(void* data, size_t bytes, std::shared_ptr<const void> owner) override;
 
-  // cpu_bench.cpp: cblas_sgemm / oneDNN's own threads and memcpy as ceilings, the allocator's figures
+  // cpu_bench.cpp: cblas_sgemm / oneDNN's own threads, memcpy and a parallel sum as ceilings, the allocator's figures
   Ceiling matmul_ceiling(const Tensor& a, const Tensor& b, Tensor& out) override;
   Ceiling copy_ceiling(const Tensor& src, Tensor& dst, bool one_thread) override;
+  Ceiling read_ceiling(const Tensor& src) override;
   int threads() const override;
   void set_option(std::string_view key, std::string_view value) override;
   MemoryStats memory_stats() const override;

@@ -1,10 +1,14 @@
 // The CPU backend's benchmark hooks (engine/backend.h): the libraries' own runs that `rankforge
-// bench` measures the engine against, the f32 GEMM provider knob, and the allocator's figures.
+// bench` measures the engine against (GEMM, memcpy, a parallel read), the f32 GEMM provider knob,
+// and the allocator's figures.
 #include <cblas.h>
 #include <fmt/format.h>
+#include <tbb/blocked_range.h>
 #include <tbb/parallel_for.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstdint>
 #include <cstring>
 #include <stdexcept>
 
@@ -69,6 +73,36 @@ Backend::Ceiling CpuBackend::copy_ceiling(const Tensor& src, Tensor& dst, bool o
       const size_t off = i * chunk;
       std::memcpy(pd + off, ps + off, std::min(chunk, bytes - off));
     });
+  };
+  return c;
+}
+
+namespace {
+volatile uint64_t g_read_sink = 0;  // where read_ceiling's sums go, so the loads are not optimised away
+}
+
+Backend::Ceiling CpuBackend::read_ceiling(const Tensor& src) {
+  const auto* base = static_cast<const std::byte*>(static_cast<CpuBuffer&>(src.buffer()).data()) +
+                     size_t(src.offset()) * dtype_size(src.dtype());
+  if (!src.is_contiguous() || reinterpret_cast<uintptr_t>(base) % alignof(uint64_t) != 0)
+    throw std::invalid_argument("[bench] read ceiling: needs a contiguous tensor starting on an 8-byte boundary");
+  const size_t bytes = size_t(src.numel()) * dtype_size(src.dtype()), words = bytes / 8;
+  const auto* w = reinterpret_cast<const uint64_t*>(base);
+  Ceiling c;
+  c.name = fmt::format("sum_x{}", num_threads());
+  c.run = [keep = src.buffer_ptr(), w, words, base, bytes] {
+    std::atomic<uint64_t> total{0};
+    tbb::parallel_for(tbb::blocked_range<size_t>(0, words, size_t(1) << 17), [&](const tbb::blocked_range<size_t>& r) {
+      uint64_t acc[4] = {0, 0, 0, 0};  // independent sums: the loop is bound by the loads, not the adds
+      size_t i = r.begin();
+      for (; i + 4 <= r.end(); i += 4)
+        for (int q = 0; q < 4; ++q) acc[q] += w[i + size_t(q)];
+      for (; i < r.end(); ++i) acc[0] += w[i];
+      total += acc[0] + acc[1] + acc[2] + acc[3];
+    });
+    uint64_t tail = 0;  // the last bytes % 8
+    for (size_t b = words * 8; b < bytes; ++b) tail += uint64_t(base[b]);
+    g_read_sink = total.load() + tail;
   };
   return c;
 }

@@ -123,6 +123,21 @@ void VulkanBackend::synchronize() {
   check_errors();
 }
 
+Backend::Ceiling VulkanBackend::copy_ceiling(const Tensor& src, Tensor& dst, bool) {
+  if (&src.backend() != this || &dst.backend() != this || !src.is_contiguous() || !dst.is_contiguous() ||
+      src.dtype() != dst.dtype() || src.numel() != dst.numel())
+    throw std::invalid_argument(fmt::format("[bench] copy ceiling: needs contiguous tensors of one dtype and size on {}", name_));
+  const size_t es = dtype_size(src.dtype()), bytes = size_t(src.numel()) * es;
+  const Allocation &s = static_cast<const VulkanBuffer&>(src.buffer()).allocation(),
+                   &d = static_cast<const VulkanBuffer&>(dst.buffer()).allocation();
+  const size_t so = s.user_offset + size_t(src.offset()) * es, doff = d.user_offset + size_t(dst.offset()) * es;
+  Ceiling c;
+  c.name = "vkCmdCopyBuffer";
+  c.run = [rt = rt_, keep_src = src.buffer_ptr(), keep_dst = dst.buffer_ptr(), sb = s.block->buffer, db = d.block->buffer,
+           so, doff, bytes] { rt->stream.copy(sb, so, db, doff, bytes); };
+  return c;
+}
+
 void VulkanBackend::check_errors() {
   if (!err_pending_) return;
   err_pending_ = false;

@@ -63,6 +63,8 @@ class VulkanBackend final : public Backend {
   void upload(Buffer& dst, size_t dst_offset, std::span<const std::byte> src) override;
   void download(const Buffer& src, size_t src_offset, std::span<std::byte> dst) override;
   void synchronize() override;
+  // One vkCmdCopyBuffer of the whole tensor, recorded on the stream (one_thread is ignored).
+  Ceiling copy_ceiling(const Tensor& src, Tensor& dst, bool one_thread) override;
 
   // vk_ops_elementwise.cpp
   void fill(Tensor& out, double v) override;

@@ -93,6 +93,8 @@ class Stream {
   // Host <-> device transfers for allocations in device memory.
   void upload(const Allocation& dst, size_t offset, std::span<const std::byte> src);
   void download(const Allocation& src, size_t offset, std::span<std::byte> dst);
+  // Records one device-to-device vkCmdCopyBuffer (ordered after what touched either range); wait() waits for it.
+  void copy(VkBuffer src, size_t src_offset, VkBuffer dst, size_t dst_offset, size_t bytes);
   void flush();  // submit what is recorded, do not wait
   void wait();   // flush and wait for everything submitted
   uint64_t dispatches() const { return dispatches_; }

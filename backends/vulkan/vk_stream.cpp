@@ -273,6 +273,16 @@ void Stream::upload(const Allocation& dst, size_t offset, std::span<const std::b
   }
 }
 
+void Stream::copy(VkBuffer src, size_t src_offset, VkBuffer dst, size_t dst_offset, size_t bytes) {
+  if (bytes == 0) return;
+  begin_if_needed();
+  Binding bs[2] = {{src, src_offset, bytes, false}, {dst, dst_offset, bytes, true}};
+  hazard_barrier(bs);
+  VkBufferCopy region{src_offset, dst_offset, bytes};
+  vkCmdCopyBuffer(frames_[cur_].cb, src, dst, 1, &region);
+  if (++recorded_ >= kFlushEvery) flush();
+}
+
 void Stream::download(const Allocation& src, size_t offset, std::span<std::byte> dst) {
   wait();
   if (src.block->mapped) {
