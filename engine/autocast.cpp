@@ -12,10 +12,17 @@ namespace {
 thread_local Precision t_precision = Precision::F32;
 
 constexpr AutocastRule kPolicy[] = {
-    {"matmul", AutocastKind::Lower},      {"linear", AutocastKind::Lower},   {"attention", AutocastKind::Lower},
-    {"softmax", AutocastKind::F32},       {"log_softmax", AutocastKind::F32}, {"layer_norm", AutocastKind::F32},
-    {"rms_norm", AutocastKind::F32},      {"cross_entropy", AutocastKind::F32}, {"sum", AutocastKind::F32},
-    {"mean", AutocastKind::F32},          {"adamw", AutocastKind::F32},
+    {"matmul", AutocastKind::Lower},
+    {"linear", AutocastKind::Lower},
+    {"attention", AutocastKind::Lower},
+    {"softmax", AutocastKind::F32},
+    {"log_softmax", AutocastKind::F32},
+    {"layer_norm", AutocastKind::F32},
+    {"rms_norm", AutocastKind::F32},
+    {"cross_entropy", AutocastKind::F32},
+    {"sum", AutocastKind::F32},
+    {"mean", AutocastKind::F32},
+    {"adamw", AutocastKind::F32},
     // Computes in f32 but keeps its two GEMM-output inputs for backward in bf16.
     {"swiglu", AutocastKind::Lower},
 };
@@ -31,8 +38,8 @@ Precision resolve_precision(std::string_view s, const Backend& be, std::string_v
   if (s == "auto") return auto_precision(be);
   if (s == "f32") return Precision::F32;
   if (!be.matmul_takes_16bit_ab())
-    throw std::invalid_argument(fmt::format("[{}] precision bf16: the {} backend has no bf16 GEMMs yet; use f32 or auto",
-                                            where, be.name()));
+    throw std::invalid_argument(
+        fmt::format("[{}] precision bf16: the {} backend has no bf16 GEMMs yet; use f32 or auto", where, be.name()));
   return Precision::BF16;
 }
 

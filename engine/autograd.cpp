@@ -31,8 +31,10 @@ void record(std::string_view name, BackwardFn fn, OpCtx&& ctx, const std::vector
   for (size_t i = 0; i < inputs.size(); ++i) {
     if (!ctx.needs_grad[i]) continue;
     const Tensor& t = *inputs[i];
-    if (t.impl()->grad_fn) node->edges[i].node = t.impl()->grad_fn;
-    else node->edges[i].leaf = t.impl_ptr();
+    if (t.impl()->grad_fn)
+      node->edges[i].node = t.impl()->grad_fn;
+    else
+      node->edges[i].leaf = t.impl_ptr();
   }
   node->ctx = std::move(ctx);
   // An op may hand back one of its inputs unchanged; the output needs its own identity.
@@ -51,8 +53,10 @@ namespace {
 
 // Adds g into acc (allocating on first use); gradients never alias a live forward tensor.
 void accumulate(Tensor& acc, const Tensor& g) {
-  if (!acc.defined()) acc = g;
-  else acc = add(acc, g);
+  if (!acc.defined())
+    acc = g;
+  else
+    acc = add(acc, g);
 }
 
 Tensor fit_gradient(Tensor g, const Shape& shape, DType dtype, std::string_view op) {
@@ -86,8 +90,8 @@ void backward(const Tensor& root, const Tensor& grad) {
   Tensor g = grad;
   if (!g.defined()) {
     if (root.numel() != 1)
-      throw std::invalid_argument(fmt::format("[backward] implicit gradient needs a scalar, got shape {}; pass a gradient",
-                                              shape_str(root.shape())));
+      throw std::invalid_argument(fmt::format(
+          "[backward] implicit gradient needs a scalar, got shape {}; pass a gradient", shape_str(root.shape())));
     g = ones(root.shape(), root.dtype(), root.device());
   } else if (g.shape() != root.shape()) {
     throw std::invalid_argument(fmt::format("[backward] gradient shape {} differs from tensor shape {}",
@@ -111,9 +115,10 @@ void backward(const Tensor& root, const Tensor& grad) {
     Node* n = ready.top();
     ready.pop();
     if (n->released)
-      throw std::logic_error(fmt::format("[backward] the graph through '{}' was already used by a backward pass; "
-                                         "run the forward again",
-                                         n->name));
+      throw std::logic_error(
+          fmt::format("[backward] the graph through '{}' was already used by a backward pass; "
+                      "run the forward again",
+                      n->name));
     auto it = grads.find(n);
     Tensor dy = std::move(it->second);
     grads.erase(it);
@@ -122,8 +127,8 @@ void backward(const Tensor& root, const Tensor& grad) {
     n->ctx.saved_.clear();  // free what the forward kept as soon as it has served
     n->released = true;
     if (dxs.size() != n->edges.size())
-      throw std::logic_error(fmt::format("[backward] {} returned {} gradients for {} inputs", n->name, dxs.size(),
-                                         n->edges.size()));
+      throw std::logic_error(
+          fmt::format("[backward] {} returned {} gradients for {} inputs", n->name, dxs.size(), n->edges.size()));
     for (size_t i = 0; i < dxs.size(); ++i) {
       Edge& e = n->edges[i];
       if (!dxs[i].defined() || (!e.node && !e.leaf)) continue;
@@ -186,7 +191,7 @@ std::vector<Tensor> checkpoint_backward(OpCtx& ctx, const Tensor& dy) {
   }
   std::vector<Tensor> dxs(xs.size());
   if (!y.requires_grad()) return dxs;  // nothing inside needed a gradient after all
-  backward(y, dy);  // parameters accumulate here; the inputs' gradients land on the detached copies
+  backward(y, dy);                     // parameters accumulate here; the inputs' gradients land on the detached copies
   for (size_t i = 0; i < xs.size(); ++i)
     if (ctx.needs(i)) dxs[i] = xs[i].grad();
   return dxs;

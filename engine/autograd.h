@@ -80,10 +80,10 @@ inline void collect(std::vector<const Tensor*>& v, const std::vector<Tensor>& ts
   for (auto& t : ts) v.push_back(&t);
 }
 template <class T>
-  requires(!std::is_same_v<std::decay_t<T>, Tensor> && !std::is_same_v<std::decay_t<T>, std::vector<Tensor>>)
-inline void collect(std::vector<const Tensor*>&, const T&) {}
-void record(std::string_view name, BackwardFn fn, OpCtx&& ctx, const std::vector<const Tensor*>& inputs,
-            Tensor& out);
+requires(!std::is_same_v<std::decay_t<T>, Tensor> &&
+         !std::is_same_v<std::decay_t<T>, std::vector<Tensor>>) inline void collect(std::vector<const Tensor*>&,
+                                                                                    const T&) {}
+void record(std::string_view name, BackwardFn fn, OpCtx&& ctx, const std::vector<const Tensor*>& inputs, Tensor& out);
 }  // namespace detail
 
 // Op: a struct with kName, static Tensor forward(OpCtx&, args...) and static backward(OpCtx&, dy).

@@ -49,8 +49,8 @@ enum class ReduceOp : uint8_t { Sum, Mean, Max, Min, ArgMax, Count };
 enum class RandDist : uint8_t { Uniform, Normal, Count };
 
 struct AttnArgs {
-  bool causal = false;   // query i sees keys j <= i + (Tk - Tq): aligned bottom-right
-  double scale = 1.0;    // usually 1/sqrt(D); double so f64 checks see no f32 rounding
+  bool causal = false;  // query i sees keys j <= i + (Tk - Tq): aligned bottom-right
+  double scale = 1.0;   // usually 1/sqrt(D); double so f64 checks see no f32 rounding
 };
 
 struct AdamWArgs {
@@ -85,8 +85,10 @@ class Backend {
 
   // Elementwise. out may alias x/a/b when layouts are equal (in-place updates).
   virtual void unary(UnaryOp op, const Tensor& x, Tensor& out, double a = 0, double b = 0) = 0;
-  virtual void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) = 0;  // a, b pre-broadcast to out.shape via strides
-  virtual void where(const Tensor& cond, const Tensor& a, const Tensor& b, Tensor& out) = 0;  // cond Bool, all pre-broadcast
+  virtual void binary(BinaryOp op, const Tensor& a, const Tensor& b,
+                      Tensor& out) = 0;  // a, b pre-broadcast to out.shape via strides
+  virtual void where(const Tensor& cond, const Tensor& a, const Tensor& b,
+                     Tensor& out) = 0;  // cond Bool, all pre-broadcast
   virtual void reduce(ReduceOp op, const Tensor& x, Tensor& out) = 0;
 
   // out (..., M, N) = alpha * a (..., M, K) @ b (..., K, N) + beta * out.
@@ -118,14 +120,14 @@ class Backend {
   virtual void softmax(const Tensor& x, Tensor& y, bool log) = 0;
   virtual void softmax_bwd(const Tensor& y, const Tensor& dy, Tensor& dx, bool log) = 0;
   // w, b: (C) and b may be undefined; mean, rstd: (rows) F32/F64 like x.
-  virtual void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps, Tensor& y,
-                          Tensor& mean, Tensor& rstd) = 0;
+  virtual void layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps, Tensor& y, Tensor& mean,
+                          Tensor& rstd) = 0;
   // dw, db are accumulated into (+=) when defined; pass undefined to skip them.
   virtual void layer_norm_bwd(const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& rstd,
                               const Tensor& dy, Tensor& dx, Tensor& dw, Tensor& db) = 0;
   virtual void rms_norm(const Tensor& x, const Tensor& w, double eps, Tensor& y, Tensor& rstd) = 0;
-  virtual void rms_norm_bwd(const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& dy,
-                            Tensor& dx, Tensor& dw) = 0;
+  virtual void rms_norm_bwd(const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& dy, Tensor& dx,
+                            Tensor& dw) = 0;
   // HF half-split rotary: y = x * cos + rotate_half(x) * sin. x (B, H, T, D); cos, sin (T, D) or
   // (B, T, D) with equal halves. inverse uses -sin, which is exactly the backward.
   virtual void rope(const Tensor& x, const Tensor& cos, const Tensor& sin, Tensor& y, bool inverse) = 0;
@@ -136,14 +138,14 @@ class Backend {
   virtual void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_mask,
                          const AttnArgs& args, Tensor& o, Tensor& lse) = 0;
   virtual void attention_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_mask,
-                             const AttnArgs& args, const Tensor& o, const Tensor& lse, const Tensor& dout,
-                             Tensor& dq, Tensor& dk, Tensor& dv) = 0;
+                             const AttnArgs& args, const Tensor& o, const Tensor& lse, const Tensor& dout, Tensor& dq,
+                             Tensor& dk, Tensor& dv) = 0;
   // logits (N, C), targets (N) I64. loss (N): lse - logit[target], 0 where target == ignore_index.
   virtual void cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index, Tensor& loss,
                              Tensor& lse) = 0;
   // dlogits = dloss[n] * (softmax - onehot), rows with ignore_index get 0.
-  virtual void cross_entropy_bwd(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
-                                 const Tensor& lse, const Tensor& dloss, Tensor& dlogits) = 0;
+  virtual void cross_entropy_bwd(const Tensor& logits, const Tensor& targets, int64_t ignore_index, const Tensor& lse,
+                                 const Tensor& dloss, Tensor& dlogits) = 0;
   // Sparse S in CSR (RoSA's adapter, specs/methods.md §3.2): row_ptr (rows + 1) and col_idx (nnz) are
   // contiguous I32 with columns strictly ascending per row (validated on the host when the pattern is
   // built); values (nnz) contiguous, F32 (F64 may be CPU only). Sums run in a fixed order per output,
@@ -197,15 +199,15 @@ using BackendFactory = std::unique_ptr<Backend> (*)(int index);
 struct BackendEntry {
   DeviceType type = DeviceType::CPU;
   BackendFactory make = nullptr;
-  std::string_view summary;              // for --version: "cpu (oneDNN, OpenBLAS, oneTBB)"
-  int (*default_index)() = nullptr;      // the device a bare name picks; throws a one-line reason when none
-                                         // is usable; null: index 0
+  std::string_view summary;                          // for --version: "cpu (oneDNN, OpenBLAS, oneTBB)"
+  int (*default_index)() = nullptr;                  // the device a bare name picks; throws a one-line reason when none
+                                                     // is usable; null: index 0
   std::vector<std::string> (*describe)() = nullptr;  // one line per device ("vulkan:0: ..."), or why none
 };
 void register_backend(const BackendEntry& entry);  // replaces an earlier entry of the same type
 Backend& backend_for(Device d);
-bool backend_available(DeviceType type);  // registered and a usable device exists
-std::vector<std::string> describe_devices();  // every backend type's lines, "<name>: not in this build" if absent
+bool backend_available(DeviceType type);            // registered and a usable device exists
+std::vector<std::string> describe_devices();        // every backend type's lines, "<name>: not in this build" if absent
 std::vector<std::string_view> backend_summaries();  // registered backends, in DeviceType order
 
 }  // namespace rf

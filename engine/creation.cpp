@@ -44,8 +44,8 @@ Tensor ones_like(const Tensor& x) { return ones(x.shape(), x.dtype(), x.device()
 Tensor from_raw(std::span<const std::byte> bytes, const Shape& s, DType t, Device d) {
   size_t need = size_t(numel(s)) * dtype_size(t);
   if (bytes.size() != need)
-    throw std::invalid_argument(fmt::format("[from_data] {} bytes given for shape {} of {} ({} bytes needed)", bytes.size(),
-                                            shape_str(s), dtype_name(t), need));
+    throw std::invalid_argument(fmt::format("[from_data] {} bytes given for shape {} of {} ({} bytes needed)",
+                                            bytes.size(), shape_str(s), dtype_name(t), need));
   Tensor x = empty(s, t, d);
   if (need) x.backend().upload(x.buffer(), 0, bytes);
   return x;
@@ -66,7 +66,8 @@ Tensor from_data<bool>(std::span<const bool> data, const Shape& s, Device d) {
 }
 
 Tensor arange(double start, double end, double step, DType t, Device d) {
-  if (step == 0.0 || (end - start) / step < 0) throw std::invalid_argument("[arange] step does not move from start to end");
+  if (step == 0.0 || (end - start) / step < 0)
+    throw std::invalid_argument("[arange] step does not move from start to end");
   int64_t n = int64_t(std::ceil((end - start) / step));
   std::vector<double> v(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) v[size_t(i)] = start + double(i) * step;
@@ -141,7 +142,9 @@ Tensor random(const Shape& s, RandDist dist, double a, double b, DType t, Device
 }
 }  // namespace
 
-Tensor rand(const Shape& s, double lo, double hi, DType t, Device d) { return random(s, RandDist::Uniform, lo, hi, t, d); }
+Tensor rand(const Shape& s, double lo, double hi, DType t, Device d) {
+  return random(s, RandDist::Uniform, lo, hi, t, d);
+}
 Tensor randn(const Shape& s, double mean, double std, DType t, Device d) {
   return random(s, RandDist::Normal, mean, std, t, d);
 }

@@ -24,7 +24,7 @@ inline bool is_int(DType t) { return t == DType::I32 || t == DType::I64; }
 inline uint16_t f32_to_bf16(float f) {
   uint32_t u = std::bit_cast<uint32_t>(f);
   if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x0040u);  // quiet NaN, keep sign
-  u += 0x7fffu + ((u >> 16) & 1u);                                             // ties to even
+  u += 0x7fffu + ((u >> 16) & 1u);                                            // ties to even
   return uint16_t(u >> 16);
 }
 
@@ -35,9 +35,9 @@ inline uint16_t f32_to_f16(float f) {
   uint32_t sign = (u >> 16) & 0x8000u;
   uint32_t abs = u & 0x7fffffffu;
   if (abs > 0x7f800000u) return uint16_t(sign | 0x7e00u | ((abs >> 13) & 0x3ffu));  // NaN stays NaN
-  if (abs >= 0x477ff000u) return uint16_t(sign | 0x7c00u);  // rounds to >= 65520: Inf
-  if (abs < 0x38800000u) {                                  // below f16 min normal: subnormal or zero
-    if (abs < 0x33000000u) return uint16_t(sign);           // < 2^-25 rounds to zero (tie at 2^-25 -> 0)
+  if (abs >= 0x477ff000u) return uint16_t(sign | 0x7c00u);                          // rounds to >= 65520: Inf
+  if (abs < 0x38800000u) {                         // below f16 min normal: subnormal or zero
+    if (abs < 0x33000000u) return uint16_t(sign);  // < 2^-25 rounds to zero (tie at 2^-25 -> 0)
     uint32_t mant = (abs & 0x7fffffu) | 0x800000u;
     uint32_t shift = 126u - (abs >> 23);  // value = mant * 2^(e-150); f16 subnormal unit is 2^-24
     uint32_t val = mant >> shift;
@@ -64,13 +64,28 @@ inline float f16_to_f32(uint16_t h) {
   return std::bit_cast<float>(sign | ((exp + 112) << 23) | (mant << 13));
 }
 
-
 // Maps C++ scalar types to DType for typed host transfers.
-template <class T> struct DTypeOf;
-template <> struct DTypeOf<float> { static constexpr DType value = DType::F32; };
-template <> struct DTypeOf<double> { static constexpr DType value = DType::F64; };
-template <> struct DTypeOf<int32_t> { static constexpr DType value = DType::I32; };
-template <> struct DTypeOf<int64_t> { static constexpr DType value = DType::I64; };
-template <> struct DTypeOf<bool> { static constexpr DType value = DType::Bool; };
+template <class T>
+struct DTypeOf;
+template <>
+struct DTypeOf<float> {
+  static constexpr DType value = DType::F32;
+};
+template <>
+struct DTypeOf<double> {
+  static constexpr DType value = DType::F64;
+};
+template <>
+struct DTypeOf<int32_t> {
+  static constexpr DType value = DType::I32;
+};
+template <>
+struct DTypeOf<int64_t> {
+  static constexpr DType value = DType::I64;
+};
+template <>
+struct DTypeOf<bool> {
+  static constexpr DType value = DType::Bool;
+};
 
 }  // namespace rf

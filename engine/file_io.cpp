@@ -50,7 +50,8 @@ void write_file_atomic(const std::string& path, std::string_view bytes) {
 
 std::string read_file(const std::string& path, std::string_view who) {
   struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) throw std::runtime_error(fmt::format("[{}] {}: {}", who, path, std::strerror(errno)));
+  if (::stat(path.c_str(), &st) != 0)
+    throw std::runtime_error(fmt::format("[{}] {}: {}", who, path, std::strerror(errno)));
   if (S_ISDIR(st.st_mode)) throw std::runtime_error(fmt::format("[{}] {}: {}", who, path, std::strerror(EISDIR)));
   std::ifstream in(path, std::ios::binary);
   if (!in) throw std::runtime_error(fmt::format("[{}] {}: {}", who, path, std::strerror(errno)));
@@ -62,17 +63,20 @@ std::string read_file(const std::string& path, std::string_view who) {
 void require_directory(const std::string& path, std::string_view who, std::string_view expected) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {
-    if (errno == ENOENT || errno == ENOTDIR) throw std::runtime_error(fmt::format("[{}] {}: no such directory", who, path));
+    if (errno == ENOENT || errno == ENOTDIR)
+      throw std::runtime_error(fmt::format("[{}] {}: no such directory", who, path));
     throw std::runtime_error(fmt::format("[{}] {}: {}", who, path, std::strerror(errno)));
   }
   if (S_ISDIR(st.st_mode)) return;
-  throw std::runtime_error(fmt::format("[{}] {} is {}; expected {}", who, path, S_ISREG(st.st_mode) ? "a file" : "not a directory", expected));
+  throw std::runtime_error(fmt::format("[{}] {} is {}; expected {}", who, path,
+                                       S_ISREG(st.st_mode) ? "a file" : "not a directory", expected));
 }
 
 void write_dir_atomic(const fs::path& dir, const std::function<void(const fs::path& tmp)>& fill) {
   const fs::path parent = dir.parent_path().empty() ? fs::path(".") : dir.parent_path();
   const std::string name = dir.filename().string();
-  const fs::path tmp = parent / fmt::format("{}.tmp.{}", name, ::getpid()), old = parent / fmt::format("{}.old.{}", name, ::getpid());
+  const fs::path tmp = parent / fmt::format("{}.tmp.{}", name, ::getpid()),
+                 old = parent / fmt::format("{}.old.{}", name, ::getpid());
   std::error_code ec;
   fs::remove_all(tmp, ec);
   try {

@@ -20,21 +20,28 @@ std::string one_line(std::string_view s, size_t max) {
       out += "...";
       break;
     }
-    if (ch == '\n') out += "\\n";
-    else if (ch == '\r') out += "\\r";
-    else if (ch == '\t') out += "\\t";
-    else if (static_cast<unsigned char>(ch) < 0x20) out += fmt::format("\\x{:02x}", static_cast<unsigned char>(ch));
-    else out += ch;
+    if (ch == '\n')
+      out += "\\n";
+    else if (ch == '\r')
+      out += "\\r";
+    else if (ch == '\t')
+      out += "\\t";
+    else if (static_cast<unsigned char>(ch) < 0x20)
+      out += fmt::format("\\x{:02x}", static_cast<unsigned char>(ch));
+    else
+      out += ch;
   }
   return out;
 }
 
 template <class J>
-J parse_text(std::string_view text, const std::string& path, std::string_view who, const typename J::parser_callback_t& cb) {
+J parse_text(std::string_view text, const std::string& path, std::string_view who,
+             const typename J::parser_callback_t& cb) {
   try {
     return J::parse(text.begin(), text.end(), cb);
   } catch (const nlohmann::json::parse_error& e) {
-    throw std::runtime_error(fmt::format("[{}] {}: invalid JSON at {}: {}", who, path, json_position(text, e.byte), json_error_reason(e)));
+    throw std::runtime_error(
+        fmt::format("[{}] {}: invalid JSON at {}: {}", who, path, json_position(text, e.byte), json_error_reason(e)));
   } catch (const nlohmann::json::exception& e) {  // e.g. a number out of range
     throw std::runtime_error(fmt::format("[{}] {}: invalid JSON: {}", who, path, json_error_reason(e)));
   }
@@ -58,14 +65,20 @@ std::string json_excerpt(const nlohmann::json& v) {
 std::string json_excerpt(const nlohmann::ordered_json& v) {
   return one_line(v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), kMaxExcerpt);
 }
-std::string json_must_be(std::string_view type, const nlohmann::json& v) { return fmt::format("must be {}, got {}", type, json_excerpt(v)); }
+std::string json_must_be(std::string_view type, const nlohmann::json& v) {
+  return fmt::format("must be {}, got {}", type, json_excerpt(v));
+}
 std::string json_must_be(std::string_view type, const nlohmann::ordered_json& v) {
   return fmt::format("must be {}, got {}", type, json_excerpt(v));
 }
 
 // Keys come from the file (a vocabulary token may hold a newline): the message is kept to one line.
-void JsonPlace::fail(std::string_view msg) const { throw std::runtime_error(fmt::format("[{}] {}: {}", who, path, one_line(msg, 1000))); }
-void JsonPlace::fail_key(std::string_view key, std::string_view msg) const { fail(fmt::format("'{}' {}", full(key), msg)); }
+void JsonPlace::fail(std::string_view msg) const {
+  throw std::runtime_error(fmt::format("[{}] {}: {}", who, path, one_line(msg, 1000)));
+}
+void JsonPlace::fail_key(std::string_view key, std::string_view msg) const {
+  fail(fmt::format("'{}' {}", full(key), msg));
+}
 void JsonPlace::fail_here(std::string_view msg) const {
   fail(where.empty() ? fmt::format("the top level {}", msg) : fmt::format("'{}' {}", where, msg));
 }

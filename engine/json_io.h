@@ -52,7 +52,7 @@ struct JsonPlace {
 
   JsonPlace at(std::string_view key) const { return {path, who, full(key)}; }  // a child's place
   std::string full(std::string_view k) const { return where.empty() ? std::string(k) : where + "." + std::string(k); }
-  [[noreturn]] void fail(std::string_view msg) const;                        // "[who] path: msg"
+  [[noreturn]] void fail(std::string_view msg) const;                            // "[who] path: msg"
   [[noreturn]] void fail_key(std::string_view key, std::string_view msg) const;  // "[who] path: 'where.key' msg"
   [[noreturn]] void fail_here(std::string_view msg) const;  // "'where' msg", or "the top level msg"
 };
@@ -60,19 +60,29 @@ struct JsonPlace {
 namespace json_detail {
 template <class T>
 constexpr const char* type_name() {
-  if constexpr (std::is_same_v<T, bool>) return "true or false";
-  else if constexpr (std::is_integral_v<T> && std::is_unsigned_v<T>) return "a non-negative integer";
-  else if constexpr (std::is_integral_v<T>) return "an integer";
-  else if constexpr (std::is_floating_point_v<T>) return "a number";
-  else return "a string";
+  if constexpr (std::is_same_v<T, bool>)
+    return "true or false";
+  else if constexpr (std::is_integral_v<T> && std::is_unsigned_v<T>)
+    return "a non-negative integer";
+  else if constexpr (std::is_integral_v<T>)
+    return "an integer";
+  else if constexpr (std::is_floating_point_v<T>)
+    return "a number";
+  else
+    return "a string";
 }
 template <class T, class J>
 bool holds(const J& v) {
-  if constexpr (std::is_same_v<T, bool>) return v.is_boolean();
-  else if constexpr (std::is_integral_v<T> && std::is_unsigned_v<T>) return v.is_number_unsigned();
-  else if constexpr (std::is_integral_v<T>) return v.is_number_integer();
-  else if constexpr (std::is_floating_point_v<T>) return v.is_number();
-  else return v.is_string();
+  if constexpr (std::is_same_v<T, bool>)
+    return v.is_boolean();
+  else if constexpr (std::is_integral_v<T> && std::is_unsigned_v<T>)
+    return v.is_number_unsigned();
+  else if constexpr (std::is_integral_v<T>)
+    return v.is_number_integer();
+  else if constexpr (std::is_floating_point_v<T>)
+    return v.is_number();
+  else
+    return v.is_string();
 }
 }  // namespace json_detail
 

@@ -22,16 +22,16 @@ Tensor expand(const Tensor& x, Shape s);  // NumPy broadcast of x to s (-1 keeps
 Tensor squeeze(const Tensor& x, int64_t axis);
 Tensor unsqueeze(const Tensor& x, int64_t axis);
 Tensor flatten(const Tensor& x, int64_t start = 0, int64_t end = -1);
-Tensor contiguous(const Tensor& x);  // recorded identity when x is already contiguous
+Tensor contiguous(const Tensor& x);     // recorded identity when x is already contiguous
 Tensor cast(const Tensor& x, DType t);  // differentiable between float types
-Tensor clone(const Tensor& x);         // contiguous copy, differentiable
+Tensor clone(const Tensor& x);          // contiguous copy, differentiable
 
 // ---- elementwise ----
 Tensor add(const Tensor& a, const Tensor& b);
 Tensor sub(const Tensor& a, const Tensor& b);
 Tensor mul(const Tensor& a, const Tensor& b);
 Tensor div(const Tensor& a, const Tensor& b);
-Tensor pow(const Tensor& a, const Tensor& b);  // a > 0 where b needs a gradient
+Tensor pow(const Tensor& a, const Tensor& b);      // a > 0 where b needs a gradient
 Tensor maximum(const Tensor& a, const Tensor& b);  // ties send the gradient to a
 Tensor minimum(const Tensor& a, const Tensor& b);
 Tensor add(const Tensor& a, double s);
@@ -50,10 +50,10 @@ Tensor sigmoid(const Tensor& x);
 Tensor relu(const Tensor& x);
 Tensor silu(const Tensor& x);
 Tensor swiglu(const Tensor& gate, const Tensor& up);  // silu(gate) * up, saving only gate and up
-enum class GeluApprox { None, Tanh };  // None = exact erf form
+enum class GeluApprox { None, Tanh };                 // None = exact erf form
 Tensor gelu(const Tensor& x, GeluApprox approx = GeluApprox::None);
 Tensor square(const Tensor& x);
-Tensor clamp(const Tensor& x, double lo, double hi);  // gradient passes where lo <= x <= hi
+Tensor clamp(const Tensor& x, double lo, double hi);                 // gradient passes where lo <= x <= hi
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);  // cond Bool, broadcasts
 // Comparisons: Bool results, not differentiable.
 Tensor eq(const Tensor& a, const Tensor& b);
@@ -92,8 +92,8 @@ std::pair<Tensor, Tensor> rope_tables(int64_t T, int64_t D, double theta = 10000
                                       DType t = DType::F32, Device d = {});
 struct AttnOptions {
   bool causal = false;
-  Tensor key_mask;      // optional (B, Tk) Bool, true = attend
-  double scale = 0.0;   // 0 means 1/sqrt(D)
+  Tensor key_mask;     // optional (B, Tk) Bool, true = attend
+  double scale = 0.0;  // 0 means 1/sqrt(D)
 };
 // q (B, H, Tq, D), k/v (B, Hk, Tk, D/Dv) with H % Hk == 0. Backward recomputes scores blockwise.
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttnOptions& opt = {});
@@ -110,7 +110,7 @@ Tensor cat(const std::vector<Tensor>& xs, int64_t axis);
 std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t axis);
 std::vector<Tensor> split(const Tensor& x, int64_t size, int64_t axis);  // equal chunks of size (last may be smaller)
 Tensor stack(const std::vector<Tensor>& xs, int64_t axis);
-std::pair<Tensor, Tensor> topk(const Tensor& x, int64_t k);  // along last axis: (values, I64 indices)
+std::pair<Tensor, Tensor> topk(const Tensor& x, int64_t k);       // along last axis: (values, I64 indices)
 Tensor dropout(const Tensor& x, double p, bool training = true);  // inverted dropout, Philox mask
 
 // ---- sparse (a fixed pattern p of S (rows, cols) with trainable values (nnz); engine/sparse.h) ----

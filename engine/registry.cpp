@@ -46,7 +46,9 @@ Backend& instance(Device d) {
   auto& inst = r.instances[{int(d.type), d.index}];
   if (!inst) {
     BackendFactory f = r.entries[size_t(d.type)].make;
-    if (!f) throw std::runtime_error(fmt::format("[device] backend '{}' is not available in this build", device_name(d.type)));
+    if (!f)
+      throw std::runtime_error(
+          fmt::format("[device] backend '{}' is not available in this build", device_name(d.type)));
     inst = f(d.index);
   }
   return *inst;
@@ -63,7 +65,8 @@ std::string_view device_name(DeviceType t) {
 }
 
 void register_backend(const BackendEntry& entry) {
-  if (entry.type >= DeviceType::Count || !entry.make) throw std::invalid_argument("[device] register_backend: invalid entry");
+  if (entry.type >= DeviceType::Count || !entry.make)
+    throw std::invalid_argument("[device] register_backend: invalid entry");
   Registry& r = registry();
   std::lock_guard lock(r.mu);
   r.entries[size_t(entry.type)] = entry;
@@ -99,7 +102,8 @@ std::vector<std::string> describe_devices() {
 std::vector<std::string_view> backend_summaries() {
   std::vector<std::string_view> out;
   for (size_t t = 0; t < size_t(DeviceType::Count); ++t)
-    if (const BackendEntry e = entry_of(DeviceType(t)); e.make) out.push_back(e.summary.empty() ? device_name(DeviceType(t)) : e.summary);
+    if (const BackendEntry e = entry_of(DeviceType(t)); e.make)
+      out.push_back(e.summary.empty() ? device_name(DeviceType(t)) : e.summary);
   return out;
 }
 
@@ -111,7 +115,8 @@ Device parse_device(std::string_view spec) {
   if (spec.substr(0, 6) != "vulkan") throw bad();
   Device d{DeviceType::Vulkan, 0};
   if (spec.size() == 6) {
-    if (!entry_of(DeviceType::Vulkan).make) throw std::runtime_error("[device] this build of rankforge has no Vulkan backend");
+    if (!entry_of(DeviceType::Vulkan).make)
+      throw std::runtime_error("[device] this build of rankforge has no Vulkan backend");
     d.index = default_index(DeviceType::Vulkan);
     return d;
   }

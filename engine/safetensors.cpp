@@ -83,7 +83,8 @@ Tensor File::load(std::string_view name, const LoadOptions& opt) const {
 
 Tensor File::load(const TensorInfo& t, const LoadOptions& opt) const {
   auto rt = to_rf(t.dtype);
-  if (!rt && t.dtype != StDType::I16) fail(path_, fmt::format("tensor {}: dtype {} is not supported", quote_name(t.name), dtype_string(t.dtype)));
+  if (!rt && t.dtype != StDType::I16)
+    fail(path_, fmt::format("tensor {}: dtype {} is not supported", quote_name(t.name), dtype_string(t.dtype)));
   // parse() bounds the byte size, not the dims of an empty tensor ([0, 2^63]); Shape is int64 and
   // rf::numel multiplies every dim, so the product of the non-zero dims must fit.
   int64_t prod = 1;
@@ -105,7 +106,8 @@ Tensor File::load(const TensorInfo& t, const LoadOptions& opt) const {
   if (*rt == DType::Bool)
     for (size_t i = 0; i < b.size(); ++i)
       if (uint8_t(b[i]) > 1)
-        fail(path_, fmt::format("tensor {}: BOOL byte {} at element {} is neither 0 nor 1", quote_name(t.name), uint8_t(b[i]), i));
+        fail(path_, fmt::format("tensor {}: BOOL byte {} at element {} is neither 0 nor 1", quote_name(t.name),
+                                uint8_t(b[i]), i));
   const bool is_float = *rt == DType::F32 || *rt == DType::F16 || *rt == DType::BF16;
   if (opt.float_dtype && is_float && *opt.float_dtype != *rt) {
     // Read in place (host) and converted once: peak memory holds this tensor twice at most, never the model.
@@ -164,15 +166,17 @@ void save_file(const std::map<std::string, Tensor>& tensors, const std::string& 
   auto utf8 = [](const std::string& s) { return utf8_invalid_at(s) == s.size(); };
   std::vector<Entry> es;
   for (const auto& [name, t] : tensors) {
-    if (name.empty() || name == "__metadata__" || !utf8(name)) fail(path, fmt::format("invalid tensor name {}", quote_name(name)));
+    if (name.empty() || name == "__metadata__" || !utf8(name))
+      fail(path, fmt::format("invalid tensor name {}", quote_name(name)));
     if (!t.defined()) fail(path, fmt::format("tensor {} is undefined", quote_name(name)));
     Tensor c = t.detach().to(Device{}).contiguous();
     if (auto nw = narrow.find(name); nw != narrow.end()) {
       if (nw->second != StDType::I16 || c.dtype() != DType::I32)
-        fail(path, fmt::format("tensor {}: only I32 narrows (to I16), not {} to {}", quote_name(name), dtype_name(c.dtype()),
-                               dtype_string(nw->second)));
+        fail(path, fmt::format("tensor {}: only I32 narrows (to I16), not {} to {}", quote_name(name),
+                               dtype_name(c.dtype()), dtype_string(nw->second)));
       for (int32_t v : c.to_vector<int32_t>())
-        if (v < INT16_MIN || v > INT16_MAX) fail(path, fmt::format("tensor {}: value {} does not fit I16", quote_name(name), v));
+        if (v < INT16_MIN || v > INT16_MAX)
+          fail(path, fmt::format("tensor {}: value {} does not fit I16", quote_name(name), v));
       es.push_back({&name, c, StDType::I16, uint64_t(c.numel()) * 2});
       continue;
     }
@@ -188,7 +192,9 @@ void save_file(const std::map<std::string, Tensor>& tensors, const std::string& 
   if (!metadata.empty()) header += "\"__metadata__\":" + nlohmann::json(metadata).dump();
   uint64_t offset = 0;
   for (const auto& e : es) {
-    nlohmann::json entry = {{"dtype", std::string(dtype_string(e.st))}, {"shape", e.t.shape()}, {"data_offsets", {offset, offset + e.bytes}}};
+    nlohmann::json entry = {{"dtype", std::string(dtype_string(e.st))},
+                            {"shape", e.t.shape()},
+                            {"data_offsets", {offset, offset + e.bytes}}};
     if (header.size() > 1) header += ',';  // appended piecewise: g++ 12 warns (-Wrestrict) on "," + temporary
     header += nlohmann::json(*e.name).dump();
     header += ':';
@@ -197,7 +203,8 @@ void save_file(const std::map<std::string, Tensor>& tensors, const std::string& 
   }
   header += "}";
   header.append((8 - header.size() % 8) % 8, ' ');  // keeps every tensor 8-byte aligned in a mapping
-  if (header.size() > kMaxHeaderSize) fail(path, fmt::format("header too large: {} bytes (limit {})", header.size(), kMaxHeaderSize));
+  if (header.size() > kMaxHeaderSize)
+    fail(path, fmt::format("header too large: {} bytes (limit {})", header.size(), kMaxHeaderSize));
 
   // Written beside the target and renamed over it: readers see the old file or the whole new one.
   const std::string tmp = fmt::format("{}.tmp.{}", path, ::getpid());
@@ -252,9 +259,12 @@ nlohmann::json read_index(const std::string& file) {
   std::string dup;
   auto cb = [&](int, nlohmann::json::parse_event_t ev, nlohmann::json& parsed) {
     using E = nlohmann::json::parse_event_t;
-    if (ev == E::object_start) open_objects.emplace_back();
-    else if (ev == E::object_end && !open_objects.empty()) open_objects.pop_back();
-    else if (ev == E::key && !open_objects.empty() && !open_objects.back().insert(parsed.get<std::string>()).second && dup.empty())
+    if (ev == E::object_start)
+      open_objects.emplace_back();
+    else if (ev == E::object_end && !open_objects.empty())
+      open_objects.pop_back();
+    else if (ev == E::key && !open_objects.empty() && !open_objects.back().insert(parsed.get<std::string>()).second &&
+             dup.empty())
       dup = parsed.get<std::string>();
     return true;
   };
@@ -308,13 +318,14 @@ Checkpoint Checkpoint::open(const std::string& dir) {
         if (w == c.where_.end())
           fail(ix, fmt::format("tensor {} in {} is missing from weight_map", quote_name(t.name), c.files_[i]->path()));
         if (w->second != i)
-          fail(ix, fmt::format("tensor {} appears in two shards: {} and {}", quote_name(t.name), c.files_[w->second]->path(),
-                               c.files_[i]->path()));
+          fail(ix, fmt::format("tensor {} appears in two shards: {} and {}", quote_name(t.name),
+                               c.files_[w->second]->path(), c.files_[i]->path()));
       }
     return c;
   }
   const fs::path single = p / "model.safetensors";
-  if (!fs::exists(single, ec)) fail(dir, fmt::format("no model.safetensors or model.safetensors.index.json in {}", dir));
+  if (!fs::exists(single, ec))
+    fail(dir, fmt::format("no model.safetensors or model.safetensors.index.json in {}", dir));
   add_all(single.string());
   return c;
 }
@@ -329,13 +340,15 @@ bool Checkpoint::contains(std::string_view name) const { return where_.find(name
 
 const TensorInfo& Checkpoint::info(std::string_view name) const {
   auto it = where_.find(name);
-  if (it == where_.end()) fail(files_.empty() ? "checkpoint" : files_[0]->path(), fmt::format("no tensor named {}", quote_name(name)));
+  if (it == where_.end())
+    fail(files_.empty() ? "checkpoint" : files_[0]->path(), fmt::format("no tensor named {}", quote_name(name)));
   return *files_[it->second]->find(name);
 }
 
 Tensor Checkpoint::load(std::string_view name, const LoadOptions& opt) const {
   auto it = where_.find(name);
-  if (it == where_.end()) fail(files_.empty() ? "checkpoint" : files_[0]->path(), fmt::format("no tensor named {}", quote_name(name)));
+  if (it == where_.end())
+    fail(files_.empty() ? "checkpoint" : files_[0]->path(), fmt::format("no tensor named {}", quote_name(name)));
   return files_[it->second]->load(name, opt);
 }
 

@@ -26,7 +26,8 @@ std::string shape_str(const Shape& s) { return fmt::format("({})", fmt::join(s, 
 
 int64_t norm_axis(int64_t axis, int64_t rank, const char* op) {
   int64_t a = axis < 0 ? axis + rank : axis;
-  if (a < 0 || a >= rank) throw std::invalid_argument(fmt::format("[{}] axis {} out of range for rank {}", op, axis, rank));
+  if (a < 0 || a >= rank)
+    throw std::invalid_argument(fmt::format("[{}] axis {} out of range for rank {}", op, axis, rank));
   return a;
 }
 

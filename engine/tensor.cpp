@@ -26,7 +26,8 @@ bool Tensor::is_contiguous() const {
 Tensor& Tensor::set_requires_grad(bool r) {
   if (!is_leaf()) throw std::invalid_argument("[requires_grad] can only be set on leaf tensors; use detach() first");
   if (r && !is_float(dtype()))
-    throw std::invalid_argument(fmt::format("[requires_grad] only float tensors can require grad, got {}", dtype_name(dtype())));
+    throw std::invalid_argument(
+        fmt::format("[requires_grad] only float tensors can require grad, got {}", dtype_name(dtype())));
   impl_->requires_grad = r;
   return *this;
 }
@@ -83,14 +84,16 @@ template std::vector<int32_t> Tensor::to_vector<int32_t>() const;
 template std::vector<int64_t> Tensor::to_vector<int64_t>() const;
 
 double Tensor::item() const {
-  if (numel() != 1) throw std::invalid_argument(fmt::format("[item] expects one element, got shape {}", shape_str(shape())));
+  if (numel() != 1)
+    throw std::invalid_argument(fmt::format("[item] expects one element, got shape {}", shape_str(shape())));
   return to_vector<double>()[0];
 }
 
 namespace {
 void check_inplace(const Tensor& t, const char* op) {
   if (grad_enabled() && t.requires_grad())
-    throw std::invalid_argument(fmt::format("[{}] in-place update of a tensor that requires grad; use NoGradGuard", op));
+    throw std::invalid_argument(
+        fmt::format("[{}] in-place update of a tensor that requires grad; use NoGradGuard", op));
   t.buffer().bump_version();
 }
 }  // namespace
@@ -110,7 +113,8 @@ Tensor& Tensor::copy_(const Tensor& src) {
   check_inplace(*this, "copy_");
   Shape bs = broadcast_shapes(src.shape(), shape(), "copy_");
   if (bs != shape())
-    throw std::invalid_argument(fmt::format("[copy_] cannot broadcast {} into {}", shape_str(src.shape()), shape_str(shape())));
+    throw std::invalid_argument(
+        fmt::format("[copy_] cannot broadcast {} into {}", shape_str(src.shape()), shape_str(shape())));
   Tensor s = src.device() == device() ? src : src.to(device());
   backend().copy(rf::expand(s.detach(), shape()), *this);
   return *this;
@@ -149,7 +153,9 @@ Tensor Tensor::reshape(const Shape& s) const { return rf::reshape(*this, s); }
 Tensor Tensor::view(const Shape& s) const { return rf::view(*this, s); }
 Tensor Tensor::permute(const std::vector<int64_t>& dims) const { return rf::permute(*this, dims); }
 Tensor Tensor::transpose(int64_t a, int64_t b) const { return rf::transpose(*this, a, b); }
-Tensor Tensor::narrow(int64_t axis, int64_t start, int64_t length) const { return rf::narrow(*this, axis, start, length); }
+Tensor Tensor::narrow(int64_t axis, int64_t start, int64_t length) const {
+  return rf::narrow(*this, axis, start, length);
+}
 Tensor Tensor::expand(const Shape& s) const { return rf::expand(*this, s); }
 Tensor Tensor::squeeze(int64_t axis) const { return rf::squeeze(*this, axis); }
 Tensor Tensor::unsqueeze(int64_t axis) const { return rf::unsqueeze(*this, axis); }

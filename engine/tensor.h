@@ -17,13 +17,13 @@ struct Node;  // autograd graph node (autograd.h)
 struct TensorImpl {
   std::shared_ptr<Buffer> buffer;
   Shape shape;
-  Strides strides;      // elements
-  int64_t offset = 0;   // elements
+  Strides strides;     // elements
+  int64_t offset = 0;  // elements
   DType dtype = DType::F32;
   uint64_t id = 0;
   bool requires_grad = false;
-  std::shared_ptr<Node> grad_fn;        // set on outputs of recorded ops (non-leaf)
-  std::shared_ptr<TensorImpl> grad;     // accumulated on leaves by backward()
+  std::shared_ptr<Node> grad_fn;     // set on outputs of recorded ops (non-leaf)
+  std::shared_ptr<TensorImpl> grad;  // accumulated on leaves by backward()
 };
 
 uint64_t next_tensor_id();
@@ -66,13 +66,14 @@ class Tensor {
   Tensor to(Device d) const;
   Tensor contiguous() const;
   Tensor clone() const;
-  template <class T> std::vector<T> to_vector() const;  // converts from any dtype
-  double item() const;  // single-element tensors
+  template <class T>
+  std::vector<T> to_vector() const;  // converts from any dtype
+  double item() const;               // single-element tensors
 
   // In-place updates, for optimizers and initialisers; refused on tensors that need grad in grad mode.
   Tensor& fill_(double v);
   Tensor& zero_() { return fill_(0.0); }
-  Tensor& copy_(const Tensor& src);       // broadcasts src, converts dtype
+  Tensor& copy_(const Tensor& src);  // broadcasts src, converts dtype
   Tensor& add_(const Tensor& other, double alpha = 1.0);
   Tensor& mul_(double s);
 
@@ -104,8 +105,10 @@ Tensor zeros_like(const Tensor& x);
 Tensor ones_like(const Tensor& x);
 Tensor arange(double start, double end, double step = 1.0, DType t = DType::F32, Device d = {});
 // Copies host data; data.size() must equal numel(s). Raw 16-bit storage via from_raw.
-template <class T> Tensor from_data(std::span<const T> data, const Shape& s, Device d = {});
-template <class T> Tensor from_data(const std::vector<T>& data, const Shape& s, Device d = {}) {
+template <class T>
+Tensor from_data(std::span<const T> data, const Shape& s, Device d = {});
+template <class T>
+Tensor from_data(const std::vector<T>& data, const Shape& s, Device d = {}) {
   return from_data(std::span<const T>(data), s, d);
 }
 Tensor from_raw(std::span<const std::byte> bytes, const Shape& s, DType t, Device d = {});
@@ -114,7 +117,9 @@ Tensor make_view(const Tensor& x, Shape s, Strides st, int64_t offset);
 
 // Random numbers: one global seed plus a counter that each random op advances by its numel.
 void manual_seed(uint64_t seed);
-struct RngState { uint64_t seed, offset; };
+struct RngState {
+  uint64_t seed, offset;
+};
 RngState rng_take(uint64_t count);  // reserves count counters, returns where they start
 void rng_restore(RngState s);       // rewinds (or advances) the stream to s, e.g. to replay dropout
 Tensor rand(const Shape& s, double lo = 0.0, double hi = 1.0, DType t = DType::F32, Device d = {});

@@ -24,12 +24,14 @@ const char* kText =
 struct Model {
   int64_t C, H;
   Tensor wte, wpe, ln1_w, ln1_b, qkv_w, qkv_b, proj_w, fc_w, fc_b, out_w, lnf_w, lnf_b, head_w;
-  std::vector<Tensor> params() { return {wte, wpe, ln1_w, ln1_b, qkv_w, qkv_b, proj_w, fc_w, fc_b, out_w, lnf_w, lnf_b, head_w}; }
+  std::vector<Tensor> params() {
+    return {wte, wpe, ln1_w, ln1_b, qkv_w, qkv_b, proj_w, fc_w, fc_b, out_w, lnf_w, lnf_b, head_w};
+  }
 
   Tensor operator()(const Tensor& ids) {  // ids (B, T) -> logits (B, T, V)
     const int64_t B = ids.size(0), T = ids.size(1);
-    Tensor x = embedding(wte, ids) + narrow(wpe, 0, 0, T);                 // (B, T, C)
-    Tensor qkv = linear(layer_norm(x, ln1_w, ln1_b), qkv_w, qkv_b);        // (B, T, 3C)
+    Tensor x = embedding(wte, ids) + narrow(wpe, 0, 0, T);           // (B, T, C)
+    Tensor qkv = linear(layer_norm(x, ln1_w, ln1_b), qkv_w, qkv_b);  // (B, T, 3C)
     auto parts = split(qkv, C, -1);
     auto heads = [&](const Tensor& t) { return t.reshape({B, T, H, C / H}).transpose(1, 2); };  // (B, H, T, D)
     Tensor a = scaled_dot_product_attention(heads(parts[0]), heads(parts[1]), heads(parts[2]), {.causal = true});
@@ -55,11 +57,21 @@ int run() {
   for (char c : text) ids.push_back(std::find(vocab.begin(), vocab.end(), c) - vocab.begin());
 
   const int64_t V = int64_t(vocab.size()), C = 64, H = 4, T = 32, B = 8;
-  Model m{C, H,
-          param({V, C}, 0.02), param({T, C}, 0.02), param_full({C}, 1), param_full({C}, 0),
-          param({3 * C, C}, 0.02), param_full({3 * C}, 0), param({C, C}, 0.02),
-          param({4 * C, C}, 0.02), param_full({4 * C}, 0), param({C, 4 * C}, 0.02),
-          param_full({C}, 1), param_full({C}, 0), param({V, C}, 0.02)};
+  Model m{C,
+          H,
+          param({V, C}, 0.02),
+          param({T, C}, 0.02),
+          param_full({C}, 1),
+          param_full({C}, 0),
+          param({3 * C, C}, 0.02),
+          param_full({3 * C}, 0),
+          param({C, C}, 0.02),
+          param({4 * C, C}, 0.02),
+          param_full({4 * C}, 0),
+          param({C, 4 * C}, 0.02),
+          param_full({C}, 1),
+          param_full({C}, 0),
+          param({V, C}, 0.02)};
   nn::AdamW opt(m.params(), nn::AdamWOptions{.lr = 3e-3f, .weight_decay = 0.0f});
 
   // Fixed windows of the text: inputs and next-character targets.
@@ -91,9 +103,12 @@ int main(int argc, char** argv) try {
   std::string spec;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (a == "--device" && i + 1 < argc) spec = argv[++i];
-    else if (a.rfind("--device=", 0) == 0) spec = a.substr(9);
-    else throw std::invalid_argument("usage: train_tiny [--device cpu|vulkan|vulkan:N]");
+    if (a == "--device" && i + 1 < argc)
+      spec = argv[++i];
+    else if (a.rfind("--device=", 0) == 0)
+      spec = a.substr(9);
+    else
+      throw std::invalid_argument("usage: train_tiny [--device cpu|vulkan|vulkan:N]");
   }
   dev = spec.empty() ? default_device() : parse_device(spec);
   return run();

@@ -23,14 +23,17 @@ class BertEmbeddings : public nn::Module {
  public:
   BertEmbeddings(const ModelConfig& c, const Init& init) : c_(c) {
     word_ = register_module("word_embeddings", std::make_shared<nn::Embedding>(c.vocab_size, c.hidden_size, init));
-    pos_ = register_module("position_embeddings", std::make_shared<nn::Embedding>(c.max_positions, c.hidden_size, init));
-    type_ = register_module("token_type_embeddings", std::make_shared<nn::Embedding>(c.type_vocab_size, c.hidden_size, init));
+    pos_ =
+        register_module("position_embeddings", std::make_shared<nn::Embedding>(c.max_positions, c.hidden_size, init));
+    type_ = register_module("token_type_embeddings",
+                            std::make_shared<nn::Embedding>(c.type_vocab_size, c.hidden_size, init));
     ln_ = register_module("LayerNorm", std::make_shared<nn::LayerNorm>(c.hidden_size, c.norm_eps, init));
   }
   Tensor run(const ModelInputs& in) {
     const int64_t B = in.input_ids.size(0), T = in.input_ids.size(1);
     if (T > c_.max_positions)
-      throw std::invalid_argument(fmt::format("[bert] sequence of {} tokens exceeds max_position_embeddings {}", T, c_.max_positions));
+      throw std::invalid_argument(
+          fmt::format("[bert] sequence of {} tokens exceeds max_position_embeddings {}", T, c_.max_positions));
     Device d = in.input_ids.device();
     Tensor pos = in.position_ids.defined() ? in.position_ids : default_positions(B, T, 0, d);
     Tensor types = in.token_type_ids.defined() ? in.token_type_ids : zeros({B, T}, DType::I64, d);
@@ -65,8 +68,9 @@ class BertLayer : public nn::Module {
   }
   Tensor run(const Tensor& x, const Tensor& mask) {  // (B, T, C)
     const int64_t H = c_.num_heads;
-    Tensor ctx = attend(split_heads(self_->child(q_)(x), H), split_heads(self_->child(k_)(x), H),
-                        split_heads(self_->child(v_)(x), H), nullptr, 0, false, mask, 1.0 / std::sqrt(double(c_.head_dim)));
+    Tensor ctx =
+        attend(split_heads(self_->child(q_)(x), H), split_heads(self_->child(k_)(x), H),
+               split_heads(self_->child(v_)(x), H), nullptr, 0, false, mask, 1.0 / std::sqrt(double(c_.head_dim)));
     Tensor a = dropout(attn_out_->child(ao_dense_)(merge_heads(ctx)), c_.resid_dropout, training());
     Tensor h = attn_out_->child(ao_ln_)(a + x);
     Tensor i = activation(c_.activation, inter_->child(inter_dense_)(h));

@@ -82,7 +82,8 @@ Tensor merge_heads(const Tensor& x) {
 std::pair<Tensor, Tensor> KVCache::append(int64_t layer, const Tensor& k, const Tensor& v) {
   const int64_t T = k.size(2);
   if (length_ + T > capacity_)
-    throw std::runtime_error(fmt::format("[generate] KV cache full: {} cached + {} new > capacity {}", length_, T, capacity_));
+    throw std::runtime_error(
+        fmt::format("[generate] KV cache full: {} cached + {} new > capacity {}", length_, T, capacity_));
   NoGradGuard ng;
   auto put = [&](Tensor& buf, const Tensor& x) {
     if (!buf.defined()) buf = zeros({x.size(0), x.size(1), capacity_, x.size(3)}, x.dtype(), x.device());
@@ -103,8 +104,10 @@ Tensor attend(const Tensor& q, const Tensor& k, const Tensor& v, KVCache* cache,
   o.scale = scale;
   if (attention_mask.defined()) {
     if (attention_mask.dim() != 2 || attention_mask.size(0) != q.size(0) || attention_mask.size(1) != kk.size(2))
-      throw std::invalid_argument(fmt::format("[model] attention_mask must be (B, {}) for {} keys", kk.size(2), kk.size(2)));
-    o.key_mask = attention_mask.dtype() == DType::Bool ? attention_mask : ne(attention_mask, zeros_like(attention_mask));
+      throw std::invalid_argument(
+          fmt::format("[model] attention_mask must be (B, {}) for {} keys", kk.size(2), kk.size(2)));
+    o.key_mask =
+        attention_mask.dtype() == DType::Bool ? attention_mask : ne(attention_mask, zeros_like(attention_mask));
   }
   return scaled_dot_product_attention(q, kk, vv, o);
 }

@@ -17,7 +17,9 @@ struct Reader {
   const json& j;
   const std::string& what;
 
-  [[noreturn]] void fail(const std::string& msg) const { throw std::runtime_error(fmt::format("[model] {}: {}", what, msg)); }
+  [[noreturn]] void fail(const std::string& msg) const {
+    throw std::runtime_error(fmt::format("[model] {}: {}", what, msg));
+  }
   const json* get(std::initializer_list<const char*> keys) const {  // first present, non-null alias
     for (const char* k : keys)
       if (auto it = j.find(k); it != j.end() && !it->is_null()) return &*it;
@@ -51,7 +53,8 @@ struct Reader {
     if (!v->is_string()) fail(fmt::format("'{}' must be a string, got {}", *keys.begin(), v->dump()));
     return v->get<std::string>();
   }
-  std::string one_of(std::initializer_list<const char*> keys, const std::string& def, const std::vector<std::string>& ok) const {
+  std::string one_of(std::initializer_list<const char*> keys, const std::string& def,
+                     const std::vector<std::string>& ok) const {
     std::string s = string(keys, def);
     for (auto& o : ok)
       if (s == o) return s;
@@ -125,7 +128,8 @@ void parse_llama(const Reader& r, ModelConfig& c) {
   if (c.num_heads == 0 || c.hidden_size % c.num_heads) r.fail("hidden_size must be a multiple of num_attention_heads");
   c.head_dim = r.integer({"head_dim"}, c.hidden_size / c.num_heads);
   if (c.num_kv_heads == 0 || c.num_heads % c.num_kv_heads)
-    r.fail(fmt::format("num_attention_heads ({}) must be a multiple of num_key_value_heads ({})", c.num_heads, c.num_kv_heads));
+    r.fail(fmt::format("num_attention_heads ({}) must be a multiple of num_key_value_heads ({})", c.num_heads,
+                       c.num_kv_heads));
   if (c.head_dim % 2) r.fail("head_dim must be even for rotary embeddings");
   parse_rope(r, c, qwen2 ? 1000000.0 : mistral ? 1000000.0 : 10000.0);
   c.qkv_bias = qwen2 ? true : r.boolean("attention_bias", false);
@@ -183,32 +187,40 @@ ModelConfig parse_config(const nlohmann::json& j, const std::string& what) {
     parse_gpt2(r, c);
   } else if (c.model_type == "llama" || c.model_type == "qwen2" || c.model_type == "mistral") {
     c.arch = Arch::Llama;
-    heads = {c.model_type == "llama" ? "LlamaForCausalLM" : c.model_type == "qwen2" ? "Qwen2ForCausalLM" : "MistralForCausalLM"};
+    heads = {c.model_type == "llama"   ? "LlamaForCausalLM"
+             : c.model_type == "qwen2" ? "Qwen2ForCausalLM"
+                                       : "MistralForCausalLM"};
     parse_llama(r, c);
   } else if (c.model_type == "bert") {
     c.arch = Arch::Bert, heads = {"BertForSequenceClassification"};
     parse_bert(r, c);
   } else {
-    r.fail(fmt::format("model_type '{}' is not supported (supported: gpt2, llama, qwen2, mistral, bert)", c.model_type));
+    r.fail(
+        fmt::format("model_type '{}' is not supported (supported: gpt2, llama, qwen2, mistral, bert)", c.model_type));
   }
   c.architecture = heads[0];
   if (const json* a = r.get({"architectures"})) {
     if (!a->is_array() || a->empty() || !(*a)[0].is_string()) r.fail("'architectures' must be a list of strings");
     std::string arch = (*a)[0].get<std::string>();
-    if (arch != heads[0]) r.fail(fmt::format("architecture '{}' is not supported for model_type {} (supported: {})", arch, c.model_type, heads[0]));
+    if (arch != heads[0])
+      r.fail(fmt::format("architecture '{}' is not supported for model_type {} (supported: {})", arch, c.model_type,
+                         heads[0]));
   }
   if (c.arch != Arch::Llama) {
-    if (c.num_heads == 0 || c.hidden_size % c.num_heads) r.fail("hidden_size must be a multiple of the number of heads");
+    if (c.num_heads == 0 || c.hidden_size % c.num_heads)
+      r.fail("hidden_size must be a multiple of the number of heads");
     c.head_dim = c.hidden_size / c.num_heads;
   }
-  if (c.hidden_size == 0 || c.num_layers == 0 || c.vocab_size == 0) r.fail("hidden size, layer count and vocab size must be positive");
+  if (c.hidden_size == 0 || c.num_layers == 0 || c.vocab_size == 0)
+    r.fail("hidden size, layer count and vocab size must be positive");
   c.initializer_range = r.number({"initializer_range"}, 0.02);
   c.dtype = r.one_of({"dtype", "torch_dtype"}, "float32", {"float32", "float16", "bfloat16"});
   if (r.get({"bos_token_id"})) c.bos_token_id = r.integer({"bos_token_id"});
   if (r.get({"pad_token_id"})) c.pad_token_id = r.integer({"pad_token_id"});
   if (const json* e = r.get({"eos_token_id"})) {
     for (const json& v : e->is_array() ? *e : json::array({*e})) {
-      if (!v.is_number_integer()) r.fail(fmt::format("'eos_token_id' must be an integer or a list of them, got {}", e->dump()));
+      if (!v.is_number_integer())
+        r.fail(fmt::format("'eos_token_id' must be an integer or a list of them, got {}", e->dump()));
       c.eos_token_ids.push_back(v.get<int64_t>());
     }
   }
@@ -223,7 +235,8 @@ ModelConfig load_config(const std::string& dir_or_file) {
   const bool dir = fs::is_directory(st);
   const std::string p = dir ? (fs::path(dir_or_file) / "config.json").string() : dir_or_file;
   if (dir && !fs::exists(p, ec))
-    throw std::runtime_error(fmt::format("[model] {}: no such file (a checkpoint folder holds config.json + *.safetensors)", p));
+    throw std::runtime_error(
+        fmt::format("[model] {}: no such file (a checkpoint folder holds config.json + *.safetensors)", p));
   return parse_config(parse_json_file(p, "model"), p);
 }
 

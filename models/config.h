@@ -21,13 +21,13 @@ struct RopeConfig {
 };
 
 struct ModelConfig {
-  std::string model_type;     // as in the file
-  std::string architecture;   // architectures[0], or the default head for the type
+  std::string model_type;    // as in the file
+  std::string architecture;  // architectures[0], or the default head for the type
   Arch arch = Arch::GPT2;
   int64_t vocab_size = 0, hidden_size = 0, num_layers = 0, num_heads = 0, num_kv_heads = 0, head_dim = 0;
   int64_t intermediate_size = 0, max_positions = 0;
   double norm_eps = 1e-5;
-  std::string activation;     // gelu_new | gelu | gelu_pytorch_tanh | relu | silu
+  std::string activation;  // gelu_new | gelu | gelu_pytorch_tanh | relu | silu
   bool tie_word_embeddings = false;
   double initializer_range = 0.02;
   // Decoder specifics.

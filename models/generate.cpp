@@ -45,13 +45,16 @@ int64_t sample_token(std::span<const float> logits, const SamplingOptions& opt, 
 
 Generation generate(Model& m, std::span<const int64_t> prompt, const SamplingOptions& opt,
                     const std::function<bool(int64_t)>& on_token) {
-  if (!m.config().is_causal_lm()) throw std::invalid_argument(fmt::format("[generate] {} is not a causal LM", m.config().architecture));
+  if (!m.config().is_causal_lm())
+    throw std::invalid_argument(fmt::format("[generate] {} is not a causal LM", m.config().architecture));
   if (prompt.empty()) throw std::invalid_argument("[generate] the prompt is empty");
   if (opt.max_new_tokens < 0) throw std::invalid_argument("[generate] max_new_tokens must be >= 0");
   NoGradGuard ng;
-  const int64_t limit = m.config().arch == Arch::GPT2 ? m.config().max_positions : int64_t(prompt.size()) + opt.max_new_tokens;
+  const int64_t limit =
+      m.config().arch == Arch::GPT2 ? m.config().max_positions : int64_t(prompt.size()) + opt.max_new_tokens;
   if (int64_t(prompt.size()) > limit)
-    throw std::invalid_argument(fmt::format("[generate] prompt of {} tokens exceeds the context of {}", prompt.size(), limit));
+    throw std::invalid_argument(
+        fmt::format("[generate] prompt of {} tokens exceeds the context of {}", prompt.size(), limit));
   const int64_t capacity = std::min<int64_t>(int64_t(prompt.size()) + opt.max_new_tokens, limit);
   KVCache cache(m.config().num_layers, std::max<int64_t>(capacity, 1));
   std::mt19937_64 rng(opt.seed);

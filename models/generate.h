@@ -14,10 +14,10 @@ namespace rf::models {
 
 struct SamplingOptions {
   int64_t max_new_tokens = 64;
-  bool greedy = false;       // argmax; also when temperature == 0
+  bool greedy = false;  // argmax; also when temperature == 0
   double temperature = 1.0;
-  int64_t top_k = 0;         // 0: off
-  double top_p = 1.0;        // 1: off
+  int64_t top_k = 0;   // 0: off
+  double top_p = 1.0;  // 1: off
   uint64_t seed = 0;
   std::vector<int64_t> stop_ids;  // generation ends after emitting one of these
 };

@@ -28,8 +28,8 @@ class Gpt2Attention : public nn::Module {
     auto qkv = split(child(c_attn_)(x), c_.hidden_size, 2);
     double scale = c_.scale_attn_weights ? 1.0 / std::sqrt(double(c_.head_dim)) : 1.0;
     if (c_.scale_attn_by_inverse_layer_idx) scale /= double(layer_ + 1);
-    Tensor o = attend(split_heads(qkv[0], c_.num_heads), split_heads(qkv[1], c_.num_heads), split_heads(qkv[2], c_.num_heads),
-                      cache, layer_, true, in.attention_mask, scale);
+    Tensor o = attend(split_heads(qkv[0], c_.num_heads), split_heads(qkv[1], c_.num_heads),
+                      split_heads(qkv[2], c_.num_heads), cache, layer_, true, in.attention_mask, scale);
     return dropout(child(c_proj_)(merge_heads(o)), c_.resid_dropout, training());
   }
 
@@ -87,7 +87,8 @@ class Gpt2Transformer : public nn::Module {
   Tensor run(const ModelInputs& in, KVCache* cache, bool checkpointing) {
     const int64_t B = in.input_ids.size(0), T = in.input_ids.size(1), past = cache ? cache->length() : 0;
     if (past + T > c_.max_positions)
-      throw std::invalid_argument(fmt::format("[gpt2] sequence of {} tokens exceeds n_positions {}", past + T, c_.max_positions));
+      throw std::invalid_argument(
+          fmt::format("[gpt2] sequence of {} tokens exceeds n_positions {}", past + T, c_.max_positions));
     Tensor pos = in.position_ids.defined() ? in.position_ids : default_positions(B, T, past, in.input_ids.device());
     Tensor x = dropout(child(wte_)(in.input_ids) + child(wpe_)(pos), c_.embd_dropout, training());
     if (in.hidden_states) in.hidden_states->push_back(x);
@@ -136,6 +137,8 @@ class Gpt2LMHeadModel : public Model {
 
 }  // namespace
 
-std::unique_ptr<Model> make_gpt2(const ModelConfig& c, const nn::Init& init) { return std::make_unique<Gpt2LMHeadModel>(c, init); }
+std::unique_ptr<Model> make_gpt2(const ModelConfig& c, const nn::Init& init) {
+  return std::make_unique<Gpt2LMHeadModel>(c, init);
+}
 
 }  // namespace rf::models

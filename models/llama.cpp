@@ -32,8 +32,9 @@ class LlamaAttention : public nn::Module {
     Tensor v = split_heads(child(v_)(x), c_.num_kv_heads);
     const int64_t total = (cache ? cache->length() : 0) + x.size(1);
     if (c_.sliding_window > 0 && total > c_.sliding_window)
-      throw std::invalid_argument(fmt::format("[{}] {} tokens exceed sliding_window {}: windowed attention is not supported yet",
-                                              c_.model_type, total, c_.sliding_window));
+      throw std::invalid_argument(
+          fmt::format("[{}] {} tokens exceed sliding_window {}: windowed attention is not supported yet", c_.model_type,
+                      total, c_.sliding_window));
     Tensor o = attend(q, k, v, cache, layer_, true, in.attention_mask, 1.0 / std::sqrt(double(c_.head_dim)));
     return child(o_)(merge_heads(o));
   }
@@ -47,9 +48,11 @@ class LlamaAttention : public nn::Module {
 class LlamaMlp : public nn::Module {
  public:
   LlamaMlp(const ModelConfig& c, const Init& init) : c_(c) {
-    gate_ = register_module("gate_proj", std::make_shared<Linear>(c.hidden_size, c.intermediate_size, c.mlp_bias, init));
+    gate_ =
+        register_module("gate_proj", std::make_shared<Linear>(c.hidden_size, c.intermediate_size, c.mlp_bias, init));
     up_ = register_module("up_proj", std::make_shared<Linear>(c.hidden_size, c.intermediate_size, c.mlp_bias, init));
-    down_ = register_module("down_proj", std::make_shared<Linear>(c.intermediate_size, c.hidden_size, c.mlp_bias, init));
+    down_ =
+        register_module("down_proj", std::make_shared<Linear>(c.intermediate_size, c.hidden_size, c.mlp_bias, init));
   }
   Tensor forward(const Tensor& x) override {
     Tensor g = child(gate_)(x), u = child(up_)(x);
@@ -68,7 +71,8 @@ class LlamaLayer : public nn::Module {
     attn_ = register_module("self_attn", std::make_shared<LlamaAttention>(c, layer, init));
     mlp_ = register_module("mlp", std::make_shared<LlamaMlp>(c, init));
     in_norm_ = register_module("input_layernorm", std::make_shared<nn::RMSNorm>(c.hidden_size, c.norm_eps, init));
-    post_norm_ = register_module("post_attention_layernorm", std::make_shared<nn::RMSNorm>(c.hidden_size, c.norm_eps, init));
+    post_norm_ =
+        register_module("post_attention_layernorm", std::make_shared<nn::RMSNorm>(c.hidden_size, c.norm_eps, init));
   }
   Tensor run(const Tensor& x, const Tensor& cos, const Tensor& sin, const ModelInputs& in, KVCache* cache) {
     Tensor a = child_as<LlamaAttention>(attn_).run(child(in_norm_)(x), cos, sin, in, cache);
@@ -101,7 +105,8 @@ class LlamaModel : public nn::Module {
       if (checkpointing && !cache && grad_enabled()) {
         // The closure runs again in backward: it keeps its own copies (cos, sin, the mask; no hidden_states).
         ModelInputs kept{in.input_ids, in.attention_mask, in.token_type_ids, in.position_ids};
-        x = checkpoint([layer, cos, sin, kept](const std::vector<Tensor>& xs) { return layer->run(xs[0], cos, sin, kept, nullptr); },
+        x = checkpoint([layer, cos, sin,
+                        kept](const std::vector<Tensor>& xs) { return layer->run(xs[0], cos, sin, kept, nullptr); },
                        {x});
       } else {
         x = layer->run(x, cos, sin, in, cache);
@@ -139,6 +144,8 @@ class LlamaForCausalLM : public Model {
 
 }  // namespace
 
-std::unique_ptr<Model> make_llama(const ModelConfig& c, const nn::Init& init) { return std::make_unique<LlamaForCausalLM>(c, init); }
+std::unique_ptr<Model> make_llama(const ModelConfig& c, const nn::Init& init) {
+  return std::make_unique<LlamaForCausalLM>(c, init);
+}
 
 }  // namespace rf::models

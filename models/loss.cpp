@@ -13,8 +13,8 @@ Tensor causal_lm_loss(const Tensor& logits, const Tensor& labels) {
     throw std::invalid_argument(fmt::format("[loss] causal LM logits (B, T, V) and labels (B, T) do not agree"));
   const int64_t T = logits.size(1);
   if (T < 2) throw std::invalid_argument("[loss] a causal LM loss needs at least 2 tokens per row");
-  Tensor l = narrow(logits, 1, 0, T - 1);   // (B, T-1, V)
-  Tensor y = narrow(labels, 1, 1, T - 1);   // (B, T-1)
+  Tensor l = narrow(logits, 1, 0, T - 1);  // (B, T-1, V)
+  Tensor y = narrow(labels, 1, 1, T - 1);  // (B, T-1)
   return cross_entropy(l, y.contiguous(), -100, Reduction::Mean);
 }
 

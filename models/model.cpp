@@ -4,11 +4,11 @@
 
 #include <fmt/format.h>
 
+#include <unistd.h>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
-#include <unistd.h>
 
 #include "engine/safetensors.h"
 
@@ -45,8 +45,10 @@ std::unique_ptr<Model> load_model(const std::string& dir, const LoadOptions& opt
   lo.device = opt.device;
   lo.keep_16bit = opt.keep_16bit;
   lo.float_dtype = opt.base_dtype;
-  if (opt.base_dtype && *opt.base_dtype != DType::F32 && *opt.base_dtype != DType::F16 && *opt.base_dtype != DType::BF16)
-    throw std::invalid_argument(fmt::format("[model] {}: base dtype must be f32, f16 or bf16, got {}", dir, dtype_name(*opt.base_dtype)));
+  if (opt.base_dtype && *opt.base_dtype != DType::F32 && *opt.base_dtype != DType::F16 &&
+      *opt.base_dtype != DType::BF16)
+    throw std::invalid_argument(
+        fmt::format("[model] {}: base dtype must be f32, f16 or bf16, got {}", dir, dtype_name(*opt.base_dtype)));
   nn::StateSource src;
   src.names = names;
   src.shape = [&](const std::string& k) {
@@ -54,14 +56,14 @@ std::unique_ptr<Model> load_model(const std::string& dir, const LoadOptions& opt
     return Shape(info.shape.begin(), info.shape.end());
   };
   src.load = [&](const std::string& k) { return ck.load(k, lo); };
-  nn::load_state(*model, src, [&](const std::string& n) { return model->checkpoint_key(n, has_prefix); },
-                 [&](const std::string& k) { return model->ignored_key(k); }, opt.strict, dir);
+  nn::load_state(
+      *model, src, [&](const std::string& n) { return model->checkpoint_key(n, has_prefix); },
+      [&](const std::string& k) { return model->ignored_key(k); }, opt.strict, dir);
   // Tied heads and anything left out by a non-strict load still live on the CPU: move them.
   model->to(opt.device);
   model->eval();
   return model;
 }
-
 
 void save_model(Model& m, const std::string& dir, std::optional<DType> dtype) {
   namespace fs = std::filesystem;

@@ -161,7 +161,8 @@ LoadReport load_state(Module& m, const StateSource& src, const std::function<std
     used.insert(key);
     Shape want = p.tensor->shape(), got = src.shape(key);
     if (want != got)
-      r.mismatched.push_back(fmt::format("{}: checkpoint [{}] vs model [{}]", key, fmt::join(got, ", "), fmt::join(want, ", ")));
+      r.mismatched.push_back(
+          fmt::format("{}: checkpoint [{}] vs model [{}]", key, fmt::join(got, ", "), fmt::join(want, ", ")));
   }
   for (auto& k : src.names)
     if (!used.count(k) && !ignored(k)) r.unexpected.push_back(k);

@@ -36,7 +36,10 @@ class Module {
   Tensor& param(size_t slot);  // resolves ties
   const Tensor& param(size_t slot) const;
   Module& child(size_t slot) const { return *children_[slot].second; }
-  template <class M> M& child_as(size_t slot) const { return dynamic_cast<M&>(child(slot)); }
+  template <class M>
+  M& child_as(size_t slot) const {
+    return dynamic_cast<M&>(child(slot));
+  }
   const std::shared_ptr<Module>& child_ptr(size_t slot) const { return children_[slot].second; }
   // Puts m in the slot of the child at a dotted path ("h.0.attn.c_attn"); returns the module it replaced.
   std::shared_ptr<Module> replace(const std::string& path, std::shared_ptr<Module> m);
@@ -89,9 +92,9 @@ struct LoadReport {
   std::string message(std::string_view what) const;
 };
 struct StateSource {
-  std::vector<std::string> names;                         // keys the source holds
-  std::function<Shape(const std::string&)> shape;         // shape of a key without loading it
-  std::function<Tensor(const std::string&)> load;         // the tensor, on the right device/dtype
+  std::vector<std::string> names;                  // keys the source holds
+  std::function<Shape(const std::string&)> shape;  // shape of a key without loading it
+  std::function<Tensor(const std::string&)> load;  // the tensor, on the right device/dtype
 };
 // key_map turns a module name into the source's key (e.g. adds a prefix); ignored(key) lists buffers
 // old checkpoints carry that the model does not use.

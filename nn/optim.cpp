@@ -40,7 +40,8 @@ void check_groups(std::vector<ParamGroup>& groups) {
       if (!p.defined()) fail(fmt::format("parameter '{}' is undefined", grp.names[i]));
       if (!p.is_leaf()) fail(fmt::format("parameter '{}' is not a leaf tensor", grp.names[i]));
       if (!is_compute_float(p.dtype()))
-        fail(fmt::format("parameter '{}' has dtype {}; optimizers update f32/f64 parameters", grp.names[i], dtype_name(p.dtype())));
+        fail(fmt::format("parameter '{}' has dtype {}; optimizers update f32/f64 parameters", grp.names[i],
+                         dtype_name(p.dtype())));
       if (!seen.insert(p.impl()).second) fail(fmt::format("parameter '{}' appears twice", grp.names[i]));
       if (!names.insert(grp.names[i]).second) fail(fmt::format("duplicate parameter name '{}'", grp.names[i]));
     }
@@ -88,7 +89,8 @@ struct CommonState {
   std::vector<float> lrs, wds;
 };
 
-nlohmann::json common_meta(const char* type, const std::vector<ParamGroup>& groups, int64_t step_count, double multiplier) {
+nlohmann::json common_meta(const char* type, const std::vector<ParamGroup>& groups, int64_t step_count,
+                           double multiplier) {
   nlohmann::json gs = nlohmann::json::array();
   for (const auto& g : groups) gs.push_back({{"names", g.names}, {"lr", g.lr}, {"weight_decay", g.weight_decay}});
   return {{"type", type}, {"step_count", step_count}, {"multiplier", multiplier}, {"groups", gs}};
@@ -104,7 +106,8 @@ CommonState parse_common(const nlohmann::json& meta, const char* type, const std
   c.multiplier = meta_number(meta, "multiplier");
   const auto& gs = meta_field(meta, "groups");
   if (!gs.is_array() || gs.size() != groups.size())
-    fail(fmt::format("the saved state has {} parameter groups, this optimizer {}", gs.is_array() ? gs.size() : 0, groups.size()));
+    fail(fmt::format("the saved state has {} parameter groups, this optimizer {}", gs.is_array() ? gs.size() : 0,
+                     groups.size()));
   for (size_t g = 0; g < groups.size(); ++g) {
     std::set<std::string> saved_names;
     if (gs[g].contains("names") && gs[g]["names"].is_array())
@@ -112,7 +115,9 @@ CommonState parse_common(const nlohmann::json& meta, const char* type, const std
         if (n.is_string()) saved_names.insert(n.get<std::string>());
     for (const auto& n : groups[g].names)
       if (!saved_names.erase(n)) fail(fmt::format("parameter '{}' (group {}) is not in the saved state", n, g));
-    if (!saved_names.empty()) fail(fmt::format("the saved state has parameter '{}' (group {}) that this optimizer lacks", *saved_names.begin(), g));
+    if (!saved_names.empty())
+      fail(fmt::format("the saved state has parameter '{}' (group {}) that this optimizer lacks", *saved_names.begin(),
+                       g));
     c.lrs.push_back(float(meta_number(gs[g], "lr")));
     c.wds.push_back(float(meta_number(gs[g], "weight_decay")));
     check_hyper("the saved lr", c.lrs.back(), 0);
@@ -131,7 +136,8 @@ void apply_common(const CommonState& c, std::vector<ParamGroup>& groups, int64_t
 }
 
 // The saved tensor `key` for parameter p (nullptr when absent), checked for shape and dtype.
-const Tensor* saved_tensor(const std::map<std::string, Tensor>& tensors, const std::string& key, const Tensor& p, bool required) {
+const Tensor* saved_tensor(const std::map<std::string, Tensor>& tensors, const std::string& key, const Tensor& p,
+                           bool required) {
   auto it = tensors.find(key);
   if (it == tensors.end()) {
     if (required) fail(fmt::format("the saved state has no '{}'", key));
@@ -139,20 +145,24 @@ const Tensor* saved_tensor(const std::map<std::string, Tensor>& tensors, const s
   }
   const Tensor& t = it->second;
   if (!t.defined()) fail(fmt::format("'{}' is undefined", key));
-  if (t.shape() != p.shape()) fail(fmt::format("'{}' has shape {}, the parameter {}", key, shape_str(t.shape()), shape_str(p.shape())));
-  if (t.dtype() != p.dtype()) fail(fmt::format("'{}' has dtype {}, the parameter {}", key, dtype_name(t.dtype()), dtype_name(p.dtype())));
+  if (t.shape() != p.shape())
+    fail(fmt::format("'{}' has shape {}, the parameter {}", key, shape_str(t.shape()), shape_str(p.shape())));
+  if (t.dtype() != p.dtype())
+    fail(fmt::format("'{}' has dtype {}, the parameter {}", key, dtype_name(t.dtype()), dtype_name(p.dtype())));
   return &t;
 }
 
 void check_no_extra(const std::map<std::string, Tensor>& tensors, const std::set<std::string>& expected) {
   for (const auto& [k, t] : tensors)
-    if (!expected.count(k)) fail(fmt::format("the saved state has tensor '{}' that matches no parameter of this optimizer", k));
+    if (!expected.count(k))
+      fail(fmt::format("the saved state has tensor '{}' that matches no parameter of this optimizer", k));
 }
 }  // namespace
 
 Optimizer::Optimizer(std::vector<ParamGroup> groups) : groups_(std::move(groups)) { check_groups(groups_); }
 
-Optimizer::Optimizer(std::vector<Tensor> params, float lr) : Optimizer(std::vector<ParamGroup>{ParamGroup{std::move(params), {}, lr, 0.0f}}) {}
+Optimizer::Optimizer(std::vector<Tensor> params, float lr)
+    : Optimizer(std::vector<ParamGroup>{ParamGroup{std::move(params), {}, lr, 0.0f}}) {}
 
 void Optimizer::zero_grad() {
   for (auto& g : groups_)
@@ -307,7 +317,7 @@ void AdamW::step() {
       Tensor g = p.grad();
       if (!g.defined()) continue;
       if (g.dtype() != p.dtype()) g = g.to(p.dtype());
-      g = g.contiguous();  // the fused kernel walks p, g, m, v with one flat index
+      g = g.contiguous();           // the fused kernel walks p, g, m, v with one flat index
       args.step = ++steps_[gi][i];  // per parameter, as torch: bias correction counts this parameter's updates
       p.backend().adamw_step(p, g, m_[gi][i], v_[gi][i], args);
     }
@@ -352,7 +362,8 @@ void AdamW::load_state(const std::map<std::string, Tensor>& tensors, const nlohm
       new_steps[g].push_back(meta_count(steps.at(n), fmt::format("step count of '{}'", n)));
       expected.insert(n + ".exp_avg");
       expected.insert(n + ".exp_avg_sq");
-      saved[g].emplace_back(saved_tensor(tensors, n + ".exp_avg", p, true), saved_tensor(tensors, n + ".exp_avg_sq", p, true));
+      saved[g].emplace_back(saved_tensor(tensors, n + ".exp_avg", p, true),
+                            saved_tensor(tensors, n + ".exp_avg_sq", p, true));
     }
   check_no_extra(tensors, expected);
 

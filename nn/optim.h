@@ -34,8 +34,8 @@ class Optimizer {
   // Effective lr of a group = its base lr * multiplier (what a schedule sets each step).
   void set_lr_multiplier(double m) { multiplier_ = m; }
   double lr_multiplier() const { return multiplier_; }
-  float lr(size_t group = 0) const;   // effective
-  void set_lr(float lr);              // every group's base lr
+  float lr(size_t group = 0) const;  // effective
+  void set_lr(float lr);             // every group's base lr
   int64_t step_count() const { return step_count_; }
   std::vector<Tensor> params() const;  // all groups, in order
   const std::vector<ParamGroup>& groups() const { return groups_; }
@@ -95,8 +95,8 @@ class AdamW final : public Optimizer {
 
  private:
   AdamWOptions opt_;
-  std::vector<std::vector<Tensor>> m_, v_;    // [group][i], beside each parameter
-  std::vector<std::vector<int64_t>> steps_;   // updates each parameter has received
+  std::vector<std::vector<Tensor>> m_, v_;   // [group][i], beside each parameter
+  std::vector<std::vector<int64_t>> steps_;  // updates each parameter has received
 };
 
 // torch.nn.utils.clip_grad_norm_: total L2 norm over every defined gradient; when it exceeds

@@ -15,16 +15,20 @@ constexpr double kPi = 3.14159265358979323846;
 
 void validate(const ScheduleOptions& o) {
   if (o.warmup_steps < 0) fail(fmt::format("warmup_steps must be >= 0, got {}", o.warmup_steps));
-  if (!(o.min_lr_ratio >= 0 && o.min_lr_ratio <= 1)) fail(fmt::format("min_lr_ratio must be in [0, 1], got {}", o.min_lr_ratio));
+  if (!(o.min_lr_ratio >= 0 && o.min_lr_ratio <= 1))
+    fail(fmt::format("min_lr_ratio must be in [0, 1], got {}", o.min_lr_ratio));
   if (o.kind != ScheduleKind::Constant && o.total_steps <= o.warmup_steps)
-    fail(fmt::format("{} needs total_steps ({}) > warmup_steps ({})", schedule_kind_name(o.kind), o.total_steps, o.warmup_steps));
+    fail(fmt::format("{} needs total_steps ({}) > warmup_steps ({})", schedule_kind_name(o.kind), o.total_steps,
+                     o.warmup_steps));
   if (o.kind == ScheduleKind::CosineWithRestarts) {
     if (o.cycle_length <= 0) fail(fmt::format("cosine_with_restarts needs cycle_length > 0, got {}", o.cycle_length));
     if (o.restart_warmup_steps < 0 || o.restart_warmup_steps > o.cycle_length)
-      fail(fmt::format("restart_warmup_steps must be in [0, cycle_length = {}], got {}", o.cycle_length, o.restart_warmup_steps));
+      fail(fmt::format("restart_warmup_steps must be in [0, cycle_length = {}], got {}", o.cycle_length,
+                       o.restart_warmup_steps));
     // As ReLoRA's assertion: the first restart must not cut the first warmup short.
     if (o.warmup_steps > o.cycle_length)
-      fail(fmt::format("cosine_with_restarts needs warmup_steps ({}) <= cycle_length ({})", o.warmup_steps, o.cycle_length));
+      fail(fmt::format("cosine_with_restarts needs warmup_steps ({}) <= cycle_length ({})", o.warmup_steps,
+                       o.cycle_length));
   }
 }
 

@@ -100,7 +100,8 @@ void AdaLoraStrategy::setup(PeftModel& pm) {
     if (!l->has_adapter(a)) continue;
     const int64_t r = l->A(a).size(0);
     if (r != o_.init_r)
-      fail(fmt::format("module {} has {} rows, not init_r = {} (a pruned adapter cannot be trained on)", path, r, o_.init_r));
+      fail(fmt::format("module {} has {} rows, not init_r = {} (a pruned adapter cannot be trained on)", path, r,
+                       o_.init_r));
     init_bgt_ += r;  // PEFT's init_bgt: the rows of every lora_A
     ++n;
   }
@@ -161,7 +162,7 @@ std::map<std::string, std::vector<float>> AdaLoraStrategy::triplet_scores(PeftMo
       if (i == ipt_.end() || u == unc_.end()) fail(fmt::format("no importance scores yet for {}.{}", path, p));
       return mul(i->second, u->second);
     };
-    std::vector<float> e = score("lora_E").to_vector<float>();            // (r, 1)
+    std::vector<float> e = score("lora_E").to_vector<float>();              // (r, 1)
     std::vector<float> ra = mean(score("lora_A"), {1}).to_vector<float>();  // (r): mean over the row of A
     std::vector<float> cb = mean(score("lora_B"), {0}).to_vector<float>();  // (r): mean over the column of B
     std::vector<float> s(e.size());
@@ -209,7 +210,9 @@ void AdaLoraStrategy::apply_masks(PeftModel& pm) {
 void AdaLoraStrategy::update_and_allocate(PeftModel& pm, int64_t t) {
   setup(pm);
   const int64_t final_t = total_ - o_.tfinal;
-  auto budget = [&](int64_t s) { return adalora_budget(s, init_bgt_, target_bgt_, o_.tinit, o_.tfinal, total_, o_.deltaT); };
+  auto budget = [&](int64_t s) {
+    return adalora_budget(s, init_bgt_, target_bgt_, o_.tinit, o_.tfinal, total_, o_.deltaT);
+  };
   if (t < final_t) {
     update_ipt(pm);
     AdaLoraBudget b = budget(t);
@@ -255,9 +258,12 @@ void AdaLoraStrategy::load_state(const std::map<std::string, Tensor>& tensors, c
   ipt_.clear();
   unc_.clear();
   for (auto& [k, t] : tensors) {
-    if (k.starts_with("ipt.")) ipt_[k.substr(4)] = t.to(DType::F32).contiguous();
-    else if (k.starts_with("unc.")) unc_[k.substr(4)] = t.to(DType::F32).contiguous();
-    else fail(fmt::format("unexpected state tensor '{}'", k));
+    if (k.starts_with("ipt."))
+      ipt_[k.substr(4)] = t.to(DType::F32).contiguous();
+    else if (k.starts_with("unc."))
+      unc_[k.substr(4)] = t.to(DType::F32).contiguous();
+    else
+      fail(fmt::format("unexpected state tensor '{}'", k));
   }
   rank_pattern_.reset();
   if (meta.contains("rank_pattern") && !meta["rank_pattern"].is_null()) {
@@ -265,9 +271,11 @@ void AdaLoraStrategy::load_state(const std::map<std::string, Tensor>& tensors, c
     for (const auto& [k, v] : meta["rank_pattern"].items()) m.emplace_back(k, v.get<std::vector<bool>>());
     rank_pattern_ = std::move(m);
   }
-  if (meta.contains("adapter") && !meta["adapter"].get<std::string>().empty()) adapter_ = meta["adapter"].get<std::string>();
+  if (meta.contains("adapter") && !meta["adapter"].get<std::string>().empty())
+    adapter_ = meta["adapter"].get<std::string>();
   // A resumed trainer does not call before_training again: keep the step count the run planned.
-  if (meta.contains("total_step") && meta["total_step"].get<int64_t>() > 0) trainer_total_ = meta["total_step"].get<int64_t>();
+  if (meta.contains("total_step") && meta["total_step"].get<int64_t>() > 0)
+    trainer_total_ = meta["total_step"].get<int64_t>();
   ready_ = false;  // setup runs again with the model at the next hook (and pushes rank_pattern into its config)
 }
 
@@ -297,7 +305,7 @@ LoraExport adalora_to_lora(PeftModel& pm, const std::string& name) {
     if (k == 0) continue;  // ΔW = 0; PEFT's LoRA has no rank-0 modules
     // The whole scale goes into A, so the LoRA scaling can be 1 (alpha = r) whatever k is.
     ex.tensors[key + ".lora_A.weight"] = mul(mul(a, e), l->scaling(name)).to(Device{}).contiguous();  // (k, in)
-    ex.tensors[key + ".lora_B.weight"] = b.detach().to(Device{}).contiguous();                      // (out, k)
+    ex.tensors[key + ".lora_B.weight"] = b.detach().to(Device{}).contiguous();                        // (out, k)
     kept.emplace_back(path, k);
   }
   if (kept.empty()) fail(fmt::format("adapter '{}' keeps no triplet: nothing to export", name));

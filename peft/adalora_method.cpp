@@ -10,15 +10,18 @@
 
 namespace rf::peft {
 
-#define FIELD(expr) +[](MethodConfig & c) -> auto& { return expr; }
+#define FIELD(expr)                \
+  +[](MethodConfig & c) -> auto& { \
+    return expr;                   \
+  }
 
 const MethodEntry& adalora_method_entry() {
   static const MethodEntry e = [] {
     MethodEntry m;
     m.name = "adalora";
     m.summary = "AdaLoRA: SVD-form adapters whose ranks follow an importance budget";
-    m.uses = {"alpha", "dropout", "target_modules", "exclude_modules", "bias", "lora_bias", "modules_to_save",
-              "layers_to_transform", "layers_pattern"};
+    m.uses = {"alpha",     "dropout",         "target_modules",      "exclude_modules", "bias",
+              "lora_bias", "modules_to_save", "layers_to_transform", "layers_pattern"};
     m.keys = {
         bind_key("init_r", "AdaLoRA: rank every module starts with", FIELD(c.lora.adalora.init_r)),
         bind_key("target_r", "AdaLoRA: average rank at the end", FIELD(c.lora.adalora.target_r)),

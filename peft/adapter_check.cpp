@@ -21,10 +21,14 @@ struct Role {
   int rank_axis;
 };
 constexpr Role kRoles[] = {
-    {".lora_A.weight", "lora_A", 0},   {".lora_B.weight", "lora_B", 1},
-    {".lora_B.bias", "lora_B.bias", -1}, {".rosa_A.weight", "rosa_A", 0},
-    {".rosa_B.weight", "rosa_B", 1},   {".lora_A", "lora_A", 0},
-    {".lora_E", "lora_E", 0},          {".lora_B", "lora_B", 1},
+    {".lora_A.weight", "lora_A", 0},
+    {".lora_B.weight", "lora_B", 1},
+    {".lora_B.bias", "lora_B.bias", -1},
+    {".rosa_A.weight", "rosa_A", 0},
+    {".rosa_B.weight", "rosa_B", 1},
+    {".lora_A", "lora_A", 0},
+    {".lora_E", "lora_E", 0},
+    {".lora_B", "lora_B", 1},
     {".lora_magnitude_vector.weight", "lora_magnitude_vector", -1},
     {".lora_magnitude_vector", "lora_magnitude_vector", -1},
 };
@@ -34,7 +38,8 @@ KeyParts split_key(const std::string& key) {
   const std::string pre = kPeftPrefix;
   std::string k = key.starts_with(pre) ? key.substr(pre.size()) : key;
   for (const Role& r : kRoles)
-    if (k.ends_with(r.suffix) && k.size() > std::strlen(r.suffix)) return {k.substr(0, k.size() - std::strlen(r.suffix)), r.role, r.rank_axis};
+    if (k.ends_with(r.suffix) && k.size() > std::strlen(r.suffix))
+      return {k.substr(0, k.size() - std::strlen(r.suffix)), r.role, r.rank_axis};
   if (size_t p = k.rfind(".rosa_spa."); p != std::string::npos) return {k.substr(0, p), k.substr(p + 1), -1};
   return {"", k, -1};
 }
@@ -46,7 +51,8 @@ std::string describe(const std::string& key) {
 
 int64_t config_rank(const LoraConfig& c, const std::string& module) {
   if (c.is_adalora()) {
-    if (const std::vector<bool>* m = adalora_mask_for(c, module)) return int64_t(std::count(m->begin(), m->end(), true));
+    if (const std::vector<bool>* m = adalora_mask_for(c, module))
+      return int64_t(std::count(m->begin(), m->end(), true));
     return c.adalora.init_r;
   }
   return rank_for(c, module);
@@ -55,7 +61,8 @@ int64_t config_rank(const LoraConfig& c, const std::string& module) {
 std::string rank_source(const LoraConfig& c, const std::string& module) {
   if (c.is_adalora()) {
     if (const std::vector<bool>* m = adalora_mask_for(c, module))
-      return fmt::format("rank_pattern['{}.lora_E'] keeps {} of init_r={}", module, std::count(m->begin(), m->end(), true), m->size());
+      return fmt::format("rank_pattern['{}.lora_E'] keeps {} of init_r={}", module,
+                         std::count(m->begin(), m->end(), true), m->size());
     return fmt::format("init_r={}", c.adalora.init_r);
   }
   for (const auto& [k, v] : c.rank_pattern)  // the first match decides, as in rank_for
@@ -81,8 +88,9 @@ void check_ranks(const LoraConfig& c, const safetensors::Header& h, const std::v
   if (bad.empty()) return;
   std::sort(bad.begin(), bad.end(), [](const auto& a, const auto& b) { return std::get<0>(a) < std::get<0>(b); });
   const auto& [key, p, got] = bad.front();
-  throw std::runtime_error(first_and_more(
-      fmt::format("[adapter] {} says {}; {} of {} has rank {}", cfg_path, rank_source(c, p.module), p.role, p.module, got), bad.size()));
+  throw std::runtime_error(first_and_more(fmt::format("[adapter] {} says {}; {} of {} has rank {}", cfg_path,
+                                                      rank_source(c, p.module), p.role, p.module, got),
+                                          bad.size()));
 }
 
 namespace {
@@ -108,7 +116,8 @@ std::optional<NonFinite> scan(std::span<const std::byte> b, U exp_mask, U mant_m
 std::optional<NonFinite> first_non_finite(safetensors::StDType dtype, std::span<const std::byte> bytes) {
   using safetensors::StDType;
   switch (dtype) {
-    case StDType::F64: return scan<uint64_t>(bytes, 0x7ff0000000000000ull, 0x000fffffffffffffull, 0x8000000000000000ull);
+    case StDType::F64:
+      return scan<uint64_t>(bytes, 0x7ff0000000000000ull, 0x000fffffffffffffull, 0x8000000000000000ull);
     case StDType::F32: return scan<uint32_t>(bytes, 0x7f800000u, 0x007fffffu, 0x80000000u);
     case StDType::F16: return scan<uint16_t>(bytes, 0x7c00, 0x03ff, 0x8000);
     case StDType::BF16: return scan<uint16_t>(bytes, 0x7f80, 0x007f, 0x8000);

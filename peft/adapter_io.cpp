@@ -44,7 +44,8 @@ void adalora_tensors(std::map<std::string, Tensor>& out, const std::string& key,
       auto pick = [&](const Tensor& t, int64_t axis) {
         Shape s = t.shape();
         s[size_t(axis)] = k;
-        return k == 0 ? zeros(s, t.dtype(), t.device()) : index_select(t.detach(), axis, from_data(idx, {k}, t.device()));
+        return k == 0 ? zeros(s, t.dtype(), t.device())
+                      : index_select(t.detach(), axis, from_data(idx, {k}, t.device()));
       };
       a = pick(a, 0);
       e = pick(e, 0);
@@ -67,7 +68,8 @@ std::string PeftModel::key_to_param(const std::string& key, const std::string& n
     if (size_t p = k.rfind(from); p != std::string::npos) k.replace(p, std::string(from).size(), to);
   for (const char* seg : kAdapterSegments) {
     size_t p = k.rfind(seg);
-    if (p != std::string::npos) return k.substr(0, p + std::string(seg).size()) + name + "." + k.substr(p + std::string(seg).size());
+    if (p != std::string::npos)
+      return k.substr(0, p + std::string(seg).size()) + name + "." + k.substr(p + std::string(seg).size());
   }
   // AdaLoRA's raw tensors (PEFT ParameterDicts) carry no ".weight".
   for (const char* raw : {".lora_A", ".lora_B", ".lora_E"})
@@ -132,7 +134,8 @@ void PeftModel::save_adapter(const std::string& dir, const std::string& name) {
   write_adapter_files(dir, tensors, c);
 }
 
-void PeftModel::load_adapter(const std::string& dir, const std::string& name, bool trainable, std::vector<std::string>* notes) {
+void PeftModel::load_adapter(const std::string& dir, const std::string& name, bool trainable,
+                             std::vector<std::string>* notes) {
   namespace fs = std::filesystem;
   using namespace adapter_check;
   require_directory(dir, "adapter", "an adapter folder (adapter_config.json + adapter_model.safetensors)");
@@ -143,7 +146,8 @@ void PeftModel::load_adapter(const std::string& dir, const std::string& name, bo
     if (pickle) fail(dir, "holds adapter_model.bin (pickle); only adapter_model.safetensors is read");
     fail(cfg_path, "no such file (an adapter folder holds adapter_config.json + adapter_model.safetensors)");
   }
-  if (!fs::exists(st_path)) fail(st_path, pickle ? "no such file (adapter_model.bin, a pickle, is not read)" : "no such file");
+  if (!fs::exists(st_path))
+    fail(st_path, pickle ? "no such file (adapter_model.bin, a pickle, is not read)" : "no such file");
   LoraConfig c = load_lora_config(cfg_path, notes);
   auto file = safetensors::File::open(st_path);
   // Weights come from the file: no init may touch the base (PiSSA/OLoRA adapters expect the base
@@ -193,8 +197,8 @@ void PeftModel::load_adapter(const std::string& dir, const std::string& name, bo
     Shape want = it->second->shape();
     Shape got(info.shape.begin(), info.shape.end());
     if (got != want) {
-      mismatched.push_back(fmt::format("{} has shape [{}] but the model expects [{}]", describe(info.name), fmt::join(got, ", "),
-                                       fmt::join(want, ", ")));
+      mismatched.push_back(fmt::format("{} has shape [{}] but the model expects [{}]", describe(info.name),
+                                       fmt::join(got, ", "), fmt::join(want, ", ")));
       continue;
     }
     todo.emplace_back(it->second, &info);
@@ -205,14 +209,16 @@ void PeftModel::load_adapter(const std::string& dir, const std::string& name, bo
   if (!mismatched.empty()) {
     // Ranks were checked against the config above: what is left is the base model's dimensions.
     std::sort(mismatched.begin(), mismatched.end());
-    std::string base = c.base_model_name_or_path ? fmt::format("; adapter_config.json names base model '{}'", *c.base_model_name_or_path)
-                                                 : " (an adapter for another base model?)";
+    std::string base = c.base_model_name_or_path
+                           ? fmt::format("; adapter_config.json names base model '{}'", *c.base_model_name_or_path)
+                           : " (an adapter for another base model?)";
     refuse(st_path, first_and_more(mismatched.front(), mismatched.size()) + base);
   }
   if (!unexpected.empty() || !missing.empty()) {
     std::string msg;
     if (!missing.empty()) msg += fmt::format("missing {}; ", first_and_more(missing.front(), missing.size()));
-    if (!unexpected.empty()) msg += fmt::format("unexpected {}; ", first_and_more(unexpected.front(), unexpected.size()));
+    if (!unexpected.empty())
+      msg += fmt::format("unexpected {}; ", first_and_more(unexpected.front(), unexpected.size()));
     msg.resize(msg.size() - 2);
     refuse(st_path, msg + " (does adapter_config.json match this model?)");
   }
@@ -236,7 +242,8 @@ void PeftModel::load_adapter(const std::string& dir, const std::string& name, bo
         for (const auto& f : rosa_spa_fields(true)) used.insert(rosa_key(mk, f));
       }
       for (const auto& [k, t] : spa)
-        if (!used.count(k)) throw std::invalid_argument(fmt::format("[rosa] unexpected {} (no RoSA module of that name)", k));
+        if (!used.count(k))
+          throw std::invalid_argument(fmt::format("[rosa] unexpected {} (no RoSA module of that name)", k));
     } catch (const std::invalid_argument& e) {
       refuse(st_path, e.what());
     }

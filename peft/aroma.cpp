@@ -75,9 +75,12 @@ void AromaOptions::validate() const {
   if (r < 1) fail(fmt::format("r must be >= 1, got {}", r));
   if (!(alpha > 0)) fail(fmt::format("alpha must be > 0, got {}", alpha));
   if (lora_check_frequency < 1) fail(fmt::format("lora_check_frequency must be >= 1, got {}", lora_check_frequency));
-  if (max_steps_before_reset < 1) fail(fmt::format("max_steps_before_reset must be >= 1, got {}", max_steps_before_reset));
-  if (!(lora_change_threshold >= 0)) fail(fmt::format("lora_change_threshold must be >= 0, got {}", lora_change_threshold));
-  if (!(convergence_threshold >= 0)) fail(fmt::format("convergence_threshold must be >= 0, got {}", convergence_threshold));
+  if (max_steps_before_reset < 1)
+    fail(fmt::format("max_steps_before_reset must be >= 1, got {}", max_steps_before_reset));
+  if (!(lora_change_threshold >= 0))
+    fail(fmt::format("lora_change_threshold must be >= 0, got {}", lora_change_threshold));
+  if (!(convergence_threshold >= 0))
+    fail(fmt::format("convergence_threshold must be >= 0, got {}", convergence_threshold));
   if (convergence_window < 1) fail(fmt::format("convergence_window must be >= 1, got {}", convergence_window));
   if (convergence_patience < 1) fail(fmt::format("convergence_patience must be >= 1, got {}", convergence_patience));
   if (moment_reset != "zero" && moment_reset != "prune")
@@ -90,11 +93,20 @@ void AromaOptions::validate() const {
 }
 
 nlohmann::json AromaOptions::to_json() const {
-  return {{"r", r}, {"alpha", alpha}, {"lora_check_frequency", lora_check_frequency},
-          {"max_steps_before_reset", max_steps_before_reset}, {"lora_change_threshold", lora_change_threshold},
-          {"convergence_threshold", convergence_threshold}, {"convergence_window", convergence_window},
-          {"convergence_patience", convergence_patience}, {"moment_reset", moment_reset}, {"prune_keep", prune_keep},
-          {"inner_criterion", inner_criterion}, {"variant", variant}, {"seed", seed}, {"adapter", adapter}};
+  return {{"r", r},
+          {"alpha", alpha},
+          {"lora_check_frequency", lora_check_frequency},
+          {"max_steps_before_reset", max_steps_before_reset},
+          {"lora_change_threshold", lora_change_threshold},
+          {"convergence_threshold", convergence_threshold},
+          {"convergence_window", convergence_window},
+          {"convergence_patience", convergence_patience},
+          {"moment_reset", moment_reset},
+          {"prune_keep", prune_keep},
+          {"inner_criterion", inner_criterion},
+          {"variant", variant},
+          {"seed", seed},
+          {"adapter", adapter}};
 }
 
 LoraConfig lora_config_for(const AromaOptions& o, LoraConfig c) {
@@ -266,9 +278,10 @@ bool AromaStrategy::after_optimizer_step(PeftModel& pm, int64_t step, nn::Optimi
 
 std::vector<ModuleRank> AromaStrategy::rank_report(PeftModel& pm) const {
   std::vector<ModuleRank> out;
-  const std::string a = !adapter_.empty() ? adapter_
-                        : !o_.adapter.empty() ? o_.adapter
-                        : pm.active_adapters().empty() ? std::string() : pm.active_adapters()[0];
+  const std::string a = !adapter_.empty()              ? adapter_
+                        : !o_.adapter.empty()          ? o_.adapter
+                        : pm.active_adapters().empty() ? std::string()
+                                                       : pm.active_adapters()[0];
   for (auto& [path, m] : pm.model().named_modules()) {  // model order
     auto it = mods_.find(path);
     if (it != mods_.end()) {

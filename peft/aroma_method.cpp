@@ -18,7 +18,10 @@ constexpr const char* kName = "aroma";
 AromaOptions& aroma_options(MethodConfig& c) { return method_options<AromaOptions>(c, kName); }
 const AromaOptions& aroma_options(const MethodConfig& c) { return method_options<AromaOptions>(c, kName); }
 
-#define FIELD(expr) +[](MethodConfig & c) -> auto& { return expr; }
+#define FIELD(expr)                \
+  +[](MethodConfig & c) -> auto& { \
+    return expr;                   \
+  }
 
 const MethodEntry& aroma_method_entry() {
   static const MethodEntry e = [] {
@@ -26,15 +29,27 @@ const MethodEntry& aroma_method_entry() {
     m.name = kName;
     m.summary = "AROMA: rank-one increments merged into the base until they stop mattering";
     m.lora_keys_config = false;
-    m.uses = {"r", "alpha", "dropout", "target_modules", "exclude_modules", "bias", "modules_to_save", "layers_to_transform",
+    m.uses = {"r",
+              "alpha",
+              "dropout",
+              "target_modules",
+              "exclude_modules",
+              "bias",
+              "modules_to_save",
+              "layers_to_transform",
               "layers_pattern"};
     m.keys = {
-        bind_key("check_frequency", "AROMA: steps between inner-loop checks", FIELD(aroma_options(c).lora_check_frequency)),
-        bind_key("max_steps_before_reset", "AROMA: inner-loop cap (cycle length)", FIELD(aroma_options(c).max_steps_before_reset)),
-        bind_key("change_threshold", "AROMA: relative change that counts as stable", FIELD(aroma_options(c).lora_change_threshold)),
-        bind_key("convergence_threshold", "AROMA: mean |sBA|/|W| that counts as converged", FIELD(aroma_options(c).convergence_threshold)),
+        bind_key("check_frequency", "AROMA: steps between inner-loop checks",
+                 FIELD(aroma_options(c).lora_check_frequency)),
+        bind_key("max_steps_before_reset", "AROMA: inner-loop cap (cycle length)",
+                 FIELD(aroma_options(c).max_steps_before_reset)),
+        bind_key("change_threshold", "AROMA: relative change that counts as stable",
+                 FIELD(aroma_options(c).lora_change_threshold)),
+        bind_key("convergence_threshold", "AROMA: mean |sBA|/|W| that counts as converged",
+                 FIELD(aroma_options(c).convergence_threshold)),
         bind_key("convergence_window", "AROMA: relative norms averaged", FIELD(aroma_options(c).convergence_window)),
-        bind_key("convergence_patience", "AROMA: converged resets before stopping", FIELD(aroma_options(c).convergence_patience)),
+        bind_key("convergence_patience", "AROMA: converged resets before stopping",
+                 FIELD(aroma_options(c).convergence_patience)),
         bind_key("moment_reset", "AROMA: zero | prune", FIELD(aroma_options(c).moment_reset)),
         bind_key("inner_criterion", "AROMA: intended | legacy", FIELD(aroma_options(c).inner_criterion)),
         bind_key("variant", "AROMA: adaptive | fixed_period", FIELD(aroma_options(c).variant)),
@@ -55,7 +70,9 @@ const MethodEntry& aroma_method_entry() {
       o.seed = p.seed;
     };
     m.validate = [](const MethodConfig& c) { aroma_options(c).validate(); };
-    m.configure = [](LoraConfig& lc, const MethodConfig& c, const MethodSetupContext&) { lc = lora_config_for(aroma_options(c), lc); };
+    m.configure = [](LoraConfig& lc, const MethodConfig& c, const MethodSetupContext&) {
+      lc = lora_config_for(aroma_options(c), lc);
+    };
     m.make_strategy = [](const MethodConfig& c, PeftModel*) { return make_aroma_strategy(aroma_options(c)); };
     m.export_outputs = [](const MethodConfig&, const MethodExportContext& x) {
       namespace fs = std::filesystem;

@@ -20,7 +20,9 @@ namespace {
 [[noreturn]] void fail(const std::string& why) { throw std::invalid_argument("[aroma] " + why); }
 
 std::string key(const std::string& path, const std::string& what) { return path + "." + what; }
-std::string comp_key(const std::string& path, size_t p, char which) { return fmt::format("{}.component.{}.{}", path, p, which); }
+std::string comp_key(const std::string& path, size_t p, char which) {
+  return fmt::format("{}.component.{}.{}", path, p, which);
+}
 
 const nlohmann::json& field(const nlohmann::json& j, const char* k, const std::string& where) {
   if (!j.is_object() || !j.contains(k)) fail(fmt::format("the saved state has no '{}'{}", k, where));
@@ -28,7 +30,8 @@ const nlohmann::json& field(const nlohmann::json& j, const char* k, const std::s
 }
 int64_t count(const nlohmann::json& j, const char* k, const std::string& where = "") {
   const auto& v = field(j, k, where);
-  if (!v.is_number_integer() || v.get<int64_t>() < 0) fail(fmt::format("the saved state's '{}'{} is not a count", k, where));
+  if (!v.is_number_integer() || v.get<int64_t>() < 0)
+    fail(fmt::format("the saved state's '{}'{} is not a count", k, where));
   return v.get<int64_t>();
 }
 bool flag(const nlohmann::json& j, const char* k, const std::string& where) {
@@ -39,7 +42,8 @@ bool flag(const nlohmann::json& j, const char* k, const std::string& where) {
 const Tensor& tensor(const std::map<std::string, Tensor>& ts, const std::string& k, std::set<std::string>& used) {
   auto it = ts.find(k);
   if (it == ts.end() || !it->second.defined()) fail(fmt::format("the saved state has no tensor '{}'", k));
-  if (it->second.dim() != 2) fail(fmt::format("the saved tensor '{}' has shape {}, expected a matrix", k, shape_str(it->second.shape())));
+  if (it->second.dim() != 2)
+    fail(fmt::format("the saved tensor '{}' has shape {}, expected a matrix", k, shape_str(it->second.shape())));
   used.insert(k);
   return it->second;
 }
@@ -69,11 +73,14 @@ void AromaStrategy::save_state(std::map<std::string, Tensor>& tensors, nlohmann:
         tensors[key(path, "lora_B")] = host_copy(l.lora_B(adapter_).weight());
       }
     }
-    mods[path] = {{"steps_since_check", st.steps_since_check}, {"stabilized", st.stabilized},
-                  {"converged", st.converged}, {"history", st.history}, {"scales", scales},
+    mods[path] = {{"steps_since_check", st.steps_since_check},
+                  {"stabilized", st.stabilized},
+                  {"converged", st.converged},
+                  {"history", st.history},
+                  {"scales", scales},
                   {"has_prev_product", st.prev_product.defined()}};
   }
-  meta = {{"version", 1}, {"adapter", adapter_}, {"options", o_.to_json()}, {"resets", resets_},
+  meta = {{"version", 1},        {"adapter", adapter_},       {"options", o_.to_json()}, {"resets", resets_},
           {"counter", counter_}, {"rng_offset", rng_offset_}, {"modules", mods}};
 }
 
@@ -97,7 +104,8 @@ void AromaStrategy::load_state(const std::map<std::string, Tensor>& tensors, con
     st.converged = flag(m, "converged", where);
     const auto& hist = field(m, "history", where);
     const auto& scales = field(m, "scales", where);
-    if (!hist.is_array() || !scales.is_array()) fail(fmt::format("the saved 'history' or 'scales'{} is not a list", where));
+    if (!hist.is_array() || !scales.is_array())
+      fail(fmt::format("the saved 'history' or 'scales'{} is not a list", where));
     for (const auto& h : hist) {
       if (!h.is_number()) fail(fmt::format("the saved history{} holds a non-number", where));
       st.history.push_back(h.get<double>());
@@ -107,14 +115,17 @@ void AromaStrategy::load_state(const std::map<std::string, Tensor>& tensors, con
       AromaComponent c{scales[p].get<double>(), tensor(tensors, comp_key(path, p, 'b'), used),
                        tensor(tensors, comp_key(path, p, 'a'), used)};
       if (c.b.shape()[1] != c.a.shape()[0])
-        fail(fmt::format("the saved component {}{} has b {} and a {}", p, where, shape_str(c.b.shape()), shape_str(c.a.shape())));
+        fail(fmt::format("the saved component {}{} has b {} and a {}", p, where, shape_str(c.b.shape()),
+                         shape_str(c.a.shape())));
       c.a = host_copy(c.a);
       c.b = host_copy(c.b);
       st.components.push_back(std::move(c));
     }
-    if (flag(m, "has_prev_product", where)) st.prev_product = host_copy(tensor(tensors, key(path, "prev_product"), used));
+    if (flag(m, "has_prev_product", where))
+      st.prev_product = host_copy(tensor(tensors, key(path, "prev_product"), used));
     if (tensors.count(key(path, "lora_A")) || tensors.count(key(path, "lora_B")))
-      live[path] = {host_copy(tensor(tensors, key(path, "lora_A"), used)), host_copy(tensor(tensors, key(path, "lora_B"), used))};
+      live[path] = {host_copy(tensor(tensors, key(path, "lora_A"), used)),
+                    host_copy(tensor(tensors, key(path, "lora_B"), used))};
     mods[path] = std::move(st);
   }
   for (const auto& [k, t] : tensors)
@@ -137,12 +148,14 @@ void AromaStrategy::load_state(const std::map<std::string, Tensor>& tensors, con
 // Re-applies a loaded state to a freshly loaded model: merges replayed in order onto the original
 // base weights, live pairs copied back, converged modules' pairs retired.
 void AromaStrategy::apply_restore(PeftModel& pm) {
-  if (adapter_.empty()) adapter_ = o_.adapter.empty() && !pm.active_adapters().empty() ? pm.active_adapters()[0] : o_.adapter;
+  if (adapter_.empty())
+    adapter_ = o_.adapter.empty() && !pm.active_adapters().empty() ? pm.active_adapters()[0] : o_.adapter;
   std::set<std::string> here;
   for (const auto& [path, l] : pm.lora_layers())
     if (l->has_adapter(adapter_)) here.insert(path);
   for (const auto& [path, st] : mods_) {  // validate first: a mismatch leaves the model untouched
-    if (!here.erase(path)) fail(fmt::format("module '{}' of the saved state has no adapter '{}' in this model", path, adapter_));
+    if (!here.erase(path))
+      fail(fmt::format("module '{}' of the saved state has no adapter '{}' in this model", path, adapter_));
     LoraLinear& l = *pm.lora_layers().at(path);
     const int64_t in = l.base().in_features(), out = l.base().out_features();
     for (const auto& c : st.components)
@@ -154,7 +167,8 @@ void AromaStrategy::apply_restore(PeftModel& pm) {
                                       lv->second.second.shape() != l.lora_B(adapter_).weight().shape()))
       fail(fmt::format("module '{}': the saved pair does not match the adapter's shapes", path));
   }
-  if (!here.empty()) fail(fmt::format("module '{}' carries adapter '{}' but is not in the saved state", *here.begin(), adapter_));
+  if (!here.empty())
+    fail(fmt::format("module '{}' carries adapter '{}' but is not in the saved state", *here.begin(), adapter_));
   NoGradGuard ng;
   for (auto& [path, st] : mods_) {
     LoraLinear& l = *pm.lora_layers().at(path);

@@ -83,15 +83,25 @@ void AutoLoraOptions::validate() const {
   if (!(darts_eps > 0)) fail(fmt::format("darts_eps must be > 0, got {}", darts_eps));
   if (!(inner_lr_factor >= 0) || !std::isfinite(inner_lr_factor))
     fail(fmt::format("inner_lr_factor must be >= 0, got {}", inner_lr_factor));
-  if (selection != "softmax" && selection != "raw") fail(fmt::format("selection '{}' is not softmax or raw", selection));
+  if (selection != "softmax" && selection != "raw")
+    fail(fmt::format("selection '{}' is not softmax or raw", selection));
   if (!(max_grad_norm >= 0)) fail(fmt::format("max_grad_norm must be >= 0, got {}", max_grad_norm));
 }
 
 nlohmann::json AutoLoraOptions::to_json() const {
-  return {{"k", k}, {"lora_alpha", lora_alpha}, {"outer_lr", outer_lr}, {"outer_beta1", outer_beta1},
-          {"outer_beta2", outer_beta2}, {"outer_eps", outer_eps}, {"alpha_init", alpha_init},
-          {"hypergradient", hypergradient}, {"darts_eps", darts_eps}, {"inner_lr_factor", inner_lr_factor},
-          {"selection", selection}, {"max_grad_norm", max_grad_norm}, {"adapter", adapter}};
+  return {{"k", k},
+          {"lora_alpha", lora_alpha},
+          {"outer_lr", outer_lr},
+          {"outer_beta1", outer_beta1},
+          {"outer_beta2", outer_beta2},
+          {"outer_eps", outer_eps},
+          {"alpha_init", alpha_init},
+          {"hypergradient", hypergradient},
+          {"darts_eps", darts_eps},
+          {"inner_lr_factor", inner_lr_factor},
+          {"selection", selection},
+          {"max_grad_norm", max_grad_norm},
+          {"adapter", adapter}};
 }
 
 LoraConfig autolora_search_config(const AutoLoraOptions& o, LoraConfig c) {
@@ -149,7 +159,8 @@ int64_t autolora_select_rank(const std::vector<double>& alpha, const std::string
 }
 
 Hypergradient darts_hypergradient(const std::vector<Tensor>& w, const std::vector<Tensor>& alpha,
-                                  const std::vector<BatchLoss>& train, const BatchLoss& val, double darts_eps, double xi) {
+                                  const std::vector<BatchLoss>& train, const BatchLoss& val, double darts_eps,
+                                  double xi) {
   if (train.empty() || !val) fail("the hypergradient needs train losses and a validation loss");
   Hypergradient h;
   clear_grads(w);
@@ -192,8 +203,8 @@ Hypergradient darts_hypergradient(const std::vector<Tensor>& w, const std::vecto
 }
 
 BilevelReport autolora_bilevel_step(const std::vector<Tensor>& alpha, nn::Optimizer& outer, nn::Optimizer& inner,
-                                    const std::vector<BatchLoss>& train, const BatchLoss& val,
-                                    const AutoLoraOptions& o, int64_t step) {
+                                    const std::vector<BatchLoss>& train, const BatchLoss& val, const AutoLoraOptions& o,
+                                    int64_t step) {
   BilevelReport rep;
   const std::vector<Tensor> w = inner.params();
   auto outer_step = [&](const std::vector<Tensor>& g) {  // false (and no update) on a non-finite gradient
@@ -262,10 +273,13 @@ BilevelReport autolora_bilevel_step(const std::vector<Tensor>& alpha, nn::Optimi
 
 AutoLoraStrategy::AutoLoraStrategy(AutoLoraOptions o) : o_(std::move(o)) { o_.validate(); }
 
-std::unique_ptr<RankStrategy> make_autolora_strategy(const AutoLoraOptions& o) { return std::make_unique<AutoLoraStrategy>(o); }
+std::unique_ptr<RankStrategy> make_autolora_strategy(const AutoLoraOptions& o) {
+  return std::make_unique<AutoLoraStrategy>(o);
+}
 
 void AutoLoraStrategy::require_bound(const char* what) const {
-  if (!outer_) fail(fmt::format("{}: the strategy is not bound to a PeftModel yet (bind or the first step does it)", what));
+  if (!outer_)
+    fail(fmt::format("{}: the strategy is not bound to a PeftModel yet (bind or the first step does it)", what));
 }
 
 void AutoLoraStrategy::bind(PeftModel& pm) {
@@ -278,8 +292,8 @@ void AutoLoraStrategy::bind(PeftModel& pm) {
       if (!l->has_adapter(adapter_)) continue;
       const LoraOptions& lo = l->options(adapter_);
       if (l->kind(adapter_) != FormKind::LowRank && l->kind(adapter_) != FormKind::Gated)  // gated: a rebind replaces α
-        fail(fmt::format("module '{}': the search needs a plain LoRA adapter (no AdaLoRA, DoRA or RoSA), it is {}", path,
-                         form_name(l->kind(adapter_))));
+        fail(fmt::format("module '{}': the search needs a plain LoRA adapter (no AdaLoRA, DoRA or RoSA), it is {}",
+                         path, form_name(l->kind(adapter_))));
       Tensor a = full({lo.r}, o_.alpha_init, DType::F32, l->lora_A(adapter_).weight().device());  // (k)
       l->set_gate_logits(adapter_, a);
       paths_.push_back(path);
@@ -287,13 +301,15 @@ void AutoLoraStrategy::bind(PeftModel& pm) {
     }
     if (paths_.empty()) fail(fmt::format("no module holds adapter '{}'", adapter_));
     std::vector<nn::ParamGroup> g{nn::ParamGroup{alpha_, paths_, o_.outer_lr, 0.0f}};
-    outer_ = std::make_unique<nn::AdamW>(g, nn::AdamWOptions{o_.outer_lr, o_.outer_beta1, o_.outer_beta2, o_.outer_eps, 0.0f});
+    outer_ = std::make_unique<nn::AdamW>(
+        g, nn::AdamWOptions{o_.outer_lr, o_.outer_beta1, o_.outer_beta2, o_.outer_eps, 0.0f});
   }
   if (!restore_pending_) return;
   // A checkpoint's α and outer state, validated against this model before anything changes.
   const auto mods = pending_meta_.at("modules").get<std::vector<std::string>>();
   if (mods != paths_)
-    fail(fmt::format("the checkpoint's α are for modules [{}], this model has [{}]", fmt::join(mods, ", "), fmt::join(paths_, ", ")));
+    fail(fmt::format("the checkpoint's α are for modules [{}], this model has [{}]", fmt::join(mods, ", "),
+                     fmt::join(paths_, ", ")));
   std::map<std::string, Tensor> ot;
   for (const auto& [key, t] : pending_tensors_)
     if (key.starts_with("outer.")) ot[key.substr(6)] = t;
@@ -328,7 +344,9 @@ Tensor AutoLoraStrategy::alpha(const std::string& path) const {
   return alpha_[size_t(it - paths_.begin())];
 }
 
-std::vector<double> AutoLoraStrategy::alpha_values(const std::string& path) const { return alpha(path).to_vector<double>(); }
+std::vector<double> AutoLoraStrategy::alpha_values(const std::string& path) const {
+  return alpha(path).to_vector<double>();
+}
 
 nn::Optimizer& AutoLoraStrategy::outer_optimizer() {
   require_bound("outer_optimizer");
@@ -363,11 +381,13 @@ void AutoLoraStrategy::save_state(std::map<std::string, Tensor>& tensors, nlohma
   nlohmann::json om;
   outer_->save_state(ot, om);
   for (auto& [k, t] : ot) tensors["outer." + k] = t;
-  meta = {{"bound", true}, {"modules", paths_}, {"outer", om}, {"outer_steps", outer_steps_}, {"options", o_.to_json()}};
+  meta = {
+      {"bound", true}, {"modules", paths_}, {"outer", om}, {"outer_steps", outer_steps_}, {"options", o_.to_json()}};
 }
 
 void AutoLoraStrategy::load_state(const std::map<std::string, Tensor>& tensors, const nlohmann::json& meta) {
-  if (!meta.is_object() || !meta.contains("bound") || !meta["bound"].is_boolean()) fail("the saved state has no 'bound' flag");
+  if (!meta.is_object() || !meta.contains("bound") || !meta["bound"].is_boolean())
+    fail("the saved state has no 'bound' flag");
   if (!meta["bound"].get<bool>()) return;  // saved before the first step: nothing to restore
   for (const char* k : {"modules", "outer", "outer_steps"})
     if (!meta.contains(k)) fail(fmt::format("the saved state has no '{}'", k));
@@ -396,10 +416,14 @@ void AutoLoraStrategy::save_search(const std::string& dir) const {
     alphas[paths_[i]] = alpha_[i].to_vector<double>();
   }
   safetensors::save_file(ts, (std::filesystem::path(dir) / "autolora_alpha.safetensors").string(), {{"format", "pt"}});
-  nlohmann::ordered_json j = {{"selection", o_.selection}, {"k", o_.k}, {"hypergradient", o_.hypergradient},
-                              {"outer_steps", outer_steps_}, {"rank_list", list},
+  nlohmann::ordered_json j = {{"selection", o_.selection},
+                              {"k", o_.k},
+                              {"hypergradient", o_.hypergradient},
+                              {"outer_steps", outer_steps_},
+                              {"rank_list", list},
                               {"total_rank", std::accumulate(list.begin(), list.end(), int64_t(0))},
-                              {"ranks", ranks}, {"alpha", alphas}};
+                              {"ranks", ranks},
+                              {"alpha", alphas}};
   write_file_atomic((std::filesystem::path(dir) / "autolora_ranks.json").string(), j.dump(1) + "\n");
 }
 
@@ -421,10 +445,12 @@ void AutoLoraStrategy::export_search_lora(PeftModel& pm, const std::string& dir)
 std::vector<ModuleRank> load_autolora_ranks(const std::string& dir) {
   const std::string path = (std::filesystem::path(dir) / "autolora_ranks.json").string();
   const nlohmann::ordered_json j = parse_ordered_json_file(path, "autolora");
-  if (!j.is_object() || !j.contains("ranks") || !j["ranks"].is_object()) fail(fmt::format("{}: no 'ranks' object", path));
+  if (!j.is_object() || !j.contains("ranks") || !j["ranks"].is_object())
+    fail(fmt::format("{}: no 'ranks' object", path));
   std::vector<ModuleRank> out;
   for (const auto& [k, v] : j["ranks"].items()) {
-    if (!v.is_number_integer() || v.get<int64_t>() < 1) fail(fmt::format("{}: rank of '{}' is not a positive integer", path, k));
+    if (!v.is_number_integer() || v.get<int64_t>() < 1)
+      fail(fmt::format("{}: rank of '{}' is not a positive integer", path, k));
     out.push_back({k, v.get<int64_t>()});
   }
   if (out.empty()) fail(fmt::format("{}: no modules", path));

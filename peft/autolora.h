@@ -29,21 +29,21 @@
 
 namespace rf::peft {
 
-struct AutoLoraOptions {  // defaults: glue_search.sh and the hard-coded values (methods.md §2.6)
-  int64_t k = 8;                         // components per module in the search (the search adapter's r)
-  double lora_alpha = 16;                // search scaling lora_alpha / k; retrain scaling lora_alpha / r_i
-  float outer_lr = 3e-4f;                // Adam on α (no weight decay)
+struct AutoLoraOptions {   // defaults: glue_search.sh and the hard-coded values (methods.md §2.6)
+  int64_t k = 8;           // components per module in the search (the search adapter's r)
+  double lora_alpha = 16;  // search scaling lora_alpha / k; retrain scaling lora_alpha / r_i
+  float outer_lr = 3e-4f;  // Adam on α (no weight decay)
   float outer_beta1 = 0.5f, outer_beta2 = 0.999f, outer_eps = 1e-8f;
-  double alpha_init = 1.0;               // torch.ones: every α starts equal (uniform softmax)
+  double alpha_init = 1.0;  // torch.ones: every α starts equal (uniform softmax)
   // darts: Betty's second-order finite difference with roll-back (5 passes a step); first_order: the
   // alternating variant of finetune/lora_glue.py (α steps on ∇_α L_val at the current weights).
   std::string hypergradient = "darts";
-  double darts_eps = 0.01;               // R: the finite-difference step is ε = R / ‖v‖
-  double inner_lr_factor = 1.0;          // ξ on the second-order term (1: the official code, see above)
-  std::string selection = "softmax";     // softmax | raw (see above)
-  double max_grad_norm = 1.0;            // the trainer's clipping, repeated in the virtual step (0: none)
-  std::string adapter;                   // empty: the first active adapter
-  void validate() const;                 // throws "[autolora] ..." one line
+  double darts_eps = 0.01;            // R: the finite-difference step is ε = R / ‖v‖
+  double inner_lr_factor = 1.0;       // ξ on the second-order term (1: the official code, see above)
+  std::string selection = "softmax";  // softmax | raw (see above)
+  double max_grad_norm = 1.0;         // the trainer's clipping, repeated in the virtual step (0: none)
+  std::string adapter;                // empty: the first active adapter
+  void validate() const;              // throws "[autolora] ..." one line
   nlohmann::json to_json() const;
 };
 
@@ -66,14 +66,15 @@ int64_t autolora_select_rank(const std::vector<double>& alpha, const std::string
 // L_tr is the mean of the train losses. w and α must be leaves; α must require grad, w too. Leaves w
 // as it found it (bit for bit) and every gradient of w and α cleared. ‖v‖ = 0: no second-order term.
 struct Hypergradient {
-  std::vector<Tensor> g;    // one per α, detached
-  double val_loss = 0;      // L_val(w)
-  double eps = 0;           // ε used (0 when ‖v‖ = 0)
+  std::vector<Tensor> g;  // one per α, detached
+  double val_loss = 0;    // L_val(w)
+  double eps = 0;         // ε used (0 when ‖v‖ = 0)
   double v_norm = 0;
-  bool finite = true;       // false: a loss was NaN/Inf (g is then not to be used)
+  bool finite = true;  // false: a loss was NaN/Inf (g is then not to be used)
 };
 Hypergradient darts_hypergradient(const std::vector<Tensor>& w, const std::vector<Tensor>& alpha,
-                                  const std::vector<BatchLoss>& train, const BatchLoss& val, double darts_eps, double xi);
+                                  const std::vector<BatchLoss>& train, const BatchLoss& val, double darts_eps,
+                                  double xi);
 
 // One bi-level iteration on plain tensors: the body of AutoLoraStrategy::meta_step, for any model.
 // darts: cache w (inner.params()) and the inner state, virtual inner step on the train losses
@@ -87,8 +88,8 @@ struct BilevelReport {
   double val_loss = 0, eps = 0, v_norm = 0;
 };
 BilevelReport autolora_bilevel_step(const std::vector<Tensor>& alpha, nn::Optimizer& outer, nn::Optimizer& inner,
-                                    const std::vector<BatchLoss>& train, const BatchLoss& val,
-                                    const AutoLoraOptions& o, int64_t step);
+                                    const std::vector<BatchLoss>& train, const BatchLoss& val, const AutoLoraOptions& o,
+                                    int64_t step);
 
 class AutoLoraStrategy final : public RankStrategy {
  public:
@@ -111,10 +112,10 @@ class AutoLoraStrategy final : public RankStrategy {
   void load_state(const std::map<std::string, Tensor>& tensors, const nlohmann::json& meta) override;
 
   const AutoLoraOptions& options() const { return o_; }
-  std::vector<std::string> modules() const;                  // module paths, sorted
-  Tensor alpha(const std::string& path) const;               // the live logits (k), requires bind
+  std::vector<std::string> modules() const;     // module paths, sorted
+  Tensor alpha(const std::string& path) const;  // the live logits (k), requires bind
   std::vector<double> alpha_values(const std::string& path) const;
-  std::vector<ModuleRank> selected_ranks() const;            // module order
+  std::vector<ModuleRank> selected_ranks() const;  // module order
   nn::Optimizer& outer_optimizer();
   int64_t outer_steps() const { return outer_steps_; }
   const BilevelReport& last_report() const { return last_; }
@@ -150,9 +151,9 @@ std::vector<ModuleRank> load_autolora_ranks(const std::string& dir);
 // search-then-retrain protocol of `rankforge train` needs.
 struct AutoLoraRunOptions {
   AutoLoraOptions search;
-  double val_fraction = 0.3;        // share of the training split that trains α (70/30, seeded by the run's seed)
-  int64_t search_steps = 0;         // search steps (0: training.steps); the retrain runs training.steps
-  bool stop_after_search = false;   // no retrain
+  double val_fraction = 0.3;       // share of the training split that trains α (70/30, seeded by the run's seed)
+  int64_t search_steps = 0;        // search steps (0: training.steps); the retrain runs training.steps
+  bool stop_after_search = false;  // no retrain
   // AdamW weight decay on A/B during the search; the parse resolves "not given" to training.weight_decay.
   // The official search code drops its script's 0.1; with none, α gets almost no signal (README).
   double search_weight_decay = -1;

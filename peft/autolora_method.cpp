@@ -17,27 +17,35 @@ constexpr const char* kName = "autolora";
 }
 
 AutoLoraRunOptions& autolora_options(MethodConfig& c) { return method_options<AutoLoraRunOptions>(c, kName); }
-const AutoLoraRunOptions& autolora_options(const MethodConfig& c) { return method_options<AutoLoraRunOptions>(c, kName); }
+const AutoLoraRunOptions& autolora_options(const MethodConfig& c) {
+  return method_options<AutoLoraRunOptions>(c, kName);
+}
 
-#define FIELD(expr) +[](MethodConfig & c) -> auto& { return expr; }
+#define FIELD(expr)                \
+  +[](MethodConfig & c) -> auto& { \
+    return expr;                   \
+  }
 
 const MethodEntry& autolora_method_entry() {
   static const MethodEntry e = [] {
     MethodEntry m;
     m.name = kName;
     m.summary = "AutoLoRA: a bi-level search of each module's rank, then a LoRA retrain with it";
-    m.uses = {"r", "alpha", "dropout", "target_modules", "exclude_modules", "init", "bias", "lora_bias", "modules_to_save",
-              "layers_to_transform", "layers_pattern"};
+    m.uses = {"r",    "alpha",     "dropout",         "target_modules",      "exclude_modules", "init",
+              "bias", "lora_bias", "modules_to_save", "layers_to_transform", "layers_pattern"};
     m.keys = {
         bind_key("k", "AutoLoRA: components per module (default: r)", FIELD(autolora_options(c).search.k)),
-        bind_key("outer_lr", "AutoLoRA: Adam lr of alpha (first_order: 1e-3)", FIELD(autolora_options(c).search.outer_lr)),
+        bind_key("outer_lr", "AutoLoRA: Adam lr of alpha (first_order: 1e-3)",
+                 FIELD(autolora_options(c).search.outer_lr)),
         bind_key("outer_beta1", "AutoLoRA: Adam beta1 of alpha", FIELD(autolora_options(c).search.outer_beta1)),
         bind_key("outer_beta2", "AutoLoRA: Adam beta2 of alpha", FIELD(autolora_options(c).search.outer_beta2)),
         bind_key("hypergradient", "AutoLoRA: darts | first_order", FIELD(autolora_options(c).search.hypergradient)),
         bind_key("darts_eps", "AutoLoRA: finite-difference step R", FIELD(autolora_options(c).search.darts_eps)),
-        bind_key("inner_lr_factor", "AutoLoRA: xi on the second-order term", FIELD(autolora_options(c).search.inner_lr_factor)),
+        bind_key("inner_lr_factor", "AutoLoRA: xi on the second-order term",
+                 FIELD(autolora_options(c).search.inner_lr_factor)),
         bind_key("selection", "AutoLoRA: softmax | raw", FIELD(autolora_options(c).search.selection)),
-        bind_key("search_val_fraction", "AutoLoRA: share of the train split that trains alpha", FIELD(autolora_options(c).val_fraction)),
+        bind_key("search_val_fraction", "AutoLoRA: share of the train split that trains alpha",
+                 FIELD(autolora_options(c).val_fraction)),
         bind_key("search_steps", "AutoLoRA: search steps (0: training.steps)", FIELD(autolora_options(c).search_steps)),
         bind_key("stop_after_search", "AutoLoRA: no retrain", FIELD(autolora_options(c).stop_after_search)),
         bind_key("search_weight_decay", "AutoLoRA: A/B weight decay in the search (default: training.weight_decay)",
@@ -57,7 +65,8 @@ const MethodEntry& autolora_method_entry() {
       if (p.given("search_weight_decay") && !(o.search_weight_decay >= 0))
         p.fail("search_weight_decay", "adapter.search_weight_decay must be >= 0");
       if (!(o.val_fraction > 0 && o.val_fraction < 1))
-        p.fail("search_val_fraction", fmt::format("adapter.search_val_fraction: must be in (0, 1), got {}", o.val_fraction));
+        p.fail("search_val_fraction",
+               fmt::format("adapter.search_val_fraction: must be in (0, 1), got {}", o.val_fraction));
       if (o.search_steps < 0) p.fail("search_steps", "adapter.search_steps: must be >= 0");
       // The official search code drops its script's 0.1; with none, α gets almost no signal (README).
       if (!p.given("search_weight_decay")) o.search_weight_decay = double(p.trainer.weight_decay);
@@ -67,7 +76,9 @@ const MethodEntry& autolora_method_entry() {
     m.configure = [](LoraConfig& lc, const MethodConfig& c, const MethodSetupContext&) {
       lc = autolora_search_config(autolora_options(c).search, lc);  // k gated components, no dropout
     };
-    m.make_strategy = [](const MethodConfig& c, PeftModel*) { return make_autolora_strategy(autolora_options(c).search); };
+    m.make_strategy = [](const MethodConfig& c, PeftModel*) {
+      return make_autolora_strategy(autolora_options(c).search);
+    };
     // The search phase's outputs (its run folder is <output>/search): the search adapter with softmax(α)
     // folded into B, autolora_alpha.safetensors and autolora_ranks.json (written last: it marks the
     // search as done for --resume). The retrain is a LoRA run and exports as LoRA.
@@ -84,10 +95,12 @@ const MethodEntry& autolora_method_entry() {
         total += mr.rank;
       }
       if (x.log)
-        x.log(fmt::format("[autolora] ranks ({} >= 1/k, k = {}; module order as in autolora_ranks.json): [{}], total {} of {}",
-                          al.options().selection == "raw" ? "alpha/sum(alpha)" : "softmax(alpha)", al.options().k,
-                          fmt::join(list, ","), total, al.options().k * int64_t(list.size())));
-      return fmt::format("{} (search adapter, softmax(α) folded into B), α and ranks in {}", adapter.string(), out.string());
+        x.log(fmt::format(
+            "[autolora] ranks ({} >= 1/k, k = {}; module order as in autolora_ranks.json): [{}], total {} of {}",
+            al.options().selection == "raw" ? "alpha/sum(alpha)" : "softmax(alpha)", al.options().k,
+            fmt::join(list, ","), total, al.options().k * int64_t(list.size())));
+      return fmt::format("{} (search adapter, softmax(α) folded into B), α and ranks in {}", adapter.string(),
+                         out.string());
     };
     m.protocol = [](const MethodConfig&) { return RunProtocol::SearchThenRetrain; };
     return m;

@@ -23,11 +23,27 @@ using ojson = nlohmann::ordered_json;
 }
 
 // Keys PEFT writes that rankforge reads or knows to be harmless at their default value.
-const std::set<std::string> kInert = {
-    "alora_invocation_tokens", "arrow_config", "corda_config", "ensure_weight_tying", "eva_config",
-    "inference_mode", "kasa_config", "layer_replication", "loftq_config", "lora_ga_config", "megatron_config",
-    "megatron_core", "monteclora_config", "qalora_group_size", "target_parameters", "trainable_token_indices",
-    "use_bdlora", "use_qalora", "velora_config", "runtime_config", "peft_version"};
+const std::set<std::string> kInert = {"alora_invocation_tokens",
+                                      "arrow_config",
+                                      "corda_config",
+                                      "ensure_weight_tying",
+                                      "eva_config",
+                                      "inference_mode",
+                                      "kasa_config",
+                                      "layer_replication",
+                                      "loftq_config",
+                                      "lora_ga_config",
+                                      "megatron_config",
+                                      "megatron_core",
+                                      "monteclora_config",
+                                      "qalora_group_size",
+                                      "target_parameters",
+                                      "trainable_token_indices",
+                                      "use_bdlora",
+                                      "use_qalora",
+                                      "velora_config",
+                                      "runtime_config",
+                                      "peft_version"};
 
 bool is_default_inert(const std::string& k, const ojson& v) {
   if (v.is_null()) return true;
@@ -72,17 +88,27 @@ T get_as(const ojson& v, const std::string& what, const char* key, const char* t
 bool parse_adalora_key(AdaLoraFields& a, const std::string& k, const ojson& v, const std::string& what) {
   auto integer = [&](int64_t& out) { out = get_as<int64_t>(v, what, k.c_str(), "an integer"); };
   auto number = [&](double& out) { out = get_as<double>(v, what, k.c_str(), "a number"); };
-  if (k == "target_r") integer(a.target_r);
-  else if (k == "init_r") integer(a.init_r);
-  else if (k == "tinit") integer(a.tinit);
-  else if (k == "tfinal") integer(a.tfinal);
-  else if (k == "deltaT") integer(a.deltaT);
-  else if (k == "beta1") number(a.beta1);
-  else if (k == "beta2") number(a.beta2);
-  else if (k == "orth_reg_weight") number(a.orth_reg_weight);
+  if (k == "target_r")
+    integer(a.target_r);
+  else if (k == "init_r")
+    integer(a.init_r);
+  else if (k == "tinit")
+    integer(a.tinit);
+  else if (k == "tfinal")
+    integer(a.tfinal);
+  else if (k == "deltaT")
+    integer(a.deltaT);
+  else if (k == "beta1")
+    number(a.beta1);
+  else if (k == "beta2")
+    number(a.beta2);
+  else if (k == "orth_reg_weight")
+    number(a.orth_reg_weight);
   else if (k == "total_step") {
-    if (v.is_null()) a.total_step = 0;
-    else integer(a.total_step);
+    if (v.is_null())
+      a.total_step = 0;
+    else
+      integer(a.total_step);
   } else if (k == "rank_pattern") {
     if (v.is_null()) {
       a.rank_pattern.reset();
@@ -97,7 +123,8 @@ bool parse_adalora_key(AdaLoraFields& a, const std::string& k, const ojson& v, c
           if (!e.is_boolean()) break;
           m.push_back(e.get<bool>());
         }
-      if (!pv.is_array() || m.size() != pv.size()) fail(what, fmt::format("ADALORA rank_pattern['{}'] must be a list of booleans", pk));
+      if (!pv.is_array() || m.size() != pv.size())
+        fail(what, fmt::format("ADALORA rank_pattern['{}'] must be a list of booleans", pk));
       // PEFT's in-memory keys carry the adapter name ("<path>.lora_E.default"); files drop it.
       std::string key = pk;
       const size_t e = key.rfind(".lora_E.");
@@ -144,7 +171,8 @@ void validate_adalora(const LoraConfig& c, const std::string& w) {
   if (a.init_r < 1) fail(w, fmt::format("init_r must be >= 1, got {}", a.init_r));
   if (a.target_r < 0 || a.target_r > a.init_r)
     fail(w, fmt::format("target_r must be in [0, init_r = {}], got {}", a.init_r, a.target_r));
-  if (a.tinit < 0 || a.tfinal < 0) fail(w, fmt::format("tinit and tfinal must be >= 0, got {} and {}", a.tinit, a.tfinal));
+  if (a.tinit < 0 || a.tfinal < 0)
+    fail(w, fmt::format("tinit and tfinal must be >= 0, got {} and {}", a.tinit, a.tfinal));
   if (a.deltaT < 1) fail(w, fmt::format("deltaT must be >= 1, got {}", a.deltaT));
   if (!(a.beta1 > 0 && a.beta1 < 1) || !(a.beta2 > 0 && a.beta2 < 1))
     fail(w, fmt::format("beta1 and beta2 must be in (0, 1), got {} and {}", a.beta1, a.beta2));
@@ -155,7 +183,8 @@ void validate_adalora(const LoraConfig& c, const std::string& w) {
                         a.total_step, a.tfinal));
   if (a.rank_pattern)
     for (const auto& [k, m] : *a.rank_pattern) {
-      if (!k.ends_with(".lora_E")) fail(w, fmt::format("rank_pattern key '{}' must name a module's lora_E ('<path>.lora_E')", k));
+      if (!k.ends_with(".lora_E"))
+        fail(w, fmt::format("rank_pattern key '{}' must name a module's lora_E ('<path>.lora_E')", k));
       if (int64_t(m.size()) != a.init_r)
         fail(w, fmt::format("rank_pattern['{}'] has {} flags; init_r is {}", k, m.size(), a.init_r));
     }
@@ -167,16 +196,19 @@ void LoraConfig::validate() const {
   if (peft_type != "LORA" && peft_type != "ADALORA" && peft_type != "ROSA")
     fail(w, fmt::format("peft_type '{}' is not LORA, ADALORA or ROSA", peft_type));
   if (r <= 0) fail(w, fmt::format("r must be > 0, got {}", r));
-  if (!(lora_dropout >= 0 && lora_dropout < 1)) fail(w, fmt::format("lora_dropout must be in [0, 1), got {}", lora_dropout));
+  if (!(lora_dropout >= 0 && lora_dropout < 1))
+    fail(w, fmt::format("lora_dropout must be in [0, 1), got {}", lora_dropout));
   if (bias != "none" && bias != "all" && bias != "lora_only")
     fail(w, fmt::format("bias must be none, all or lora_only, got '{}'", bias));
   if (use_dora && lora_bias) fail(w, "lora_bias cannot be used with use_dora (as PEFT)");
   const bool pissa = init_lora_weights == "pissa" || init_lora_weights.starts_with("pissa_niter_");
   if (init_lora_weights != "true" && init_lora_weights != "false" && init_lora_weights != "gaussian" && !pissa &&
       init_lora_weights != "olora")
-    fail(w, fmt::format("init_lora_weights '{}' is not supported (true, false, gaussian, pissa, pissa_niter_<k>, olora)",
-                        init_lora_weights));
-  if (!layers_pattern.empty() && layers_to_transform.empty()) fail(w, "layers_pattern needs layers_to_transform (as PEFT)");
+    fail(w,
+         fmt::format("init_lora_weights '{}' is not supported (true, false, gaussian, pissa, pissa_niter_<k>, olora)",
+                     init_lora_weights));
+  if (!layers_pattern.empty() && layers_to_transform.empty())
+    fail(w, "layers_pattern needs layers_to_transform (as PEFT)");
   if (target_modules.kind == ModuleSelector::Kind::Regex && !layers_to_transform.empty())
     fail(w, "layers_to_transform cannot be used when target_modules is a regex (as PEFT); put the layer in the regex");
   if (target_modules.kind == ModuleSelector::Kind::List && target_modules.names.empty())
@@ -203,34 +235,56 @@ LoraConfig parse_lora_config(const ojson& j, const std::string& what, std::vecto
       c.bias = "lora_only";
       continue;
     }
-    if (k == "peft_type") c.peft_type = get_as<std::string>(v, what, "peft_type", "a string");
-    else if (k == "r") c.r = get_as<int64_t>(v, what, "r", "an integer");
-    else if (k == "lora_alpha") c.lora_alpha = get_as<double>(v, what, "lora_alpha", "a number");
-    else if (k == "lora_dropout") c.lora_dropout = get_as<double>(v, what, "lora_dropout", "a number");
-    else if (k == "target_modules") c.target_modules = parse_selector(v, what, "target_modules");
-    else if (k == "exclude_modules") c.exclude_modules = parse_selector(v, what, "exclude_modules");
-    else if (k == "fan_in_fan_out") c.fan_in_fan_out = get_as<bool>(v, what, "fan_in_fan_out", "a boolean");
-    else if (k == "bias") c.bias = get_as<std::string>(v, what, "bias", "a string");
-    else if (k == "use_rslora") c.use_rslora = get_as<bool>(v, what, "use_rslora", "a boolean");
-    else if (k == "use_dora") c.use_dora = get_as<bool>(v, what, "use_dora", "a boolean");
-    else if (k == "lora_bias") c.lora_bias = get_as<bool>(v, what, "lora_bias", "a boolean");
+    if (k == "peft_type")
+      c.peft_type = get_as<std::string>(v, what, "peft_type", "a string");
+    else if (k == "r")
+      c.r = get_as<int64_t>(v, what, "r", "an integer");
+    else if (k == "lora_alpha")
+      c.lora_alpha = get_as<double>(v, what, "lora_alpha", "a number");
+    else if (k == "lora_dropout")
+      c.lora_dropout = get_as<double>(v, what, "lora_dropout", "a number");
+    else if (k == "target_modules")
+      c.target_modules = parse_selector(v, what, "target_modules");
+    else if (k == "exclude_modules")
+      c.exclude_modules = parse_selector(v, what, "exclude_modules");
+    else if (k == "fan_in_fan_out")
+      c.fan_in_fan_out = get_as<bool>(v, what, "fan_in_fan_out", "a boolean");
+    else if (k == "bias")
+      c.bias = get_as<std::string>(v, what, "bias", "a string");
+    else if (k == "use_rslora")
+      c.use_rslora = get_as<bool>(v, what, "use_rslora", "a boolean");
+    else if (k == "use_dora")
+      c.use_dora = get_as<bool>(v, what, "use_dora", "a boolean");
+    else if (k == "lora_bias")
+      c.lora_bias = get_as<bool>(v, what, "lora_bias", "a boolean");
     else if (k == "modules_to_save") {
-      if (!v.is_null()) c.modules_to_save = get_as<std::vector<std::string>>(v, what, "modules_to_save", "a list of strings");
+      if (!v.is_null())
+        c.modules_to_save = get_as<std::vector<std::string>>(v, what, "modules_to_save", "a list of strings");
     } else if (k == "init_lora_weights") {
-      if (v.is_boolean()) c.init_lora_weights = v.get<bool>() ? "true" : "false";
-      else c.init_lora_weights = get_as<std::string>(v, what, "init_lora_weights", "a boolean or a string");
+      if (v.is_boolean())
+        c.init_lora_weights = v.get<bool>() ? "true" : "false";
+      else
+        c.init_lora_weights = get_as<std::string>(v, what, "init_lora_weights", "a boolean or a string");
     } else if (k == "layers_to_transform") {
-      if (v.is_number_integer()) c.layers_to_transform = {v.get<int64_t>()};
-      else if (!v.is_null()) c.layers_to_transform = get_as<std::vector<int64_t>>(v, what, "layers_to_transform", "an integer or a list of integers");
+      if (v.is_number_integer())
+        c.layers_to_transform = {v.get<int64_t>()};
+      else if (!v.is_null())
+        c.layers_to_transform =
+            get_as<std::vector<int64_t>>(v, what, "layers_to_transform", "an integer or a list of integers");
     } else if (k == "layers_pattern") {
-      if (v.is_string()) c.layers_pattern = {v.get<std::string>()};
-      else if (!v.is_null()) c.layers_pattern = get_as<std::vector<std::string>>(v, what, "layers_pattern", "a string or a list of strings");
+      if (v.is_string())
+        c.layers_pattern = {v.get<std::string>()};
+      else if (!v.is_null())
+        c.layers_pattern = get_as<std::vector<std::string>>(v, what, "layers_pattern", "a string or a list of strings");
     } else if (k == "rank_pattern") {
       if (!v.is_null()) {
         if (!v.is_object()) fail(what, "'rank_pattern' must be an object");
         for (const auto& [pk, pv] : v.items()) {
           if (!pv.is_number_integer())
-            fail(what, fmt::format("rank_pattern['{}'] must be an integer (AdaLoRA's boolean masks belong to peft_type ADALORA)", pk));
+            fail(
+                what,
+                fmt::format(
+                    "rank_pattern['{}'] must be an integer (AdaLoRA's boolean masks belong to peft_type ADALORA)", pk));
           c.rank_pattern.emplace_back(pk, pv.get<int64_t>());
         }
       }
@@ -288,27 +342,53 @@ ojson to_json(const LoraConfig& c) {
   ojson rp = ojson::object(), ap = ojson::object();
   for (const auto& [k, v] : c.rank_pattern) rp[k] = v;
   for (const auto& [k, v] : c.alpha_pattern) ap[k] = number(v);
-  ojson init = c.init_lora_weights == "true" ? ojson(true) : c.init_lora_weights == "false" ? ojson(false) : ojson(c.init_lora_weights);
+  ojson init = c.init_lora_weights == "true"    ? ojson(true)
+               : c.init_lora_weights == "false" ? ojson(false)
+                                                : ojson(c.init_lora_weights);
   auto opt = [](const std::optional<std::string>& s) -> ojson { return s ? ojson(*s) : ojson(nullptr); };
-  ojson j = {
-      {"alora_invocation_tokens", nullptr}, {"alpha_pattern", ap}, {"arrow_config", nullptr},
-      {"auto_mapping", c.task_type ? ojson(nullptr) : c.auto_mapping},
-      {"base_model_name_or_path", opt(c.base_model_name_or_path)}, {"bias", c.bias}, {"corda_config", nullptr},
-      {"ensure_weight_tying", false}, {"eva_config", nullptr}, {"exclude_modules", c.exclude_modules.to_json()},
-      {"fan_in_fan_out", c.fan_in_fan_out}, {"inference_mode", true}, {"init_lora_weights", init},
-      {"kasa_config", nullptr}, {"layer_replication", nullptr},
-      {"layers_pattern", c.layers_pattern.empty() ? ojson(nullptr)
-                         : c.layers_pattern.size() == 1 ? ojson(c.layers_pattern[0]) : ojson(c.layers_pattern)},
-      {"layers_to_transform", c.layers_to_transform.empty() ? ojson(nullptr) : ojson(c.layers_to_transform)},
-      {"loftq_config", ojson::object()}, {"lora_alpha", number(c.lora_alpha)}, {"lora_bias", c.lora_bias},
-      {"lora_dropout", c.lora_dropout}, {"lora_ga_config", nullptr}, {"megatron_config", nullptr},
-      {"megatron_core", "megatron.core"},
-      {"modules_to_save", c.modules_to_save.empty() ? ojson(nullptr) : ojson(c.modules_to_save)},
-      {"monteclora_config", nullptr}, {"peft_type", c.peft_type}, {"peft_version", c.peft_version},
-      {"qalora_group_size", 16}, {"r", c.r}, {"rank_pattern", rp}, {"revision", opt(c.revision)},
-      {"target_modules", c.target_modules.to_json()}, {"target_parameters", nullptr}, {"task_type", opt(c.task_type)},
-      {"trainable_token_indices", nullptr}, {"use_bdlora", nullptr}, {"use_dora", c.use_dora},
-      {"use_qalora", false}, {"use_rslora", c.use_rslora}, {"velora_config", nullptr}};
+  ojson j = {{"alora_invocation_tokens", nullptr},
+             {"alpha_pattern", ap},
+             {"arrow_config", nullptr},
+             {"auto_mapping", c.task_type ? ojson(nullptr) : c.auto_mapping},
+             {"base_model_name_or_path", opt(c.base_model_name_or_path)},
+             {"bias", c.bias},
+             {"corda_config", nullptr},
+             {"ensure_weight_tying", false},
+             {"eva_config", nullptr},
+             {"exclude_modules", c.exclude_modules.to_json()},
+             {"fan_in_fan_out", c.fan_in_fan_out},
+             {"inference_mode", true},
+             {"init_lora_weights", init},
+             {"kasa_config", nullptr},
+             {"layer_replication", nullptr},
+             {"layers_pattern", c.layers_pattern.empty()       ? ojson(nullptr)
+                                : c.layers_pattern.size() == 1 ? ojson(c.layers_pattern[0])
+                                                               : ojson(c.layers_pattern)},
+             {"layers_to_transform", c.layers_to_transform.empty() ? ojson(nullptr) : ojson(c.layers_to_transform)},
+             {"loftq_config", ojson::object()},
+             {"lora_alpha", number(c.lora_alpha)},
+             {"lora_bias", c.lora_bias},
+             {"lora_dropout", c.lora_dropout},
+             {"lora_ga_config", nullptr},
+             {"megatron_config", nullptr},
+             {"megatron_core", "megatron.core"},
+             {"modules_to_save", c.modules_to_save.empty() ? ojson(nullptr) : ojson(c.modules_to_save)},
+             {"monteclora_config", nullptr},
+             {"peft_type", c.peft_type},
+             {"peft_version", c.peft_version},
+             {"qalora_group_size", 16},
+             {"r", c.r},
+             {"rank_pattern", rp},
+             {"revision", opt(c.revision)},
+             {"target_modules", c.target_modules.to_json()},
+             {"target_parameters", nullptr},
+             {"task_type", opt(c.task_type)},
+             {"trainable_token_indices", nullptr},
+             {"use_bdlora", nullptr},
+             {"use_dora", c.use_dora},
+             {"use_qalora", false},
+             {"use_rslora", c.use_rslora},
+             {"velora_config", nullptr}};
   if (c.is_adalora()) {
     const AdaLoraFields& a = c.adalora;
     ojson masks = nullptr;

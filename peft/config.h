@@ -28,13 +28,13 @@ using RankMasks = std::vector<std::pair<std::string, std::vector<bool>>>;
 
 // The fields AdaLoraConfig adds (methods.md §5.3); read only when peft_type is "ADALORA".
 struct AdaLoraFields {
-  int64_t target_r = 8;   // average rank kept at the end: the final budget is target_r * modules
-  int64_t init_r = 12;    // rank every module starts with; also the fixed `ranknum` of the scale
-  int64_t tinit = 0;      // steps without masking
-  int64_t tfinal = 0;     // steps at the end with the final mask fixed
-  int64_t deltaT = 1;     // steps between two allocations in the budget phase
-  double beta1 = 0.85;    // EMA of the sensitivity
-  double beta2 = 0.85;    // EMA of the uncertainty
+  int64_t target_r = 8;  // average rank kept at the end: the final budget is target_r * modules
+  int64_t init_r = 12;   // rank every module starts with; also the fixed `ranknum` of the scale
+  int64_t tinit = 0;     // steps without masking
+  int64_t tfinal = 0;    // steps at the end with the final mask fixed
+  int64_t deltaT = 1;    // steps between two allocations in the budget phase
+  double beta1 = 0.85;   // EMA of the sensitivity
+  double beta2 = 0.85;   // EMA of the uncertainty
   double orth_reg_weight = 0.5;
   int64_t total_step = 0;  // 0 = unset (null in the file); training needs it, or takes the trainer's step count
   std::optional<RankMasks> rank_pattern;  // null until an allocation ran (then tensors are saved cut to it)
@@ -42,14 +42,14 @@ struct AdaLoraFields {
 
 // The fields peft-rosa's RosaConfig adds (methods.md §3.4), read when peft_type is "ROSA".
 struct RosaFields {
-  double d = 0.003;                          // density of S: nnz = int(d * out * in) per module
+  double d = 0.003;                                             // density of S: nnz = int(d * out * in) per module
   std::vector<std::pair<std::string, double>> density_pattern;  // per-module d (first match wins)
-  std::string impl = "auto";                 // auto (= sp_add for Linear) | sp_add | spmm
-  bool spa_store_transpose = true;           // write rosa_spa.tr_* too
-  int64_t spa_num_grads = 1;                 // optimizer steps of gradient collection
-  std::string grad_acc_mode = "mean_squared";  // mean_squared | mean
-  std::string rosa_dtype = "bf16";           // fp32 | fp16 | bf16: the values' dtype in adapter files
-  std::optional<std::string> schedule;       // default | df | lora_only | spa_only | wl<N>; training needs it
+  std::string impl = "auto";                                    // auto (= sp_add for Linear) | sp_add | spmm
+  bool spa_store_transpose = true;                              // write rosa_spa.tr_* too
+  int64_t spa_num_grads = 1;                                    // optimizer steps of gradient collection
+  std::string grad_acc_mode = "mean_squared";                   // mean_squared | mean
+  std::string rosa_dtype = "bf16";      // fp32 | fp16 | bf16: the values' dtype in adapter files
+  std::optional<std::string> schedule;  // default | df | lora_only | spa_only | wl<N>; training needs it
   std::optional<std::string> mask_load_path, mask_save_path;
   bool terminate_after_mask_generation = false;
 };
@@ -62,10 +62,10 @@ struct LoraConfig {
   ModuleSelector target_modules;
   ModuleSelector exclude_modules;
   bool fan_in_fan_out = false;
-  std::string bias = "none";           // none | all | lora_only
+  std::string bias = "none";  // none | all | lora_only
   bool use_rslora = false;
   bool use_dora = false;
-  bool lora_bias = false;              // a trainable bias on lora_B
+  bool lora_bias = false;  // a trainable bias on lora_B
   std::vector<std::string> modules_to_save;
   std::string init_lora_weights = "true";  // true | false | gaussian | pissa | pissa_niter_<k> | olora
   std::vector<int64_t> layers_to_transform;
@@ -76,10 +76,10 @@ struct LoraConfig {
   std::optional<std::string> task_type;  // CAUSAL_LM, SEQ_CLS, ...
   std::optional<std::string> base_model_name_or_path;
   std::optional<std::string> revision;
-  std::string peft_version = "0.21.0";   // written; PEFT ≥ 0.18 reads files with this key layout
-  nlohmann::ordered_json auto_mapping;   // kept as read, written when task_type is unset
-  AdaLoraFields adalora;                 // peft_type ADALORA only; `r` is then ignored (as PEFT)
-  RosaFields rosa;                       // peft_type ROSA only
+  std::string peft_version = "0.21.0";  // written; PEFT ≥ 0.18 reads files with this key layout
+  nlohmann::ordered_json auto_mapping;  // kept as read, written when task_type is unset
+  AdaLoraFields adalora;                // peft_type ADALORA only; `r` is then ignored (as PEFT)
+  RosaFields rosa;                      // peft_type ROSA only
 
   bool is_adalora() const { return peft_type == "ADALORA"; }
   bool is_rosa() const { return peft_type == "ROSA"; }

@@ -56,7 +56,8 @@ Tensor DoraForm::forward(LoraLinear& layer, const Tensor& x, const Tensor& resul
 
 void DoraForm::merge(LoraLinear& layer) {
   if (o_.lora_bias && !layer.base().has_bias())
-    throw std::invalid_argument(fmt::format("[peft] cannot merge adapter '{}' with lora_bias=true: the base layer has no bias", name_));
+    throw std::invalid_argument(
+        fmt::format("[peft] cannot merge adapter '{}' with lora_bias=true: the base layer has no bias", name_));
   Tensor w = layer.base_out_in_f32();
   Tensor delta = delta_weight(layer);
   Tensor norm = sqrt(sum(square(add(w, delta)), {1}));

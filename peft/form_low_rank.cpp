@@ -44,7 +44,8 @@ void LowRankForm::create(LoraLinear& layer) {
     // pissa_niter_<k> uses the exact SVD here, which the randomized one approximates).
     Tensor w = layer.base_out_in_f32();
     if (o_.r > std::min(in, out))
-      throw std::invalid_argument(fmt::format("[peft] PiSSA rank {} exceeds min(in, out) = {}", o_.r, std::min(in, out)));
+      throw std::invalid_argument(
+          fmt::format("[peft] PiSSA rank {} exceeds min(in, out) = {}", o_.r, std::min(in, out)));
     auto [U, S, Vh] = svd(w);
     Tensor sr = sqrt(mul(narrow(S, 0, 0, o_.r), 1.0 / s));  // sqrt(S_r / scaling)
     A->weight().copy_(mul(unsqueeze(sr, 1), narrow(Vh, 0, 0, o_.r)));
@@ -53,7 +54,8 @@ void LowRankForm::create(LoraLinear& layer) {
   } else if (how == "olora") {
     Tensor w = layer.base_out_in_f32();
     if (o_.r > std::min(in, out))
-      throw std::invalid_argument(fmt::format("[peft] OLoRA rank {} exceeds min(in, out) = {}", o_.r, std::min(in, out)));
+      throw std::invalid_argument(
+          fmt::format("[peft] OLoRA rank {} exceeds min(in, out) = {}", o_.r, std::min(in, out)));
     auto [Q, R] = qr(w);
     A->weight().copy_(narrow(R, 0, 0, o_.r));
     B->weight().copy_(narrow(Q, 1, 0, o_.r));
@@ -98,7 +100,7 @@ Tensor LowRankForm::delta_weight(LoraLinear&) { return low_rank_delta(Tensor());
 Tensor GatedForm::forward(LoraLinear& layer, const Tensor& x, const Tensor& result) {
   const bool drop = layer.training() && o_.dropout > 0;
   Tensor h = (*a_)(drop ? dropout(x, o_.dropout, true) : x);  // (..., r)
-  h = mul(h, softmax(logits_.to(h.dtype()), -1));            // component i weighted by softmax(α)_i
+  h = mul(h, softmax(logits_.to(h.dtype()), -1));             // component i weighted by softmax(α)_i
   return o_.lora_bias ? add(result, mul((*b_)(h), scale_)) : add(result, linear(mul(h, scale_), b_->weight()));
 }
 

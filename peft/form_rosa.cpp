@@ -23,9 +23,11 @@ class RosaSpa : public nn::Module {
 }  // namespace
 
 RosaForm::RosaForm(std::string name, LoraOptions o) : LowRankForm(std::move(name), std::move(o)) {
-  if (o_.lora_bias) throw std::invalid_argument("[peft] RoSA adapters have no DoRA or lora_bias (peft-rosa has neither)");
+  if (o_.lora_bias)
+    throw std::invalid_argument("[peft] RoSA adapters have no DoRA or lora_bias (peft-rosa has neither)");
   if (o_.rosa.impl != "sp_add" && o_.rosa.impl != "spmm")
-    throw std::invalid_argument(fmt::format("[peft] RoSA impl '{}' is not one of: sp_add, spmm (auto = sp_add)", o_.rosa.impl));
+    throw std::invalid_argument(
+        fmt::format("[peft] RoSA impl '{}' is not one of: sp_add, spmm (auto = sp_add)", o_.rosa.impl));
 }
 
 void RosaForm::create(LoraLinear& layer) {
@@ -53,11 +55,11 @@ void RosaForm::set_support(LoraLinear& layer, const Csr& support) {
   Tensor& v = values();
   const int64_t out = layer.base().out_features(), in = layer.base().in_features();
   if (support.rows != out || support.cols != in)
-    throw std::invalid_argument(fmt::format("[peft] RoSA support of adapter '{}' is ({}, {}), the layer is ({}, {})", name_,
-                                            support.rows, support.cols, out, in));
+    throw std::invalid_argument(fmt::format("[peft] RoSA support of adapter '{}' is ({}, {}), the layer is ({}, {})",
+                                            name_, support.rows, support.cols, out, in));
   if (support.nnz() != v.numel())
-    throw std::invalid_argument(fmt::format("[peft] RoSA support of adapter '{}' has {} entries, density {} gives {}", name_,
-                                            support.nnz(), o_.rosa.density, v.numel()));
+    throw std::invalid_argument(fmt::format("[peft] RoSA support of adapter '{}' has {} entries, density {} gives {}",
+                                            name_, support.nnz(), o_.rosa.density, v.numel()));
   Spa s{support, make_pattern(support, v.device())};  // validates the structure
   NoGradGuard ng;
   if (support.nnz() > 0) v.copy_(from_data(support.values, {support.nnz()}, v.device()));

@@ -13,7 +13,8 @@ SvdForm::SvdForm(std::string name, LoraOptions o) : AdapterForm(std::move(name),
   if (o_.r < 0) throw std::invalid_argument(fmt::format("[peft] AdaLoRA rank must be >= 0, got {}", o_.r));
   if (o_.svd.ranknum <= 0)
     throw std::invalid_argument(fmt::format("[peft] AdaLoRA ranknum (init_r) must be > 0, got {}", o_.svd.ranknum));
-  if (o_.lora_bias || o_.use_rslora) throw std::invalid_argument("[peft] AdaLoRA adapters have no DoRA, lora_bias or rsLoRA");
+  if (o_.lora_bias || o_.use_rslora)
+    throw std::invalid_argument("[peft] AdaLoRA adapters have no DoRA, lora_bias or rsLoRA");
   if (o_.init != "true" && o_.init != "false")
     throw std::invalid_argument(fmt::format("[peft] AdaLoRA init '{}' is not supported (true or false)", o_.init));
 }
@@ -24,9 +25,9 @@ void SvdForm::create(LoraLinear& layer) {
   NoGradGuard ng;
   const double sd = o_.init == "true" ? 0.02 : 1.0;
   auto normal = [&](Shape s) { return o_.r == 0 ? zeros(s, DType::F32, d) : randn(s, 0.0, sd, DType::F32, d); };
-  Tensor a = normal({o_.r, in});                                                      // (r, in)
+  Tensor a = normal({o_.r, in});                                                       // (r, in)
   Tensor e = o_.init == "true" ? zeros({o_.r, 1}, DType::F32, d) : normal({o_.r, 1});  // (r, 1)
-  Tensor b = normal({out, o_.r});                                                     // (out, r)
+  Tensor b = normal({out, o_.r});                                                      // (out, r)
   layer.container("lora_E");  // created before the tensors go in, so the containers' order is A, B, E
   layer.container("lora_A").register_parameter(name_, a);
   layer.container("lora_E").register_parameter(name_, e);
@@ -58,13 +59,15 @@ Tensor SvdForm::forward(LoraLinear& layer, const Tensor& x, const Tensor& result
 
 Tensor SvdForm::delta_weight(LoraLinear& layer) {
   NoGradGuard ng;
-  if (o_.r == 0) return zeros({layer.base().out_features(), layer.base().in_features()}, DType::F32, layer.base().weight().device());
+  if (o_.r == 0)
+    return zeros({layer.base().out_features(), layer.base().in_features()}, DType::F32, layer.base().weight().device());
   return mul(matmul(B().detach(), mul(A().detach(), E().detach())), scale_);
 }
 
 void SvdForm::prune(const std::vector<bool>& keep) {
   if (int64_t(keep.size()) != o_.r)
-    throw std::invalid_argument(fmt::format("[peft] adapter '{}': {} rank flags for {} rows", name_, keep.size(), o_.r));
+    throw std::invalid_argument(
+        fmt::format("[peft] adapter '{}': {} rank flags for {} rows", name_, keep.size(), o_.r));
   std::vector<int64_t> idx;
   for (size_t i = 0; i < keep.size(); ++i)
     if (keep[i]) idx.push_back(int64_t(i));

@@ -66,7 +66,8 @@ std::vector<Tensor> pooled_hidden_states(models::Model& m, const std::vector<mod
     in.hidden_states = &hs;
     m.forward(in);
     if (int64_t(hs.size()) != L + 1)
-      fail(fmt::format("model '{}' returned {} hidden states, expected num_layers + 1 = {}", m.config().model_type, hs.size(), L + 1));
+      fail(fmt::format("model '{}' returned {} hidden states, expected num_layers + 1 = {}", m.config().model_type,
+                       hs.size(), L + 1));
     // (B, T) 1 = token; without a mask every position is a token.
     std::vector<int64_t> mask = in.attention_mask.defined() ? in.attention_mask.to(Device{}).to_vector<int64_t>()
                                                             : std::vector<int64_t>(size_t(B * T), 1);
@@ -168,7 +169,8 @@ std::string block_list_name(models::Model& m) {
   fail(fmt::format("no list of {} blocks found in model '{}'", L, m.config().model_type));
 }
 
-std::vector<std::pair<std::string, int64_t>> gelora_rank_pattern(const std::string& blocks, const std::vector<int64_t>& ranks) {
+std::vector<std::pair<std::string, int64_t>> gelora_rank_pattern(const std::string& blocks,
+                                                                 const std::vector<int64_t>& ranks) {
   std::vector<std::pair<std::string, int64_t>> out;
   for (size_t i = 0; i < ranks.size(); ++i) out.emplace_back(fmt::format("{}\\.{}\\..*", blocks, i), ranks[i]);
   return out;
@@ -202,18 +204,21 @@ void apply_gelora_ranks(LoraConfig& c, const GeLoraResult& r, models::Model& m) 
   for (auto& [n, mod] : m.named_modules()) {
     if (n.empty() || !dynamic_cast<nn::Linear*>(mod)) continue;
     if (sel.kind != ModuleSelector::Kind::AllLinear && !selector_matches(sel, n)) continue;
-    if (c.exclude_modules.kind != ModuleSelector::Kind::Unset && c.exclude_modules.kind != ModuleSelector::Kind::AllLinear &&
-        selector_matches(c.exclude_modules, n))
+    if (c.exclude_modules.kind != ModuleSelector::Kind::Unset &&
+        c.exclude_modules.kind != ModuleSelector::Kind::AllLinear && selector_matches(c.exclude_modules, n))
       continue;
     if (!c.layers_to_transform.empty()) {
       auto li = layer_index(n, c.layers_pattern);
-      if (!li || std::find(c.layers_to_transform.begin(), c.layers_to_transform.end(), *li) == c.layers_to_transform.end()) continue;
+      if (!li ||
+          std::find(c.layers_to_transform.begin(), c.layers_to_transform.end(), *li) == c.layers_to_transform.end())
+        continue;
     }
     targets.push_back(n);
   }
   for (size_t i = 0; i < r.rank_pattern.size(); ++i) {
     const auto& [key, rank] = r.rank_pattern[i];
-    if (std::none_of(targets.begin(), targets.end(), [&](const std::string& t) { return pattern_key_matches(key, t); })) continue;
+    if (std::none_of(targets.begin(), targets.end(), [&](const std::string& t) { return pattern_key_matches(key, t); }))
+      continue;
     if (rank < 1) fail(fmt::format("block {} got rank {}; LoRA needs r >= 1 (raise r_min)", i + 1, rank));
     c.rank_pattern.emplace_back(key, rank);
   }

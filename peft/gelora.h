@@ -47,11 +47,11 @@ struct GeLoraOptions {
 };
 
 struct GeLoraResult {
-  std::vector<double> ids;        // (L + 1) d_0 .. d_L
-  std::vector<int64_t> ranks;     // (L) rank of block i = 1..L, i.e. of module layer index i − 1
+  std::vector<double> ids;          // (L + 1) d_0 .. d_L
+  std::vector<int64_t> ranks;       // (L) rank of block i = 1..L, i.e. of module layer index i − 1
   std::vector<int64_t> duplicates;  // (L + 1) pooled points TwoNN dropped as exact copies
-  int64_t samples = 0;            // N
-  std::string blocks;             // the block list's name: "h" (GPT-2), "layers" (LLaMA), "layer" (BERT)
+  int64_t samples = 0;              // N
+  std::string blocks;               // the block list's name: "h" (GPT-2), "layers" (LLaMA), "layer" (BERT)
   // One key per block, in block order: "<blocks>\.<i−1>\..*" matches every module inside the block
   // under PEFT's re.match(rf"(.*\.)?({key})$", name) (e.g. "transformer.h.3.attn.c_attn").
   std::vector<std::pair<std::string, int64_t>> rank_pattern;
@@ -67,10 +67,12 @@ std::vector<int64_t> gelora_rank_rule(const std::vector<double>& ids, const GeLo
 // The name of the module list holding the model's num_layers blocks ("h", "layers", "layer").
 std::string block_list_name(models::Model& m);
 // rank_pattern keys for per-block ranks (block i at index i − 1).
-std::vector<std::pair<std::string, int64_t>> gelora_rank_pattern(const std::string& blocks, const std::vector<int64_t>& ranks);
+std::vector<std::pair<std::string, int64_t>> gelora_rank_pattern(const std::string& blocks,
+                                                                 const std::vector<int64_t>& ranks);
 
 // The whole pipeline: pooled hidden states -> TwoNN per layer -> ranks -> rank_pattern.
-GeLoraResult gelora_ranks(models::Model& m, const std::vector<models::ModelInputs>& batches, const GeLoraOptions& o = {});
+GeLoraResult gelora_ranks(models::Model& m, const std::vector<models::ModelInputs>& batches,
+                          const GeLoraOptions& o = {});
 
 // Appends the result's rank_pattern to c (after c's own keys, which keep priority), keeping only the
 // keys of blocks c targets (PeftModel::add_adapter rejects keys that match no target: blocks left

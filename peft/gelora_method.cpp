@@ -21,19 +21,36 @@ std::string strip_tag(const std::string& m) {
 GeLoraRunOptions& gelora_options(MethodConfig& c) { return method_options<GeLoraRunOptions>(c, kName); }
 const GeLoraRunOptions& gelora_options(const MethodConfig& c) { return method_options<GeLoraRunOptions>(c, kName); }
 
-#define FIELD(expr) +[](MethodConfig & c) -> auto& { return expr; }
+#define FIELD(expr)                \
+  +[](MethodConfig & c) -> auto& { \
+    return expr;                   \
+  }
 
 const MethodEntry& gelora_method_entry() {
   static const MethodEntry e = [] {
     MethodEntry m;
     m.name = kName;
     m.summary = "GeLoRA: LoRA whose per-layer ranks follow the intrinsic dimensions of the hidden states";
-    m.uses = {"r", "alpha", "dropout", "target_modules", "exclude_modules", "use_rslora", "use_dora", "init", "bias",
-              "lora_bias", "modules_to_save", "layers_to_transform", "layers_pattern", "rank_pattern", "alpha_pattern"};
+    m.uses = {"r",
+              "alpha",
+              "dropout",
+              "target_modules",
+              "exclude_modules",
+              "use_rslora",
+              "use_dora",
+              "init",
+              "bias",
+              "lora_bias",
+              "modules_to_save",
+              "layers_to_transform",
+              "layers_pattern",
+              "rank_pattern",
+              "alpha_pattern"};
     m.keys = {
         bind_key("id_samples", "GeLoRA: examples for the intrinsic dimensions", FIELD(gelora_options(c).samples)),
         bind_key("id_pooling", "GeLoRA: mean | last | first", FIELD(gelora_options(c).pooling)),
-        bind_key("id_discard_fraction", "GeLoRA: TwoNN's discarded fraction", FIELD(gelora_options(c).ranks.twonn.discard_fraction)),
+        bind_key("id_discard_fraction", "GeLoRA: TwoNN's discarded fraction",
+                 FIELD(gelora_options(c).ranks.twonn.discard_fraction)),
         bind_key("id_rounding", "GeLoRA: ceil | round", FIELD(gelora_options(c).rounding)),
         bind_key("r_min", "GeLoRA: smallest rank", FIELD(gelora_options(c).ranks.rule.r_min)),
         bind_key("rank_budget", "GeLoRA: total rank (0: none)", FIELD(gelora_options(c).ranks.rule.budget)),
@@ -69,7 +86,9 @@ const MethodEntry& gelora_method_entry() {
                             r.ids.size() - 1, fmt::join(ids, " "), fmt::join(r.ranks, " ")));
       apply_gelora_ranks(lc, r, ctx.model);
     };
-    m.make_strategy = [](const MethodConfig&, PeftModel*) -> std::unique_ptr<RankStrategy> { return std::make_unique<GeLoraStrategy>(); };
+    m.make_strategy = [](const MethodConfig&, PeftModel*) -> std::unique_ptr<RankStrategy> {
+      return std::make_unique<GeLoraStrategy>();
+    };
     return m;
   }();
   return e;

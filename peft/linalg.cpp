@@ -24,7 +24,8 @@ std::tuple<Tensor, Tensor, Tensor> svd(const Tensor& a) {
   const lapack_int m = lapack_int(a.size(0)), n = lapack_int(a.size(1)), k = std::min(m, n);
   std::vector<double> s(static_cast<size_t>(k)), u(size_t(m) * size_t(k)), vt(size_t(k) * size_t(n));
   lapack_int info = LAPACKE_dgesdd(LAPACK_ROW_MAJOR, 'S', m, n, x.data(), n, s.data(), u.data(), k, vt.data(), n);
-  if (info != 0) throw std::runtime_error(fmt::format("[svd] LAPACK dgesdd failed (info {}) on a {}x{} matrix", info, m, n));
+  if (info != 0)
+    throw std::runtime_error(fmt::format("[svd] LAPACK dgesdd failed (info {}) on a {}x{} matrix", info, m, n));
   Device d = a.device();
   return {to_device(u, {m, k}, d), to_device(s, {k}, d), to_device(vt, {k, n}, d)};
 }

@@ -28,11 +28,13 @@ double LoraOptions::scaling() const {
   return use_rslora ? alpha / std::sqrt(double(r)) : alpha / double(r);
 }
 
-AdapterForm::AdapterForm(std::string name, LoraOptions o) : name_(std::move(name)), o_(std::move(o)), scale_(o_.scaling()) {}
+AdapterForm::AdapterForm(std::string name, LoraOptions o)
+    : name_(std::move(name)), o_(std::move(o)), scale_(o_.scaling()) {}
 
 void AdapterForm::merge(LoraLinear& layer) {
   if (o_.lora_bias && !layer.base().has_bias())  // s * lora_B.bias would have nowhere to go (PEFT raises too)
-    throw std::invalid_argument(fmt::format("[peft] cannot merge adapter '{}' with lora_bias=true: the base layer has no bias", name_));
+    throw std::invalid_argument(
+        fmt::format("[peft] cannot merge adapter '{}' with lora_bias=true: the base layer has no bias", name_));
   layer.write_base_out_in(add(layer.base_out_in_f32(), delta_weight(layer)));
   if (o_.lora_bias) layer.base().bias().add_(layer.lora_B(name_).bias().detach(), scale_);
 }
@@ -86,16 +88,24 @@ nn::Linear& LoraLinear::lora_A(const std::string& name) {
 nn::Linear& LoraLinear::lora_B(const std::string& name) {
   return form_as<LowRankForm>(name, "its factors are A(), E(), B()").lora_B();
 }
-Tensor& LoraLinear::A(const std::string& name) { return is_adalora(name) ? form_as<SvdForm>(name, "").A() : lora_A(name).weight(); }
-Tensor& LoraLinear::B(const std::string& name) { return is_adalora(name) ? form_as<SvdForm>(name, "").B() : lora_B(name).weight(); }
+Tensor& LoraLinear::A(const std::string& name) {
+  return is_adalora(name) ? form_as<SvdForm>(name, "").A() : lora_A(name).weight();
+}
+Tensor& LoraLinear::B(const std::string& name) {
+  return is_adalora(name) ? form_as<SvdForm>(name, "").B() : lora_B(name).weight();
+}
 Tensor& LoraLinear::E(const std::string& name) { return form_as<SvdForm>(name, "it has no lora_E").E(); }
-Tensor& LoraLinear::magnitude(const std::string& name) { return form_as<DoraForm>(name, "it has no DoRA magnitude").magnitude(); }
+Tensor& LoraLinear::magnitude(const std::string& name) {
+  return form_as<DoraForm>(name, "it has no DoRA magnitude").magnitude();
+}
 void LoraLinear::prune_adalora(const std::string& name, const std::vector<bool>& keep) {
   if (std::find(merged_.begin(), merged_.end(), name) != merged_.end())
     throw std::invalid_argument(fmt::format("[peft] adapter '{}' is merged; unmerge it first", name));
   form_as<SvdForm>(name, "nothing to prune").prune(keep);
 }
-Tensor& LoraLinear::spa_values(const std::string& name) { return form_as<RosaForm>(name, "it has no RoSA sparse part").values(); }
+Tensor& LoraLinear::spa_values(const std::string& name) {
+  return form_as<RosaForm>(name, "it has no RoSA sparse part").values();
+}
 void LoraLinear::set_spa_support(const std::string& name, const Csr& support) {
   form_as<RosaForm>(name, "it has no RoSA sparse part").set_support(*this, support);
 }
@@ -115,16 +125,17 @@ void LoraLinear::set_gate_logits(const std::string& name, Tensor logits) {
   AdapterForm& f = form(name);
   const LoraOptions& o = f.options();
   if (f.kind() != FormKind::LowRank && f.kind() != FormKind::Gated)
-    throw std::invalid_argument(fmt::format("[peft] gate logits for adapter '{}' need a plain LoRA adapter, it is {}", name,
-                                            form_name(f.kind())));
+    throw std::invalid_argument(fmt::format("[peft] gate logits for adapter '{}' need a plain LoRA adapter, it is {}",
+                                            name, form_name(f.kind())));
   auto& plain = static_cast<LowRankForm&>(f);
   if (!logits.defined()) {
     if (f.kind() == FormKind::Gated) forms_[name] = std::make_unique<LowRankForm>(std::move(plain));
     return;
   }
   if (logits.dim() != 1 || logits.numel() != o.r)
-    throw std::invalid_argument(fmt::format("[peft] gate logits for adapter '{}' must be ({}) on a plain LoRA adapter, got {}",
-                                            name, o.r, shape_str(logits.shape())));
+    throw std::invalid_argument(
+        fmt::format("[peft] gate logits for adapter '{}' must be ({}) on a plain LoRA adapter, got {}", name, o.r,
+                    shape_str(logits.shape())));
   forms_[name] = std::make_unique<GatedForm>(std::move(plain), std::move(logits));
 }
 
@@ -134,7 +145,8 @@ Tensor LoraLinear::gate_logits(const std::string& name) const {
 }
 
 void LoraLinear::add_adapter(const std::string& name, const LoraOptions& o) {
-  if (forms_.count(name)) throw std::invalid_argument(fmt::format("[peft] adapter '{}' already exists on this module", name));
+  if (forms_.count(name))
+    throw std::invalid_argument(fmt::format("[peft] adapter '{}' already exists on this module", name));
   std::unique_ptr<AdapterForm> f;
   switch (o.form) {
     case FormKind::LowRank: f = std::make_unique<LowRankForm>(name, o); break;
@@ -142,7 +154,8 @@ void LoraLinear::add_adapter(const std::string& name, const LoraOptions& o) {
     case FormKind::Svd: f = std::make_unique<SvdForm>(name, o); break;
     case FormKind::Rosa: f = std::make_unique<RosaForm>(name, o); break;
     case FormKind::Gated:
-      throw std::invalid_argument(fmt::format("[peft] adapter '{}': a gated adapter is a LoRA one given gate logits (set_gate_logits)", name));
+      throw std::invalid_argument(
+          fmt::format("[peft] adapter '{}': a gated adapter is a LoRA one given gate logits (set_gate_logits)", name));
   }
   f->create(*this);
   forms_[name] = std::move(f);

@@ -59,7 +59,7 @@ class LoraLinear : public nn::Module {
   // AutoLoRA's gate (GatedForm): turns a low-rank adapter into a gated one with these logits (r),
   // which stay the strategy's; an undefined tensor turns it back into a plain one.
   void set_gate_logits(const std::string& name, Tensor logits);
-  Tensor gate_logits(const std::string& name) const;  // undefined when none
+  Tensor gate_logits(const std::string& name) const;                                       // undefined when none
   Tensor delta_weight(const std::string& name) { return form(name).delta_weight(*this); }  // (out, in) f32, detached
 
   // Adds the active adapters into the base weight; forward then runs the base alone.

@@ -11,10 +11,25 @@ const MethodEntry& lora_method_entry() {
     MethodEntry m;
     m.name = "lora";
     m.summary = "LoRA at fixed ranks (DoRA: use_dora; rsLoRA: use_rslora; PiSSA / OLoRA: init)";
-    m.uses = {"r", "alpha", "dropout", "target_modules", "exclude_modules", "use_rslora", "use_dora", "init", "bias",
-              "lora_bias", "modules_to_save", "layers_to_transform", "layers_pattern", "rank_pattern", "alpha_pattern"};
+    m.uses = {"r",
+              "alpha",
+              "dropout",
+              "target_modules",
+              "exclude_modules",
+              "use_rslora",
+              "use_dora",
+              "init",
+              "bias",
+              "lora_bias",
+              "modules_to_save",
+              "layers_to_transform",
+              "layers_pattern",
+              "rank_pattern",
+              "alpha_pattern"};
     m.outputs = {"adapter"};
-    m.make_strategy = [](const MethodConfig&, PeftModel*) -> std::unique_ptr<RankStrategy> { return std::make_unique<LoraStrategy>(); };
+    m.make_strategy = [](const MethodConfig&, PeftModel*) -> std::unique_ptr<RankStrategy> {
+      return std::make_unique<LoraStrategy>();
+    };
     return m;
   }();
   return e;
@@ -29,7 +44,9 @@ const MethodEntry& full_method_entry() {
     m.adapter = false;
     m.lora_keys_config = false;
     m.outputs = {"model"};
-    m.make_strategy = [](const MethodConfig&, PeftModel*) -> std::unique_ptr<RankStrategy> { return std::make_unique<LoraStrategy>(); };
+    m.make_strategy = [](const MethodConfig&, PeftModel*) -> std::unique_ptr<RankStrategy> {
+      return std::make_unique<LoraStrategy>();
+    };
     m.export_outputs = [](const MethodConfig&, const MethodExportContext& x) {
       const std::string dir = (std::filesystem::path(x.output) / "model").string();
       save_model_dir(x.model, x.tokenizer, dir);

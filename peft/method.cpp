@@ -56,7 +56,8 @@ std::vector<std::string> method_names() {
 
 const MethodEntry& method_entry(const std::string& name) {
   if (const MethodEntry* e = find_method(name)) return *e;
-  throw std::invalid_argument(fmt::format("[peft] unknown adapter method '{}'; available: {}", name, fmt::join(method_names(), ", ")));
+  throw std::invalid_argument(
+      fmt::format("[peft] unknown adapter method '{}'; available: {}", name, fmt::join(method_names(), ", ")));
 }
 
 std::vector<const MethodEntry*> methods_in_key_order() {
@@ -91,7 +92,8 @@ MethodSetup setup_method(const MethodConfig& c, const MethodSetupContext& ctx) {
 std::string export_method_outputs(const MethodConfig& c, const MethodExportContext& ctx) {
   const MethodEntry& e = method_entry(c.method);
   if (e.export_outputs) return e.export_outputs(c, ctx);
-  if (!ctx.pm) throw std::invalid_argument(fmt::format("[peft] method {} exports an adapter, but the run has none", c.method));
+  if (!ctx.pm)
+    throw std::invalid_argument(fmt::format("[peft] method {} exports an adapter, but the run has none", c.method));
   const fs::path adapter = fs::path(ctx.output) / "adapter";
   write_dir_atomic(adapter, [&](const fs::path& tmp) { ctx.pm->save_adapter(tmp.string(), "default"); });
   return adapter.string();
@@ -99,8 +101,8 @@ std::string export_method_outputs(const MethodConfig& c, const MethodExportConte
 
 int copy_tokenizer_files(const std::string& from, const std::string& to) {
   int n = 0;
-  for (const char* f : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
-                        "vocab.txt"}) {
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
+                        "merges.txt", "vocab.txt"}) {
     const fs::path src = fs::path(from) / f;
     if (!fs::is_regular_file(src)) continue;
     write_file_atomic((fs::path(to) / f).string(), read_file(src.string(), "tokenizer"));

@@ -87,22 +87,33 @@ struct MethodKey {
 template <class T>
 MethodKey bind_key(const char* name, const char* help, T& (*field)(MethodConfig&)) {
   KeyType t;
-  if constexpr (std::is_same_v<T, bool>) t = KeyType::Bool;
-  else if constexpr (std::is_same_v<T, int64_t>) t = KeyType::Integer;
-  else if constexpr (std::is_same_v<T, double>) t = KeyType::Number;
-  else if constexpr (std::is_same_v<T, float>) t = KeyType::Float;
-  else if constexpr (std::is_same_v<T, std::string>) t = KeyType::String;
-  else if constexpr (std::is_same_v<T, std::optional<std::string>>) t = KeyType::Path;
-  else t = KeyType::NumberMap;
+  if constexpr (std::is_same_v<T, bool>)
+    t = KeyType::Bool;
+  else if constexpr (std::is_same_v<T, int64_t>)
+    t = KeyType::Integer;
+  else if constexpr (std::is_same_v<T, double>)
+    t = KeyType::Number;
+  else if constexpr (std::is_same_v<T, float>)
+    t = KeyType::Float;
+  else if constexpr (std::is_same_v<T, std::string>)
+    t = KeyType::String;
+  else if constexpr (std::is_same_v<T, std::optional<std::string>>)
+    t = KeyType::Path;
+  else
+    t = KeyType::NumberMap;
   MethodKey k{name, t, help};
   k.read = [field](MethodConfig& c, const KeyValue& v) {
-    if constexpr (std::is_same_v<T, std::optional<std::string>>) field(c) = std::get<std::string>(v);
-    else field(c) = std::get<T>(v);
+    if constexpr (std::is_same_v<T, std::optional<std::string>>)
+      field(c) = std::get<std::string>(v);
+    else
+      field(c) = std::get<T>(v);
   };
   k.write = [field](const MethodConfig& c) -> KeyValue {
     const T& v = field(const_cast<MethodConfig&>(c));
-    if constexpr (std::is_same_v<T, std::optional<std::string>>) return v ? KeyValue(*v) : KeyValue();
-    else return KeyValue(v);
+    if constexpr (std::is_same_v<T, std::optional<std::string>>)
+      return v ? KeyValue(*v) : KeyValue();
+    else
+      return KeyValue(v);
   };
   return k;
 }
@@ -133,8 +144,8 @@ struct MethodExportContext {
   models::Model& model;
   PeftModel* pm = nullptr;  // null without an adapter (full)
   RankStrategy& strategy;
-  std::string output;       // the run folder
-  std::string tokenizer;    // the tokenizer folder a merged or fully trained checkpoint copies its files from
+  std::string output;     // the run folder
+  std::string tokenizer;  // the tokenizer folder a merged or fully trained checkpoint copies its files from
   std::function<void(const std::string& line)> log;
 };
 
@@ -155,7 +166,7 @@ struct MethodEntry {
   std::vector<MethodKey> keys;    // its own keys, in --list-keys order
   // --list-keys shows the methods' own keys in registry order; a method named here comes after this one.
   std::string keys_before;
-  std::vector<std::string> outputs;  // what its export writes into the run folder ("adapter", "merged")
+  std::vector<std::string> outputs;   // what its export writes into the run folder ("adapter", "merged")
   std::function<std::any()> options;  // its default options (none: unset)
   // Before any key is read: its defaults of generic keys (AdaLoRA's alpha 8, AROMA's dropout 0.1).
   std::function<void(MethodConfig&)> defaults;
@@ -174,9 +185,9 @@ struct MethodEntry {
 
 // Every method, in the order help and messages name them (peft/meson.build's list).
 const std::vector<const MethodEntry*>& method_registry();
-const MethodEntry* find_method(const std::string& name);  // null when unknown
+const MethodEntry* find_method(const std::string& name);   // null when unknown
 const MethodEntry& method_entry(const std::string& name);  // throws "[peft] unknown adapter method ..."
-std::vector<std::string> method_names();                    // registry order
+std::vector<std::string> method_names();                   // registry order
 // The methods in the order --list-keys shows their own keys (registry order but for keys_before).
 std::vector<const MethodEntry*> methods_in_key_order();
 RunProtocol run_protocol(const MethodConfig& c);

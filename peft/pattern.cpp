@@ -28,19 +28,22 @@ const Code& compiled(const std::string& pattern) {
   if (it != cache.end()) return *it->second;
   int err = 0;
   PCRE2_SIZE off = 0;
-  pcre2_code* c = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), PCRE2_UTF, &err, &off, nullptr);
+  pcre2_code* c =
+      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), PCRE2_UTF, &err, &off, nullptr);
   if (!c) {
     PCRE2_UCHAR msg[256];
     pcre2_get_error_message(err, msg, sizeof msg);
-    throw std::runtime_error(fmt::format("[peft] bad regex '{}' at offset {}: {}", pattern, off, reinterpret_cast<char*>(msg)));
+    throw std::runtime_error(
+        fmt::format("[peft] bad regex '{}' at offset {}: {}", pattern, off, reinterpret_cast<char*>(msg)));
   }
-  return *cache.emplace(pattern, std::unique_ptr<Code>(new Code{c})).first->second;  // no temporary Code: it would free c
+  return *cache.emplace(pattern, std::unique_ptr<Code>(new Code{c}))
+              .first->second;  // no temporary Code: it would free c
 }
 
 bool match(const std::string& pattern, const std::string& text, uint32_t opts) {
   const Code& c = compiled(pattern);
-  std::unique_ptr<pcre2_match_data, decltype(&pcre2_match_data_free)> md(pcre2_match_data_create_from_pattern(c.code, nullptr),
-                                                                          pcre2_match_data_free);
+  std::unique_ptr<pcre2_match_data, decltype(&pcre2_match_data_free)> md(
+      pcre2_match_data_create_from_pattern(c.code, nullptr), pcre2_match_data_free);
   int rc = pcre2_match(c.code, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), 0, opts, md.get(), nullptr);
   return rc >= 0;
 }
@@ -78,7 +81,8 @@ bool selector_matches(const ModuleSelector& s, const std::string& name) {
     case ModuleSelector::Kind::Regex: return regex_fullmatch(s.regex, name);
     case ModuleSelector::Kind::List:
       for (const auto& t : s.names)
-        if (name == t || (name.size() > t.size() && name.ends_with(t) && name[name.size() - t.size() - 1] == '.')) return true;
+        if (name == t || (name.size() > t.size() && name.ends_with(t) && name[name.size() - t.size() - 1] == '.'))
+          return true;
       return false;
     default: return false;
   }
@@ -92,9 +96,10 @@ std::optional<int64_t> layer_index(const std::string& name, const std::vector<st
   for (const auto& p : layers_pattern) pats.push_back(p);
   for (const auto& p : pats) {
     const Code& c = compiled(".*\\." + p + "\\.(\\d+)\\.");
-    std::unique_ptr<pcre2_match_data, decltype(&pcre2_match_data_free)> md(pcre2_match_data_create_from_pattern(c.code, nullptr),
-                                                                            pcre2_match_data_free);
-    int rc = pcre2_match(c.code, reinterpret_cast<PCRE2_SPTR>(name.data()), name.size(), 0, PCRE2_ANCHORED, md.get(), nullptr);
+    std::unique_ptr<pcre2_match_data, decltype(&pcre2_match_data_free)> md(
+        pcre2_match_data_create_from_pattern(c.code, nullptr), pcre2_match_data_free);
+    int rc = pcre2_match(c.code, reinterpret_cast<PCRE2_SPTR>(name.data()), name.size(), 0, PCRE2_ANCHORED, md.get(),
+                         nullptr);
     if (rc < 2) continue;
     PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md.get());
     return std::stoll(name.substr(ov[2], ov[3] - ov[2]));

@@ -28,6 +28,7 @@ std::optional<int64_t> layer_index(const std::string& name, const std::vector<st
 // Up to n candidates closest to `query` by edit distance (on the last name component and the whole name).
 // Levenshtein distance (insert, delete, substitute: 1 each).
 size_t edit_distance(const std::string& a, const std::string& b);
-std::vector<std::string> close_names(const std::string& query, const std::vector<std::string>& candidates, size_t n = 5);
+std::vector<std::string> close_names(const std::string& query, const std::vector<std::string>& candidates,
+                                     size_t n = 5);
 
 }  // namespace rf::peft

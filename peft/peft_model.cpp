@@ -54,9 +54,8 @@ std::vector<std::string> PeftModel::select_targets(const LoraConfig& c) {
   // Every list entry must name something, so a typo never trains a silently smaller adapter.
   if (sel.kind == ModuleSelector::Kind::List)
     for (const auto& t : sel.names) {
-      bool hit = std::any_of(all_names.begin(), all_names.end(), [&](const std::string& n) {
-        return selector_matches(ModuleSelector::list({t}), n);
-      });
+      bool hit = std::any_of(all_names.begin(), all_names.end(),
+                             [&](const std::string& n) { return selector_matches(ModuleSelector::list({t}), n); });
       if (!hit)
         fail(fmt::format("target_modules entry '{}' matches no module of this {} model; close names: {}", t,
                          model_.config().model_type, fmt::join(close_names(t, all_names), ", ")));
@@ -69,10 +68,12 @@ std::vector<std::string> PeftModel::select_targets(const LoraConfig& c) {
     if (c.exclude_modules.kind != ModuleSelector::Kind::Unset && selector_matches(c.exclude_modules, n)) continue;
     // PEFT filters by layer only the list entries matched by a '.'-suffix (all-linear expands to such
     // entries); an exact full name is taken as is. A regex with layers_to_transform is a config error.
-    const bool exact = sel.kind == ModuleSelector::Kind::List && std::find(sel.names.begin(), sel.names.end(), n) != sel.names.end();
+    const bool exact =
+        sel.kind == ModuleSelector::Kind::List && std::find(sel.names.begin(), sel.names.end(), n) != sel.names.end();
     if (!c.layers_to_transform.empty() && !exact) {
       auto li = layer_index(n, c.layers_pattern);
-      if (!li || std::find(c.layers_to_transform.begin(), c.layers_to_transform.end(), *li) == c.layers_to_transform.end())
+      if (!li ||
+          std::find(c.layers_to_transform.begin(), c.layers_to_transform.end(), *li) == c.layers_to_transform.end())
         continue;
     }
     if (!linear)
@@ -81,20 +82,22 @@ std::vector<std::string> PeftModel::select_targets(const LoraConfig& c) {
   }
   if (out.empty()) {
     std::string what = sel.kind == ModuleSelector::Kind::Regex ? "'" + sel.regex + "'" : sel.to_json().dump();
-    fail(fmt::format("target_modules {} matches no module (after exclude_modules / layers_to_transform); close names: {}",
-                     what, fmt::join(close_names(sel.kind == ModuleSelector::Kind::Regex ? sel.regex : what, all_names), ", ")));
+    fail(fmt::format(
+        "target_modules {} matches no module (after exclude_modules / layers_to_transform); close names: {}", what,
+        fmt::join(close_names(sel.kind == ModuleSelector::Kind::Regex ? sel.regex : what, all_names), ", ")));
   }
   return out;
 }
 
 void PeftModel::add_adapter(const std::string& name, const LoraConfig& c0) {
-  if (name.empty() || name.find('.') != std::string::npos) fail(fmt::format("adapter name '{}' must be non-empty without '.'", name));
+  if (name.empty() || name.find('.') != std::string::npos)
+    fail(fmt::format("adapter name '{}' must be non-empty without '.'", name));
   if (configs_.count(name)) fail(fmt::format("adapter '{}' already exists", name));
   c0.validate();
   for (const auto& [n, other] : configs_)
     if (other.peft_type != c0.peft_type)
-      fail(fmt::format("cannot add {} adapter '{}' next to {} adapter '{}' (one PEFT type per model, as PEFT)", c0.peft_type,
-                       name, other.peft_type, n));
+      fail(fmt::format("cannot add {} adapter '{}' next to {} adapter '{}' (one PEFT type per model, as PEFT)",
+                       c0.peft_type, name, other.peft_type, n));
   LoraConfig c = c0;
   std::vector<std::string> targets = select_targets(c);
   for (const auto& [k, v] : c.rank_pattern)
@@ -178,7 +181,8 @@ void PeftModel::setup_modules_to_save(const std::string& name, const LoraConfig&
       if (it == saved_.end()) {
         SavedModule s{m, {}, {}};
         for (auto& p : m->named_parameters(true)) {
-          if (p.tied) fail(fmt::format("modules_to_save '{}' holds the tied parameter '{}.{}'; untie it first", key, n, p.name));
+          if (p.tied)
+            fail(fmt::format("modules_to_save '{}' holds the tied parameter '{}.{}'; untie it first", key, n, p.name));
           if (p.owner != m) fail(fmt::format("modules_to_save '{}' must be a leaf module (it has sub-modules)", n));
           s.original.emplace_back(p.slot, *p.tensor);
         }
@@ -213,7 +217,8 @@ void PeftModel::set_adapters(const std::vector<std::string>& names) {
     const std::vector<Tensor>* use = nullptr;
     for (const auto& n : names)
       if (!use && s.copies.count(n)) use = &s.copies.at(n);
-    for (size_t i = 0; i < s.original.size(); ++i) s.module->param(s.original[i].first) = use ? (*use)[i] : s.original[i].second;
+    for (size_t i = 0; i < s.original.size(); ++i)
+      s.module->param(s.original[i].first) = use ? (*use)[i] : s.original[i].second;
   }
   apply_trainable();
 }

@@ -59,11 +59,11 @@ class PeftModel {
   // Whether the adapter's tensors get gradients when it is the (first) active adapter.
   void set_trainable(const std::string& name, bool on);
 
-  void merge_adapter();    // merges the active adapters into the base weights (reversible)
+  void merge_adapter();  // merges the active adapters into the base weights (reversible)
   void unmerge_adapter();
   // Merges the active adapters and puts the plain modules back: the model is a base model again.
   void merge_and_unload();
-  void unload();           // plain modules back, adapters dropped, nothing merged
+  void unload();  // plain modules back, adapters dropped, nothing merged
 
   // PEFT's add_weighted_adapter (linear, cat, svd). The new adapter gets scaling 1 (r = alpha, no
   // rsLoRA), which keeps rsLoRA sources right (PEFT copies use_rslora and mis-scales them, #3761).

@@ -171,7 +171,8 @@ int64_t rosa_nnz(double d, int64_t out, int64_t in) {
 Csr rosa_topk_mask(std::span<const double> scores, int64_t out, int64_t in, double d) {
   const int64_t n = out * in;
   if (int64_t(scores.size()) != n) fail(fmt::format("{} scores for a ({}, {}) weight", scores.size(), out, in));
-  if (n > std::numeric_limits<int32_t>::max()) fail(fmt::format("weight ({}, {}) is too large for a CSR mask", out, in));
+  if (n > std::numeric_limits<int32_t>::max())
+    fail(fmt::format("weight ({}, {}) is too large for a CSR mask", out, in));
   for (int64_t i = 0; i < n; ++i)
     if (std::isnan(scores[size_t(i)])) fail(fmt::format("NaN in the collected gradient at ({}, {})", i / in, i % in));
   const int64_t k = rosa_nnz(d, out, in);
@@ -211,11 +212,11 @@ Csr rosa_mask(const RosaGradAccumulator& acc, double d) {
 // ---- Saved layout ----
 
 std::string rosa_key(const std::string& module, const std::string& field) {
-  static const std::vector<std::string> known = {"rosa_A.weight",       "rosa_B.weight",        "rosa_spa.values",
-                                                 "rosa_spa.row_offs",   "rosa_spa.row_idx",     "rosa_spa.col_idx",
-                                                 "rosa_spa.tr_perm",    "rosa_spa.tr_row_offs", "rosa_spa.tr_row_idx",
-                                                 "rosa_spa.tr_col_idx"};
-  if (std::find(known.begin(), known.end(), field) == known.end()) fail(fmt::format("unknown adapter field '{}'", field));
+  static const std::vector<std::string> known = {
+      "rosa_A.weight",    "rosa_B.weight",    "rosa_spa.values",      "rosa_spa.row_offs",   "rosa_spa.row_idx",
+      "rosa_spa.col_idx", "rosa_spa.tr_perm", "rosa_spa.tr_row_offs", "rosa_spa.tr_row_idx", "rosa_spa.tr_col_idx"};
+  if (std::find(known.begin(), known.end(), field) == known.end())
+    fail(fmt::format("unknown adapter field '{}'", field));
   return module.empty() ? field : module + "." + field;
 }
 
@@ -251,8 +252,8 @@ void check_dims(int64_t out, int64_t in, const std::string& module) {
 Tensor i32_tensor(const std::vector<int32_t>& v) { return from_data<int32_t>(v, Shape{int64_t(v.size())}); }
 
 // A 1-D integer field of the expected length, as int64 values in [lo, hi].
-std::vector<int64_t> read_index(const std::map<std::string, Tensor>& t, const std::string& key, int64_t len,
-                                int64_t lo, int64_t hi) {
+std::vector<int64_t> read_index(const std::map<std::string, Tensor>& t, const std::string& key, int64_t len, int64_t lo,
+                                int64_t hi) {
   auto it = t.find(key);
   if (it == t.end()) fail(fmt::format("missing tensor '{}'", key));
   const Tensor& x = it->second;
@@ -310,7 +311,7 @@ std::map<std::string, Tensor> rosa_spa_to_tensors(const Csr& s, const std::strin
 }
 
 Csr rosa_spa_from_tensors(const std::map<std::string, Tensor>& tensors, const std::string& module, int64_t out,
-                               int64_t in) {
+                          int64_t in) {
   check_dims(out, in, module);
   const auto key = [&](const char* f) { return rosa_key(module, f); };
   const int64_t max_nnz = out * in;
@@ -339,7 +340,8 @@ Csr rosa_spa_from_tensors(const std::map<std::string, Tensor>& tensors, const st
   int present = 0;
   for (const char* f : {"rosa_spa.tr_perm", "rosa_spa.tr_row_offs", "rosa_spa.tr_row_idx", "rosa_spa.tr_col_idx"})
     present += tensors.count(key(f)) ? 1 : 0;
-  if (present != 0 && present != 4) fail(fmt::format("module '{}': only {} of the 4 tr_* tensors are present", module, present));
+  if (present != 0 && present != 4)
+    fail(fmt::format("module '{}': only {} of the 4 tr_* tensors are present", module, present));
   if (present == 4) {
     std::vector<int32_t> perm;
     const Csr tr = csr_transpose(s, &perm);

@@ -11,8 +11,8 @@
 #include <utility>
 #include <vector>
 
-#include "engine/sparse.h"
 #include "engine/safetensors.h"
+#include "engine/sparse.h"
 #include "engine/tensor.h"
 #include "peft/strategy.h"
 
@@ -59,12 +59,12 @@ RosaGradAccMode parse_grad_acc_mode(const std::string& s);  // mean_squared | me
 class RosaGradAccumulator {
  public:
   RosaGradAccumulator(int64_t out, int64_t in, RosaGradAccMode mode);
-  void add(const Tensor& grad);            // grad (out, in), any float dtype, any device
-  void add(std::span<const float> grad);   // (out, in) row-major
+  void add(const Tensor& grad);           // grad (out, in), any float dtype, any device
+  void add(std::span<const float> grad);  // (out, in) row-major
   int64_t count() const { return count_; }
   int64_t out() const { return out_; }
   int64_t in() const { return in_; }
-  std::vector<double> collected() const;   // (out, in): the mean; throws when count() == 0
+  std::vector<double> collected() const;  // (out, in): the mean; throws when count() == 0
   // Checkpoints: the running sums and count, restored exactly.
   const std::vector<double>& sums() const { return sum_; }
   void restore(std::vector<double> sums, int64_t count);
@@ -108,14 +108,14 @@ constexpr int64_t kRosaMaxDim = 32767;
 // S -> "<module>.rosa_spa.*" tensors on the CPU. values in values_dtype (F32, BF16 or F16). The
 // engine has no int16 dtype, so I16 fields are I32 tensors here whose every entry is checked to fit
 // int16 (rosa_file_dtype says what a writer narrows them to). Throws when out or in exceeds 32767.
-std::map<std::string, Tensor> rosa_spa_to_tensors(const Csr& s, const std::string& module,
-                                                  DType values_dtype, bool with_transpose);
+std::map<std::string, Tensor> rosa_spa_to_tensors(const Csr& s, const std::string& module, DType values_dtype,
+                                                  bool with_transpose);
 
 // Back to a Csr (out, in), validating every field: presence, 1-D shapes, integer dtypes, the CSR
 // invariants, row_idx a permutation of rows with non-increasing lengths (any order among equal
 // lengths: torch.argsort need not be stable), and tr_* (when present) equal to S's transpose.
-Csr rosa_spa_from_tensors(const std::map<std::string, Tensor>& tensors, const std::string& module,
-                               int64_t out, int64_t in);
+Csr rosa_spa_from_tensors(const std::map<std::string, Tensor>& tensors, const std::string& module, int64_t out,
+                          int64_t in);
 
 // ---- The strategy (peft/rosa_strategy.cpp) ----
 
@@ -145,7 +145,7 @@ std::map<std::string, Csr> rosa_masks_from_file(const std::string& path);
 
 // What `adapter.method: rosa` holds besides the adapter config's RoSA fields (lora.rosa).
 struct RosaRunOptions {
-  double lora_lr = 0;    // > 0: the LoRA pair's own learning rate (TrainerOptions::group_lr)
+  double lora_lr = 0;  // > 0: the LoRA pair's own learning rate (TrainerOptions::group_lr)
   // RoSA's two-run restart protocol in one command (methods.md §3.3): run 1 in <output>/mask_run trains with
   // the schedule until the masks exist and saves them to <output>/rosa_masks.safetensors; run 2 starts again
   // from the pretrained model in <output> with schedule default and those masks.

@@ -36,16 +36,26 @@ std::optional<std::string> opt_string(const ojson& v, const std::string& what, c
 }  // namespace
 
 bool parse_rosa_key(RosaFields& f, const std::string& k, const ojson& v, const std::string& what) {
-  if (k == "d") f.d = get<double>(v, what, k, "a number");
-  else if (k == "impl") f.impl = get<std::string>(v, what, k, "a string");
-  else if (k == "spa_store_transpose") f.spa_store_transpose = get<bool>(v, what, k, "a boolean");
-  else if (k == "spa_num_grads") f.spa_num_grads = get<int64_t>(v, what, k, "an integer");
-  else if (k == "grad_acc_mode") f.grad_acc_mode = get<std::string>(v, what, k, "a string");
-  else if (k == "rosa_dtype") f.rosa_dtype = get<std::string>(v, what, k, "a string");
-  else if (k == "schedule") f.schedule = opt_string(v, what, k);
-  else if (k == "mask_load_path") f.mask_load_path = opt_string(v, what, k);
-  else if (k == "mask_save_path") f.mask_save_path = opt_string(v, what, k);
-  else if (k == "terminate_after_mask_generation") f.terminate_after_mask_generation = get<bool>(v, what, k, "a boolean");
+  if (k == "d")
+    f.d = get<double>(v, what, k, "a number");
+  else if (k == "impl")
+    f.impl = get<std::string>(v, what, k, "a string");
+  else if (k == "spa_store_transpose")
+    f.spa_store_transpose = get<bool>(v, what, k, "a boolean");
+  else if (k == "spa_num_grads")
+    f.spa_num_grads = get<int64_t>(v, what, k, "an integer");
+  else if (k == "grad_acc_mode")
+    f.grad_acc_mode = get<std::string>(v, what, k, "a string");
+  else if (k == "rosa_dtype")
+    f.rosa_dtype = get<std::string>(v, what, k, "a string");
+  else if (k == "schedule")
+    f.schedule = opt_string(v, what, k);
+  else if (k == "mask_load_path")
+    f.mask_load_path = opt_string(v, what, k);
+  else if (k == "mask_save_path")
+    f.mask_save_path = opt_string(v, what, k);
+  else if (k == "terminate_after_mask_generation")
+    f.terminate_after_mask_generation = get<bool>(v, what, k, "a boolean");
   else if (k == "density_pattern") {
     f.density_pattern.clear();
     if (v.is_null()) return true;
@@ -74,7 +84,8 @@ void validate_rosa(const LoraConfig& c, const std::string& w) {
     fail(w, fmt::format("rosa_dtype '{}' is not one of: bf16, fp16, fp32", f.rosa_dtype));
   if (c.use_dora || c.lora_bias) fail(w, "ROSA adapters have no use_dora or lora_bias");
   if (c.init_lora_weights != "true" && c.init_lora_weights != "false" && c.init_lora_weights != "gaussian")
-    fail(w, fmt::format("init_lora_weights '{}' is not supported by ROSA (true, false, gaussian)", c.init_lora_weights));
+    fail(w,
+         fmt::format("init_lora_weights '{}' is not supported by ROSA (true, false, gaussian)", c.init_lora_weights));
   // The schedule's own checks (against d) run where training starts: a loaded adapter needs none.
   if (f.schedule) parse_rosa_schedule(*f.schedule, f.d, f.spa_num_grads, f.mask_load_path.has_value());
 }
@@ -90,7 +101,9 @@ ojson rosa_to_json(const LoraConfig& c) {
   for (const auto& [k, v] : c.alpha_pattern) ap[k] = number(v);
   for (const auto& [k, v] : c.rosa.density_pattern) dp[k] = v;
   const RosaFields& f = c.rosa;
-  ojson init = c.init_lora_weights == "true" ? ojson(true) : c.init_lora_weights == "false" ? ojson(false) : ojson(c.init_lora_weights);
+  ojson init = c.init_lora_weights == "true"    ? ojson(true)
+               : c.init_lora_weights == "false" ? ojson(false)
+                                                : ojson(c.init_lora_weights);
   return {{"alpha_pattern", ap},
           {"auto_mapping", c.task_type ? ojson(nullptr) : c.auto_mapping},
           {"base_model_name_or_path", opt(c.base_model_name_or_path)},
@@ -102,8 +115,9 @@ ojson rosa_to_json(const LoraConfig& c) {
           {"impl", f.impl},
           {"inference_mode", true},
           {"init_lora_weights", init},
-          {"layers_pattern", c.layers_pattern.empty() ? ojson(nullptr)
-                             : c.layers_pattern.size() == 1 ? ojson(c.layers_pattern[0]) : ojson(c.layers_pattern)},
+          {"layers_pattern", c.layers_pattern.empty()       ? ojson(nullptr)
+                             : c.layers_pattern.size() == 1 ? ojson(c.layers_pattern[0])
+                                                            : ojson(c.layers_pattern)},
           {"layers_to_transform", c.layers_to_transform.empty() ? ojson(nullptr) : ojson(c.layers_to_transform)},
           {"loftq_config", ojson::object()},
           {"lora_alpha", number(c.lora_alpha)},

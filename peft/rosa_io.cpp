@@ -23,8 +23,8 @@ void rosa_adapter_tensors(std::map<std::string, Tensor>& out, const std::string&
   out[module_key + ".rosa_A.weight"] = l.lora_A(adapter).weight();
   out[module_key + ".rosa_B.weight"] = l.lora_B(adapter).weight();
   if (!l.spa_support(adapter)) return;  // before mask generation there is no S to save
-  for (auto& [k, t] : rosa_spa_to_tensors(l.spa_csr(adapter), module_key, values_dtype(c.rosa.rosa_dtype),
-                                          c.rosa.spa_store_transpose))
+  for (auto& [k, t] :
+       rosa_spa_to_tensors(l.spa_csr(adapter), module_key, values_dtype(c.rosa.rosa_dtype), c.rosa.spa_store_transpose))
     out[k] = t;
 }
 
@@ -41,7 +41,8 @@ std::map<std::string, Tensor> rosa_masks_to_tensors(const std::map<std::string, 
   for (const auto& [path, s] : supports) {
     std::vector<uint8_t> m(size_t(s.rows * s.cols), 0);
     for (int64_t i = 0; i < s.rows; ++i)
-      for (int32_t e = s.row_ptr[size_t(i)]; e < s.row_ptr[size_t(i) + 1]; ++e) m[size_t(i * s.cols + s.col_idx[size_t(e)])] = 1;
+      for (int32_t e = s.row_ptr[size_t(i)]; e < s.row_ptr[size_t(i) + 1]; ++e)
+        m[size_t(i * s.cols + s.col_idx[size_t(e)])] = 1;
     out[path] = from_raw(std::as_bytes(std::span(m)), {s.rows, s.cols}, DType::Bool);
   }
   return out;

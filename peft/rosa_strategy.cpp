@@ -154,7 +154,8 @@ class RosaStrategy final : public RankStrategy {
     const LoraConfig& c = pm.config(adapter_);
     if (!c.is_rosa()) fail(fmt::format("adapter '{}' is {}, not ROSA", adapter_, c.peft_type));
     cfg_ = c.rosa;
-    if (!cfg_.schedule) fail("the adapter config has no schedule; training needs one (default, lora_only, spa_only, wl<N>)");
+    if (!cfg_.schedule)
+      fail("the adapter config has no schedule; training needs one (default, lora_only, spa_only, wl<N>)");
     sched_ = parse_rosa_schedule(*cfg_.schedule, cfg_.d, cfg_.spa_num_grads, cfg_.mask_load_path.has_value());
     mode_ = parse_grad_acc_mode(cfg_.grad_acc_mode);
     for (auto& [path, sa] : saved_acc_) {

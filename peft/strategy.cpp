@@ -22,7 +22,8 @@ std::unique_ptr<RankStrategy> make_strategy(const std::string& method) {
     std::vector<std::string> names;
     for (const MethodEntry* m : method_registry())
       if (m->adapter) names.push_back(m->name);
-    throw std::invalid_argument(fmt::format("[peft] unknown adapter method '{}'; available: {}", method, fmt::join(names, ", ")));
+    throw std::invalid_argument(
+        fmt::format("[peft] unknown adapter method '{}'; available: {}", method, fmt::join(names, ", ")));
   }
   MethodConfig c;  // the method's default options
   c.method = method;

@@ -48,8 +48,8 @@ class RankStrategy {
   // is given a validation batch, before the real step. `train` are the step's micro-batch losses (the
   // strategy may evaluate them again, e.g. for a virtual step) and `inner` the trainer's optimizer,
   // whose state the strategy must leave as it found it.
-  virtual void meta_step(PeftModel& pm, const std::vector<BatchLoss>& train, const BatchLoss& val,
-                         nn::Optimizer& inner, int64_t step) {}
+  virtual void meta_step(PeftModel& pm, const std::vector<BatchLoss>& train, const BatchLoss& val, nn::Optimizer& inner,
+                         int64_t step) {}
   // After the last step: fix ranks, export.
   virtual void finalize(PeftModel& pm) {}
   // Per-module ranks of the active adapter, for logs and plots.

@@ -21,12 +21,12 @@ namespace rf::peft {
 struct TrainerOptions {
   std::string optimizer = "adamw";  // adamw | sgd
   float lr = 2e-4f;
-  float weight_decay = 0.0f;        // not applied to biases, norms and DoRA magnitudes (as HF Trainer)
+  float weight_decay = 0.0f;  // not applied to biases, norms and DoRA magnitudes (as HF Trainer)
   float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
-  float momentum = 0.0f;            // sgd
-  double max_grad_norm = 1.0;       // 0: no clipping
-  int64_t grad_accum = 1;           // micro-batches per optimizer step
-  nn::ScheduleOptions schedule;     // total_steps set by the caller
+  float momentum = 0.0f;         // sgd
+  double max_grad_norm = 1.0;    // 0: no clipping
+  int64_t grad_accum = 1;        // micro-batches per optimizer step
+  nn::ScheduleOptions schedule;  // total_steps set by the caller
   // Base learning rates by parameter name: the first key contained in a name sets its lr (RoSA's separate
   // LoRA lr); other parameters use lr.
   std::vector<std::pair<std::string, float>> group_lr;

@@ -71,7 +71,8 @@ std::vector<std::pair<double, double>> two_nearest(const std::vector<double>& X,
   // One engine GEMM per block (it spreads over the threads itself), then the rows of the block in parallel.
   for (int64_t r0 = 0; r0 < n; r0 += block) {
     const int64_t rows = std::min(block, n - r0);
-    const std::vector<double> G = matmul(Ct.narrow(0, r0, rows), Ct.transpose(0, 1)).to_vector<double>();  // (rows, n) c_i · c_j
+    const std::vector<double> G =
+        matmul(Ct.narrow(0, r0, rows), Ct.transpose(0, 1)).to_vector<double>();  // (rows, n) c_i · c_j
     tbb::parallel_for(int64_t(0), rows, [&](int64_t r) {
       const int64_t i = r0 + r;
       std::vector<std::pair<double, int64_t>> best;  // (approx d², j) ascending, at most cand
@@ -102,17 +103,21 @@ std::vector<std::pair<double, double>> two_nearest(const std::vector<double>& X,
 }  // namespace
 
 TwoNnFit twonn_fit(const std::vector<double>& points, int64_t n, int64_t d, const TwoNnOptions& opt) {
-  if (n < 0 || d < 1 || int64_t(points.size()) != n * d) fail(fmt::format("points must be (N, D) with D >= 1, got {} values for ({}, {})", points.size(), n, d));
+  if (n < 0 || d < 1 || int64_t(points.size()) != n * d)
+    fail(fmt::format("points must be (N, D) with D >= 1, got {} values for ({}, {})", points.size(), n, d));
   if (!(opt.discard_fraction >= 0.0 && opt.discard_fraction < 1.0))
     fail(fmt::format("discard_fraction must be in [0, 1), got {}", opt.discard_fraction));
   for (size_t i = 0; i < points.size(); ++i)
-    if (!std::isfinite(points[i])) fail(fmt::format("point {} has a non-finite coordinate ({})", int64_t(i) / d, points[i]));
+    if (!std::isfinite(points[i]))
+      fail(fmt::format("point {} has a non-finite coordinate ({})", int64_t(i) / d, points[i]));
 
   TwoNnFit fit;
   std::vector<int64_t> keep = distinct_rows(points.data(), n, d);
   fit.duplicates = n - int64_t(keep.size());
   if (fit.duplicates > 0 && !opt.drop_duplicates)
-    fail(fmt::format("{} of {} points duplicate an earlier point (r1 = 0, infinite μ); drop them or set drop_duplicates", fit.duplicates, n));
+    fail(
+        fmt::format("{} of {} points duplicate an earlier point (r1 = 0, infinite μ); drop them or set drop_duplicates",
+                    fit.duplicates, n));
   const int64_t N = int64_t(keep.size());
   if (N < 3) fail(fmt::format("needs at least 3 distinct points, got {}", N));
   std::vector<double> X;

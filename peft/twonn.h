@@ -23,11 +23,11 @@ struct TwoNnOptions {
 };
 
 struct TwoNnFit {
-  double dimension = 0;       // d
-  int64_t points = 0;         // N after dropping duplicates
-  int64_t duplicates = 0;     // rows dropped as copies of an earlier row
-  std::vector<double> mu;     // (N) r2 / r1 per kept point, in row order of the distinct points
-  std::vector<double> x, y;   // (K) the regression coordinates, x ascending
+  double dimension = 0;      // d
+  int64_t points = 0;        // N after dropping duplicates
+  int64_t duplicates = 0;    // rows dropped as copies of an earlier row
+  std::vector<double> mu;    // (N) r2 / r1 per kept point, in row order of the distinct points
+  std::vector<double> x, y;  // (K) the regression coordinates, x ascending
 };
 
 // points (N, D), any float dtype and device. Throws std::invalid_argument "[twonn] ..." for a

@@ -16,11 +16,13 @@ void PeftModel::add_weighted_adapter(const std::vector<std::string>& adapters, c
                                      const std::string& new_name, Combination how, int64_t svd_rank) {
   auto fail = [](const std::string& why) { throw std::invalid_argument("[peft] add_weighted_adapter: " + why); };
   if (adapters.empty()) fail("no adapters given");
-  if (adapters.size() != weights.size()) fail(fmt::format("{} adapters but {} weights", adapters.size(), weights.size()));
+  if (adapters.size() != weights.size())
+    fail(fmt::format("{} adapters but {} weights", adapters.size(), weights.size()));
   if (configs_.count(new_name)) fail(fmt::format("adapter '{}' already exists", new_name));
   for (const auto& a : adapters) {
     const LoraConfig& c = config(a);
-    if (c.is_adalora()) fail(fmt::format("adapter '{}' is ADALORA, which PEFT does not combine; export it as LoRA first", a));
+    if (c.is_adalora())
+      fail(fmt::format("adapter '{}' is ADALORA, which PEFT does not combine; export it as LoRA first", a));
     if (c.use_dora) fail(fmt::format("adapter '{}' uses DoRA, whose magnitude cannot be combined linearly", a));
     if (c.lora_bias) fail(fmt::format("adapter '{}' has lora_bias, which PEFT's combinations drop", a));
   }
@@ -61,8 +63,8 @@ void PeftModel::add_weighted_adapter(const std::vector<std::string>& adapters, c
       const int64_t r0 = l->options(adapters[present[0]]).r;
       for (size_t i : present) {
         if (l->options(adapters[i]).r != r0)
-          fail(fmt::format("linear needs equal ranks; '{}' has r={} and '{}' r={} on {}", adapters[present[0]], r0, adapters[i],
-                           l->options(adapters[i]).r, path));
+          fail(fmt::format("linear needs equal ranks; '{}' has r={} and '{}' r={} on {}", adapters[present[0]], r0,
+                           adapters[i], l->options(adapters[i]).r, path));
         // PEFT scales both factors by sqrt(w * s); the sign of a negative weight goes to A only
         // (PEFT takes the square root of a negative number and gets NaN).
         const double w = weights[i] * l->scaling(adapters[i]);

@@ -27,8 +27,10 @@ void select_backends(const char* env) {
     if (name == "cpu") {
       test_devices().push_back({DeviceType::CPU, 0});
     } else if (name == "vulkan") {
-      if (backend_available(DeviceType::Vulkan)) test_devices().push_back({DeviceType::Vulkan, 0});
-      else fmt::print("skipping vulkan: no Vulkan device\n");
+      if (backend_available(DeviceType::Vulkan))
+        test_devices().push_back({DeviceType::Vulkan, 0});
+      else
+        fmt::print("skipping vulkan: no Vulkan device\n");
     } else {
       fmt::print("skipping {}: unknown backend (known: cpu, vulkan)\n", name);
     }

@@ -9,7 +9,6 @@ namespace {
 using V = const std::vector<Tensor>&;
 using InputFn = std::function<std::vector<Tensor>()>;
 
-
 // Value ranges: |v| in [lo, hi]; positive for log/sqrt/pow bases; avoid = kinks (clamp bounds).
 struct Vals {
   double lo = 0.1, hi = 1.5;
@@ -84,7 +83,11 @@ std::vector<GradCase> build_table() {
   add_case("rdiv", "operator 2 / x^T", in({{4, 3}}, {0.3, 1.5}), [](V x) { return 2.0 / x[0].t(); });
 
   // ---- unary: every op contiguous and on a transposed view ----
-  struct Unary { const char* name; Tensor (*f)(const Tensor&); Vals vals; };
+  struct Unary {
+    const char* name;
+    Tensor (*f)(const Tensor&);
+    Vals vals;
+  };
   const std::vector<Unary> unaries = {
       {"neg", [](const Tensor& a) { return neg(a); }, {}},
       {"abs", [](const Tensor& a) { return abs(a); }, {}},
@@ -152,7 +155,8 @@ std::vector<GradCase> build_table() {
   // ---- fused ----
   add_case("softmax", "last axis", in({{3, 5}}), [](V x) { return softmax(x[0], -1); });
   add_case("softmax", "axis 0", in({{3, 4}}), [](V x) { return softmax(x[0], 0); });
-  add_case("softmax", "axis 1 of 3-D transpose", in({{4, 3, 2}}), [](V x) { return softmax(transpose(x[0], 0, 2), 1); });
+  add_case("softmax", "axis 1 of 3-D transpose", in({{4, 3, 2}}),
+           [](V x) { return softmax(transpose(x[0], 0, 2), 1); });
   add_case("log_softmax", "last axis", in({{3, 5}}), [](V x) { return log_softmax(x[0], -1); });
   add_case("log_softmax", "axis -2", in({{2, 3, 4}}), [](V x) { return log_softmax(x[0], -2); });
   add_case("log_softmax", "transposed input", in({{5, 3}}), [](V x) { return log_softmax(x[0].t(), -1); });
@@ -162,23 +166,28 @@ std::vector<GradCase> build_table() {
   add_case("layer_norm", "4 features, transposed x", in({{4, 3}, {4}, {4}}),
            [](V x) { return layer_norm(x[0].t(), x[1], x[2]); });
   add_case("rms_norm", "(3,5)", in({{3, 5}, {5}}), [](V x) { return rms_norm(x[0], x[1]); });
-  add_case("rms_norm", "3-D transposed x", in({{2, 4, 3}, {4}}), [](V x) { return rms_norm(transpose(x[0], 1, 2), x[1]); });
+  add_case("rms_norm", "3-D transposed x", in({{2, 4, 3}, {4}}),
+           [](V x) { return rms_norm(transpose(x[0], 1, 2), x[1]); });
 
   // ---- indexing and joining ----
   Tensor ids23 = i64({4, 0, 4, 2, 5, 0}, {2, 3});
-  add_case("embedding", "repeated ids (2,3)", in({{6, 3}}), [ids23](V x) { return embedding(x[0], like(ids23, x[0])); });
+  add_case("embedding", "repeated ids (2,3)", in({{6, 3}}),
+           [ids23](V x) { return embedding(x[0], like(ids23, x[0])); });
   Tensor ids4 = i64({4, 0, 4, 2}, {4});
-  add_case("index_select", "axis 0 with repeats", in({{5, 3}}), [ids4](V x) { return index_select(x[0], 0, like(ids4, x[0])); });
+  add_case("index_select", "axis 0 with repeats", in({{5, 3}}),
+           [ids4](V x) { return index_select(x[0], 0, like(ids4, x[0])); });
   Tensor ids2 = i64({2, 0, 2}, {3});
   add_case("index_select", "axis -1 of a transpose", in({{3, 4}}),
            [ids2](V x) { return index_select(x[0].t(), -1, like(ids2, x[0])); });
   Tensor idx32 = i64({3, 0, 1, 1, 2, 3}, {3, 2});
   add_case("gather", "axis 1", in({{3, 4}}), [idx32](V x) { return gather(x[0], 1, like(idx32, x[0])); });
   Tensor idx24 = i64({2, 0, 1, 2, 0, 0, 2, 1}, {2, 4});
-  add_case("gather", "axis 0 of a transpose", in({{4, 3}}), [idx24](V x) { return gather(x[0].t(), 0, like(idx24, x[0])); });
+  add_case("gather", "axis 0 of a transpose", in({{4, 3}}),
+           [idx24](V x) { return gather(x[0].t(), 0, like(idx24, x[0])); });
   add_case("cat", "axis 1", in({{2, 3}, {2, 2}}), [](V x) { return cat({x[0], x[1]}, 1); });
-  add_case("cat", "axis 0, one transposed", in({{2, 3}, {3, 1}, {1, 3}}),
-           [](V x) { return cat({x[0], x[1].t(), x[2]}, 0); });
+  add_case("cat", "axis 0, one transposed", in({{2, 3}, {3, 1}, {1, 3}}), [](V x) {
+    return cat({x[0], x[1].t(), x[2]}, 0);
+  });
   add_case("split", "sizes {1,3}, combined by broadcast", in({{2, 4}}), [](V x) {
     auto s = split(x[0], std::vector<int64_t>{1, 3}, -1);
     return mul(s[0], s[1]);
@@ -198,8 +207,10 @@ std::vector<GradCase> build_table() {
 
   // ---- losses ----
   Tensor tgt6 = i64({0, 3, -100, 4, 1, 3}, {6});
-  add_case("cross_entropy", "mean, ignore -100", in({{6, 5}}), [tgt6](V x) { return cross_entropy(x[0], like(tgt6, x[0])); });
-  add_case("cross_entropy", "sum", in({{6, 5}}), [tgt6](V x) { return cross_entropy(x[0], like(tgt6, x[0]), -100, Reduction::Sum); });
+  add_case("cross_entropy", "mean, ignore -100", in({{6, 5}}),
+           [tgt6](V x) { return cross_entropy(x[0], like(tgt6, x[0])); });
+  add_case("cross_entropy", "sum", in({{6, 5}}),
+           [tgt6](V x) { return cross_entropy(x[0], like(tgt6, x[0]), -100, Reduction::Sum); });
   add_case("cross_entropy", "none, transposed logits", in({{5, 6}}),
            [tgt6](V x) { return cross_entropy(x[0].t(), like(tgt6, x[0]), -100, Reduction::None); });
   Tensor tgt23 = i64({1, 2, 0, 4, 2, 3}, {2, 3});
@@ -208,7 +219,8 @@ std::vector<GradCase> build_table() {
 
   // ---- rope and attention ----
   auto [cos46, sin46] = rope_tables(4, 6, 10000.0, Tensor(), DType::F64);
-  add_case("rope", "(T,D) tables", in({{1, 2, 4, 6}}), [c = cos46, s = sin46](V x) { return rope(x[0], like(c, x[0]), like(s, x[0])); });
+  add_case("rope", "(T,D) tables", in({{1, 2, 4, 6}}),
+           [c = cos46, s = sin46](V x) { return rope(x[0], like(c, x[0]), like(s, x[0])); });
   auto [cosb, sinb] = rope_tables(3, 4, 100.0, i64({0, 1, 2, 5, 3, 1}, {2, 3}), DType::F64);
   add_case("rope", "(B,T,D) tables, x from (B,T,H,D) transpose", in({{2, 3, 2, 4}}),
            [c = cosb, s = sinb](V x) { return rope(transpose(x[0], 1, 2), like(c, x[0]), like(s, x[0])); });
@@ -224,8 +236,8 @@ std::vector<GradCase> build_table() {
   };
   add_case("scaled_dot_product_attention", "plain", in({{1, 2, 3, 4}, {1, 2, 3, 4}, {1, 2, 3, 4}}), sdpa(false));
   add_case("scaled_dot_product_attention", "causal", in({{1, 2, 4, 3}, {1, 2, 4, 3}, {1, 2, 4, 3}}), sdpa(true));
-  add_case("scaled_dot_product_attention", "key padding mask",
-           in({{2, 1, 3, 4}, {2, 1, 3, 4}, {2, 1, 3, 4}}), sdpa(false, bools({1, 1, 0, 1, 0, 1}, {2, 3})));
+  add_case("scaled_dot_product_attention", "key padding mask", in({{2, 1, 3, 4}, {2, 1, 3, 4}, {2, 1, 3, 4}}),
+           sdpa(false, bools({1, 1, 0, 1, 0, 1}, {2, 3})));
   add_case("scaled_dot_product_attention", "GQA 4 heads over 2 kv heads, Dv=3",
            in({{1, 4, 3, 2}, {1, 2, 3, 2}, {1, 2, 3, 3}}), sdpa(false));
   add_case("scaled_dot_product_attention", "causal Tq=2 < Tk=5, scale 0.7",
@@ -235,7 +247,8 @@ std::vector<GradCase> build_table() {
              AttnOptions o;
              o.causal = true;
              o.key_mask = like(mask, x[0]);
-             return scaled_dot_product_attention(transpose(x[0], 1, 2), transpose(x[1], 1, 2), transpose(x[2], 1, 2), o);
+             return scaled_dot_product_attention(transpose(x[0], 1, 2), transpose(x[1], 1, 2), transpose(x[2], 1, 2),
+                                                 o);
            });
 
   // ---- views ----
@@ -251,7 +264,9 @@ std::vector<GradCase> build_table() {
   add_case("expand", "(4)->(2,3,-1)", in({{4}}), [](V x) { return expand(x[0], {2, 3, -1}); });
   add_case("squeeze", "axis 1", in({{3, 1, 4}}), [](V x) { return squeeze(x[0], 1); });
   add_case("unsqueeze", "axis -1", in({{3, 4}}), [](V x) { return unsqueeze(x[0], -1); });
-  add_case("flatten", "from axis 1 of a permute", in({{2, 3, 2}}), [](V x) { return flatten(permute(x[0], {1, 0, 2}), 1); });
+  add_case("flatten", "from axis 1 of a permute", in({{2, 3, 2}}), [](V x) {
+    return flatten(permute(x[0], {1, 0, 2}), 1);
+  });
   add_case("contiguous", "of a transpose", in({{3, 4}}), [](V x) { return contiguous(x[0].t()); });
   add_case("contiguous", "already contiguous", in({{3, 4}}), [](V x) { return contiguous(x[0]); });
   add_case("clone", "of a strided slice", in({{3, 6}}), [](V x) { return clone(slice(x[0], 1, 0, 6, 2)); });
@@ -261,7 +276,8 @@ std::vector<GradCase> build_table() {
   // ---- sparse (RoSA): the pattern moves to the inputs' device ----
   {
     const SparsePattern p = test_pattern(5, 4), pw = test_pattern(4, 6);
-    add_case("spmm", "S (5,4) @ x (4,3)", in({{p.nnz}, {4, 3}}), [p](V x) { return spmm(p.to(x[0].device()), x[0], x[1]); });
+    add_case("spmm", "S (5,4) @ x (4,3)", in({{p.nnz}, {4, 3}}),
+             [p](V x) { return spmm(p.to(x[0].device()), x[0], x[1]); });
     add_case("sddmm", "(a b^T)|M, a (5,3), b (4,3)", in({{5, 3}, {4, 3}}),
              [p](V x) { return sddmm(p.to(x[0].device()), x[0], x[1]); });
     add_case("csr_add_dense", "W (5,4) + S", in({{p.nnz}, {5, 4}}),
@@ -275,14 +291,72 @@ std::vector<GradCase> build_table() {
 }
 
 // Every differentiable op the engine exports; the table must cover each one.
-const std::vector<std::string> kRequiredOps = {
-    "add", "sub", "mul", "div", "pow", "maximum", "minimum", "neg", "abs", "exp", "log", "sqrt", "rsqrt", "tanh",
-    "sigmoid", "relu", "silu", "swiglu", "gelu_erf", "gelu_tanh", "clamp", "where", "sum", "mean", "max", "min", "norm",
-    "matmul", "linear", "softmax", "log_softmax", "layer_norm", "rms_norm", "embedding", "index_select", "gather",
-    "cat", "split", "stack", "dropout", "cross_entropy", "rope", "scaled_dot_product_attention", "topk",
-    "add_scalar", "mul_scalar", "pow_scalar", "rsub", "rdiv", "square", "reshape", "view", "permute", "transpose",
-    "narrow", "slice", "expand", "squeeze", "unsqueeze", "flatten", "contiguous", "clone", "spmm", "sddmm",
-    "csr_add_dense", "sparse_linear", "sp_add_linear"};
-
+const std::vector<std::string> kRequiredOps = {"add",
+                                               "sub",
+                                               "mul",
+                                               "div",
+                                               "pow",
+                                               "maximum",
+                                               "minimum",
+                                               "neg",
+                                               "abs",
+                                               "exp",
+                                               "log",
+                                               "sqrt",
+                                               "rsqrt",
+                                               "tanh",
+                                               "sigmoid",
+                                               "relu",
+                                               "silu",
+                                               "swiglu",
+                                               "gelu_erf",
+                                               "gelu_tanh",
+                                               "clamp",
+                                               "where",
+                                               "sum",
+                                               "mean",
+                                               "max",
+                                               "min",
+                                               "norm",
+                                               "matmul",
+                                               "linear",
+                                               "softmax",
+                                               "log_softmax",
+                                               "layer_norm",
+                                               "rms_norm",
+                                               "embedding",
+                                               "index_select",
+                                               "gather",
+                                               "cat",
+                                               "split",
+                                               "stack",
+                                               "dropout",
+                                               "cross_entropy",
+                                               "rope",
+                                               "scaled_dot_product_attention",
+                                               "topk",
+                                               "add_scalar",
+                                               "mul_scalar",
+                                               "pow_scalar",
+                                               "rsub",
+                                               "rdiv",
+                                               "square",
+                                               "reshape",
+                                               "view",
+                                               "permute",
+                                               "transpose",
+                                               "narrow",
+                                               "slice",
+                                               "expand",
+                                               "squeeze",
+                                               "unsqueeze",
+                                               "flatten",
+                                               "contiguous",
+                                               "clone",
+                                               "spmm",
+                                               "sddmm",
+                                               "csr_add_dense",
+                                               "sparse_linear",
+                                               "sp_add_linear"};
 
 }  // namespace rf::test

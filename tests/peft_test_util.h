@@ -24,7 +24,6 @@ namespace rf::test::peftt {
 namespace fs = std::filesystem;
 using peft::LoraConfig;
 
-
 // References are computed in f64 on the CPU with plain engine ops, apart from the peft/ code under test
 // (which runs in f32 on the tested device).
 inline Tensor h(const Tensor& t) { return t.detach().to(Device{}).to(DType::F64).contiguous(); }
@@ -44,9 +43,12 @@ class Tiny final : public models::Model {
  public:
   Tiny(const std::vector<TinySpec>& specs, double std, Device d = {}) : Model(cfg()) {
     for (const auto& s : specs)
-      register_module(s.name, std::make_shared<nn::Linear>(s.in, s.out, s.bias, nn::Init{.std = std, .device = d}, s.conv1d));
+      register_module(s.name,
+                      std::make_shared<nn::Linear>(s.in, s.out, s.bias, nn::Init{.std = std, .device = d}, s.conv1d));
   }
-  Tensor forward(const models::ModelInputs&, models::KVCache*) override { throw std::logic_error("Tiny: call a module"); }
+  Tensor forward(const models::ModelInputs&, models::KVCache*) override {
+    throw std::logic_error("Tiny: call a module");
+  }
   Tensor run(const std::string& name, const Tensor& x) { return (*find(name))(x); }
 
  private:
@@ -91,7 +93,11 @@ inline std::string slurp(const fs::path& p) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 inline std::string error_of(const std::function<void()>& f) {  // "" when f does not throw
-  try { f(); } catch (const std::exception& e) { return e.what(); }
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
   return "";
 }
 // f throws a one-line message holding every part (shown when it does not).
@@ -117,7 +123,6 @@ inline std::map<std::string, std::string> module_types(models::Model& m) {
   for (auto& [n, mod] : m.named_modules()) out[n] = std::string(mod->type_name());
   return out;
 }
-
 
 // Same f32 bits (resume checks).
 inline bool bits_equal(const Tensor& a, const Tensor& b) {

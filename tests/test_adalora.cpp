@@ -22,7 +22,8 @@ LoraConfig ada(int64_t init_r, int64_t target_r, int64_t tinit, int64_t tfinal, 
   LoraConfig c;
   c.peft_type = "ADALORA";
   c.lora_alpha = alpha;
-  c.adalora = {.target_r = target_r, .init_r = init_r, .tinit = tinit, .tfinal = tfinal, .deltaT = deltaT, .total_step = total};
+  c.adalora = {
+      .target_r = target_r, .init_r = init_r, .tinit = tinit, .tfinal = tfinal, .deltaT = deltaT, .total_step = total};
   return c;
 }
 Tensor lm_loss(models::Model& m) {
@@ -37,7 +38,9 @@ peft::Trainer trainer(Adapted& a, int64_t total) {
   o.schedule.total_steps = total;
   return peft::Trainer(*a.m, a.pm.get(), peft::make_adalora_strategy(a.pm->config("default")), o);
 }
-void step(peft::Trainer& tr, Adapted& a) { REQUIRE(tr.step({[&] { return lm_loss(*a.m); }}).finite); }
+void step(peft::Trainer& tr, Adapted& a) {
+  REQUIRE(tr.step({[&] { return lm_loss(*a.m); }}).finite);
+}
 peft::AdaLoraStrategy& strategy(peft::Trainer& tr) { return dynamic_cast<peft::AdaLoraStrategy&>(tr.strategy()); }
 int64_t kept(const std::vector<bool>& m) { return std::count(m.begin(), m.end(), true); }
 Tensor eye3() { return f64({1, 0, 0, 0, 1, 0, 0, 0, 1}, {3, 3}); }
@@ -53,7 +56,8 @@ TEST_SUITE("unit") {
       Tensor base = logits(*load(arch));
       auto a = adapted(arch, ada(12, 8, 0, 0, 100));
       CHECK(max_abs_diff(logits(*a.m), base) == 0.0);  // E = 0: the branch adds exact zeros
-      const std::string p = std::string(arch) == "gpt2" ? "transformer.h.0.attn.c_attn" : "model.layers.0.self_attn.q_proj";
+      const std::string p =
+          std::string(arch) == "gpt2" ? "transformer.h.0.attn.c_attn" : "model.layers.0.self_attn.q_proj";
       peft::LoraLinear* l = a.pm->lora_layers().at(p);
       const int64_t in = 48, out = std::string(arch) == "gpt2" ? 144 : 48;
       CHECK((l->A("default").shape() == Shape{12, in} && l->E("default").shape() == Shape{12, 1} &&
@@ -71,7 +75,8 @@ TEST_SUITE("unit") {
     }
   }
 
-  TEST_CASE("adalora: forward, delta_weight, merge/unmerge equal host math; alpha <= 0 uses init_r; CPU/Vulkan parity") {
+  TEST_CASE(
+      "adalora: forward, delta_weight, merge/unmerge equal host math; alpha <= 0 uses init_r; CPU/Vulkan parity") {
     for_each_backend([](Device d) {
       for (bool fifo : {false, true}) {
         for (double alpha : {5.0, 0.0}) {
@@ -120,7 +125,8 @@ TEST_SUITE("unit") {
     }
     // The same layer on the CPU and on Vulkan (when present): outputs and gradients agree.
     Device vk{DeviceType::Vulkan, 0};
-    if (std::none_of(test_devices().begin(), test_devices().end(), [](const Device& d) { return d.type == DeviceType::Vulkan; }))
+    if (std::none_of(test_devices().begin(), test_devices().end(),
+                     [](const Device& d) { return d.type == DeviceType::Vulkan; }))
       return;
     manual_seed(5);
     Tensor x = rand({3, 7, 16}, -1, 1);
@@ -133,7 +139,8 @@ TEST_SUITE("unit") {
       l.add_adapter("a", LoraOptions{.form = FormKind::Svd, .r = 5, .alpha = 8, .svd = {.ranknum = 6}});
       l.set_active({"a"});
       int i = 0;
-      for (Tensor* t : {&base->weight(), &base->bias(), &l.A("a"), &l.E("a"), &l.B("a")}) t->copy_(params[size_t(i++)].to(d));
+      for (Tensor* t : {&base->weight(), &base->bias(), &l.A("a"), &l.E("a"), &l.B("a")})
+        t->copy_(params[size_t(i++)].to(d));
       l.E("a").set_requires_grad(true);
       Tensor y = l(x.to(d));
       backward(sum(square(y)));
@@ -153,7 +160,8 @@ TEST_SUITE("unit") {
       l.add_adapter("a", LoraOptions{.form = FormKind::Svd, .r = 3, .alpha = 6, .svd = {.ranknum = 5}});
       l.set_active({"a"});
       auto v = [](size_t n, uint64_t seed) { return distinct_values(n, seed, 0.1, 1.0); };
-      std::vector<Tensor> in = {leaf(v(2 * 5, 1), {2, 5}), leaf(v(15, 2), {3, 5}), leaf(v(3, 3), {3, 1}), leaf(v(12, 4), {4, 3})};
+      std::vector<Tensor> in = {leaf(v(2 * 5, 1), {2, 5}), leaf(v(15, 2), {3, 5}), leaf(v(3, 3), {3, 1}),
+                                leaf(v(12, 4), {4, 3})};
       auto fn = [&](const std::vector<Tensor>& t) {
         l.A("a") = t[1];  // the layer computes with the given leaves
         l.E("a") = t[2];
@@ -187,7 +195,8 @@ TEST_SUITE("unit") {
     int n = 0;
     for (auto& [path, l] : a.pm->lora_layers()) {
       Tensor A = h(l->A("default")), B = h(l->B("default"));
-      want += std::sqrt(sum(square(matmul(A, A.t()) - eye3())).item()) + std::sqrt(sum(square(matmul(B.t(), B) - eye3())).item());
+      want += std::sqrt(sum(square(matmul(A, A.t()) - eye3())).item()) +
+              std::sqrt(sum(square(matmul(B.t(), B) - eye3())).item());
       n += 2;
     }
     Tensor got = peft::adalora_orth_penalty(*a.pm, "default");
@@ -207,8 +216,9 @@ TEST_SUITE("unit") {
 
   TEST_CASE("adalora: budget schedule integers (init_bgt 12n, target 8n, tinit 10, tfinal 20, total 100, n = 4)") {
     // int((48 - 32) * (1 - (t - 10) / 70)**3 + 32) for 10 < t <= 80, written out.
-    const std::vector<int64_t> mid = {47, 46, 46, 45, 44, 44, 43, 43, 42, 42, 41, 41, 40, 40, 39, 39, 38, 38, 38, 37, 37,
-                                      37, 36, 36, 36, 35, 35, 35, 35, 34, 34, 34, 34, 34, 34, 33, 33, 33, 33, 33, 33, 33};
+    const std::vector<int64_t> mid = {47, 46, 46, 45, 44, 44, 43, 43, 42, 42, 41, 41, 40, 40,
+                                      39, 39, 38, 38, 38, 37, 37, 37, 36, 36, 36, 35, 35, 35,
+                                      35, 34, 34, 34, 34, 34, 34, 33, 33, 33, 33, 33, 33, 33};
     for (int64_t t = 0; t <= 101; ++t) {
       CAPTURE(t);
       peft::AdaLoraBudget b = peft::adalora_budget(t, 48, 32, 10, 20, 100, 1);
@@ -235,7 +245,8 @@ TEST_SUITE("unit") {
       backward(lm_loss(*a.m));
       opt.step();
       for (auto& [path, l] : a.pm->lora_layers())
-        for (auto [part, t] : {std::pair{"lora_A", l->A("default")}, {"lora_E", l->E("default")}, {"lora_B", l->B("default")}}) {
+        for (auto [part, t] :
+             {std::pair{"lora_A", l->A("default")}, {"lora_E", l->E("default")}, {"lora_B", l->B("default")}}) {
           std::vector<double> w = t.to_vector<double>(), g = t.grad().to_vector<double>();
           auto& I = ipt[path + "." + part];
           auto& U = unc[path + "." + part];
@@ -282,7 +293,9 @@ TEST_SUITE("unit") {
     CHECK_FALSE(a.pm->config("default").adalora.rank_pattern.has_value());  // t <= tinit: no mask yet
   }
 
-  TEST_CASE("adalora: the schedule on llama (12n -> 8n, tinit 10, tfinal 20, total 100): kept = budget, final = target_r * n") {
+  TEST_CASE(
+      "adalora: the schedule on llama (12n -> 8n, tinit 10, tfinal 20, total 100): kept = budget, final = target_r * "
+      "n") {
     manual_seed(7);
     auto a = adapted("llama", ada(12, 8, 10, 20, 100));
     const int64_t n = int64_t(a.pm->lora_layers().size());
@@ -328,7 +341,9 @@ TEST_SUITE("unit") {
   TEST_CASE("adalora: save -> load (PEFT layout, pruned shapes), plain-LoRA export, bit-identical resume (Conv1D)") {
     fs::path tmp = temp_dir("adalora");
     const LoraConfig c = ada(4, 2, 2, 3, 12, 2);
-    auto run = [&](Adapted& a, peft::Trainer& tr, int64_t from, int64_t to) { for (int64_t s = from; s <= to; ++s) step(tr, a); };
+    auto run = [&](Adapted& a, peft::Trainer& tr, int64_t from, int64_t to) {
+      for (int64_t s = from; s <= to; ++s) step(tr, a);
+    };
     manual_seed(9);
     auto a = adapted("gpt2", c);
     peft::Trainer tr = trainer(a, 12);
@@ -362,8 +377,9 @@ TEST_SUITE("unit") {
     // PEFT's files: rank_pattern "<path>.lora_E" -> init_r flags, tensors cut to the kept triplets.
     a.pm->save_adapter((tmp / "ada").string());
     auto j = nlohmann::json::parse(slurp(tmp / "ada" / "adapter_config.json"));
-    CHECK((j["peft_type"] == "ADALORA" && j["init_r"] == 4 && j["target_r"] == 2 && j["tinit"] == 2 && j["tfinal"] == 3 &&
-           j["deltaT"] == 2 && j["total_step"] == 12 && j["beta1"] == 0.85 && j["orth_reg_weight"] == 0.5));
+    CHECK((j["peft_type"] == "ADALORA" && j["init_r"] == 4 && j["target_r"] == 2 && j["tinit"] == 2 &&
+           j["tfinal"] == 3 && j["deltaT"] == 2 && j["total_step"] == 12 && j["beta1"] == 0.85 &&
+           j["orth_reg_weight"] == 0.5));
     auto file = safetensors::File::open((tmp / "ada" / "adapter_model.safetensors").string());
     std::map<std::string, Shape> got, expect;
     for (const auto& t : file->header().tensors) got[t.name] = Shape(t.shape.begin(), t.shape.end());
@@ -397,14 +413,16 @@ TEST_SUITE("unit") {
     auto lo = adapted("gpt2");
     lo.pm->load_adapter((tmp / "lora").string());
     CHECK(rel_gap(logits(*lo.m), want) < 1e-5);
-    for (auto& [path, layer] : lo.pm->lora_layers()) CHECK(layer->scaling("default") == doctest::Approx(1.0).epsilon(1e-12));
+    for (auto& [path, layer] : lo.pm->lora_layers())
+      CHECK(layer->scaling("default") == doctest::Approx(1.0).epsilon(1e-12));
     // merge_and_unload keeps the adapted logits.
     a.pm->merge_and_unload();
     CHECK(rel_gap(logits(*a.m), want) < 1e-5);
     fs::remove_all(tmp);
   }
 
-  TEST_CASE("adalora: a PEFT-written adapter (cut tensors, a rank-0 module) loads with ΔW = s B (E ⊙ A), s = alpha/init_r") {
+  TEST_CASE(
+      "adalora: a PEFT-written adapter (cut tensors, a rank-0 module) loads with ΔW = s B (E ⊙ A), s = alpha/init_r") {
     fs::path tmp = temp_dir("adalora_peft");
     const std::map<std::string, std::vector<bool>> flags = {
         {"model.layers.0.self_attn.q_proj.lora_E", {true, false, true, false}},
@@ -412,14 +430,36 @@ TEST_SUITE("unit") {
         {"model.layers.1.self_attn.q_proj.lora_E", {true, true, true, true}},
         {"model.layers.1.self_attn.v_proj.lora_E", {false, true, false, false}}};
     // As PEFT 0.15 writes it (no newer keys, inference_mode false as in method_comparison's config).
-    nlohmann::json cfg = {{"alpha_pattern", nlohmann::json::object()}, {"auto_mapping", nullptr}, {"base_model_name_or_path", nullptr},
-                          {"beta1", 0.85}, {"beta2", 0.85}, {"bias", "none"}, {"deltaT", 1}, {"fan_in_fan_out", false},
-                          {"inference_mode", false}, {"init_lora_weights", true}, {"init_r", 4}, {"layers_pattern", nullptr},
-                          {"layers_to_transform", nullptr}, {"loftq_config", nlohmann::json::object()}, {"lora_alpha", 16},
-                          {"lora_dropout", 0.0}, {"modules_to_save", nullptr}, {"orth_reg_weight", 0.5}, {"peft_type", "ADALORA"},
-                          {"r", 8}, {"rank_pattern", flags}, {"revision", nullptr}, {"target_modules", {"v_proj", "q_proj"}},
-                          {"target_r", 2}, {"task_type", "CAUSAL_LM"}, {"tfinal", 5}, {"tinit", 2}, {"total_step", 50},
-                          {"use_dora", false}, {"use_rslora", false}};
+    nlohmann::json cfg = {{"alpha_pattern", nlohmann::json::object()},
+                          {"auto_mapping", nullptr},
+                          {"base_model_name_or_path", nullptr},
+                          {"beta1", 0.85},
+                          {"beta2", 0.85},
+                          {"bias", "none"},
+                          {"deltaT", 1},
+                          {"fan_in_fan_out", false},
+                          {"inference_mode", false},
+                          {"init_lora_weights", true},
+                          {"init_r", 4},
+                          {"layers_pattern", nullptr},
+                          {"layers_to_transform", nullptr},
+                          {"loftq_config", nlohmann::json::object()},
+                          {"lora_alpha", 16},
+                          {"lora_dropout", 0.0},
+                          {"modules_to_save", nullptr},
+                          {"orth_reg_weight", 0.5},
+                          {"peft_type", "ADALORA"},
+                          {"r", 8},
+                          {"rank_pattern", flags},
+                          {"revision", nullptr},
+                          {"target_modules", {"v_proj", "q_proj"}},
+                          {"target_r", 2},
+                          {"task_type", "CAUSAL_LM"},
+                          {"tfinal", 5},
+                          {"tinit", 2},
+                          {"total_step", 50},
+                          {"use_dora", false},
+                          {"use_rslora", false}};
     manual_seed(10);
     std::map<std::string, Tensor> ts;
     for (auto& [key, f] : flags) {
@@ -443,7 +483,8 @@ TEST_SUITE("unit") {
       CHECK(a.pm->lora_layers().at(path)->options("default").r == kept(f));
       if (kept(f) == 0) continue;  // ΔW = 0
       NoGradGuard ng;
-      lin->weight().copy_(h(lin->weight()) + host_delta(ts.at(pre + ".lora_A"), ts.at(pre + ".lora_E"), ts.at(pre + ".lora_B"), 16 / (4 + 1e-5)));
+      lin->weight().copy_(h(lin->weight()) + host_delta(ts.at(pre + ".lora_A"), ts.at(pre + ".lora_E"),
+                                                        ts.at(pre + ".lora_B"), 16 / (4 + 1e-5)));
     }
     CHECK(rel_gap(logits(*a.m), logits(*ref)) < 1e-5);
     CHECK(rel_gap(logits(*ref), logits(*load("llama"))) > 1e-3);
@@ -461,11 +502,13 @@ TEST_SUITE("unit") {
     c.adalora.beta1 = 0.8;
     c.adalora.rank_pattern = peft::RankMasks{{"x.q_proj.lora_E", {true, false, true, true, false, true}}};
     auto j = peft::to_json(c);
-    for (const char* k : {"target_r", "init_r", "tinit", "tfinal", "deltaT", "beta1", "beta2", "orth_reg_weight", "total_step"})
+    for (const char* k :
+         {"target_r", "init_r", "tinit", "tfinal", "deltaT", "beta1", "beta2", "orth_reg_weight", "total_step"})
       CHECK_MESSAGE(j.contains(k), k);
     LoraConfig back = peft::parse_lora_config(nlohmann::ordered_json::parse(peft::dump_peft_json(j)), "cfg", nullptr);
-    CHECK((back.is_adalora() && back.adalora.init_r == 6 && back.adalora.target_r == 3 && back.adalora.tinit == 1 && back.adalora.tfinal == 2 &&
-           back.adalora.deltaT == 5 && back.adalora.total_step == 40 && back.adalora.beta1 == 0.8 && back.lora_alpha == 16));
+    CHECK((back.is_adalora() && back.adalora.init_r == 6 && back.adalora.target_r == 3 && back.adalora.tinit == 1 &&
+           back.adalora.tfinal == 2 && back.adalora.deltaT == 5 && back.adalora.total_step == 40 &&
+           back.adalora.beta1 == 0.8 && back.lora_alpha == 16));
     CHECK(back.adalora.rank_pattern == c.adalora.rank_pattern);
     j["rank_pattern"] = {{"x.q_proj.lora_E.default", {true, false, true, true, false, true}}};  // PEFT's in-memory key
     CHECK(peft::parse_lora_config(j, "cfg", nullptr).adalora.rank_pattern == c.adalora.rank_pattern);
@@ -480,13 +523,20 @@ TEST_SUITE("unit") {
     bad([](LoraConfig& x) { x.adalora.tinit = 38; }, {"tinit 38", "total_step - tfinal"});
     bad([](LoraConfig& x) { x.use_dora = true; }, {"DoRA"});
     bad([](LoraConfig& x) { x.adalora.target_r = 7; }, {"target_r"});
-    bad([](LoraConfig& x) { x.adalora.rank_pattern = peft::RankMasks{{"a.lora_E", {true}}}; }, {"a.lora_E", "1 flags", "init_r is 6"});
+    bad(
+        [](LoraConfig& x) {
+          x.adalora.rank_pattern = peft::RankMasks{{"a.lora_E", {true}}};
+        },
+        {"a.lora_E", "1 flags", "init_r is 6"});
     bad([](LoraConfig& x) { x.adalora.beta2 = 1.0; }, {"beta2"});
     auto a = adapted("llama", ada(3, 2, 0, 0, 10));
     CHECK(throws_with([&] { a.pm->add_adapter("l", LoraConfig{.r = 2}); }, {"LORA", "ADALORA", "one PEFT type"}));
     a.pm->add_adapter("b", ada(2, 1, 0, 0, 10));
-    CHECK(throws_with([&] { a.pm->add_weighted_adapter({"default", "b"}, {1, 1}, "m", peft::Combination::Linear); },
-                      {"ADALORA", "export it as LoRA"}));
+    CHECK(throws_with(
+        [&] {
+          a.pm->add_weighted_adapter({"default", "b"}, {1, 1}, "m", peft::Combination::Linear);
+        },
+        {"ADALORA", "export it as LoRA"}));
     CHECK(throws_with([&] { peft::make_adalora_strategy(LoraConfig{}); }, {"not ADALORA"}));
     // set_adapter switches adapters; delete_adapter drops the raw tensors.
     a.pm->set_adapter("b");

@@ -50,14 +50,18 @@ std::unique_ptr<nn::AdamW> adamw_for(peft::PeftModel& pm) {
     g.params.push_back(t);
     g.names.push_back(n);
   }
-  return std::make_unique<nn::AdamW>(std::vector<nn::ParamGroup>{g}, nn::AdamWOptions{1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f});
+  return std::make_unique<nn::AdamW>(std::vector<nn::ParamGroup>{g},
+                                     nn::AdamWOptions{1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f});
 }
 int64_t trainable_count(peft::PeftModel& pm) {
   int64_t n = 0;
   for (auto& [name, t] : pm.trainable_parameters()) n += t.numel();
   return n;
 }
-Tensor out(Setup& s, const std::string& n, const Tensor& x) { NoGradGuard ng; return h(s.m->run(n, x)); }
+Tensor out(Setup& s, const std::string& n, const Tensor& x) {
+  NoGradGuard ng;
+  return h(s.m->run(n, x));
+}
 // Host f64 s B A (out, in).
 Tensor sba(Setup& s, const std::string& n) { return mul(matmul(h(s.B(n)), h(s.A(n))), s.lora(n).scaling("default")); }
 
@@ -301,7 +305,8 @@ TEST_SUITE("unit") {
 
   TEST_CASE("aroma: fixed_period resets every T_in steps whatever the products") {
     // Any relative norm is below 1e9, but a window of 2 decides only from the third reset on.
-    AromaOptions o{.max_steps_before_reset = 5, .convergence_threshold = 1e9, .convergence_window = 2, .variant = "fixed_period"};
+    AromaOptions o{
+        .max_steps_before_reset = 5, .convergence_threshold = 1e9, .convergence_window = 2, .variant = "fixed_period"};
     auto s = setup({{"proj", 8, 6}}, o);
     auto opt = adamw_for(*s.pm);
     AromaStrategy st(o);
@@ -318,7 +323,8 @@ TEST_SUITE("unit") {
     Tensor dw = sub(w_out_in(s.lora("proj").base()), w_out_in(*setup({{"proj", 8, 6}}, o).lora("proj").base_ptr()));
     for (const bool live : {true, false}) {
       auto ad = st.export_adapter(*s.pm, live);
-      Tensor A = h(ad.tensors.at("base_model.model.proj.lora_A.weight")), B = h(ad.tensors.at("base_model.model.proj.lora_B.weight"));
+      Tensor A = h(ad.tensors.at("base_model.model.proj.lora_A.weight")),
+             B = h(ad.tensors.at("base_model.model.proj.lora_B.weight"));
       CHECK(A.shape()[0] == (live ? 3 : 2));
       CHECK(rel_gap(matmul(B, A), live ? add(dw, sba(s, "proj")) : dw) < 1e-5);
     }
@@ -329,7 +335,8 @@ TEST_SUITE("unit") {
     auto s = setup({{"proj", 32, 32}, {"side", 32, 16, false, true}}, o);
     Planted p1 = planted(s.lora("proj").base(), 256, {1.0, 0.5, 0.25}, 1e-3);
     Planted p2 = planted(s.lora("side").base(), 256, {1.0}, 1e-3);
-    std::map<std::string, Tensor> w0 = {{"proj", w_out_in(s.lora("proj").base())}, {"side", w_out_in(s.lora("side").base())}};
+    std::map<std::string, Tensor> w0 = {{"proj", w_out_in(s.lora("proj").base())},
+                                        {"side", w_out_in(s.lora("side").base())}};
     peft::Trainer tr(*s.m, s.pm.get(), peft::make_aroma_strategy(o), trainer_options(2e-2f, 100, 3000));
     auto loss = [&] { return add(mse(s, "proj", p1), mse(s, "side", p2)); };
     std::vector<int64_t> counts = {trainable_count(*s.pm)};
@@ -341,7 +348,7 @@ TEST_SUITE("unit") {
     REQUIRE(tr.strategy_done());
     CHECK(counts.front() == (32 + 32) + (32 + 16));
     CHECK(counts.back() == 0);
-    CHECK(std::is_sorted(counts.rbegin(), counts.rend()));  // never grows back
+    CHECK(std::is_sorted(counts.rbegin(), counts.rend()));               // never grows back
     CHECK(std::find(counts.begin(), counts.end(), 64) != counts.end());  // "side" stopped first
     CHECK(st.merges("side") >= 1);
     CHECK(st.merges("proj") >= 3);
@@ -375,8 +382,11 @@ TEST_SUITE("unit") {
 
   TEST_CASE("aroma: save_state / load_state through a checkpoint resumes bit-identically") {
     // A window of 2: the history matters across the resume.
-    AromaOptions o{.max_steps_before_reset = 20, .lora_change_threshold = 0.02, .convergence_threshold = 3e-3,
-                   .convergence_window = 2, .seed = 5};
+    AromaOptions o{.max_steps_before_reset = 20,
+                   .lora_change_threshold = 0.02,
+                   .convergence_threshold = 3e-3,
+                   .convergence_window = 2,
+                   .seed = 5};
     const std::vector<Spec> specs = {{"proj", 32, 32}, {"side", 32, 16, false, true}};
     struct Run {
       Setup s;
@@ -392,7 +402,8 @@ TEST_SUITE("unit") {
       Run r{setup(specs, o), {}, {}, nullptr, {}};
       r.p1 = planted(r.s.lora("proj").base(), 128, {1.0, 0.5}, 1e-3);
       r.p2 = planted(r.s.lora("side").base(), 128, {1.0}, 1e-3);
-      r.tr = std::make_unique<peft::Trainer>(*r.s.m, r.s.pm.get(), peft::make_aroma_strategy(o), trainer_options(2e-2f, 20, 400));
+      r.tr = std::make_unique<peft::Trainer>(*r.s.m, r.s.pm.get(), peft::make_aroma_strategy(o),
+                                             trainer_options(2e-2f, 20, 400));
       return r;
     };
     // Resets every 20 steps; "side" converges at 120 (window [c100, c120]), "proj" later. Resuming at
@@ -454,7 +465,8 @@ TEST_SUITE("unit") {
   }
 
   TEST_CASE("aroma: options and saved states are checked with one-line errors") {
-    AromaOptions bad_reset{.moment_reset = "half"}, bad_variant{.inner_criterion = "buggy"}, bad_window{.convergence_window = 0};
+    AromaOptions bad_reset{.moment_reset = "half"}, bad_variant{.inner_criterion = "buggy"},
+        bad_window{.convergence_window = 0};
     CHECK(throws_with([&] { bad_reset.validate(); }, {"[aroma]", "moment_reset", "zero, prune"}));
     CHECK(throws_with([&] { AromaStrategy st(bad_variant); }, {"[aroma]", "inner_criterion", "intended, legacy"}));
     CHECK(throws_with([&] { bad_window.validate(); }, {"[aroma]", "convergence_window"}));

@@ -5,10 +5,10 @@
 #include <cmath>
 #include <random>
 
+#include "engine/safetensors.h"
 #include "nn/schedule.h"
 #include "peft/autolora.h"
 #include "peft/trainer.h"
-#include "engine/safetensors.h"
 #include "tests/peft_test_util.h"
 #include "tools/data.h"
 
@@ -85,7 +85,9 @@ struct Bilevel {
   Bilevel() {
     std::mt19937_64 g(11);
     std::uniform_real_distribution<double> u(-1, 1);
-    auto fill = [&](V& v, size_t k) { for (size_t i = 0; i < k; ++i) v.push_back(u(g)); };
+    auto fill = [&](V& v, size_t k) {
+      for (size_t i = 0; i < k; ++i) v.push_back(u(g));
+    };
     fill(X, 20), fill(y, 5), fill(U, 12), fill(Z, 24), fill(t, 6), fill(Q, 12), fill(alpha, 3);
   }
   static V dot_rows(const V& A, const V& w) {  // A (rows, n) w
@@ -114,8 +116,14 @@ struct Bilevel {
       for (size_t c = 0; c < n; ++c) g[c] += s[j] * fprime(pw[j]) * P[j * n + c];
     return g;
   }
-  V grad_w_train(const V& w) const { return grad_w(X, y, U, [](double x) { return x * x; }, w); }
-  V v_of(const V& w) const { return grad_w(Z, t, Q, [](double x) { return 2 * x; }, w); }  // ∇_w L_val
+  V grad_w_train(const V& w) const {
+    return grad_w(
+        X, y, U, [](double x) { return x * x; }, w);
+  }
+  V v_of(const V& w) const {
+    return grad_w(
+        Z, t, Q, [](double x) { return 2 * x; }, w);
+  }  // ∇_w L_val
   // Analytic g_α = ∇_α L_val − ξ ∇²_{α,w} L_tr v = J(c) − ξ J(e) at w, and the exact central-difference
   // error −ξ ε² J(b³/3), with c_j = (q_j·w)², e_j = (u_j·w)² b_j, b = U v.
   std::pair<V, V> analytic(const V& w, double xi, double eps) const {
@@ -129,7 +137,9 @@ struct Bilevel {
   // The same losses as tape ops on leaves w (n, 1) and α (m), in their dtype and on their device.
   peft::BatchLoss loss(const Tensor& w, const Tensor& a, bool train) const {
     return [this, w, a, train] {
-      auto on = [&](const V& v, int64_t rows, int64_t cols) { return fdata(v, {rows, cols}, w.device()).to(w.dtype()); };
+      auto on = [&](const V& v, int64_t rows, int64_t cols) {
+        return fdata(v, {rows, cols}, w.device()).to(w.dtype());
+      };
       const V& A = train ? X : Z;
       const int64_t rows = int64_t(A.size() / n);
       Tensor r = sub(matmul(on(A, rows, n), w), on(train ? y : t, rows, 1));
@@ -178,9 +188,10 @@ TEST_SUITE("unit") {
         l.set_gate_logits("default", Tensor());
         l.set_scaling("default", 5.0 / double(k) / double(k));
         Tensor plain = fwd();
-        Tensor ref = add(add(matmul(h(x), w_out_in(l.base()).t()), h(l.base().bias())),
-                         mul(matmul(matmul(h(x), h(l.lora_A("default").weight()).t()), h(l.lora_B("default").weight()).t()),
-                             5.0 / double(k * k)));
+        Tensor ref =
+            add(add(matmul(h(x), w_out_in(l.base()).t()), h(l.base().bias())),
+                mul(matmul(matmul(h(x), h(l.lora_A("default").weight()).t()), h(l.lora_B("default").weight()).t()),
+                    5.0 / double(k * k)));
         // Both sides are f32 with a different order of two scalings: a few ulps (2^-24 each) apart.
         CHECK(rel_gap(gated, plain) < 1e-6);
         CHECK(rel_gap(gated, ref) < 1e-5);
@@ -205,7 +216,8 @@ TEST_SUITE("unit") {
     CHECK(peft::autolora_select_rank({1, 1, 0, 0}, "softmax") == 2);
     // Raw: (3, 1, 1, 1) / 6 = (.5, .167, ...) -> 1; softmax of the same keeps 1 too.
     CHECK(peft::autolora_select_rank({3, 1, 1, 1}, "raw") == 1);
-    // Where they differ: α = (1.2, 1.1, 0.2, 0.1): raw mean 0.65 -> 2; softmax: e^1.1 / Σ = 0.363 -> 2; e^0.2/Σ = .148 < .25.
+    // Where they differ: α = (1.2, 1.1, 0.2, 0.1): raw mean 0.65 -> 2; softmax: e^1.1 / Σ = 0.363 -> 2; e^0.2/Σ = .148
+    // < .25.
     CHECK(peft::autolora_select_rank({1.2, 1.1, 0.2, 0.1}, "raw") == 2);
     std::mt19937_64 g(5);
     std::uniform_real_distribution<double> u(-3, 3), pos(0.01, 3);
@@ -248,7 +260,8 @@ TEST_SUITE("unit") {
         std::vector<double> got = hg.g[0].to_vector<double>();
         double err = 0;
         for (int j = 0; j < 3; ++j) {
-          CHECK(got[size_t(j)] - g[size_t(j)] == doctest::Approx(e[size_t(j)]).epsilon(1e-4).scale(0));  // the predicted term
+          CHECK(got[size_t(j)] - g[size_t(j)] ==
+                doctest::Approx(e[size_t(j)]).epsilon(1e-4).scale(0));  // the predicted term
           err = std::max(err, std::abs(got[size_t(j)] - g[size_t(j)]));
         }
         errs.push_back(err);
@@ -273,7 +286,8 @@ TEST_SUITE("unit") {
       nn::Sgd outer({a}, 1.0f);  // α_new = α − g: the step shows g exactly
       AutoLoraOptions o;
       o.max_grad_norm = 0;  // no clipping, so w' is the textbook first Adam step
-      peft::BilevelReport rep = peft::autolora_bilevel_step({a}, outer, inner, {P.train_loss(w, a)}, P.val_loss(w, a), o, 0);
+      peft::BilevelReport rep =
+          peft::autolora_bilevel_step({a}, outer, inner, {P.train_loss(w, a)}, P.val_loss(w, a), o, 0);
       REQUIRE(rep.updated);
       // First Adam step from zero moments: w' = w − lr ĝ/(|ĝ| + eps) (bias-corrected m̂ = g, v̂ = g²).
       std::vector<double> gw = P.grad_w_train(w0), wp;
@@ -284,7 +298,8 @@ TEST_SUITE("unit") {
       // f32 (Vulkan): (∇α L_tr(w' − εv) − ∇α L_tr(w' + εv)) / 2ε amplifies f32 rounding by ~1/ε, bounded by
       // 2^-24 · |∇α L_tr| · ‖v‖ / R ≈ 1e-4 · |g| here (measured below 1e-5).
       const double tol = ty == DType::F64 ? 1e-10 : 1e-4;
-      for (size_t j = 0; j < 3; ++j) CHECK(P.alpha[j] - a1[j] == doctest::Approx(g[j] + e[j]).epsilon(tol).scale(max_abs(g)));
+      for (size_t j = 0; j < 3; ++j)
+        CHECK(P.alpha[j] - a1[j] == doctest::Approx(g[j] + e[j]).epsilon(tol).scale(max_abs(g)));
       CHECK(w.to_vector<double>() == fdata(w0, {4, 1}, d).to_vector<double>());  // rolled back bit for bit
       CHECK(inner.step_count() == 0);
       CHECK_FALSE(w.grad().defined());
@@ -293,14 +308,17 @@ TEST_SUITE("unit") {
     });
   }
 
-  TEST_CASE("autolora: roll-back: w = one real step from the cached (w, state) with the new α; the step count advances by 1") {
+  TEST_CASE(
+      "autolora: roll-back: w = one real step from the cached (w, state) with the new α; the step count advances by "
+      "1") {
     for_each_backend([](Device d) {
       AutoLoraOptions o = options();
       Setup s = setup(d, o);
       Data tr_data = data(d, 3, 21), val_data = data(d, 3, 22);
       peft::Trainer tr(*s.m, s.pm.get(), peft::make_autolora_strategy(o), trainer_options());
       auto& st = dynamic_cast<AutoLoraStrategy&>(tr.strategy());
-      for (int i = 0; i < 2; ++i) tr.step({loss_of(s, tr_data, i)}, loss_of(s, val_data, i));  // moments are non-zero now
+      for (int i = 0; i < 2; ++i)
+        tr.step({loss_of(s, tr_data, i)}, loss_of(s, val_data, i));  // moments are non-zero now
       std::map<std::string, Tensor> cached_w, ost;
       nlohmann::json om;
       for (auto& [n, t] : tr.trainable()) cached_w[n] = t.detach().clone();
@@ -347,7 +365,8 @@ TEST_SUITE("unit") {
     nn::Sgd outer(std::vector<Tensor>{st.alpha("q"), st.alpha("v")}, 1.0f);
     const std::vector<double> q0 = st.alpha_values("q");
     CHECK_FALSE(peft::autolora_bilevel_step({st.alpha("q"), st.alpha("v")}, outer, inner, {loss_of(s, tr_data, 0)},
-                                            loss_of(s, val_data, 0), o, 0).updated);
+                                            loss_of(s, val_data, 0), o, 0)
+                    .updated);
     CHECK(st.alpha_values("q") == q0);
     // The expected gradient, by hand: α as a leaf in the same forward.
     Tensor aq = st.alpha("q").detach().clone();
@@ -357,7 +376,8 @@ TEST_SUITE("unit") {
     std::vector<double> expect = aq.grad().to_vector<double>();
     s.lora("q").set_gate_logits("default", st.alpha("q"));
     REQUIRE(peft::autolora_bilevel_step({st.alpha("q"), st.alpha("v")}, outer, inner, {loss_of(s, tr_data, 1)},
-                                        loss_of(s, val_data, 1), o, 1).updated);
+                                        loss_of(s, val_data, 1), o, 1)
+                .updated);
     std::vector<double> q1 = st.alpha_values("q");
     for (size_t j = 0; j < q0.size(); ++j) CHECK(q0[j] - q1[j] == doctest::Approx(expect[j]).epsilon(1e-6));
     CHECK(max_abs(expect) > 1e-4);

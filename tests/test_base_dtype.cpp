@@ -35,7 +35,8 @@ Tensor logits_of(models::Model& m, const Tensor& ids) {
 std::set<std::string> file_dtypes(const fs::path& file) {
   std::set<std::string> out;
   auto f = safetensors::File::open(file.string());
-  for (const auto& t : f->header().tensors) out.insert(std::string(dtype_name(f->load(t, {.keep_16bit = true}).dtype())));
+  for (const auto& t : f->header().tensors)
+    out.insert(std::string(dtype_name(f->load(t, {.keep_16bit = true}).dtype())));
   return out;
 }
 
@@ -61,12 +62,13 @@ TEST_SUITE("unit") {
         peft::PeftModel pm(*m);
         pm.load_adapter((dir / "adapter").string(), "default", true);
         for (auto& [name, p] : pm.trainable_parameters()) CHECK_MESSAGE(p.dtype() == DType::F32, name);
-        CHECK(max_rel_gap(logits_of(*m, ref.at("input_ids")), ref.at("adapted_logits")) < (t == DType::BF16 ? 1e-2 : 1e-3));
+        CHECK(max_rel_gap(logits_of(*m, ref.at("input_ids")), ref.at("adapted_logits")) <
+              (t == DType::BF16 ? 1e-2 : 1e-3));
       }
       models::LoadOptions bad;
       bad.base_dtype = DType::I32;
-      CHECK_THROWS_WITH_AS(models::load_model((dir / "base").string(), bad), doctest::Contains("base dtype must be f32, f16 or bf16"),
-                           std::invalid_argument);
+      CHECK_THROWS_WITH_AS(models::load_model((dir / "base").string(), bad),
+                           doctest::Contains("base dtype must be f32, f16 or bf16"), std::invalid_argument);
     }
   }
 }
@@ -76,11 +78,13 @@ TEST_SUITE("e2e") {
     const fs::path tmp = fs::temp_directory_path() / fmt::format("rf_base_dtype_{}", ::getpid());
     fs::remove_all(tmp);
     const fs::path gpt2 = fs::path(fixtures_dir()) / "hf" / "gpt2";
-    CliRun i = run_cli(fmt::format("init --config {} --output {} --dtype bf16", (gpt2 / "base" / "config.json").string(), (tmp / "init").string()));
+    CliRun i = run_cli(fmt::format("init --config {} --output {} --dtype bf16",
+                                   (gpt2 / "base" / "config.json").string(), (tmp / "init").string()));
     REQUIRE_MESSAGE(i.rc == 0, i.err);
     CHECK(file_dtypes(tmp / "init" / "model.safetensors") == std::set<std::string>{"bf16"});
     CHECK(slurp(tmp / "init" / "config.json").find("\"torch_dtype\": \"bfloat16\"") != std::string::npos);
-    CliRun bad = run_cli(fmt::format("init --config {} --output {} --dtype int8", (gpt2 / "base" / "config.json").string(), (tmp / "i8").string()));
+    CliRun bad = run_cli(fmt::format("init --config {} --output {} --dtype int8",
+                                     (gpt2 / "base" / "config.json").string(), (tmp / "i8").string()));
     CHECK(bad.rc == 1);
     CHECK(bad.err.find("--dtype 'int8' is not one of: f32, bf16, f16") != std::string::npos);
     // The gpt2 fixture's base as a bf16 checkpoint, merged with its PEFT adapter: still bf16, and its
@@ -89,8 +93,8 @@ TEST_SUITE("e2e") {
       auto m = models::load_model((gpt2 / "base").string());
       models::save_model(*m, (tmp / "base16").string(), DType::BF16);
     }
-    CliRun mg = run_cli(fmt::format("merge --model {} --adapter {} --output {}", (tmp / "base16").string(), (gpt2 / "adapter").string(),
-                                    (tmp / "merged").string()));
+    CliRun mg = run_cli(fmt::format("merge --model {} --adapter {} --output {}", (tmp / "base16").string(),
+                                    (gpt2 / "adapter").string(), (tmp / "merged").string()));
     REQUIRE_MESSAGE(mg.rc == 0, mg.err);
     CHECK(file_dtypes(tmp / "merged" / "model.safetensors") == std::set<std::string>{"bf16"});
     auto ref = safetensors::load_file((gpt2 / "reference.safetensors").string());
@@ -98,14 +102,17 @@ TEST_SUITE("e2e") {
     CHECK(max_rel_gap(logits_of(*merged, ref.at("input_ids")), ref.at("adapted_logits")) < 1e-2);
     // forward --base-dtype: the same conversion from the command line.
     safetensors::save_file({{"input_ids", ref.at("input_ids")}}, (tmp / "in.safetensors").string());
-    CliRun f = run_cli(fmt::format("forward --model {} --input {} --output {} --base-dtype bf16", (gpt2 / "base").string(),
-                                   (tmp / "in.safetensors").string(), (tmp / "out.safetensors").string()));
+    CliRun f =
+        run_cli(fmt::format("forward --model {} --input {} --output {} --base-dtype bf16", (gpt2 / "base").string(),
+                            (tmp / "in.safetensors").string(), (tmp / "out.safetensors").string()));
     REQUIRE_MESSAGE(f.rc == 0, f.err);
-    CHECK(max_rel_gap(safetensors::load_file((tmp / "out.safetensors").string()).at("logits"), ref.at("base_logits")) < 1e-2);
+    CHECK(max_rel_gap(safetensors::load_file((tmp / "out.safetensors").string()).at("logits"), ref.at("base_logits")) <
+          1e-2);
     fs::remove_all(tmp);
   }
 
-  TEST_CASE("cli: train with base_dtype bf16 keeps the frozen weights 16-bit, trains an f32 adapter and lowers the loss") {
+  TEST_CASE(
+      "cli: train with base_dtype bf16 keeps the frozen weights 16-bit, trains an f32 adapter and lowers the loss") {
     TrainSetup s;
     CliRun r = run_cli("train " + s.config("run", 16, 0) + " --set base_dtype=bf16");
     REQUIRE_MESSAGE(r.rc == 0, r.err);

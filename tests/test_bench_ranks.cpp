@@ -79,7 +79,8 @@ TEST_SUITE("e2e") {
       int64_t steps;
       double noise;
     };
-    for (const Case& c : {Case{"1,2,3,4,2,1", 2000, 0.0}, Case{"4,3,2,1,2,3", 2000, 0.0}, Case{"0,1,2,3,4,2", 4000, 0.1}}) {
+    for (const Case& c :
+         {Case{"1,2,3,4,2,1", 2000, 0.0}, Case{"4,3,2,1,2,3", 2000, 0.0}, Case{"0,1,2,3,4,2", 4000, 0.1}}) {
       CAPTURE(c.planted);
       BenchRanksArgs a;
       a.strategy = "autolora";
@@ -103,7 +104,8 @@ TEST_SUITE("e2e") {
     CliRun ok = run_cli("bench ranks --strategy lora --planted 1,2 --steps 50");
     REQUIRE_MESSAGE(ok.rc == 0, ok.err);
     const std::string last = ok.out.substr(ok.out.rfind("strategy="));
-    for (const char* k : {"found=4,4", "gap_ratio=", "trainable_params=", "seconds="}) CHECK(last.find(k) != std::string::npos);
+    for (const char* k : {"found=4,4", "gap_ratio=", "trainable_params=", "seconds="})
+      CHECK(last.find(k) != std::string::npos);
     CliRun bad = run_cli("bench ranks --strategy lora --planted 1,x");
     CHECK(bad.rc != 0);
     CHECK(bad.err.find("'x' is not a non-negative integer") != std::string::npos);

@@ -33,15 +33,16 @@ struct Step {
 };
 
 // One training step (seeded) over the given trainable parameters; gradients cleared first.
-Step run_step(models::Model& m, const std::vector<std::pair<std::string, Tensor>>& params, const Tensor& ids, bool ckpt) {
+Step run_step(models::Model& m, const std::vector<std::pair<std::string, Tensor>>& params, const Tensor& ids,
+              bool ckpt) {
   m.set_gradient_checkpointing(ckpt);
   for (auto [name, p] : params) p.zero_grad();
   manual_seed(1234);
   std::vector<Tensor> hidden;
   Tensor logits = m.forward(models::ModelInputs{ids, {}, {}, {}, &hidden});
   const bool cls = m.config().model_type == "bert";  // a classifier: label 0 for every row
-  Tensor loss = cls ? models::classification_loss(logits, zeros({ids.size(0)}, DType::I64))
-                    : models::causal_lm_loss(logits, ids);
+  Tensor loss =
+      cls ? models::classification_loss(logits, zeros({ids.size(0)}, DType::I64)) : models::causal_lm_loss(logits, ids);
   REQUIRE(hidden.size() >= 2);  // block 0's output was made by a checkpoint node exactly when asked
   CHECK((hidden[1].impl()->grad_fn && hidden[1].impl()->grad_fn->name == "checkpoint") == ckpt);
   backward(loss);
@@ -74,7 +75,7 @@ TEST_SUITE("unit") {
   TEST_CASE("checkpoint: a small function with dropout gives the plain gradients and RNG stream") {
     manual_seed(9);
     Tensor x = randn({4, 6}).set_requires_grad(true), w = randn({6, 5}).set_requires_grad(true);
-    Tensor frozen = randn({4, 6});  // an input without grad: w still gets its gradient
+    Tensor frozen = randn({4, 6});                  // an input without grad: w still gets its gradient
     auto fn = [w](const std::vector<Tensor>& xs) {  // (4, 6) x2 -> (4, 5)
       return tanh(matmul(dropout(xs[0], 0.3, true) + xs[1], w));
     };
@@ -101,7 +102,8 @@ TEST_SUITE("unit") {
     CHECK(x.grad().to_vector<float>() == std::vector<float>{2, 2, 2});
   }
 
-  TEST_CASE("checkpoint: gpt2, llama and bert steps (LoRA with dropout, full fine-tuning) equal the plain step bitwise") {
+  TEST_CASE(
+      "checkpoint: gpt2, llama and bert steps (LoRA with dropout, full fine-tuning) equal the plain step bitwise") {
     for (std::string arch : {"gpt2", "llama", "bert"}) {
       CAPTURE(arch);
       auto ref = safetensors::load_file((fs::path(fixture_dir(arch)) / "reference.safetensors").string());

@@ -26,7 +26,8 @@ Run run(const std::string& args) {
   const char* cli = std::getenv("RF_CLI");
   REQUIRE_MESSAGE(cli != nullptr, "RF_CLI is not set (meson sets it to the rankforge binary)");
   fs::path dir = fs::temp_directory_path();
-  std::string o = (dir / fmt::format("rf_cli_{}.out", ::getpid())).string(), e = (dir / fmt::format("rf_cli_{}.err", ::getpid())).string();
+  std::string o = (dir / fmt::format("rf_cli_{}.out", ::getpid())).string(),
+              e = (dir / fmt::format("rf_cli_{}.err", ::getpid())).string();
   int rc = std::system(fmt::format("{} {} > {} 2> {}", cli, args, o, e).c_str());
   auto slurp = [](const std::string& p) {
     std::ifstream in(p);
@@ -49,8 +50,8 @@ TEST_SUITE("e2e") {
       fs::path dir = fs::path(fixtures_dir()) / "hf" / arch;
       auto ref = safetensors::load_file((dir / "reference.safetensors").string());
       safetensors::save_file({{"input_ids", ref.at("input_ids")}}, (tmp / "in.safetensors").string());
-      Run r = run(fmt::format("forward --model {} --input {} --output {}", (dir / "base").string(), (tmp / "in.safetensors").string(),
-                              (tmp / "out.safetensors").string()));
+      Run r = run(fmt::format("forward --model {} --input {} --output {}", (dir / "base").string(),
+                              (tmp / "in.safetensors").string(), (tmp / "out.safetensors").string()));
       REQUIRE_MESSAGE(r.rc == 0, r.err);
       auto out = safetensors::load_file((tmp / "out.safetensors").string());
       Tensor l = out.at("logits"), want = ref.at("base_logits");
@@ -64,7 +65,8 @@ TEST_SUITE("e2e") {
   TEST_CASE("cli: malformed input gives one line naming the file, a non-zero exit and no output") {
     fs::path tmp = fs::temp_directory_path() / fmt::format("rf_cli_bad_{}", ::getpid());
     fs::create_directories(tmp);
-    const std::string model = (fs::path(fixtures_dir()) / "hf/gpt2/base").string(), out = (tmp / "out.safetensors").string();
+    const std::string model = (fs::path(fixtures_dir()) / "hf/gpt2/base").string(),
+                      out = (tmp / "out.safetensors").string();
     auto check_bad = [&](const std::string& args, const std::string& needle) {
       Run r = run(args);
       CAPTURE(args);
@@ -75,17 +77,21 @@ TEST_SUITE("e2e") {
       CHECK(!fs::exists(out));
     };
     std::ofstream(tmp / "garbage.safetensors") << "this is not a safetensors file at all";
-    check_bad(fmt::format("forward --model {} --input {} --output {}", model, (tmp / "garbage.safetensors").string(), out),
-              "garbage.safetensors: header too large");
+    check_bad(
+        fmt::format("forward --model {} --input {} --output {}", model, (tmp / "garbage.safetensors").string(), out),
+        "garbage.safetensors: header too large");
     safetensors::save_file({{"ids", zeros({1, 2}, DType::I64)}}, (tmp / "noids.safetensors").string());
-    check_bad(fmt::format("forward --model {} --input {} --output {}", model, (tmp / "noids.safetensors").string(), out),
-              "noids.safetensors: no 'input_ids' tensor");
+    check_bad(
+        fmt::format("forward --model {} --input {} --output {}", model, (tmp / "noids.safetensors").string(), out),
+        "noids.safetensors: no 'input_ids' tensor");
     safetensors::save_file({{"input_ids", full({1, 2}, 300.0, DType::I64)}}, (tmp / "oov.safetensors").string());
     check_bad(fmt::format("forward --model {} --input {} --output {}", model, (tmp / "oov.safetensors").string(), out),
               "input_ids[0] = 300 is outside the vocabulary [0, 300)");
-    check_bad(fmt::format("forward --model {} --input {} --output {}", tmp.string(), (tmp / "oov.safetensors").string(), out),
-              "config.json");
-    check_bad(fmt::format("inspect {}", (tmp / "garbage.safetensors").string()), "garbage.safetensors: header too large");
+    check_bad(
+        fmt::format("forward --model {} --input {} --output {}", tmp.string(), (tmp / "oov.safetensors").string(), out),
+        "config.json");
+    check_bad(fmt::format("inspect {}", (tmp / "garbage.safetensors").string()),
+              "garbage.safetensors: header too large");
     check_bad(fmt::format("tokenize --tokenizer {} hello", tmp.string()), "no tokenizer.json");
     fs::remove_all(tmp);
   }
@@ -109,14 +115,16 @@ TEST_SUITE("e2e") {
     // The gpt2 fixture (vocab 300) with a byte-level tokenizer over GPT-2's 256 byte symbols.
     fs::path dir = fs::temp_directory_path() / fmt::format("rf_cli_gen_{}", ::getpid());
     fs::create_directories(dir);
-    for (const char* f : {"config.json", "model.safetensors"}) fs::copy_file(fs::path(fixtures_dir()) / "hf/gpt2/base" / f, dir / f);
+    for (const char* f : {"config.json", "model.safetensors"})
+      fs::copy_file(fs::path(fixtures_dir()) / "hf/gpt2/base" / f, dir / f);
     auto gpt2 = models::load_tokenizer(vocab);
     nlohmann::json v = nlohmann::json::object();
     for (int64_t i = 0; i < 256; ++i) v[*gpt2->id_to_token(i)] = i;
     nlohmann::json tj = {{"model", {{"type", "BPE"}, {"vocab", v}, {"merges", nlohmann::json::array()}}},
                          {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}}};
     std::ofstream(dir / "tokenizer.json") << tj.dump();
-    Run r = run(fmt::format("generate --model {} --prompt 'Hello there' --greedy --max-new-tokens 6 --print-ids", dir.string()));
+    Run r = run(fmt::format("generate --model {} --prompt 'Hello there' --greedy --max-new-tokens 6 --print-ids",
+                            dir.string()));
     REQUIRE_MESSAGE(r.rc == 0, r.err);
     CHECK(r.out.starts_with("Hello there"));
     CHECK(r.err.find("6 new tokens, stopped: max_new_tokens") != std::string::npos);

@@ -18,7 +18,8 @@ using rf::test::peftt::throws_with;
 
 namespace {
 
-double phase_after(const std::string& out, const std::string& which) {  // "<which> held-out eval_loss: before X, after Y"
+double phase_after(const std::string& out,
+                   const std::string& which) {  // "<which> held-out eval_loss: before X, after Y"
   size_t at = out.find(which + " held-out eval_loss: before ");
   REQUIRE_MESSAGE(at != std::string::npos, out);
   return std::stod(out.substr(out.find("after ", at) + 6));
@@ -30,13 +31,15 @@ double before(const std::string& out) {
 }
 
 // 6 search steps (5 passes each) and 6 retrain steps; k = 4 components on c_attn and c_fc.
-const char* kAutolora = " --set adapter.method=autolora --set adapter.k=4 --set adapter.search_steps=6 --set adapter.outer_lr=0.05";
+const char* kAutolora =
+    " --set adapter.method=autolora --set adapter.k=4 --set adapter.search_steps=6 --set adapter.outer_lr=0.05";
 
 }  // namespace
 
 TEST_SUITE("unit") {
   TEST_CASE("autolora: the 70/30 split is a seeded function of (n, fraction, seed)") {
-    const auto a = tools::split_indices(50, 0.3, 7), b = tools::split_indices(50, 0.3, 7), c = tools::split_indices(50, 0.3, 8);
+    const auto a = tools::split_indices(50, 0.3, 7), b = tools::split_indices(50, 0.3, 7),
+               c = tools::split_indices(50, 0.3, 8);
     CHECK(a.train == b.train);
     CHECK(a.held_out == b.held_out);
     CHECK(a.held_out != c.held_out);
@@ -92,9 +95,11 @@ TEST_SUITE("e2e") {
     REQUIRE_MESSAGE(e.rc == 0, e.err);
     CHECK(std::abs(std::stod(e.out.substr(e.out.find("eval_loss=") + 10)) - phase_after(r.out, "[train]")) < 1e-4);
     // The search adapter (softmax(α) folded into B) loads as a plain LoRA adapter too.
-    CliRun es = run_cli("eval " + (s.dir / "al.yaml").string() + kAutolora + " --adapter " + (run / "search" / "adapter").string());
+    CliRun es = run_cli("eval " + (s.dir / "al.yaml").string() + kAutolora + " --adapter " +
+                        (run / "search" / "adapter").string());
     REQUIRE_MESSAGE(es.rc == 0, es.err);
-    CHECK(std::abs(std::stod(es.out.substr(es.out.find("eval_loss=") + 10)) - phase_after(r.out, "[autolora] search")) < 1e-4);
+    CHECK(std::abs(std::stod(es.out.substr(es.out.find("eval_loss=") + 10)) - phase_after(r.out, "[autolora] search")) <
+          1e-4);
 
     CliRun so = run_cli("train " + s.config("al_only", 6, 0) + kAutolora + " --set adapter.stop_after_search=true");
     REQUIRE_MESSAGE(so.rc == 0, so.err);
@@ -105,9 +110,11 @@ TEST_SUITE("e2e") {
     // adapter.search_weight_decay is the search trainer's AdamW decay (the retrain keeps training.weight_decay).
     CliRun wd = run_cli("train " + s.config("al_wd", 6, 0) + kAutolora + " --set adapter.search_weight_decay=0.5");
     REQUIRE_MESSAGE(wd.rc == 0, wd.err);
-    CHECK(slurp(s.dir / "al_wd" / "search" / "config.yaml").find("  weight_decay: 0.5") != std::string::npos);  // training.weight_decay of the search
+    CHECK(slurp(s.dir / "al_wd" / "search" / "config.yaml").find("  weight_decay: 0.5") !=
+          std::string::npos);  // training.weight_decay of the search
     CHECK(slurp(s.dir / "al_wd" / "config.yaml").find("search_weight_decay: 0.5") != std::string::npos);
-    CHECK(slurp(s.dir / "al_wd" / "search" / "autolora_alpha.safetensors") != slurp(run / "search" / "autolora_alpha.safetensors"));
+    CHECK(slurp(s.dir / "al_wd" / "search" / "autolora_alpha.safetensors") !=
+          slurp(run / "search" / "autolora_alpha.safetensors"));
   }
 
   TEST_CASE("cli: autolora runs cut in the search or in the retrain resume to byte-identical outputs") {
@@ -123,7 +130,8 @@ TEST_SUITE("e2e") {
       CHECK(fs::exists(s.dir / name / "search" / "autolora_ranks.json") == (cut > 6));
       CliRun b = run_cli("train " + cfg + kAutolora + " --resume");
       REQUIRE_MESSAGE(b.rc == 0, b.err);
-      CHECK(slurp(s.dir / name / "search" / "autolora_alpha.safetensors") == slurp(s.dir / "full" / "search" / "autolora_alpha.safetensors"));
+      CHECK(slurp(s.dir / name / "search" / "autolora_alpha.safetensors") ==
+            slurp(s.dir / "full" / "search" / "autolora_alpha.safetensors"));
       CHECK(slurp(s.dir / name / "search" / "adapter" / "adapter_model.safetensors") ==
             slurp(s.dir / "full" / "search" / "adapter" / "adapter_model.safetensors"));
       CHECK(adapter_bytes(s.dir / name) == adapter_bytes(s.dir / "full"));
@@ -135,20 +143,27 @@ TEST_SUITE("e2e") {
     REQUIRE_MESSAGE(r.rc == 0, r.err);
     const std::string last = r.out.substr(r.out.rfind("strategy="));
     CHECK(last.find("steps=300 ") != std::string::npos);  // search + retrain
-    std::stringstream found(last.substr(last.find("found=") + 6, last.find(' ', last.find("found=")) - last.find("found=") - 6));
-    for (std::string item; std::getline(found, item, ',');) CHECK((std::stoi(item) >= 1 && std::stoi(item) <= 4));  // k = 4
-    CHECK(std::stod(last.substr(last.find("gap_ratio=") + 10)) < 0.5);  // the retrain fits part of the teacher
+    std::stringstream found(
+        last.substr(last.find("found=") + 6, last.find(' ', last.find("found=")) - last.find("found=") - 6));
+    for (std::string item; std::getline(found, item, ',');)
+      CHECK((std::stoi(item) >= 1 && std::stoi(item) <= 4));                 // k = 4
+    CHECK(std::stod(last.substr(last.find("gap_ratio=") + 10)) < 0.5);       // the retrain fits part of the teacher
     CHECK(last.find("initial_trainable_params=768 ") != std::string::npos);  // k 4 x (32 + 32) x 3 modules
   }
 
   TEST_CASE("cli: autolora config keys are checked") {
     TrainSetup s;
     const std::string cfg = s.config("bad", 4, 0);
-    const std::pair<std::string, std::string> bad[] = {  // (overrides, the error's words)
-        {kAutolora + std::string(" --set 'adapter.rank_pattern={c_fc: 2}'"), "adapter.rank_pattern applies to adapter.method lora, gelora, rosa only"},
-        {kAutolora + std::string(" --set adapter.hypergradient=unrolled"), "hypergradient 'unrolled' is not darts or first_order"},
-        {kAutolora + std::string(" --set adapter.search_val_fraction=1"), "adapter.search_val_fraction: must be in (0, 1)"},
-        {kAutolora + std::string(" --set adapter.search_weight_decay=-0.1"), "adapter.search_weight_decay must be >= 0"},
+    const std::pair<std::string, std::string> bad[] = {
+        // (overrides, the error's words)
+        {kAutolora + std::string(" --set 'adapter.rank_pattern={c_fc: 2}'"),
+         "adapter.rank_pattern applies to adapter.method lora, gelora, rosa only"},
+        {kAutolora + std::string(" --set adapter.hypergradient=unrolled"),
+         "hypergradient 'unrolled' is not darts or first_order"},
+        {kAutolora + std::string(" --set adapter.search_val_fraction=1"),
+         "adapter.search_val_fraction: must be in (0, 1)"},
+        {kAutolora + std::string(" --set adapter.search_weight_decay=-0.1"),
+         "adapter.search_weight_decay must be >= 0"},
         {" --set adapter.k0=3", "did you mean 'adapter.k'"},
     };
     for (const auto& [overrides, words] : bad) {

@@ -15,11 +15,13 @@ using namespace rf::test;
 
 namespace {
 
-const char* kAdalora = " --set adapter.method=adalora --set adapter.init_r=6 --set adapter.target_r=3 --set adapter.tinit=4"
-                       " --set adapter.tfinal=6 --set adapter.delta_t=2";
-const char* kAroma = " --set adapter.method=aroma --set adapter.max_steps_before_reset=6 --set adapter.convergence_threshold=1e-6"
-                     " --set training.schedule=cosine_with_restarts --set training.cycle_length=6"
-                     " --set training.restart_warmup_steps=1";
+const char* kAdalora =
+    " --set adapter.method=adalora --set adapter.init_r=6 --set adapter.target_r=3 --set adapter.tinit=4"
+    " --set adapter.tfinal=6 --set adapter.delta_t=2";
+const char* kAroma =
+    " --set adapter.method=aroma --set adapter.max_steps_before_reset=6 --set adapter.convergence_threshold=1e-6"
+    " --set training.schedule=cosine_with_restarts --set training.cycle_length=6"
+    " --set training.restart_warmup_steps=1";
 
 }  // namespace
 
@@ -28,7 +30,9 @@ TEST_SUITE("e2e") {
     TrainSetup s;
     for (const std::string method : {"adalora", "aroma", "gelora"}) {
       CAPTURE(method);
-      const std::string extra = method == "adalora" ? kAdalora : method == "aroma" ? kAroma : " --set adapter.method=gelora --set adapter.id_samples=24";
+      const std::string extra = method == "adalora" ? kAdalora
+                                : method == "aroma" ? kAroma
+                                                    : " --set adapter.method=gelora --set adapter.id_samples=24";
       CliRun r = run_cli("train " + s.config(method, 20, 10) + extra);
       REQUIRE_MESSAGE(r.rc == 0, r.err);
       CHECK(held_out(r.out, "after ") < held_out(r.out, "before "));
@@ -55,11 +59,12 @@ TEST_SUITE("e2e") {
                                         (run / "adapter").string(), (run / "merged_cli").string()));
         REQUIRE_MESSAGE(mg.rc == 0, mg.err);
         CHECK(fs::exists(run / "merged_cli" / "tokenizer.json"));
-        CHECK(max_abs_diff(fixed_logits(*models::load_model((run / "merged_cli").string())), fixed_logits(*base)) < 1e-5);
+        CHECK(max_abs_diff(fixed_logits(*models::load_model((run / "merged_cli").string())), fixed_logits(*base)) <
+              1e-5);
       } else if (method == "aroma") {
         CHECK(cfg["peft_type"] == "LORA");
         CHECK(cfg["rank_pattern"].size() == pm.lora_layers().size());  // one merge count per module
-        CHECK(fs::exists(run / "merged" / "tokenizer.json"));  // a complete model directory
+        CHECK(fs::exists(run / "merged" / "tokenizer.json"));          // a complete model directory
         auto merged = models::load_model((run / "merged").string());
         CHECK(max_abs_diff(fixed_logits(*merged), fixed_logits(*base)) < 1e-5);
       } else {
@@ -86,7 +91,8 @@ TEST_SUITE("e2e") {
       REQUIRE_MESSAGE(b.rc == 0, b.err);
       CHECK(adapter_bytes(s.dir / (method + "_cut")) == adapter_bytes(s.dir / (method + "_full")));
       if (method == "aroma")
-        CHECK(slurp(s.dir / "aroma_cut/merged/model.safetensors") == slurp(s.dir / "aroma_full/merged/model.safetensors"));
+        CHECK(slurp(s.dir / "aroma_cut/merged/model.safetensors") ==
+              slurp(s.dir / "aroma_full/merged/model.safetensors"));
     }
   }
 }

@@ -18,8 +18,9 @@ using namespace rf::test;
 
 namespace {
 
-const char* kRosa = " --set adapter.method=rosa --set adapter.d=0.05 --set adapter.schedule=wl3 --set adapter.lora_lr=2e-2"
-                    " --set adapter.rosa_dtype=fp32";
+const char* kRosa =
+    " --set adapter.method=rosa --set adapter.d=0.05 --set adapter.schedule=wl3 --set adapter.lora_lr=2e-2"
+    " --set adapter.rosa_dtype=fp32";
 
 }  // namespace
 

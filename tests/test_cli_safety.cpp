@@ -25,7 +25,8 @@ bool has(const std::string& s, const std::string& needle) { return s.find(needle
 std::map<std::string, std::string> snapshot(const fs::path& dir) {
   std::map<std::string, std::string> out;
   for (const auto& e : fs::recursive_directory_iterator(dir))
-    if (e.is_regular_file() && e.path().filename() != tools::DirLock::kFile) out[fs::relative(e.path(), dir).string()] = slurp(e.path());
+    if (e.is_regular_file() && e.path().filename() != tools::DirLock::kFile)
+      out[fs::relative(e.path(), dir).string()] = slurp(e.path());
   return out;
 }
 
@@ -82,22 +83,26 @@ TEST_SUITE("e2e") {
       tools::DirLock held(s.dir / "run", "test");  // another process holding the folder, as a running train does
       CliRun b = run_cli("train " + cfg + " --overwrite");
       CHECK(b.rc == 1);
-      CHECK(has(b.err, (s.dir / "run").string() + " is in use by another rankforge process (pid " + std::to_string(::getpid())));
+      CHECK(has(b.err, (s.dir / "run").string() + " is in use by another rankforge process (pid " +
+                           std::to_string(::getpid())));
       CHECK(snapshot(s.dir / "run") == before);
     }
     {
       tools::DirLock held(s.dir / "out", "test");
-      CliRun m = run_cli(fmt::format("merge --model {} --adapter {} --output {} --overwrite", (s.dir / "model").string(),
-                                     (s.dir / "run" / "adapter").string(), (s.dir / "out").string()));
+      CliRun m =
+          run_cli(fmt::format("merge --model {} --adapter {} --output {} --overwrite", (s.dir / "model").string(),
+                              (s.dir / "run" / "adapter").string(), (s.dir / "out").string()));
       CHECK(m.rc == 1);
-      CHECK(has(m.err, (s.dir / "out").string() + " is in use by another rankforge process (pid " + std::to_string(::getpid())));
+      CHECK(has(m.err, (s.dir / "out").string() + " is in use by another rankforge process (pid " +
+                           std::to_string(::getpid())));
       CHECK(snapshot(s.dir / "out").empty());
     }
     // Released: the same command goes through.
     CHECK(run_cli("train " + cfg + " --overwrite").rc == 0);
   }
 
-  TEST_CASE("cli safety: train refuses to start over a run; --resume says where it resumed and refuses a changed config") {
+  TEST_CASE(
+      "cli safety: train refuses to start over a run; --resume says where it resumed and refuses a changed config") {
     TrainSetup s;
     const std::string cfg = s.config("run", 6, 3);
     CliRun a = run_cli("train " + cfg + " --stop-after 3");
@@ -134,8 +139,8 @@ TEST_SUITE("e2e") {
     auto merge = [&](const std::string& out, const std::string& extra = "") {
       return run_cli(fmt::format("merge --model {} --adapter {} --output {}{}", model, adapter, out, extra));
     };
-    for (const std::string& out : {model, model + "/", (s.dir / "model" / "sub").string(), adapter, (s.dir / "run").string(),
-                                   s.dir.string()}) {
+    for (const std::string& out :
+         {model, model + "/", (s.dir / "model" / "sub").string(), adapter, (s.dir / "run").string(), s.dir.string()}) {
       CAPTURE(out);
       CliRun r = merge(out, " --overwrite");
       CHECK(r.rc == 1);
@@ -156,12 +161,15 @@ TEST_SUITE("e2e") {
     CHECK(snapshot(out) == merged);  // the same merge, replaced whole
     CHECK(tmp_entries(s.dir).empty());
     // A failed merge into a new folder leaves no folder behind.
-    CliRun bad = run_cli(fmt::format("merge --model {} --adapter {} --output {}", model, (s.dir / "nope").string(), (s.dir / "m2").string()));
+    CliRun bad = run_cli(fmt::format("merge --model {} --adapter {} --output {}", model, (s.dir / "nope").string(),
+                                     (s.dir / "m2").string()));
     CHECK(bad.rc == 1);
     CHECK(!fs::exists(s.dir / "m2"));
   }
 
-  TEST_CASE("cli safety: SIGTERM and SIGHUP save a checkpoint, say so and exit 143 / 129; --resume ends as an uninterrupted run") {
+  TEST_CASE(
+      "cli safety: SIGTERM and SIGHUP save a checkpoint, say so and exit 143 / 129; --resume ends as an uninterrupted "
+      "run") {
     TrainSetup s;
     REQUIRE(run_cli("train " + s.config("whole", 80, 1)).rc == 0);
     for (auto [sig, code, name] : {std::tuple{SIGTERM, 143, "SIGTERM"}, std::tuple{SIGHUP, 129, "SIGHUP"}}) {
@@ -172,7 +180,8 @@ TEST_SUITE("e2e") {
       int status = 0;
       ::waitpid(pid, &status, 0);
       REQUIRE(WIFEXITED(status));
-      REQUIRE_MESSAGE(WEXITSTATUS(status) == code, "exit status ", WEXITSTATUS(status), " (0: the run ended before the signal)");
+      REQUIRE_MESSAGE(WEXITSTATUS(status) == code, "exit status ", WEXITSTATUS(status),
+                      " (0: the run ended before the signal)");
       const std::string err = slurp(s.dir / (std::string(name) + ".stderr"));
       CHECK(has(err, fmt::format("interrupted by {} at step", name)));
       CHECK(has(err, "checkpoint saved"));
@@ -202,12 +211,14 @@ TEST_SUITE("e2e") {
     // merge --overwrite that cannot write the weights: the previous merged checkpoint stays whole.
     REQUIRE(run_cli("train " + s.config("run", 6, 3) + " --stop-after 3").rc == 130);
     REQUIRE(run_cli(fmt::format("merge --model {} --adapter {} --output {}", (s.dir / "model").string(),
-                                (s.dir / "run" / "checkpoint").string(), (s.dir / "merged").string())).rc == 0);
+                                (s.dir / "run" / "checkpoint").string(), (s.dir / "merged").string()))
+                .rc == 0);
     const auto merged = snapshot(s.dir / "merged");
     const auto weights = fs::file_size(s.dir / "merged" / "model.safetensors");
-    CliRun m = run_cli_fsize(fmt::format("merge --model {} --adapter {} --output {} --overwrite", (s.dir / "model").string(),
-                                         (s.dir / "run" / "checkpoint").string(), (s.dir / "merged").string()),
-                             weights / 2, s.dir);
+    CliRun m =
+        run_cli_fsize(fmt::format("merge --model {} --adapter {} --output {} --overwrite", (s.dir / "model").string(),
+                                  (s.dir / "run" / "checkpoint").string(), (s.dir / "merged").string()),
+                      weights / 2, s.dir);
     CHECK(m.rc == 1);
     CHECK(std::count(m.err.begin(), m.err.end(), '\n') == 1);
     CHECK(snapshot(s.dir / "merged") == merged);
@@ -243,7 +254,8 @@ TEST_SUITE("e2e") {
     CHECK(!has(k.out, "adapter:"));
     CliRun all = run_cli("train --list-keys");
     REQUIRE(all.rc == 0);
-    for (const char* key : {"init_r", "search_weight_decay", "density_pattern", "max_seq_len", "plots"}) CHECK_MESSAGE(has(all.out, key), key);
+    for (const char* key : {"init_r", "search_weight_decay", "density_pattern", "max_seq_len", "plots"})
+      CHECK_MESSAGE(has(all.out, key), key);
     CliRun bad = run_cli("train --list-keys trainig");
     CHECK(bad.rc == 1);
     CHECK(has(bad.err, "unknown section 'trainig'"));

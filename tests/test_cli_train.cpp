@@ -9,16 +9,14 @@
 #include "engine/safetensors.h"
 #include "models/tokenizer.h"
 #include "tests/cli_util.h"
-#include "tests/train_setup.h"
 #include "tests/test_util.h"
+#include "tests/train_setup.h"
 
 namespace fs = std::filesystem;
 using namespace rf;
 using namespace rf::test;
 
-namespace {
-
-}  // namespace
+namespace {}  // namespace
 
 TEST_SUITE("e2e") {
   TEST_CASE("cli: forward --adapter --loss-grads equals PEFT's logits, loss and gradients for every fixture") {
@@ -30,8 +28,9 @@ TEST_SUITE("e2e") {
       auto ref = safetensors::load_file((dir / "reference.safetensors").string());
       auto grads = safetensors::load_file((dir / "adapter_grads.safetensors").string());
       safetensors::save_file({{"input_ids", ref.at("input_ids")}}, (tmp / "in.safetensors").string());
-      CliRun r = run_cli(fmt::format("forward --model {} --adapter {} --input {} --output {} --loss-grads", (dir / "base").string(),
-                                     (dir / "adapter").string(), (tmp / "in.safetensors").string(), (tmp / "out.safetensors").string()));
+      CliRun r = run_cli(fmt::format("forward --model {} --adapter {} --input {} --output {} --loss-grads",
+                                     (dir / "base").string(), (dir / "adapter").string(),
+                                     (tmp / "in.safetensors").string(), (tmp / "out.safetensors").string()));
       REQUIRE_MESSAGE(r.rc == 0, r.err);
       auto out = safetensors::load_file((tmp / "out.safetensors").string());
       CHECK(rel_gap(out.at("logits"), ref.at("adapted_logits")) < 1e-4);
@@ -51,15 +50,16 @@ TEST_SUITE("e2e") {
     fs::create_directories(tmp);
     for (std::string arch : {"gpt2", "llama"}) {
       fs::path dir = fs::path(fixtures_dir()) / "hf" / arch;
-      CliRun m = run_cli(fmt::format("merge --model {} --adapter {} --output {}", (dir / "base").string(), (dir / "adapter").string(),
-                                     (tmp / arch).string()));
+      CliRun m = run_cli(fmt::format("merge --model {} --adapter {} --output {}", (dir / "base").string(),
+                                     (dir / "adapter").string(), (tmp / arch).string()));
       REQUIRE_MESSAGE(m.rc == 0, m.err);
       auto ref = safetensors::load_file((dir / "reference.safetensors").string());
       safetensors::save_file({{"input_ids", ref.at("input_ids")}}, (tmp / "in.safetensors").string());
-      CliRun f = run_cli(fmt::format("forward --model {} --input {} --output {}", (tmp / arch).string(), (tmp / "in.safetensors").string(),
-                                     (tmp / "out.safetensors").string()));
+      CliRun f = run_cli(fmt::format("forward --model {} --input {} --output {}", (tmp / arch).string(),
+                                     (tmp / "in.safetensors").string(), (tmp / "out.safetensors").string()));
       REQUIRE_MESSAGE(f.rc == 0, f.err);
-      CHECK(rel_gap(safetensors::load_file((tmp / "out.safetensors").string()).at("logits"), ref.at("adapted_logits")) < 1e-4);
+      CHECK(rel_gap(safetensors::load_file((tmp / "out.safetensors").string()).at("logits"), ref.at("adapted_logits")) <
+            1e-4);
     }
     fs::remove_all(tmp);
   }
@@ -69,8 +69,8 @@ TEST_SUITE("e2e") {
     CliRun r = run_cli("train " + s.config("run", 16, 8));
     REQUIRE_MESSAGE(r.rc == 0, r.err);
     fs::path run = s.dir / "run";
-    for (const char* f : {"adapter/adapter_config.json", "adapter/adapter_model.safetensors", "metrics.jsonl", "loss.png",
-                          "ranks.png", "checkpoint/trainer_state.json", "config.yaml"})
+    for (const char* f : {"adapter/adapter_config.json", "adapter/adapter_model.safetensors", "metrics.jsonl",
+                          "loss.png", "ranks.png", "checkpoint/trainer_state.json", "config.yaml"})
       CHECK_MESSAGE(fs::exists(run / f), f);
     auto cfg = nlohmann::json::parse(slurp(run / "adapter/adapter_config.json"));
     CHECK(cfg["peft_type"] == "LORA");
@@ -137,7 +137,8 @@ TEST_SUITE("e2e") {
     status = 0;
     ::waitpid(pid, &status, 0);
     REQUIRE(WIFEXITED(status));
-    REQUIRE_MESSAGE(WEXITSTATUS(status) == 130, "exit status ", WEXITSTATUS(status), " (0: the run ended before SIGINT)");
+    REQUIRE_MESSAGE(WEXITSTATUS(status) == 130, "exit status ", WEXITSTATUS(status),
+                    " (0: the run ended before SIGINT)");
     CHECK_FALSE(fs::exists(s.dir / "sigint" / "adapter"));
     CliRun i2 = run_cli("train " + icfg + " --resume");
     REQUIRE_MESSAGE(i2.rc == 0, i2.err);
@@ -151,7 +152,8 @@ TEST_SUITE("e2e") {
   TEST_CASE("cli: a non-finite loss stops training and keeps the last good checkpoint") {
     TrainSetup s;
     std::string cfg = s.config("nan", 12, 1, "");
-    CliRun r = run_cli("train " + cfg + " --set training.optimizer=sgd --set training.lr=1e30 --set training.max_grad_norm=0");
+    CliRun r =
+        run_cli("train " + cfg + " --set training.optimizer=sgd --set training.lr=1e30 --set training.max_grad_norm=0");
     CHECK(r.rc == 1);
     CHECK(r.err.find("non-finite") != std::string::npos);
     CHECK(r.err.find("the last checkpoint") != std::string::npos);
@@ -183,7 +185,8 @@ TEST_SUITE("e2e") {
     bad("trainng:\n  lr: 1\n", "", "unknown key 'trainng'");
     bad("trainng:\n  lr: 1\n", "", "did you mean 'training'");
     bad("", "--set training.lrr=1", "did you mean 'training.lr'");
-    bad("", "--set training.batch_size=abc", "--set 'training.batch_size=abc': training.batch_size: 'abc' is not an integer");
+    bad("", "--set training.batch_size=abc",
+        "--set 'training.batch_size=abc': training.batch_size: 'abc' is not an integer");
     bad("", "--set adapter.target_modules=[c_atn]", "close names: c_attn");
     bad("", "--set training.schedule=cosinus", "unknown schedule 'cosinus'");
     bad("", "--set data.train=/nonexistent/x.jsonl", "/nonexistent/x.jsonl");

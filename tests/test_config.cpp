@@ -19,7 +19,8 @@ namespace {
 
 const std::string kHead = "model: m\ndata:\n  train: t.jsonl\n";
 
-std::string error_of(const std::string& yaml, const std::vector<std::string>& sets = {}, const std::string& file = "q.yaml") {
+std::string error_of(const std::string& yaml, const std::vector<std::string>& sets = {},
+                     const std::string& file = "q.yaml") {
   try {
     parse_train_config(yaml, file, sets);
   } catch (const std::runtime_error& e) {
@@ -68,7 +69,8 @@ TEST_SUITE("unit") {
 
   TEST_CASE("config: an unknown key points at its section first, then at the nearest name") {
     CHECK(has(error_of(kHead + "lr: 1\n"), "q.yaml:4: unknown key 'lr': 'lr' belongs under training:"));
-    CHECK(has(error_of(kHead + "training:\n  seed: 1\n"), "unknown key 'training.seed': 'seed' belongs at the top level"));
+    CHECK(has(error_of(kHead + "training:\n  seed: 1\n"),
+              "unknown key 'training.seed': 'seed' belongs at the top level"));
     CHECK(has(error_of(kHead + "trainng:\n  lr: 1\n"), "unknown key 'trainng'; did you mean 'training'?"));
     CHECK(has(error_of(kHead + "training:\n  lrr: 1\n"), "unknown key 'training.lrr'; did you mean 'training.lr'?"));
     CHECK(has(error_of(kHead, {"lr=1"}), "--set 'lr=1': unknown key 'lr': 'lr' belongs under training:"));
@@ -84,12 +86,14 @@ TEST_SUITE("unit") {
     CHECK(has(e, "q.yaml:6: 'training.lr' is given twice (lines 5 and 6)"));
   }
 
-  TEST_CASE("config: a key of another method is an error naming the methods that use it; unused generic keys are notes") {
+  TEST_CASE(
+      "config: a key of another method is an error naming the methods that use it; unused generic keys are notes") {
     std::string e = error_of(kHead + "adapter:\n  method: lora\n  init_r: 12\n");
     CHECK(has(e, "q.yaml:6: adapter.init_r applies to adapter.method adalora only (this config's method is lora)"));
     e = error_of(kHead + "adapter:\n  method: aroma\n  use_dora: true\n");
     CHECK(has(e, "adapter.use_dora applies to adapter.method lora, gelora only (this config's method is aroma)"));
-    CHECK(has(error_of(kHead, {"adapter.k=4"}), "--set 'adapter.k=4': adapter.k applies to adapter.method autolora only"));
+    CHECK(has(error_of(kHead, {"adapter.k=4"}),
+              "--set 'adapter.k=4': adapter.k applies to adapter.method autolora only"));
     TrainConfig c = parse_train_config(kHead + "adapter:\n  method: adalora\n  r: 8\n", "q.yaml");
     REQUIRE(c.notes.size() == 1);
     CHECK(has(c.notes[0], "q.yaml:6: adapter.r is not used by adapter.method adalora"));
@@ -98,19 +102,23 @@ TEST_SUITE("unit") {
 
   TEST_CASE("config: the resolved config.yaml parses back to itself for every method") {
     const std::vector<std::string> extra = {
-        "adapter:\n  method: lora\n  r: 6\n  target_modules: [c_attn, c_fc]\n  rank_pattern: {c_fc: 3}\n  alpha_pattern:\n    c_fc: 1.5\n",
+        "adapter:\n  method: lora\n  r: 6\n  target_modules: [c_attn, c_fc]\n  rank_pattern: {c_fc: 3}\n  "
+        "alpha_pattern:\n    c_fc: 1.5\n",
         "adapter:\n  method: lora\n  use_dora: true\n  target_modules: '.*\\.(q|v)_proj'\n",
-        "adapter:\n  method: lora\n  init: pissa\n  target_modules: all-linear\n  layers_to_transform: [0, 2]\n  layers_pattern: [h]\n",
+        "adapter:\n  method: lora\n  init: pissa\n  target_modules: all-linear\n  layers_to_transform: [0, 2]\n  "
+        "layers_pattern: [h]\n",
         "adapter:\n  method: adalora\n  init_r: 12\n  target_r: 4\n  tinit: 3\n  tfinal: 2\n",
         "adapter:\n  method: aroma\n  r: 2\n  convergence_threshold: 0.002\n",
         "adapter:\n  method: gelora\n  id_pooling: last\n  rank_budget: 12\n",
         "adapter:\n  method: autolora\n  k: 6\n  hypergradient: first_order\n  search_weight_decay: 1\n",
-        "adapter:\n  method: rosa\n  d: 0.01\n  schedule: wl30\n  lora_lr: 7.0e-4\n  density_pattern: {c_attn: 0.02}\n  mask_save_path: masks.st\n",
+        "adapter:\n  method: rosa\n  d: 0.01\n  schedule: wl30\n  lora_lr: 7.0e-4\n  density_pattern: {c_attn: 0.02}\n "
+        " mask_save_path: masks.st\n",
         "adapter:\n  method: full\n"};
     for (const auto& e : extra) {
       CAPTURE(e);
-      const std::string text = "model: m\ndata:\n  train: t.jsonl\n  validation: v.jsonl\n  labels: [a, b]\n" + e +
-                               "training:\n  lr: 3.0e-3\n  betas: [0.85, 0.99]\n  schedule: cosine\n  warmup_steps: 3\n";
+      const std::string text =
+          "model: m\ndata:\n  train: t.jsonl\n  validation: v.jsonl\n  labels: [a, b]\n" + e +
+          "training:\n  lr: 3.0e-3\n  betas: [0.85, 0.99]\n  schedule: cosine\n  warmup_steps: 3\n";
       TrainConfig c = parse_train_config(text, "/work/cfg/q.yaml");
       const std::string dumped = dump_train_config(c);
       TrainConfig again = parse_train_config(dumped, "/elsewhere/config.yaml");
@@ -123,7 +131,8 @@ TEST_SUITE("unit") {
       CHECK(again.lora.target_modules.to_json() == c.lora.target_modules.to_json());
       CHECK(again.lora.rank_pattern == c.lora.rank_pattern);
       CHECK(rf::peft::autolora_options(again).search.outer_lr == rf::peft::autolora_options(c).search.outer_lr);
-      CHECK(rf::peft::aroma_options(again).r == rf::peft::aroma_options(c).r);  // AROMA keeps its own default r unless the method is aroma
+      CHECK(rf::peft::aroma_options(again).r ==
+            rf::peft::aroma_options(c).r);  // AROMA keeps its own default r unless the method is aroma
       CHECK(again.lora.rosa.mask_save_path == c.lora.rosa.mask_save_path);
       CHECK(again.data.label_names == c.data.label_names);
       CHECK(again.trainer.group_lr == c.trainer.group_lr);
@@ -132,7 +141,8 @@ TEST_SUITE("unit") {
         if (d.used_by(c.method)) CHECK_MESSAGE(has(dumped, d.key.substr(d.key.find('.') + 1) + ":"), d.key);
     }
     // Values the old writer got wrong: target_modules as a quoted JSON string, dropped sections.
-    const std::string d = dump_train_config(parse_train_config(kHead + "adapter:\n  target_modules: all-linear\n", "q.yaml"));
+    const std::string d =
+        dump_train_config(parse_train_config(kHead + "adapter:\n  target_modules: all-linear\n", "q.yaml"));
     CHECK(has(d, "target_modules: all-linear"));
     CHECK(has(d, "checkpoint:\n  every: 50"));
     CHECK(has(d, "eval:\n  every: 50"));
@@ -143,7 +153,8 @@ TEST_SUITE("unit") {
     CHECK(parse_train_config(kHead, "q.yaml").base_dtype == "f32");
     CHECK(has(error_of(kHead + "base_dtype: int8\n"), "q.yaml:4: base_dtype: 'int8' is not one of: f32, bf16, f16"));
     CHECK(has(error_of(kHead + "base_dtype: f16\nkeep_16bit: true\n"), "base_dtype: excludes keep_16bit"));
-    CHECK(has(error_of(kHead + "base_dtype: bf16\nadapter:\n  method: full\n"), "base_dtype: applies to adapter methods"));
+    CHECK(has(error_of(kHead + "base_dtype: bf16\nadapter:\n  method: full\n"),
+              "base_dtype: applies to adapter methods"));
   }
 
   TEST_CASE("config: paths resolve against the config's folder; --set paths against the working directory") {
@@ -162,9 +173,11 @@ TEST_SUITE("unit") {
     TrainConfig c = parse_train_config(kHead + "training:\n  lr: 1.0e-3\n  steps: 10\n", "/a/q.yaml");
     const std::string saved = dump_train_config(c);
     CHECK(changed_config_keys(saved, "config.yaml", c).empty());
-    TrainConfig more = parse_train_config(kHead + "training:\n  lr: 1.0e-3\n  steps: 20\n", "/a/q.yaml", {"log.every=3", "device=vulkan"});
+    TrainConfig more = parse_train_config(kHead + "training:\n  lr: 1.0e-3\n  steps: 20\n", "/a/q.yaml",
+                                          {"log.every=3", "device=vulkan"});
     CHECK(changed_config_keys(saved, "config.yaml", more).empty());
-    TrainConfig other = parse_train_config(kHead + "training:\n  lr: 2.0e-3\n  steps: 10\n", "/a/q.yaml", {"adapter.r=4"});
+    TrainConfig other =
+        parse_train_config(kHead + "training:\n  lr: 2.0e-3\n  steps: 10\n", "/a/q.yaml", {"adapter.r=4"});
     auto changed = changed_config_keys(saved, "config.yaml", other);
     REQUIRE(changed.size() == 2);
     CHECK(has(changed[0], "adapter.r (8 -> 4)"));

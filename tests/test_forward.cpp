@@ -37,7 +37,8 @@ Tensor naive_attention(const Tensor& q, const Tensor& k, const Tensor& v, bool c
   }
   Tensor s = matmul(q, kk.transpose(-2, -1)) * (1.0 / std::sqrt(double(q.size(3))));
   std::vector<double> bias(size_t(B * Tq * Tk), 0.0);
-  std::vector<int64_t> km = key_mask.defined() ? cast(key_mask, DType::I64).to_vector<int64_t>() : std::vector<int64_t>{};
+  std::vector<int64_t> km =
+      key_mask.defined() ? cast(key_mask, DType::I64).to_vector<int64_t>() : std::vector<int64_t>{};
   for (int64_t b = 0; b < B; ++b)
     for (int64_t i = 0; i < Tq; ++i)
       for (int64_t j = 0; j < Tk; ++j) {
@@ -59,7 +60,8 @@ TEST_CASE("fused ops match compositions of plain ops") {
   check_close(layer_norm(x, w, b, 1e-5), (x - mu) * rsqrt(var + 1e-5) * w + b, 1e-12, "layer_norm");
   check_close(rms_norm(x, w, 1e-6), x * rsqrt(mean(square(x), {-1}, true) + 1e-6) * w, 1e-12, "rms_norm");
   // gelu (erf and tanh forms) and silu against their formulas
-  std::vector<double> xv = x.to_vector<double>(), ge = gelu(x).to_vector<double>(), gt = gelu(x, GeluApprox::Tanh).to_vector<double>();
+  std::vector<double> xv = x.to_vector<double>(), ge = gelu(x).to_vector<double>(),
+                      gt = gelu(x, GeluApprox::Tanh).to_vector<double>();
   for (size_t i = 0; i < xv.size(); ++i) {
     double v = xv[i];
     CHECK(std::abs(ge[i] - 0.5 * v * (1 + std::erf(v / std::sqrt(2.0)))) < 1e-12);
@@ -84,20 +86,25 @@ TEST_CASE("rope matches x * cos + rotate_half(x) * sin (Hugging Face layout)") {
 }
 
 TEST_CASE("scaled_dot_product_attention matches the dense reference") {
-  struct Case { int64_t H, Hk, Tq, Tk; bool causal, masked; };
+  struct Case {
+    int64_t H, Hk, Tq, Tk;
+    bool causal, masked;
+  };
   for (Case cs : {Case{2, 2, 6, 6, false, false}, Case{2, 2, 6, 6, true, false}, Case{4, 2, 5, 5, true, true},
                   Case{2, 1, 3, 7, true, false}, Case{2, 2, 4, 6, false, true}}) {
     Tensor q = rnd({2, cs.H, cs.Tq, 8}, 5), k = rnd({2, cs.Hk, cs.Tk, 8}, 6), v = rnd({2, cs.Hk, cs.Tk, 4}, 7);
     Tensor mask;
     if (cs.masked) {
       std::vector<int> m(size_t(2 * cs.Tk), 1);
-      m[size_t(cs.Tk - 1)] = 0;          // batch 0: last key padded
-      m[size_t(cs.Tk + 1)] = 0;          // batch 1: second key padded
+      m[size_t(cs.Tk - 1)] = 0;  // batch 0: last key padded
+      m[size_t(cs.Tk + 1)] = 0;  // batch 1: second key padded
       mask = bools(m, {2, cs.Tk});
     }
     Tensor got = scaled_dot_product_attention(q, k, v, {.causal = cs.causal, .key_mask = mask});
-    check_close(got, naive_attention(q, k, v, cs.causal, mask), 1e-12,
-                fmt::format("sdpa H={} Hk={} Tq={} Tk={} causal={} mask={}", cs.H, cs.Hk, cs.Tq, cs.Tk, cs.causal, cs.masked).c_str());
+    check_close(
+        got, naive_attention(q, k, v, cs.causal, mask), 1e-12,
+        fmt::format("sdpa H={} Hk={} Tq={} Tk={} causal={} mask={}", cs.H, cs.Hk, cs.Tq, cs.Tk, cs.causal, cs.masked)
+            .c_str());
   }
 }
 
@@ -115,20 +122,21 @@ TEST_CASE("cross_entropy matches -log_softmax at the target, with ignore_index a
   }
   CHECK(std::abs(cross_entropy(logits, t, -100, Reduction::Sum).item() - total) < 1e-12);
   CHECK(std::abs(cross_entropy(logits, t).item() - total / 4) < 1e-12);  // mean over the 4 kept targets
-  CHECK_THROWS_WITH_AS(cross_entropy(logits, i64({0, 5, 0, 0, 0, 0}, {6})), "[cross_entropy] target 5 out of range for 5 classes",
-                       std::out_of_range);
+  CHECK_THROWS_WITH_AS(cross_entropy(logits, i64({0, 5, 0, 0, 0, 0}, {6})),
+                       "[cross_entropy] target 5 out of range for 5 classes", std::out_of_range);
 }
 
 TEST_CASE("matmul, indexing and top-k forward values") {
   Tensor a = f64({1, 2, 3, 4, 5, 6}, {2, 3}), bm = f64({1, 0, 2, 1, 0, 3}, {3, 2});
   CHECK(matmul(a, bm).to_vector<double>() == std::vector<double>{5, 11, 14, 23});
   CHECK(matmul(bm.t(), a.t()).to_vector<double>() == std::vector<double>{5, 14, 11, 23});  // transposed views
-  Tensor batch = stack({a, a * 2.0}, 0);                                                  // (2, 2, 3) @ (3, 2)
+  Tensor batch = stack({a, a * 2.0}, 0);                                                   // (2, 2, 3) @ (3, 2)
   CHECK(matmul(batch, bm).to_vector<double>() == std::vector<double>{5, 11, 14, 23, 10, 22, 28, 46});
   Tensor table = f64({0, 1, 10, 11, 20, 21}, {3, 2});
   CHECK(embedding(table, i64({2, 0, 2}, {3})).to_vector<double>() == std::vector<double>{20, 21, 0, 1, 20, 21});
   CHECK(index_select(table, 1, i64({1}, {1})).to_vector<double>() == std::vector<double>{1, 11, 21});
-  CHECK(gather(table, 1, i64({1, 0, 0, 0, 1, 1}, {3, 2})).to_vector<double>() == std::vector<double>{1, 0, 10, 10, 21, 21});
+  CHECK(gather(table, 1, i64({1, 0, 0, 0, 1, 1}, {3, 2})).to_vector<double>() ==
+        std::vector<double>{1, 0, 10, 10, 21, 21});
   auto [vals, idx] = topk(f64({3, 9, 1, 9, 5}, {1, 5}), 3);
   CHECK(vals.to_vector<double>() == std::vector<double>{9, 9, 5});
   CHECK(idx.to_vector<int64_t>() == std::vector<int64_t>{1, 3, 4});  // ties keep the lower index first

@@ -63,7 +63,8 @@ double reference_twonn(const std::vector<double>& pts, int64_t n, int64_t D, dou
     std::vector<double> dist;
     for (size_t j = 0; j < N; ++j) {
       double s = 0;
-      for (int64_t k = 0; k < D; ++k) s += (rows[i][size_t(k)] - rows[j][size_t(k)]) * (rows[i][size_t(k)] - rows[j][size_t(k)]);
+      for (int64_t k = 0; k < D; ++k)
+        s += (rows[i][size_t(k)] - rows[j][size_t(k)]) * (rows[i][size_t(k)] - rows[j][size_t(k)]);
       dist.push_back(std::sqrt(s));
     }
     std::sort(dist.begin(), dist.end());
@@ -130,13 +131,15 @@ TEST_SUITE("unit") {
     std::vector<double> sub = subspace_points(400, 3, 40, 5);
     for (double& x : sub) x += 100.0;  // far from the origin: the Gram identity alone would lose digits
     std::vector<double> dups(cube.begin(), cube.begin() + 100 * 4);
-    for (int64_t r : {3, 3, 50, 0, 99, 42, 3, 7}) dups.insert(dups.end(), cube.begin() + r * 4, cube.begin() + (r + 1) * 4);
+    for (int64_t r : {3, 3, 50, 0, 99, 42, 3, 7})
+      dups.insert(dups.end(), cube.begin() + r * 4, cube.begin() + (r + 1) * 4);
     struct Case {
       const char* name;
       std::vector<double>* pts;
       int64_t D, duplicates;
     };
-    for (const Case& c : {Case{"cube4", &cube, 4, 0}, Case{"subspace3_in_r40", &sub, 40, 0}, Case{"duplicates", &dups, 4, 8}}) {
+    for (const Case& c :
+         {Case{"cube4", &cube, 4, 0}, Case{"subspace3_in_r40", &sub, 40, 0}, Case{"duplicates", &dups, 4, 8}}) {
       for (double f : {0.0, 0.1, 0.3}) {
         CAPTURE(c.name);
         CAPTURE(f);
@@ -180,26 +183,31 @@ TEST_SUITE("unit") {
     CHECK(throws_with([] { peft::twonn(f64({0, 1, 2}, {3})); }, {"[twonn]", "(N, D)"}));
     std::vector<double> pts = subspace_points(50, 2, 3, 1);
     pts.insert(pts.end(), pts.begin(), pts.begin() + 3);
-    CHECK(throws_with([&] { peft::twonn(points_tensor(pts, 3), {.drop_duplicates = false}); }, {"[twonn]", "1 of 51", "duplicate"}));
+    CHECK(throws_with([&] { peft::twonn(points_tensor(pts, 3), {.drop_duplicates = false}); },
+                      {"[twonn]", "1 of 51", "duplicate"}));
     CHECK_NOTHROW(peft::twonn(points_tensor(pts, 3)));
-    CHECK(throws_with([&] { peft::twonn(points_tensor(pts, 3), {.discard_fraction = 1.0}); }, {"[twonn]", "discard_fraction"}));
+    CHECK(throws_with([&] { peft::twonn(points_tensor(pts, 3), {.discard_fraction = 1.0}); },
+                      {"[twonn]", "discard_fraction"}));
     // A regular 1-D lattice: every interior point has r2 = r1, only the two ends have μ = 2.
     std::vector<double> lattice;
     for (int i = 0; i < 10; ++i) lattice.insert(lattice.end(), {double(i), 0.0});
     CHECK_NOTHROW(peft::twonn(points_tensor(lattice, 2), {.discard_fraction = 0.1}));  // keeps one μ = 2
-    CHECK(throws_with([&] { peft::twonn(points_tensor(lattice, 2), {.discard_fraction = 0.25}); }, {"[twonn]", "degenerate"}));
+    CHECK(throws_with([&] { peft::twonn(points_tensor(lattice, 2), {.discard_fraction = 0.25}); },
+                      {"[twonn]", "degenerate"}));
   }
 
-  TEST_CASE("gelora: rank rule is ceil/round of the ID increment with a minimum, deterministic, and budgets sum exactly") {
-    using peft::GeLoraRankRule;
+  TEST_CASE(
+      "gelora: rank rule is ceil/round of the ID increment with a minimum, deterministic, and budgets sum exactly") {
     using peft::gelora_rank_rule;
+    using peft::GeLoraRankRule;
     const std::vector<double> ids{10, 12.2, 12.5, 20, 18};
     CHECK(gelora_rank_rule(ids, {}) == std::vector<int64_t>{3, 1, 8, 1});
     CHECK(gelora_rank_rule(ids, {.rounding = peft::RankRounding::Round}) == std::vector<int64_t>{2, 1, 8, 1});
     CHECK(gelora_rank_rule(ids, {.r_min = 0}) == std::vector<int64_t>{3, 1, 8, 0});
     CHECK(gelora_rank_rule(ids, {.r_min = 4}) == std::vector<int64_t>{4, 4, 8, 4});
     // A constant profile: every block gets the minimum.
-    for (int64_t rmin : {0, 1, 3}) CHECK(gelora_rank_rule(std::vector<double>(7, 9.25), {.r_min = rmin}) == std::vector<int64_t>(6, rmin));
+    for (int64_t rmin : {0, 1, 3})
+      CHECK(gelora_rank_rule(std::vector<double>(7, 9.25), {.r_min = rmin}) == std::vector<int64_t>(6, rmin));
     // r_i >= r_min on random profiles, and the same input always gives the same ranks.
     std::mt19937_64 gen(3);
     std::uniform_real_distribution<double> u(0, 40);
@@ -220,7 +228,8 @@ TEST_SUITE("unit") {
     CHECK(gelora_rank_rule({0, 10, 10, 30}, {.budget = 33}) == std::vector<int64_t>{11, 1, 21});
     // 8 to share 10 : 0 : 25 = 2.29, 0, 5.71: floors 2, 0, 5 and the last unit to the largest remainder.
     CHECK(gelora_rank_rule({0, 10, 5, 30}, {.budget = 11}) == std::vector<int64_t>{3, 1, 7});
-    CHECK(gelora_rank_rule(std::vector<double>(4, 2.0), {.budget = 11}) == std::vector<int64_t>{4, 4, 3});  // even, ties to the lower block
+    CHECK(gelora_rank_rule(std::vector<double>(4, 2.0), {.budget = 11}) ==
+          std::vector<int64_t>{4, 4, 3});  // even, ties to the lower block
     CHECK(throws_with([&] { gelora_rank_rule(ids, {.budget = 3}); }, {"[gelora]", "budget 3"}));
     CHECK(throws_with([] { gelora_rank_rule({1.0}, {}); }, {"[gelora]", "L >= 1"}));
     CHECK(throws_with([] { gelora_rank_rule({1.0, NAN}, {}); }, {"[gelora]", "not finite"}));
@@ -242,7 +251,8 @@ TEST_SUITE("unit") {
       CHECK(max_abs_diff(logits, plain) == 0);  // asking for hidden states changes nothing
       Tensor wte = h(sd.at("transformer.wte.weight"));
       CHECK(rel_gap(hs[0], embedding(wte, ids) + embedding(h(sd.at("transformer.wpe.weight")), pos)) < 1e-6);
-      Tensor normed = layer_norm(h(hs[2]), h(sd.at("transformer.ln_f.weight")), h(sd.at("transformer.ln_f.bias")), 1e-5);
+      Tensor normed =
+          layer_norm(h(hs[2]), h(sd.at("transformer.ln_f.weight")), h(sd.at("transformer.ln_f.bias")), 1e-5);
       CHECK(rel_gap(logits, matmul(normed, wte.t())) < 1e-5);  // H_L is before ln_f
       CHECK(rel_gap(hs[1], hs[2]) > 1e-3);
     }
@@ -263,9 +273,11 @@ TEST_SUITE("unit") {
       Tensor logits;
       auto hs = hidden_states(*m, models::ModelInputs{ids, {}, {}, {}}, &logits);
       REQUIRE(int64_t(hs.size()) == m->config().num_layers + 1);
-      Tensor e = embedding(p("embeddings.word_embeddings.weight"), ids) + embedding(p("embeddings.position_embeddings.weight"), pos) +
+      Tensor e = embedding(p("embeddings.word_embeddings.weight"), ids) +
+                 embedding(p("embeddings.position_embeddings.weight"), pos) +
                  embedding(p("embeddings.token_type_embeddings.weight"), zeros({2, 5}, DType::I64));
-      CHECK(rel_gap(hs[0], layer_norm(e, p("embeddings.LayerNorm.weight"), p("embeddings.LayerNorm.bias"), m->config().norm_eps)) < 1e-5);
+      CHECK(rel_gap(hs[0], layer_norm(e, p("embeddings.LayerNorm.weight"), p("embeddings.LayerNorm.bias"),
+                                      m->config().norm_eps)) < 1e-5);
       Tensor cls = h(hs.back()).narrow(1, 0, 1).squeeze(1);
       Tensor pooled = tanh(linear(cls, p("pooler.dense.weight"), p("pooler.dense.bias")));
       CHECK(rel_gap(logits, linear(pooled, h(sd.at("classifier.weight")), h(sd.at("classifier.bias")))) < 1e-5);
@@ -287,8 +299,12 @@ TEST_SUITE("unit") {
         REQUIRE(pooled[l].shape() == Shape{2, 48});
         CHECK(pooled[l].dtype() == DType::F64);
         Tensor a = h(alone[l]).squeeze(0), f0 = h(full[l]).narrow(0, 0, 1).squeeze(0);  // (3, C), (5, C)
-        Tensor want1 = p == peft::Pooling::Mean ? a.mean({0}) : p == peft::Pooling::Last ? a.narrow(0, 2, 1).squeeze(0) : a.narrow(0, 0, 1).squeeze(0);
-        Tensor want0 = p == peft::Pooling::Mean ? f0.mean({0}) : p == peft::Pooling::Last ? f0.narrow(0, 4, 1).squeeze(0) : f0.narrow(0, 0, 1).squeeze(0);
+        Tensor want1 = p == peft::Pooling::Mean   ? a.mean({0})
+                       : p == peft::Pooling::Last ? a.narrow(0, 2, 1).squeeze(0)
+                                                  : a.narrow(0, 0, 1).squeeze(0);
+        Tensor want0 = p == peft::Pooling::Mean   ? f0.mean({0})
+                       : p == peft::Pooling::Last ? f0.narrow(0, 4, 1).squeeze(0)
+                                                  : f0.narrow(0, 0, 1).squeeze(0);
         CHECK(rel_gap(pooled[l].narrow(0, 1, 1).squeeze(0), want1) < 1e-5);
         CHECK(rel_gap(pooled[l].narrow(0, 0, 1).squeeze(0), want0) < 1e-5);
       }
@@ -296,8 +312,11 @@ TEST_SUITE("unit") {
     CHECK(peft::parse_pooling("last") == peft::Pooling::Last);
     CHECK(throws_with([] { peft::parse_pooling("cls"); }, {"[gelora]", "mean, last, first"}));
     Tensor empty_row = i64({1, 1, 1, 1, 1, 0, 0, 0, 0, 0}, {2, 5});
-    CHECK(throws_with([&] { peft::pooled_hidden_states(*m, {models::ModelInputs{ids, empty_row, {}, {}}}, peft::Pooling::Mean); },
-                      {"[gelora]", "row 1 has no tokens"}));
+    CHECK(throws_with(
+        [&] {
+          peft::pooled_hidden_states(*m, {models::ModelInputs{ids, empty_row, {}, {}}}, peft::Pooling::Mean);
+        },
+        {"[gelora]", "row 1 has no tokens"}));
   }
 
   TEST_CASE("gelora: rank_pattern keys hit exactly block i's targeted modules on gpt2, llama and bert") {
@@ -316,8 +335,9 @@ TEST_SUITE("unit") {
       std::vector<std::string> targets;
       std::string block_prefix;  // module path of block i is block_prefix + i + "."
     };
-    for (const Arch& a : {Arch{"gpt2", {"c_attn", "c_fc"}, "transformer.h."}, Arch{"llama", {"q_proj", "v_proj"}, "model.layers."},
-                          Arch{"bert", {"query", "value"}, "bert.encoder.layer."}}) {
+    for (const Arch& a :
+         {Arch{"gpt2", {"c_attn", "c_fc"}, "transformer.h."}, Arch{"llama", {"q_proj", "v_proj"}, "model.layers."},
+          Arch{"bert", {"query", "value"}, "bert.encoder.layer."}}) {
       CAPTURE(a.arch);
       auto m = load(a.arch);
       peft::GeLoraResult r;
@@ -346,7 +366,8 @@ TEST_SUITE("unit") {
     c.layers_to_transform = {1};
     LoraConfig raw = c;
     raw.rank_pattern = r.rank_pattern;
-    CHECK(throws_with([&] { peft::PeftModel(*m).add_adapter("x", raw); }, {"rank_pattern key", "matches no targeted module"}));
+    CHECK(throws_with([&] { peft::PeftModel(*m).add_adapter("x", raw); },
+                      {"rank_pattern key", "matches no targeted module"}));
     peft::apply_gelora_ranks(c, r, *m);
     REQUIRE(c.rank_pattern.size() == 1);
     CHECK(c.rank_pattern[0].second == 5);
@@ -373,7 +394,8 @@ TEST_SUITE("unit") {
     CHECK(a.ids == b.ids);
     CHECK(a.ranks == b.ranks);
     // Other samples give another profile: the IDs come from the data.
-    peft::GeLoraResult c = peft::gelora_ranks(*m, random_batches(3, 32, 8, m->config().vocab_size, 5), {.pooling = peft::Pooling::Last});
+    peft::GeLoraResult c =
+        peft::gelora_ranks(*m, random_batches(3, 32, 8, m->config().vocab_size, 5), {.pooling = peft::Pooling::Last});
     CHECK(c.ids != a.ids);
     CHECK(peft::GeLoraStrategy().name() == "gelora");
   }
@@ -399,24 +421,30 @@ TEST_SUITE("e2e") {
     fs::path dir = fs::temp_directory_path() / fmt::format("rf_gelora_cli_{}", ::getpid());
     fs::remove_all(dir);
     fs::create_directories(dir / "model");
-    for (const char* f : {"config.json", "model.safetensors"}) fs::copy_file(fs::path(fixtures_dir()) / "hf/gpt2/base" / f, dir / "model" / f);
+    for (const char* f : {"config.json", "model.safetensors"})
+      fs::copy_file(fs::path(fixtures_dir()) / "hf/gpt2/base" / f, dir / "model" / f);
     const char* vocab = std::getenv("RF_GPT2_VOCAB");
     REQUIRE(vocab != nullptr);
     auto gpt2 = models::load_tokenizer(vocab);  // byte-level tokenizer: GPT-2's 256 byte symbols, no merges
     nlohmann::json v = nlohmann::json::object();
     for (int64_t i = 0; i < 256; ++i) v[*gpt2->id_to_token(i)] = i;
     std::ofstream(dir / "model" / "tokenizer.json")
-        << nlohmann::json({{"model", {{"type", "BPE"}, {"vocab", v}, {"merges", nlohmann::json::array()}}},
-                           {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}}})
+        << nlohmann::json(
+               {{"model", {{"type", "BPE"}, {"vocab", v}, {"merges", nlohmann::json::array()}}},
+                {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}}})
                .dump();
     {
       std::ofstream data(dir / "data.jsonl");
       const char* words[] = {"red", "green", "blue", "cat", "dog", "sun", "moon", "tree", "sky"};
       for (int i = 0; i < 45; ++i)
-        data << nlohmann::json({{"text", fmt::format("{} {} {} #{}", words[i % 9], words[(i * 4) % 9], words[(i / 3) % 9], i)}}).dump() << "\n";
+        data << nlohmann::json(
+                    {{"text", fmt::format("{} {} {} #{}", words[i % 9], words[(i * 4) % 9], words[(i / 3) % 9], i)}})
+                    .dump()
+             << "\n";
     }
-    const std::string args = fmt::format("analyze intrinsic-dim --model {} --data {} --samples 40 --max-seq-len 16 --output {}",
-                                         (dir / "model").string(), (dir / "data.jsonl").string(), (dir / "id.png").string());
+    const std::string args =
+        fmt::format("analyze intrinsic-dim --model {} --data {} --samples 40 --max-seq-len 16 --output {}",
+                    (dir / "model").string(), (dir / "data.jsonl").string(), (dir / "id.png").string());
     CliRun r = run_cli(args);
     INFO(r.err);
     REQUIRE(r.rc == 0);
@@ -454,11 +482,13 @@ TEST_SUITE("e2e") {
     for (size_t l = 0; l < 3; ++l) CHECK(std::abs(ids[l] - want.ids[l]) < 1e-3);
     CHECK(ranks == want.ranks);
 
-    CliRun bad = run_cli(fmt::format("analyze intrinsic-dim --model {} --data {}", (dir / "nope").string(), (dir / "data.jsonl").string()));
+    CliRun bad = run_cli(fmt::format("analyze intrinsic-dim --model {} --data {}", (dir / "nope").string(),
+                                     (dir / "data.jsonl").string()));
     CHECK(bad.rc != 0);
     CHECK(bad.err.find("[analyze] model directory") != std::string::npos);
     CHECK(std::count(bad.err.begin(), bad.err.end(), '\n') == 1);
-    bad = run_cli(fmt::format("analyze intrinsic-dim --model {} --data {}", (dir / "model").string(), (dir / "missing.jsonl").string()));
+    bad = run_cli(fmt::format("analyze intrinsic-dim --model {} --data {}", (dir / "model").string(),
+                              (dir / "missing.jsonl").string()));
     CHECK(bad.rc != 0);
     CHECK(bad.err.find("[analyze] data file") != std::string::npos);
     CHECK(bad.err.find("not found") != std::string::npos);

@@ -88,8 +88,10 @@ TEST_SUITE("unit") {
     // top_p 0.7: the smallest prefix reaching 0.7 is {0, 1} (0.8); top_k 2 is the same set.
     for (auto mode : {0, 1}) {
       s = {};
-      if (mode) s.top_k = 2;
-      else s.top_p = 0.7;
+      if (mode)
+        s.top_k = 2;
+      else
+        s.top_p = 0.7;
       int counts[4] = {0, 0, 0, 0};
       const int n = 20000;
       for (int i = 0; i < n; ++i) ++counts[models::sample_token(logits, s, rng)];
@@ -138,10 +140,10 @@ TEST_SUITE("unit") {
   TEST_CASE("generate: streaming cuts decoded text at complete UTF-8 sequences") {
     CHECK(models::utf8_complete_prefix("abc") == 3);
     CHECK(models::utf8_complete_prefix("") == 0);
-    CHECK(models::utf8_complete_prefix("a\xC3") == 1);             // half of é
+    CHECK(models::utf8_complete_prefix("a\xC3") == 1);  // half of é
     CHECK(models::utf8_complete_prefix("a\xC3\xA9") == 3);
-    CHECK(models::utf8_complete_prefix("x\xF0\x9F\xA4") == 1);     // 3 of 4 bytes of 🤗
+    CHECK(models::utf8_complete_prefix("x\xF0\x9F\xA4") == 1);  // 3 of 4 bytes of 🤗
     CHECK(models::utf8_complete_prefix("x\xF0\x9F\xA4\x97") == 5);
-    CHECK(models::utf8_complete_prefix("\xE6\x9D\xB1") == 3);      // 東
+    CHECK(models::utf8_complete_prefix("\xE6\x9D\xB1") == 3);  // 東
   }
 }

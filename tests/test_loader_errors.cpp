@@ -38,7 +38,9 @@ struct Scratch {
   std::string adapter() const { return (dir / "adapter").string(); }
   std::string out() const { return (dir / "out").string(); }
   std::string path(const std::string& rel) const { return (dir / rel).string(); }
-  void write(const std::string& rel, const std::string& text) const { std::ofstream(dir / rel, std::ios::trunc) << text; }
+  void write(const std::string& rel, const std::string& text) const {
+    std::ofstream(dir / rel, std::ios::trunc) << text;
+  }
   // adapter_config.json with one edit.
   void edit_config(const std::function<void(nlohmann::ordered_json&)>& f) const {
     auto j = nlohmann::ordered_json::parse(test::peftt::slurp(dir / "adapter" / "adapter_config.json"));
@@ -68,7 +70,9 @@ std::string one_line_error(const std::function<void()>& f) {
 }
 
 // Prefix checks that show the whole message when they fail.
-void check_starts(const std::string& m, const std::string& prefix) { CHECK_MESSAGE(m.starts_with(prefix), "message: " << m); }
+void check_starts(const std::string& m, const std::string& prefix) {
+  CHECK_MESSAGE(m.starts_with(prefix), "message: " << m);
+}
 
 // A CLI run that must fail with exactly one line on stderr; returns that line without "[rankforge] ".
 std::string cli_error(const std::string& args) {
@@ -89,7 +93,8 @@ size_t count_keys(const std::string& st_path, const std::vector<std::string>& su
   return n;
 }
 
-const char* kBadJson = "{\n  \"model_type\": \"gpt2\",\n  \"n_embd\": 48,,\n}\n";  // the second ',' is line 3, column 16
+const char* kBadJson =
+    "{\n  \"model_type\": \"gpt2\",\n  \"n_embd\": 48,,\n}\n";  // the second ',' is line 3, column 16
 
 }  // namespace
 
@@ -97,10 +102,13 @@ TEST_SUITE("unit") {
   TEST_CASE("loader errors: JSON syntax names the file, line and column; types name the key") {
     const std::string p = "/x/config.json";
     CHECK(error_of([&] { parse_json_text(kBadJson, p, "model"); }) ==
-          "[model] /x/config.json: invalid JSON at line 3, column 16: syntax error while parsing object key - unexpected ','; "
+          "[model] /x/config.json: invalid JSON at line 3, column 16: syntax error while parsing object key - "
+          "unexpected ','; "
           "expected string literal");
-    check_starts(error_of([&] { parse_json_text("{\"a\": 1", p, "model"); }), "[model] /x/config.json: invalid JSON at line 1, column 8: ");
-    check_starts(error_of([&] { parse_json_text("", p, "model"); }), "[model] /x/config.json: invalid JSON at line 1, column 1: ");
+    check_starts(error_of([&] { parse_json_text("{\"a\": 1", p, "model"); }),
+                 "[model] /x/config.json: invalid JSON at line 1, column 8: ");
+    check_starts(error_of([&] { parse_json_text("", p, "model"); }),
+                 "[model] /x/config.json: invalid JSON at line 1, column 1: ");
     // A long bad token is cut, and a control character in it cannot split the line.
     std::string m = error_of([&] { parse_ordered_json_text("[tru" + std::string(400, 'e') + "\n]", p, "adapter"); });
     check_starts(m, "[adapter] /x/config.json: invalid JSON at line 1, column ");
@@ -108,24 +116,30 @@ TEST_SUITE("unit") {
     // Typed reads name the dotted key.
     const JsonPlace at{p, "tokenizer", "model"};
     auto j = nlohmann::json::parse(R"({"ignore_merges": 3, "n": -1, "s": "x"})");
-    CHECK(error_of([&] { json_value_or(j, "ignore_merges", false, at); }) == "[tokenizer] /x/config.json: 'model.ignore_merges' must be true or false, got 3");
-    CHECK(error_of([&] { json_value_or(j, "n", size_t(1), at); }) == "[tokenizer] /x/config.json: 'model.n' must be a non-negative integer, got -1");
+    CHECK(error_of([&] { json_value_or(j, "ignore_merges", false, at); }) ==
+          "[tokenizer] /x/config.json: 'model.ignore_merges' must be true or false, got 3");
+    CHECK(error_of([&] { json_value_or(j, "n", size_t(1), at); }) ==
+          "[tokenizer] /x/config.json: 'model.n' must be a non-negative integer, got -1");
     CHECK(error_of([&] { json_required(j, "vocab", at); }) == "[tokenizer] /x/config.json: missing key 'model.vocab'");
     CHECK(json_value_or<std::string>(j, "absent", "d", at) == "d");
-    CHECK(error_of([&] { parse_json_file("/nonexistent/config.json", "model"); }) == "[model] /nonexistent/config.json: No such file or directory");
+    CHECK(error_of([&] { parse_json_file("/nonexistent/config.json", "model"); }) ==
+          "[model] /nonexistent/config.json: No such file or directory");
   }
 
   TEST_CASE("loader errors: model folders and config.json") {
     Scratch s("gpt2");
     const std::string cfg = s.path("base/config.json");
-    CHECK(one_line_error([&] { models::load_model(s.path("nope")); }) == fmt::format("[model] {}: no such directory", s.path("nope")));
+    CHECK(one_line_error([&] { models::load_model(s.path("nope")); }) ==
+          fmt::format("[model] {}: no such directory", s.path("nope")));
     const std::string file = s.path("base/model.safetensors");
     CHECK(one_line_error([&] { models::load_model(file); }) ==
           fmt::format("[model] {} is a file; expected a checkpoint folder (config.json + *.safetensors)", file));
     s.write("base/config.json", kBadJson);
-    check_starts(one_line_error([&] { models::load_model(s.base()); }), fmt::format("[model] {}: invalid JSON at line 3, column 16: ", cfg));
+    check_starts(one_line_error([&] { models::load_model(s.base()); }),
+                 fmt::format("[model] {}: invalid JSON at line 3, column 16: ", cfg));
     s.write("base/config.json", R"({"model_type": "gpt2", "n_embd": "48"})");
-    CHECK(one_line_error([&] { models::load_model(s.base()); }) == fmt::format("[model] {}: 'n_embd' must be a non-negative integer, got \"48\"", cfg));
+    CHECK(one_line_error([&] { models::load_model(s.base()); }) ==
+          fmt::format("[model] {}: 'n_embd' must be a non-negative integer, got \"48\"", cfg));
     fs::remove(cfg);
     check_starts(one_line_error([&] { models::load_model(s.base()); }), fmt::format("[model] {}: no such file", cfg));
   }
@@ -135,24 +149,34 @@ TEST_SUITE("unit") {
     const fs::path d = s.dir / "tok";
     fs::create_directories(d);
     const std::string tj = (d / "tokenizer.json").string(), vj = (d / "vocab.json").string();
-    CHECK(one_line_error([&] { models::load_tokenizer(s.path("nope")); }) == fmt::format("[tokenizer] {}: no such directory", s.path("nope")));
+    CHECK(one_line_error([&] { models::load_tokenizer(s.path("nope")); }) ==
+          fmt::format("[tokenizer] {}: no such directory", s.path("nope")));
     s.write("tok/tokenizer.json", "{\"model\": {\"type\": \"BPE\",\n \"vocab\": {\"a\": 0 \"b\": 1}}}");
-    check_starts(one_line_error([&] { models::load_tokenizer(d.string()); }), fmt::format("[tokenizer] {}: invalid JSON at line 2, column 21: ", tj));
+    check_starts(one_line_error([&] { models::load_tokenizer(d.string()); }),
+                 fmt::format("[tokenizer] {}: invalid JSON at line 2, column 21: ", tj));
     CHECK(one_line_error([&] { models::load_tokenizer(tj); }) ==
-          fmt::format("[tokenizer] {} is a file; expected a tokenizer folder (tokenizer.json, or vocab.json + merges.txt, or vocab.txt)", tj));
+          fmt::format("[tokenizer] {} is a file; expected a tokenizer folder (tokenizer.json, or vocab.json + "
+                      "merges.txt, or vocab.txt)",
+                      tj));
     const std::string ok_model = R"("model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]})";
-    s.write("tok/tokenizer.json", "{" + ok_model + R"(, "added_tokens": [{"content": "<s>", "id": 3}, {"content": "</s>", "id": "4"}]})");
-    CHECK(one_line_error([&] { models::load_tokenizer(d.string()); }) == fmt::format("[tokenizer] {}: 'added_tokens[1].id' must be an integer, got \"4\"", tj));
+    s.write("tok/tokenizer.json",
+            "{" + ok_model + R"(, "added_tokens": [{"content": "<s>", "id": 3}, {"content": "</s>", "id": "4"}]})");
+    CHECK(one_line_error([&] { models::load_tokenizer(d.string()); }) ==
+          fmt::format("[tokenizer] {}: 'added_tokens[1].id' must be an integer, got \"4\"", tj));
     s.write("tok/tokenizer.json", R"({"model": {"type": "BPE", "vocab": {"a": 0}, "ignore_merges": 3}})");
-    CHECK(one_line_error([&] { models::load_tokenizer(d.string()); }) == fmt::format("[tokenizer] {}: 'model.ignore_merges' must be true or false, got 3", tj));
-    s.write("tok/tokenizer.json", "{" + ok_model + R"(, "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>"}}],
+    CHECK(one_line_error([&] { models::load_tokenizer(d.string()); }) ==
+          fmt::format("[tokenizer] {}: 'model.ignore_merges' must be true or false, got 3", tj));
+    s.write("tok/tokenizer.json",
+            "{" + ok_model +
+                R"(, "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>"}}],
         "special_tokens": {"<s>": {"ids": [1.5]}}}})");
     CHECK(one_line_error([&] { models::load_tokenizer(d.string()); }) ==
           fmt::format("[tokenizer] {}: 'post_processor.special_tokens.<s>.ids[0]' must be an integer, got 1.5", tj));
     fs::remove(tj);
     s.write("tok/vocab.json", "{\"a\": 0,\n\n ]");
     s.write("tok/merges.txt", "#version: 0.2\n");
-    check_starts(one_line_error([&] { models::load_tokenizer(d.string()); }), fmt::format("[tokenizer] {}: invalid JSON at line 3, column 2: ", vj));
+    check_starts(one_line_error([&] { models::load_tokenizer(d.string()); }),
+                 fmt::format("[tokenizer] {}: invalid JSON at line 3, column 2: ", vj));
   }
 
   TEST_CASE("loader errors: adapter folders and adapter_config.json") {
@@ -160,22 +184,28 @@ TEST_SUITE("unit") {
     auto m = load("gpt2");
     peft::PeftModel pm(*m);
     const std::string cfg = s.path("adapter/adapter_config.json"), st = s.path("adapter/adapter_model.safetensors");
-    CHECK(one_line_error([&] { pm.load_adapter(s.path("nope")); }) == fmt::format("[adapter] {}: no such directory", s.path("nope")));
+    CHECK(one_line_error([&] { pm.load_adapter(s.path("nope")); }) ==
+          fmt::format("[adapter] {}: no such directory", s.path("nope")));
     CHECK(one_line_error([&] { pm.load_adapter(st); }) ==
-          fmt::format("[adapter] {} is a file; expected an adapter folder (adapter_config.json + adapter_model.safetensors)", st));
+          fmt::format(
+              "[adapter] {} is a file; expected an adapter folder (adapter_config.json + adapter_model.safetensors)",
+              st));
     const std::string text = test::peftt::slurp(cfg);
     const std::string cut = text.substr(0, text.find("\"r\":")) + "\"r\": 4,\n}";  // a ',' before the closing '}'
     s.write("adapter/adapter_config.json", cut);
     check_starts(one_line_error([&] { pm.load_adapter(s.adapter()); }),
-                 fmt::format("[adapter] {}: invalid JSON at line {}, column 1: ", cfg, std::count(cut.begin(), cut.end(), '\n') + 1));
+                 fmt::format("[adapter] {}: invalid JSON at line {}, column 1: ", cfg,
+                             std::count(cut.begin(), cut.end(), '\n') + 1));
     s.write("adapter/adapter_config.json", text);
     s.edit_config([](auto& j) { j["r"] = 4.5; });
-    CHECK(one_line_error([&] { pm.load_adapter(s.adapter()); }) == fmt::format("[adapter] {}: 'r' must be an integer, got 4.5", cfg));
+    CHECK(one_line_error([&] { pm.load_adapter(s.adapter()); }) ==
+          fmt::format("[adapter] {}: 'r' must be an integer, got 4.5", cfg));
     s.edit_config([](auto& j) {
       j["r"] = 4;
       j["target_modules"] = {"c_fcc"};
     });
-    check_starts(one_line_error([&] { pm.load_adapter(s.adapter()); }), fmt::format("[adapter] {}: target_modules entry 'c_fcc' matches no module", cfg));
+    check_starts(one_line_error([&] { pm.load_adapter(s.adapter()); }),
+                 fmt::format("[adapter] {}: target_modules entry 'c_fcc' matches no module", cfg));
     fs::remove(st);
     CHECK(one_line_error([&] { pm.load_adapter(s.adapter()); }) == fmt::format("[adapter] {}: no such file", st));
     fs::remove(cfg);
@@ -183,7 +213,8 @@ TEST_SUITE("unit") {
     CHECK(pm.adapter_names().empty());
   }
 
-  TEST_CASE("loader errors: an adapter whose ranks disagree with adapter_config.json: one line, the first and a count") {
+  TEST_CASE(
+      "loader errors: an adapter whose ranks disagree with adapter_config.json: one line, the first and a count") {
     Scratch s("gpt2");
     const std::string cfg = s.path("adapter/adapter_config.json"), st = s.path("adapter/adapter_model.safetensors");
     const size_t factors = count_keys(st, {".lora_A.weight", ".lora_B.weight"});
@@ -192,16 +223,20 @@ TEST_SUITE("unit") {
     peft::PeftModel pm(*m);
     s.edit_config([](auto& j) { j["r"] = 8; });
     CHECK(one_line_error([&] { pm.load_adapter(s.adapter()); }) ==
-          fmt::format("[adapter] {} says r=8; lora_A of transformer.h.0.attn.c_attn has rank 4 (and {} more)", cfg, factors - 1));
+          fmt::format("[adapter] {} says r=8; lora_A of transformer.h.0.attn.c_attn has rank 4 (and {} more)", cfg,
+                      factors - 1));
     // A huge r is refused before anything is allocated for it.
     s.edit_config([](auto& j) { j["r"] = int64_t(1) << 40; });
-    check_starts(one_line_error([&] { pm.load_adapter(s.adapter()); }), fmt::format("[adapter] {} says r=1099511627776; lora_A of ", cfg));
+    check_starts(one_line_error([&] { pm.load_adapter(s.adapter()); }),
+                 fmt::format("[adapter] {} says r=1099511627776; lora_A of ", cfg));
     s.edit_config([](auto& j) {
       j["r"] = 4;
       j["rank_pattern"] = {{"c_fc", 2}};
     });
     CHECK(one_line_error([&] { pm.load_adapter(s.adapter()); }) ==
-          fmt::format("[adapter] {} says rank_pattern['c_fc']=2; lora_A of transformer.h.0.mlp.c_fc has rank 4 (and 3 more)", cfg));
+          fmt::format(
+              "[adapter] {} says rank_pattern['c_fc']=2; lora_A of transformer.h.0.mlp.c_fc has rank 4 (and 3 more)",
+              cfg));
     CHECK(pm.adapter_names().empty());
     // A tensor whose rank agrees but whose other side does not fit the model: the base model differs.
     s.edit_config([](auto& j) { j["rank_pattern"] = nlohmann::ordered_json::object(); });
@@ -209,8 +244,10 @@ TEST_SUITE("unit") {
     ts["base_model.model.transformer.h.1.mlp.c_fc.lora_A.weight"] = zeros({4, 47});
     safetensors::save_file(ts, st, {{"format", "pt"}});
     CHECK(one_line_error([&] { pm.load_adapter(s.adapter()); }) ==
-          fmt::format("[adapter] {}: lora_A of transformer.h.1.mlp.c_fc has shape [4, 47] but the model expects [4, 48] (an adapter for "
-                      "another base model?)", st));
+          fmt::format("[adapter] {}: lora_A of transformer.h.1.mlp.c_fc has shape [4, 47] but the model expects [4, "
+                      "48] (an adapter for "
+                      "another base model?)",
+                      st));
     CHECK(pm.adapter_names().empty());
   }
 
@@ -221,7 +258,8 @@ TEST_SUITE("unit") {
     c.peft_type = "ADALORA";
     c.target_modules = ModuleSelector::list({"c_attn"});
     c.adalora = {.target_r = 2, .init_r = 6};
-    c.adalora.rank_pattern = peft::RankMasks{{"transformer.h.1.attn.c_attn.lora_E", {true, false, true, true, false, true}}};
+    c.adalora.rank_pattern =
+        peft::RankMasks{{"transformer.h.1.attn.c_attn.lora_E", {true, false, true, true, false, true}}};
     adapted("gpt2", c).pm->save_adapter(dir.string());
     const std::string cfg = (dir / "adapter_config.json").string();
     auto edit = [&](const std::function<void(nlohmann::ordered_json&)>& f) {
@@ -235,14 +273,17 @@ TEST_SUITE("unit") {
     pm.delete_adapter("default");
     edit([](auto& j) { j["rank_pattern"]["transformer.h.1.attn.c_attn.lora_E"][0] = false; });
     CHECK(one_line_error([&] { pm.load_adapter(dir.string()); }) ==
-          fmt::format("[adapter] {} says rank_pattern['transformer.h.1.attn.c_attn.lora_E'] keeps 3 of init_r=6; lora_A of "
-                      "transformer.h.1.attn.c_attn has rank 4 (and 2 more)", cfg));
+          fmt::format(
+              "[adapter] {} says rank_pattern['transformer.h.1.attn.c_attn.lora_E'] keeps 3 of init_r=6; lora_A of "
+              "transformer.h.1.attn.c_attn has rank 4 (and 2 more)",
+              cfg));
     edit([](auto& j) {
       j["rank_pattern"] = nullptr;
       j["init_r"] = 5;
     });
-    CHECK(one_line_error([&] { pm.load_adapter(dir.string()); }) ==
-          fmt::format("[adapter] {} says init_r=5; lora_A of transformer.h.0.attn.c_attn has rank 6 (and 5 more)", cfg));
+    CHECK(
+        one_line_error([&] { pm.load_adapter(dir.string()); }) ==
+        fmt::format("[adapter] {} says init_r=5; lora_A of transformer.h.0.attn.c_attn has rank 6 (and 5 more)", cfg));
     CHECK(pm.adapter_names().empty());
   }
 
@@ -260,17 +301,21 @@ TEST_SUITE("unit") {
     CHECK(max_abs_diff(logits(*m), base) == 0.0);  // the model is untouched
     for (DType dt : {DType::F16, DType::BF16}) {
       CAPTURE(dtype_name(dt));
-      fs::copy_file(fixture("gpt2", "adapter") + "/adapter_model.safetensors", st, fs::copy_options::overwrite_existing);
+      fs::copy_file(fixture("gpt2", "adapter") + "/adapter_model.safetensors", st,
+                    fs::copy_options::overwrite_existing);
       poison(st, "base_model.model.transformer.h.1.mlp.c_fc.lora_A.weight", 5, inf, dt);
       CHECK(one_line_error([&] { pm.load_adapter(s.adapter()); }) ==
             fmt::format("[adapter] {}: lora_A of transformer.h.1.mlp.c_fc holds Inf (first at index 5)", st));
     }
     // DoRA magnitudes and modules_to_save copies are checked too.
     const fs::path dora = s.dir / "dora";
-    adapted("gpt2", LoraConfig{.r = 2, .target_modules = ModuleSelector::list({"c_attn"}), .use_dora = true}).pm->save_adapter(dora.string());
-    poison((dora / "adapter_model.safetensors").string(), "base_model.model.transformer.h.1.attn.c_attn.lora_magnitude_vector", 3, -inf);
+    adapted("gpt2", LoraConfig{.r = 2, .target_modules = ModuleSelector::list({"c_attn"}), .use_dora = true})
+        .pm->save_adapter(dora.string());
+    poison((dora / "adapter_model.safetensors").string(),
+           "base_model.model.transformer.h.1.attn.c_attn.lora_magnitude_vector", 3, -inf);
     CHECK(one_line_error([&] { pm.load_adapter(dora.string()); }) ==
-          fmt::format("[adapter] {}/adapter_model.safetensors: lora_magnitude_vector of transformer.h.1.attn.c_attn holds -Inf (first at index 3)",
+          fmt::format("[adapter] {}/adapter_model.safetensors: lora_magnitude_vector of transformer.h.1.attn.c_attn "
+                      "holds -Inf (first at index 3)",
                       dora.string()));
     const fs::path cls = s.dir / "cls";
     adapted("bert", LoraConfig{.r = 2, .modules_to_save = {"classifier"}}).pm->save_adapter(cls.string());
@@ -278,7 +323,8 @@ TEST_SUITE("unit") {
     auto b = load("bert");
     peft::PeftModel bpm(*b);
     CHECK(one_line_error([&] { bpm.load_adapter(cls.string()); }) ==
-          fmt::format("[adapter] {}/adapter_model.safetensors: classifier.weight holds NaN (first at index 7)", cls.string()));
+          fmt::format("[adapter] {}/adapter_model.safetensors: classifier.weight holds NaN (first at index 7)",
+                      cls.string()));
     CHECK(bpm.adapter_names().empty());
   }
 }
@@ -286,19 +332,22 @@ TEST_SUITE("unit") {
 TEST_SUITE("e2e") {
   TEST_CASE("loader errors through the CLI: one line, exit 1, the file and the thing named, no merge output") {
     auto merge = [](const Scratch& s) {
-      std::string line = cli_error(fmt::format("merge --model {} --adapter {} --output {}", s.base(), s.adapter(), s.out()));
+      std::string line =
+          cli_error(fmt::format("merge --model {} --adapter {} --output {}", s.base(), s.adapter(), s.out()));
       CHECK_MESSAGE(!fs::exists(s.out()), "merge left " << s.out());
       return line;
     };
     SUBCASE("bad config.json") {
       Scratch s("llama");
       s.write("base/config.json", kBadJson);
-      check_starts(merge(s), fmt::format("[model] {}: invalid JSON at line 3, column 16: ", s.path("base/config.json")));
+      check_starts(merge(s),
+                   fmt::format("[model] {}: invalid JSON at line 3, column 16: ", s.path("base/config.json")));
     }
     SUBCASE("bad adapter_config.json") {
       Scratch s("qwen2");
       s.write("adapter/adapter_config.json", "{\n  \"r\": 4,\n  \"peft_type\": LORA\n}\n");
-      check_starts(merge(s), fmt::format("[adapter] {}: invalid JSON at line 3, column 16: ", s.path("adapter/adapter_config.json")));
+      check_starts(merge(s), fmt::format("[adapter] {}: invalid JSON at line 3, column 16: ",
+                                         s.path("adapter/adapter_config.json")));
     }
     SUBCASE("missing model folder, and a model path that is a file") {
       Scratch s("gpt2");
@@ -314,15 +363,18 @@ TEST_SUITE("e2e") {
     SUBCASE("adapter r disagrees with its tensors") {
       Scratch s("bert");
       s.edit_config([](auto& j) { j["r"] = 2; });
-      const size_t factors = count_keys(s.path("adapter/adapter_model.safetensors"), {".lora_A.weight", ".lora_B.weight"});
+      const size_t factors =
+          count_keys(s.path("adapter/adapter_model.safetensors"), {".lora_A.weight", ".lora_B.weight"});
       REQUIRE(factors > 1);
       std::string line = merge(s);
-      check_starts(line, fmt::format("[adapter] {} says r=2; lora_A of bert.encoder.layer.0.", s.path("adapter/adapter_config.json")));
+      check_starts(line, fmt::format("[adapter] {} says r=2; lora_A of bert.encoder.layer.0.",
+                                     s.path("adapter/adapter_config.json")));
       CHECK_MESSAGE(line.ends_with(fmt::format(" has rank 4 (and {} more)", factors - 1)), line);
     }
     SUBCASE("NaN in lora_B") {
       Scratch s("gpt2");
-      poison(s.path("adapter/adapter_model.safetensors"), "base_model.model.transformer.h.0.attn.c_attn.lora_B.weight", 12, NAN);
+      poison(s.path("adapter/adapter_model.safetensors"), "base_model.model.transformer.h.0.attn.c_attn.lora_B.weight",
+             12, NAN);
       CHECK(merge(s) == fmt::format("[adapter] {}: lora_B of transformer.h.0.attn.c_attn holds NaN (first at index 12)",
                                     s.path("adapter/adapter_model.safetensors")));
     }

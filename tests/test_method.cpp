@@ -14,7 +14,8 @@ using namespace rf::test::peftt;
 
 TEST_SUITE("unit") {
   TEST_CASE("method registry: every method once, in the order help names them; keys unique and never a generic key's") {
-    CHECK(peft::method_names() == std::vector<std::string>{"lora", "adalora", "aroma", "autolora", "gelora", "rosa", "full"});
+    CHECK(peft::method_names() ==
+          std::vector<std::string>{"lora", "adalora", "aroma", "autolora", "gelora", "rosa", "full"});
     std::set<std::string> generic, own;
     for (const peft::MethodEntry* e : peft::method_registry()) generic.insert(e->uses.begin(), e->uses.end());
     for (const peft::MethodEntry* e : peft::method_registry()) {
@@ -30,8 +31,9 @@ TEST_SUITE("unit") {
     std::vector<std::string> order;
     for (const peft::MethodEntry* e : peft::methods_in_key_order()) order.push_back(e->name);
     CHECK(order == std::vector<std::string>{"lora", "adalora", "aroma", "gelora", "autolora", "rosa", "full"});
-    CHECK(throws_with([] { peft::make_strategy("full"); },
-                      {"[peft] unknown adapter method 'full'", "available: lora, adalora, aroma, autolora, gelora, rosa"}));
+    CHECK(throws_with(
+        [] { peft::make_strategy("full"); },
+        {"[peft] unknown adapter method 'full'", "available: lora, adalora, aroma, autolora, gelora, rosa"}));
     CHECK(peft::make_strategy("aroma")->name() == "aroma");
   }
 
@@ -52,7 +54,8 @@ TEST_SUITE("unit") {
     c.method = "lora";
     auto ml = load("llama");  // a fresh model per adapter: a PeftModel leaves its wrappers in the model
     peft::MethodSetup l = peft::setup_method(c, {.model = *ml});
-    CHECK(peft::export_method_outputs(c, {.model = *ml, .pm = l.pm.get(), .strategy = *l.strategy, .output = dir.string()}) ==
+    CHECK(peft::export_method_outputs(
+              c, {.model = *ml, .pm = l.pm.get(), .strategy = *l.strategy, .output = dir.string()}) ==
           (dir / "adapter").string());
     CHECK(fs::exists(dir / "adapter" / "adapter_model.safetensors"));
     c.method = "full";  // no adapter: a complete model folder

@@ -159,7 +159,8 @@ TEST_SUITE("unit") {
     CHECK(msg.find("model.layers.0.mlp.up_proj.weight") != std::string::npos);
     CHECK(msg.find("model.norm.weight") != std::string::npos);
     CHECK(msg.find("1 unexpected (model.layers.0.self_attn.extra.weight)") != std::string::npos);
-    CHECK(msg.find("model.layers.1.self_attn.k_proj.weight: checkpoint [24, 47] vs model [24, 48]") != std::string::npos);
+    CHECK(msg.find("model.layers.1.self_attn.k_proj.weight: checkpoint [24, 47] vs model [24, 48]") !=
+          std::string::npos);
     CHECK(msg.find('\n') == std::string::npos);
     fs::remove_all(dir);
   }
@@ -178,7 +179,8 @@ TEST_SUITE("unit") {
     CHECK(err(llama).empty());
     auto j = llama;
     j["model_type"] = "falcon";
-    CHECK(err(j) == "[model] config.json: model_type 'falcon' is not supported (supported: gpt2, llama, qwen2, mistral, bert)");
+    CHECK(err(j) ==
+          "[model] config.json: model_type 'falcon' is not supported (supported: gpt2, llama, qwen2, mistral, bert)");
     j = llama;
     j["rope_parameters"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
     CHECK(err(j) == "[model] config.json: rope type 'yarn' is not supported (supported: default, linear, llama3)");
@@ -198,7 +200,10 @@ TEST_SUITE("unit") {
     j = llama;
     j.erase("rope_parameters");
     j["rope_theta"] = 500000.0;
-    j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0}, {"high_freq_factor", 4.0},
+    j["rope_scaling"] = {{"rope_type", "llama3"},
+                         {"factor", 8.0},
+                         {"low_freq_factor", 1.0},
+                         {"high_freq_factor", 4.0},
                          {"original_max_position_embeddings", 8192}};
     auto c = models::parse_config(j, "config.json");
     CHECK(c.rope.type == "llama3");

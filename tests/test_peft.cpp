@@ -40,7 +40,7 @@ TEST_SUITE("unit") {
     CHECK(peft::layer_index("transformer.h.11.attn.c_attn", {"layers"}) == std::nullopt);
     CHECK(peft::layer_index("transformer.h.11.attn.c_attn", {"layers", "h"}) == 11);
     CHECK(peft::layer_index("model.layers.3.experts.7.w1", {}) == 7);  // Python's greedy ".*": the last one
-    CHECK(peft::layer_index("h.0.attn.c_attn", {}) == std::nullopt);    // needs a "." before the list name
+    CHECK(peft::layer_index("h.0.attn.c_attn", {}) == std::nullopt);   // needs a "." before the list name
     CHECK(peft::layer_index("lm_head", {}) == std::nullopt);
     auto sug = peft::close_names("q_prj", {"lm_head", "model.layers.0.mlp.up_proj", "model.layers.0.self_attn.k_proj",
                                            "model.layers.0.self_attn.q_proj"});
@@ -73,7 +73,8 @@ TEST_SUITE("unit") {
       auto base = load(arch);
       const std::string head = arch == "bert" ? "classifier" : "lm_head";
       REQUIRE(dynamic_cast<nn::Linear*>(base->find(head)));
-      want = names_where(*base, [](const std::string&, nn::Module* m) { return dynamic_cast<nn::Linear*>(m) != nullptr; });
+      want =
+          names_where(*base, [](const std::string&, nn::Module* m) { return dynamic_cast<nn::Linear*>(m) != nullptr; });
       want.erase(head);
       CHECK(want.size() == (arch == "bert" ? 13u : 14u));  // 6 per layer + pooler / 7 per layer
       CHECK(targeted(*adapted(arch, all_linear).pm) == want);
@@ -96,8 +97,10 @@ TEST_SUITE("unit") {
     lc.layers_pattern = {"h"};  // no llama module has ".h.<i>.": nothing left to target
     CHECK(throws_with([&] { llama_targets(lc); }, {"matches no module"}));
     // PEFT filters by layer only suffix matches: an exact full name is kept, a regex is a config error.
-    LoraConfig ex{.target_modules = ModuleSelector::list({"model.layers.0.self_attn.k_proj", "v_proj"}), .layers_to_transform = {1}};
-    CHECK(llama_targets(ex) == std::set<std::string>{"model.layers.0.self_attn.k_proj", "model.layers.1.self_attn.v_proj"});
+    LoraConfig ex{.target_modules = ModuleSelector::list({"model.layers.0.self_attn.k_proj", "v_proj"}),
+                  .layers_to_transform = {1}};
+    CHECK(llama_targets(ex) ==
+          std::set<std::string>{"model.layers.0.self_attn.k_proj", "model.layers.1.self_attn.v_proj"});
     LoraConfig rx{.target_modules = ModuleSelector::pattern(".*q_proj"), .layers_to_transform = {1}};
     CHECK(throws_with([&] { llama_targets(rx); }, {"layers_to_transform", "regex"}));
     LoraConfig al = all_linear;
@@ -105,28 +108,43 @@ TEST_SUITE("unit") {
     got = llama_targets(al);
     CHECK(got.size() == 7);
     for (const auto& n : got) CHECK(n.starts_with("model.layers.0."));
-    CHECK(throws_with([&] { llama_targets(LoraConfig{.target_modules = ModuleSelector::list({"q_prj", "v_proj"})}); },
-                      {"'q_prj'", "close names", "q_proj"}));
+    CHECK(throws_with(
+        [&] {
+          llama_targets(LoraConfig{.target_modules = ModuleSelector::list({"q_prj", "v_proj"})});
+        },
+        {"'q_prj'", "close names", "q_proj"}));
     // k_proj exists but the default targets are q/v: the key matches no targeted module.
-    CHECK(throws_with([&] { llama_targets(LoraConfig{.rank_pattern = {{"k_proj", 2}}}); }, {"rank_pattern key 'k_proj'"}));
+    CHECK(throws_with(
+        [&] {
+          llama_targets(LoraConfig{.rank_pattern = {{"k_proj", 2}}});
+        },
+        {"rank_pattern key 'k_proj'"}));
   }
 
   TEST_CASE("peft: rank_pattern and alpha_pattern give per-module ranks and scalings (plain and rsLoRA)") {
     for (bool rs : {false, true}) {
       CAPTURE(rs);
       // The first matching key wins, so the layer-1 key must come before the plain suffix.
-      auto a = adapted("llama", LoraConfig{.r = 4, .lora_alpha = 8, .use_rslora = rs,
+      auto a = adapted("llama", LoraConfig{.r = 4,
+                                           .lora_alpha = 8,
+                                           .use_rslora = rs,
                                            .rank_pattern = {{"layers.1.self_attn.q_proj", 6}, {"q_proj", 5}},
                                            .alpha_pattern = {{"v_proj", 2}}});
-      struct Want { const char* path; int64_t r, out; double alpha; };
+      struct Want {
+        const char* path;
+        int64_t r, out;
+        double alpha;
+      };
       std::vector<std::pair<std::string, int64_t>> ranks;
-      for (const auto& w : {Want{"model.layers.0.self_attn.q_proj", 5, 48, 8}, Want{"model.layers.0.self_attn.v_proj", 4, 24, 2},
-                            Want{"model.layers.1.self_attn.q_proj", 6, 48, 8}, Want{"model.layers.1.self_attn.v_proj", 4, 24, 2}}) {
+      for (const auto& w :
+           {Want{"model.layers.0.self_attn.q_proj", 5, 48, 8}, Want{"model.layers.0.self_attn.v_proj", 4, 24, 2},
+            Want{"model.layers.1.self_attn.q_proj", 6, 48, 8}, Want{"model.layers.1.self_attn.v_proj", 4, 24, 2}}) {
         CAPTURE(w.path);
         peft::LoraLinear* l = a.pm->lora_layers().at(w.path);
         CHECK(l->lora_A("default").weight().shape() == Shape{w.r, 48});
         CHECK(l->lora_B("default").weight().shape() == Shape{w.out, w.r});
-        CHECK(l->scaling("default") == doctest::Approx(rs ? w.alpha / std::sqrt(double(w.r)) : w.alpha / double(w.r)).epsilon(1e-12));
+        CHECK(l->scaling("default") ==
+              doctest::Approx(rs ? w.alpha / std::sqrt(double(w.r)) : w.alpha / double(w.r)).epsilon(1e-12));
         ranks.emplace_back(w.path, w.r);
       }
       CHECK(a.pm->ranks("default") == ranks);
@@ -210,7 +228,8 @@ TEST_SUITE("unit") {
         randomize(l.magnitude("a"), 0.5, 2.0);
         Tensor W = w_out_in(*base), Wp = W + 1.5 * matmul(h(l.lora_B("a").weight()), h(l.lora_A("a").weight()));
         Tensor y = l(x);
-        CHECK(rel_gap(y, matmul(h(x), Wp.t()) * (h(l.magnitude("a")) / sqrt(sum(square(Wp), {1}))) + h(base->bias())) < 1e-5);
+        CHECK(rel_gap(y, matmul(h(x), Wp.t()) * (h(l.magnitude("a")) / sqrt(sum(square(Wp), {1}))) + h(base->bias())) <
+              1e-5);
         l.merge({"a"});
         CHECK(rel_gap(l(x), y) < 1e-5);
         l.unmerge();
@@ -232,8 +251,10 @@ TEST_SUITE("unit") {
         l.add_adapter("a", LoraOptions{.r = 4, .init = init});
         double amax = 0, ss = 0;
         for (double v : l.lora_A("a").weight().to_vector<double>()) amax = std::max(amax, std::abs(v)), ss += v * v;
-        if (init == "true") CHECK((amax <= 0.05 && amax > 0.045));  // kaiming_uniform(a=sqrt(5)): U(+-1/sqrt(in))
-        else CHECK(std::sqrt(ss / 1600) == doctest::Approx(0.25).epsilon(0.1));  // N(0, 1/r)
+        if (init == "true")
+          CHECK((amax <= 0.05 && amax > 0.045));  // kaiming_uniform(a=sqrt(5)): U(+-1/sqrt(in))
+        else
+          CHECK(std::sqrt(ss / 1600) == doctest::Approx(0.25).epsilon(0.1));  // N(0, 1/r)
         CHECK(max(abs(h(l.lora_B("a").weight()))).item() == 0.0);
       }
       auto sv = [](const Tensor& w, int64_t from) { return narrow(std::get<1>(peft::svd(w)), 0, from, 3); };
@@ -260,7 +281,8 @@ TEST_SUITE("unit") {
       CHECK(rel_gap(w_out_in(*base) + 2.0 * matmul(B, A), W0) < 1e-5);
       CHECK(rel_gap(matmul(B.t(), B), f64({1, 0, 0, 0, 1, 0, 0, 0, 1}, {3, 3})) < 1e-5);  // Q's columns are orthonormal
       std::vector<double> a = A.to_vector<double>();
-      for (size_t i = 0; i < 3; ++i) for (size_t j = 0; j < i; ++j) CHECK(a[i * 8 + j] == 0.0);  // rows of R
+      for (size_t i = 0; i < 3; ++i)
+        for (size_t j = 0; j < i; ++j) CHECK(a[i * 8 + j] == 0.0);  // rows of R
     });
   }
 
@@ -268,11 +290,11 @@ TEST_SUITE("unit") {
     // PiSSA r = 30 fits q_proj (48x48) but not v_proj (24x48): the error comes after q_proj was wrapped.
     auto a = adapted("llama");
     Tensor before = logits(*a.m);
-    CHECK(throws_with([&] { a.pm->add_adapter("default", LoraConfig{.r = 30, .init_lora_weights = "pissa"}); }, {"PiSSA rank"}));
+    CHECK(throws_with([&] { a.pm->add_adapter("default", LoraConfig{.r = 30, .init_lora_weights = "pissa"}); },
+                      {"PiSSA rank"}));
     CHECK(a.pm->adapter_names().empty());
     // Rolled back: q_proj's PiSSA residual is undone and no half-created "default" blocks a retry.
     CHECK(max_abs_diff(logits(*a.m), before) == 0.0);
     CHECK(error_of([&] { a.pm->add_adapter("default", LoraConfig{}); }) == "");
   }
-
 }

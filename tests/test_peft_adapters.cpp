@@ -17,8 +17,12 @@ TEST_SUITE("unit") {
     fs::path tmp = temp_dir("io");
     Tensor base_logits = logits(*load("gpt2"));
     manual_seed(14);
-    LoraConfig c{.r = 3, .lora_alpha = 6, .target_modules = ModuleSelector::list({"c_fc", "c_attn"}), .use_dora = true,
-                 .init_lora_weights = "false", .rank_pattern = {{"c_fc", 2}}};  // random B: the adapter changes the logits
+    LoraConfig c{.r = 3,
+                 .lora_alpha = 6,
+                 .target_modules = ModuleSelector::list({"c_fc", "c_attn"}),
+                 .use_dora = true,
+                 .init_lora_weights = "false",
+                 .rank_pattern = {{"c_fc", 2}}};  // random B: the adapter changes the logits
     auto a = adapted("gpt2", c);
     for (auto& [path, l] : a.pm->lora_layers()) randomize(l->magnitude("default"), 0.5, 2.0);
     Tensor want = logits(*a.m);
@@ -54,7 +58,8 @@ TEST_SUITE("unit") {
     ref_model.pm->load_adapter(fixture("gpt2", "adapter"));
     Tensor ref = logits(*ref_model.m);
     CHECK(rel_gap(base_logits, ref) > 0.1);  // so the 1e-2 below tells a lost adapter from rounding
-    auto write_adapter = [&](const std::string& name, const std::map<std::string, Tensor>& ts, const std::string& config_text) {
+    auto write_adapter = [&](const std::string& name, const std::map<std::string, Tensor>& ts,
+                             const std::string& config_text) {
       fs::create_directories(tmp / name);
       safetensors::save_file(ts, (tmp / name / "adapter_model.safetensors").string(), {{"format", "pt"}});
       std::ofstream(tmp / name / "adapter_config.json") << config_text;
@@ -66,7 +71,8 @@ TEST_SUITE("unit") {
       std::map<std::string, Tensor> half;
       for (auto& [k, t] : fixture_tensors) half[k] = t.to(dt);
       std::string dir = write_adapter(dname, half, cfg);
-      REQUIRE((safetensors::File::open(dir + "/adapter_model.safetensors")->header().tensors[0].dtype == safetensors::from_rf(dt)));
+      REQUIRE((safetensors::File::open(dir + "/adapter_model.safetensors")->header().tensors[0].dtype ==
+               safetensors::from_rf(dt)));
       auto m16 = adapted("gpt2");
       m16.pm->load_adapter(dir);
       CHECK(rel_gap(logits(*m16.m), ref) < 1e-2);
@@ -77,15 +83,18 @@ TEST_SUITE("unit") {
     std::vector<std::string> notes;
     u.pm->load_adapter(write_adapter("unknown_key", fixture_tensors, jc.dump(2)), "default", false, &notes);
     CHECK(max_abs_diff(logits(*u.m), ref) == 0.0);
-    CHECK(std::any_of(notes.begin(), notes.end(), [](auto& n) { return n.find("some_future_option") != std::string::npos; }));
+    CHECK(std::any_of(notes.begin(), notes.end(),
+                      [](auto& n) { return n.find("some_future_option") != std::string::npos; }));
     const std::string key = "base_model.model.transformer.h.0.attn.c_attn.lora_A.weight";
     REQUIRE(fixture_tensors.count(key));
     auto bad_shape = fixture_tensors, missing = fixture_tensors;
     bad_shape[key] = zeros({fixture_tensors.at(key).size(0) + 1, 48});
     missing.erase(key);
     // A rank that disagrees names the config value and the tensor; a missing tensor names the file and key.
-    for (auto [name, ts, file, what] : {std::tuple{"bad_shape", bad_shape, "/adapter_config.json", std::string("says r=4; lora_A of transformer.h.0.attn.c_attn has rank 5")},
-                                        std::tuple{"missing", missing, "/adapter_model.safetensors", "missing " + key}}) {
+    for (auto [name, ts, file, what] :
+         {std::tuple{"bad_shape", bad_shape, "/adapter_config.json",
+                     std::string("says r=4; lora_A of transformer.h.0.attn.c_attn has rank 5")},
+          std::tuple{"missing", missing, "/adapter_model.safetensors", "missing " + key}}) {
       CAPTURE(name);
       std::string dir = write_adapter(name, ts, cfg);
       auto e = adapted("gpt2");
@@ -197,16 +206,21 @@ TEST_SUITE("unit") {
     for (int i = 0; i < 2; ++i)
       for (const char* mod : {"query", "value"})
         for (const char* ab : {"lora_A", "lora_B"})
-          want.insert(fmt::format("base_model.model.bert.encoder.layer.{}.attention.self.{}.{}.default.weight", i, mod, ab));
+          want.insert(
+              fmt::format("base_model.model.bert.encoder.layer.{}.attention.self.{}.{}.default.weight", i, mod, ab));
     CHECK(names == want);
     // memory_name gives PEFT's in-memory name (what --loss-grads writes); LoRA tensors keep theirs.
-    CHECK(a.pm->memory_name("base_model.model.classifier.weight") == "base_model.model.classifier.modules_to_save.default.weight");
+    CHECK(a.pm->memory_name("base_model.model.classifier.weight") ==
+          "base_model.model.classifier.modules_to_save.default.weight");
     const std::string q = "base_model.model.bert.encoder.layer.0.attention.self.query.lora_A.default.weight";
     CHECK(a.pm->memory_name(q) == q);
     // The adapter trains a copy of the classifier; the original stays for other adapters.
     auto& cls = dynamic_cast<nn::Linear&>(*a.m->find("classifier"));
     Tensor before = logits(*a.m);
-    { NoGradGuard ng; cls.weight().add_(ones(cls.weight().shape()), 0.5); }
+    {
+      NoGradGuard ng;
+      cls.weight().add_(ones(cls.weight().shape()), 0.5);
+    }
     Tensor changed = logits(*a.m);
     CHECK(rel_gap(changed, before) > 1e-3);
     a.pm->save_adapter(tmp.string());

@@ -64,12 +64,14 @@ TEST_SUITE("golden") {
           Tensor g = p.grad().to(DType::F32).to(Device{});
           worst = std::max(worst, rel_gap(g, grads.at(name)));
         }
-        MESSAGE(fmt::format("{} {} worst adapter-gradient gap {:.2e} over {} tensors", device_str(d), arch, worst, params.size()));
+        MESSAGE(fmt::format("{} {} worst adapter-gradient gap {:.2e} over {} tensors", device_str(d), arch, worst,
+                            params.size()));
         CHECK(worst < 1e-3);
         // 10 AdamW steps on the adapter (lr 1e-2, no weight decay, eval mode), the loss before each.
         std::vector<Tensor> ps;
         for (auto& [n, p] : params) ps.push_back(p);
-        nn::AdamW opt(ps, nn::AdamWOptions{.lr = 1e-2f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .weight_decay = 0.0f});
+        nn::AdamW opt(
+            ps, nn::AdamWOptions{.lr = 1e-2f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .weight_decay = 0.0f});
         opt.zero_grad();
         std::vector<float> want_losses = ref.at("train_losses").to_vector<float>();
         double worst_loss = 0;

@@ -47,7 +47,8 @@ LoraConfig rosa_cfg(double d, const std::string& schedule, const std::string& im
 
 Tensor lm_loss(models::Model& m, int64_t shift) {
   std::vector<int64_t> ids(8), tg(8);
-  for (int64_t i = 0; i < 8; ++i) ids[size_t(i)] = (i * 37 + shift * 11) % 250 + 3, tg[size_t(i)] = (i * 53 + shift * 7) % 250 + 3;
+  for (int64_t i = 0; i < 8; ++i)
+    ids[size_t(i)] = (i * 37 + shift * 11) % 250 + 3, tg[size_t(i)] = (i * 53 + shift * 7) % 250 + 3;
   Tensor lg = m.forward(models::ModelInputs{i64(ids, {1, 8}).to(m.device()), {}, {}, {}});
   return cross_entropy(reshape(lg, {8, lg.size(-1)}), i64(tg, {8}).to(m.device()));
 }
@@ -68,7 +69,8 @@ std::vector<double> w_out_in_grad(peft::LoraLinear& l) {
 }  // namespace
 
 TEST_SUITE("unit") {
-  TEST_CASE("rosa layer: forward and dA, dB, dS, dX equal host math on W0 + sBA + S (sp_add and spmm, Linear and Conv1D)") {
+  TEST_CASE(
+      "rosa layer: forward and dA, dB, dS, dX equal host math on W0 + sBA + S (sp_add and spmm, Linear and Conv1D)") {
     for_each_backend([](Device d) {
       for (const char* impl : {"sp_add", "spmm"})
         for (bool fifo : {false, true}) {
@@ -79,7 +81,8 @@ TEST_SUITE("unit") {
           auto base = std::make_shared<nn::Linear>(in, out, true, nn::Init{.std = 0.5, .device = d}, fifo);
           randomize(base->bias());
           peft::LoraLinear l(base);
-          l.add_adapter("a", LoraOptions{.form = FormKind::Rosa, .r = 3, .alpha = 6, .rosa = {.density = 0.3, .impl = impl}});
+          l.add_adapter(
+              "a", LoraOptions{.form = FormKind::Rosa, .r = 3, .alpha = 6, .rosa = {.density = 0.3, .impl = impl}});
           l.set_active({"a"});
           CHECK(l.spa_values("a").numel() == peft::rosa_nnz(0.3, out, in));  // int(0.3 * 42) = 12
           Tensor x = rand({2, 3, in}, -1, 1, DType::F32, d);
@@ -92,7 +95,8 @@ TEST_SUITE("unit") {
           randomize(l.lora_A("a").weight());
           randomize(l.lora_B("a").weight());
           randomize(l.spa_values("a"));
-          for (Tensor* t : {&l.lora_A("a").weight(), &l.lora_B("a").weight(), &l.spa_values("a")}) t->set_requires_grad(true);
+          for (Tensor* t : {&l.lora_A("a").weight(), &l.lora_B("a").weight(), &l.spa_values("a")})
+            t->set_requires_grad(true);
           Tensor xg = x.detach().clone().set_requires_grad(true);
           Tensor r = rand({2, 3, out}, -1, 1, DType::F32, d);
           Tensor y = l(xg);
@@ -129,14 +133,25 @@ TEST_SUITE("unit") {
   TEST_CASE("rosa layer: errors name the adapter; a support must fit the layer and the density") {
     auto base = std::make_shared<nn::Linear>(5, 4, false);
     peft::LoraLinear l(base);
-    CHECK(error_of([&] { l.add_adapter("a", LoraOptions{.form = FormKind::Rosa, .r = 2, .rosa = {.density = 0.5, .impl = "dense"}}); }).find("impl 'dense'") != std::string::npos);
+    CHECK(error_of([&] {
+            l.add_adapter("a", LoraOptions{.form = FormKind::Rosa, .r = 2, .rosa = {.density = 0.5, .impl = "dense"}});
+          }).find("impl 'dense'") != std::string::npos);
     l.add_adapter("b", LoraOptions{.form = FormKind::Rosa, .r = 2, .rosa = {.density = 0.5}});
-    CHECK(error_of([&] { l.set_spa_support("b", random_support(5, 4, 0.5, 1)); }).find("is (5, 4), the layer is (4, 5)") != std::string::npos);
-    CHECK(error_of([&] { l.set_spa_support("b", random_support(4, 5, 0.25, 1)); }).find("has 5 entries, density 0.5 gives 10") != std::string::npos);
-    CHECK(error_of([&] { l.add_adapter("c", LoraOptions{.form = FormKind::Rosa, .r = 2, .lora_bias = true, .rosa = {.density = 0.1}}); }).find("no DoRA") != std::string::npos);
+    CHECK(error_of([&] {
+            l.set_spa_support("b", random_support(5, 4, 0.5, 1));
+          }).find("is (5, 4), the layer is (4, 5)") != std::string::npos);
+    CHECK(error_of([&] {
+            l.set_spa_support("b", random_support(4, 5, 0.25, 1));
+          }).find("has 5 entries, density 0.5 gives 10") != std::string::npos);
+    CHECK(error_of([&] {
+            l.add_adapter("c",
+                          LoraOptions{.form = FormKind::Rosa, .r = 2, .lora_bias = true, .rosa = {.density = 0.1}});
+          }).find("no DoRA") != std::string::npos);
   }
 
-  TEST_CASE("rosa strategy: wl2 on gpt2: masks = naive top-k of mean_b G_b^2 over micro-batches, nnz = int(d out in), then S trains") {
+  TEST_CASE(
+      "rosa strategy: wl2 on gpt2: masks = naive top-k of mean_b G_b^2 over micro-batches, nnz = int(d out in), then S "
+      "trains") {
     manual_seed(21);
     auto a = adapted("gpt2", rosa_cfg(0.02, "wl2"));
     peft::TrainerOptions o;
@@ -186,7 +201,8 @@ TEST_SUITE("unit") {
       std::stable_sort(idx.begin(), idx.end(), [&](int64_t x, int64_t y) { return sc[size_t(x)] > sc[size_t(y)]; });
       std::set<int64_t> want(idx.begin(), idx.begin() + s->nnz()), got;
       for (int64_t i = 0; i < out; ++i)
-        for (int32_t e = s->row_ptr[size_t(i)]; e < s->row_ptr[size_t(i) + 1]; ++e) got.insert(i * in + s->col_idx[size_t(e)]);
+        for (int32_t e = s->row_ptr[size_t(i)]; e < s->row_ptr[size_t(i) + 1]; ++e)
+          got.insert(i * in + s->col_idx[size_t(e)]);
       CHECK(got == want);
       CHECK(max(abs(h(l->spa_values("default")))).item() == 0.0);  // SpA starts at 0
       CHECK(!l->base().weight().requires_grad());
@@ -378,7 +394,8 @@ TEST_SUITE("unit") {
 }
 
 TEST_SUITE("unit") {
-  TEST_CASE("train config: rosa keys only with method rosa; AROMA and AdaLoRA defaults apply when their keys are absent") {
+  TEST_CASE(
+      "train config: rosa keys only with method rosa; AROMA and AdaLoRA defaults apply when their keys are absent") {
     const std::string head = "model: m\ndata:\n  train: t.jsonl\nadapter:\n";
     auto parse = [&](const std::string& adapter) { return tools::parse_train_config(head + adapter, "cfg.yaml"); };
     auto aroma = parse("  method: aroma\n");
@@ -389,8 +406,9 @@ TEST_SUITE("unit") {
     auto lora = parse("  method: lora\n");
     CHECK(lora.lora.peft_type == "LORA");
     CHECK(lora.trainer.group_lr.empty());
-    CHECK(error_of([&] { parse("  method: lora\n  d: 0.1\n"); }).find("adapter.d applies to adapter.method rosa only") !=
-          std::string::npos);
+    CHECK(error_of([&] {
+            parse("  method: lora\n  d: 0.1\n");
+          }).find("adapter.d applies to adapter.method rosa only") != std::string::npos);
     auto rosa = parse("  method: rosa\n  d: 0.02\n  lora_lr: 7.0e-4\n");
     CHECK(rosa.lora.peft_type == "ROSA");
     CHECK(rosa.lora.rosa.d == 0.02);

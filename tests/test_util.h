@@ -74,7 +74,9 @@ inline Tensor bools(const std::vector<int>& v, const Shape& s, Device d = {}) {
 }
 // Tests written in f64 on the CPU run in f32 on Vulkan, whose kernels compute in f32.
 inline DType ftype(Device d) { return d.type == DeviceType::CPU ? DType::F64 : DType::F32; }
-inline Tensor fdata(const std::vector<double>& v, const Shape& s, Device d) { return from_data(v, s).to(ftype(d)).to(d); }
+inline Tensor fdata(const std::vector<double>& v, const Shape& s, Device d) {
+  return from_data(v, s).to(ftype(d)).to(d);
+}
 // Relative tolerance for results computed in ftype(d).
 inline double ftol(Device d, double f64_tol) { return d.type == DeviceType::CPU ? f64_tol : std::max(f64_tol, 2e-6); }
 // An F64 leaf that records gradients.
@@ -91,7 +93,8 @@ inline double max_abs_diff(const Tensor& a, const Tensor& b) {
   for (size_t i = 0; i < x.size(); ++i) m = std::max(m, std::abs(x[i] - y[i]));
   return m;
 }
-inline bool allclose(const std::vector<double>& x, const std::vector<double>& y, double rtol = 1e-5, double atol = 1e-8) {
+inline bool allclose(const std::vector<double>& x, const std::vector<double>& y, double rtol = 1e-5,
+                     double atol = 1e-8) {
   if (x.size() != y.size()) return false;
   for (size_t i = 0; i < x.size(); ++i)
     if (!(std::abs(x[i] - y[i]) <= atol + rtol * std::abs(y[i]))) return false;
@@ -159,7 +162,8 @@ inline GradcheckResult gradcheck(const GradFn& fn, const std::vector<Tensor>& in
   for (size_t i = 0; i < inputs.size(); ++i) {
     const Tensor& x = inputs[i];
     std::vector<double> base = x.to_vector<double>();
-    std::vector<double> tape = x.grad().defined() ? x.grad().to_vector<double>() : std::vector<double>(base.size(), 0.0);
+    std::vector<double> tape =
+        x.grad().defined() ? x.grad().to_vector<double>() : std::vector<double>(base.size(), 0.0);
     REQUIRE(tape.size() == base.size());
     std::vector<Tensor> xs(inputs.begin(), inputs.end());
     for (size_t j = 0; j < base.size(); ++j) {

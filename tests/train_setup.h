@@ -38,7 +38,9 @@ struct TrainSetup {
     const char* words[] = {"red", "green", "blue", "cat", "dog", "sun", "moon", "tree"};
     for (int i = 0; i < 48; ++i)
       data << nlohmann::json({{"prompt", fmt::format("{} {}:", words[i % 8], words[(i * 3) % 8])},
-                              {"completion", fmt::format(" {} {}", words[(i * 5) % 8], words[(i + 1) % 8])}}).dump() << "\n";
+                              {"completion", fmt::format(" {} {}", words[(i * 5) % 8], words[(i + 1) % 8])}})
+                  .dump()
+           << "\n";
   }
   ~TrainSetup() { fs::remove_all(dir); }
   static int& counter() {
@@ -49,7 +51,8 @@ struct TrainSetup {
   std::string config(const std::string& out, int steps, int ckpt_every, const std::string& extra = "") const {
     fs::path p = dir / fmt::format("{}.yaml", out);
     std::ofstream(p) << fmt::format(
-        "model: {}\noutput: {}\nseed: 3\nadapter:\n  r: 4\n  alpha: 8\n  dropout: 0.1\n  target_modules: [c_attn, c_fc]\n"
+        "model: {}\noutput: {}\nseed: 3\nadapter:\n  r: 4\n  alpha: 8\n  dropout: 0.1\n  target_modules: [c_attn, "
+        "c_fc]\n"
         "data:\n  train: {}\n  max_seq_len: 24\n  val_fraction: 0.25\ntraining:\n  steps: {}\n  batch_size: 4\n"
         "  lr: 1.0e-2\n  schedule: cosine\n  warmup_steps: 2\neval:\n  every: 4\nlog:\n  every: 1\n"
         "checkpoint:\n  every: {}\n{}",

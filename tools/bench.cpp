@@ -9,10 +9,9 @@
 #include <thread>
 #include <vector>
 
-#include "engine/backend.h"
 #include "engine/autocast.h"
+#include "engine/backend.h"
 #include "engine/ops.h"
-
 
 namespace rf::tools {
 
@@ -62,7 +61,8 @@ Race race(int iters, int warmup, auto&& engine, auto&& ceiling) {
     wake(ceiling);
     tc.push_back(seconds_of(ceiling));
     r.push_back(tc.back() / te.back());
-    if (std::getenv("RF_BENCH_ROUNDS")) fmt::print(stderr, "round {}: engine {:.3f} ms, ceiling {:.3f} ms\n", i, te.back() * 1e3, tc.back() * 1e3);
+    if (std::getenv("RF_BENCH_ROUNDS"))
+      fmt::print(stderr, "round {}: engine {:.3f} ms, ceiling {:.3f} ms\n", i, te.back() * 1e3, tc.back() * 1e3);
   }
   return {median(te), median(tc), median(r)};
 }
@@ -98,11 +98,13 @@ int bench_matmul_device(Device d, int64_t m, int64_t n, int64_t k, bool tb, int 
   for (int64_t kk = 0; kk < k; ++kk) ref += double(va[size_t(kk)]) * double(vb[size_t(kk * n)]);
   const double flop = 2.0 * double(m) * double(n) * double(k) * reps;
   const double ge = flop / te / 1e12, gc = flop / tc / 1e12;
-  fmt::print("# device: {}; {} matmuls per timed round, one wait; b {}\n", be.name(), reps, tb ? "transposed view" : "row-major");
+  fmt::print("# device: {}; {} matmuls per timed round, one wait; b {}\n", be.name(), reps,
+             tb ? "transposed view" : "row-major");
   fmt::print("# engine: rf::matmul through the front end; kernel: Backend::matmul into a preallocated output\n");
-  fmt::print("bench=matmul device={} m={} n={} k={} b_transposed={} engine_tflops={:.2f} kernel_tflops={:.2f} "
-             "c00_abs_err={:.1e} ratio={:.3f}\n",
-             device_str(d), m, n, k, int(tb), ge, gc, std::abs(double(vo[0]) - ref), ratio);
+  fmt::print(
+      "bench=matmul device={} m={} n={} k={} b_transposed={} engine_tflops={:.2f} kernel_tflops={:.2f} "
+      "c00_abs_err={:.1e} ratio={:.3f}\n",
+      device_str(d), m, n, k, int(tb), ge, gc, std::abs(double(vo[0]) - ref), ratio);
   return 0;
 }
 }  // namespace
@@ -122,15 +124,17 @@ int bench_matmul(int64_t m, int64_t n, int64_t k, int iters, int warmup, Device 
   Tensor res;
   std::optional<AutocastGuard> autocast;
   if (bf16) autocast.emplace(Precision::BF16);  // rf::matmul on bf16 operands writes f32, as in training
-  auto [te, tc, ratio] = race(iters, warmup, [&] { res = matmul(a, b); }, ceiling.run);
+  auto [te, tc, ratio] = race(
+      iters, warmup, [&] { res = matmul(a, b); }, ceiling.run);
   const double flop = 2.0 * double(m) * double(n) * double(k);
   const double ge = flop / te / 1e9, gc = flop / tc / 1e9;
   fmt::print("# engine: rf::matmul through the front end (allocates its output); ceiling: {} on the same buffers\n",
              ceiling.name);
   fmt::print("# ratio: median over {} alternating rounds of ceiling time / engine time\n", iters);
-  fmt::print("bench=matmul dtype={} m={} n={} k={} threads={} provider={} impl={} engine_gflops={:.1f} "
-             "ceiling_gflops={:.1f} ceiling={} ratio={:.3f}\n",
-             dtype_name(dt), m, n, k, be.threads(), ceiling.engine_provider, ceiling.engine_impl, ge, gc, ceiling.name, ratio);
+  fmt::print(
+      "bench=matmul dtype={} m={} n={} k={} threads={} provider={} impl={} engine_gflops={:.1f} "
+      "ceiling_gflops={:.1f} ceiling={} ratio={:.3f}\n",
+      dtype_name(dt), m, n, k, be.threads(), ceiling.engine_provider, ceiling.engine_impl, ge, gc, ceiling.name, ratio);
   return 0;
 }
 
@@ -143,8 +147,11 @@ int bench_elementwise(int64_t n, int iters, int warmup) {
   const size_t bytes = size_t(n) * sizeof(float);
   const Backend::Ceiling par = be.copy_ceiling(a, dst, false), one = be.copy_ceiling(a, dst, true);
   Tensor out;
-  auto [te, tc, ratio] = race(iters, warmup, [&] { out = add(a, b); }, par.run);
-  const double t1 = race(iters, warmup, [&] { out = add(a, b); }, one.run).ceiling_s;
+  auto [te, tc, ratio] = race(
+      iters, warmup, [&] { out = add(a, b); }, par.run);
+  const double t1 = race(
+                        iters, warmup, [&] { out = add(a, b); }, one.run)
+                        .ceiling_s;
   // Bandwidth counts bytes read + written: add moves 3 arrays, memcpy 2.
   const double bw_e = 3.0 * double(bytes) / te / 1e9, bw_c = 2.0 * double(bytes) / tc / 1e9;
   const double bw_1 = 2.0 * double(bytes) / t1 / 1e9;

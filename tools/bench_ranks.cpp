@@ -17,9 +17,9 @@
 #include "peft/autolora.h"
 #include "peft/gelora.h"
 #include "peft/linalg.h"
-#include "peft/twonn.h"
 #include "peft/peft_model.h"
 #include "peft/trainer.h"
+#include "peft/twonn.h"
 #include "tools/bench_ranks.h"
 #include "tools/data.h"
 
@@ -37,7 +37,8 @@ class PlantedModel : public models::Model {
     auto blocks = std::make_shared<nn::Module>();
     for (int64_t i = 0; i < n; ++i) {
       auto blk = std::make_shared<nn::Module>();
-      blk->register_module("proj", std::make_shared<nn::Linear>(d, d, true, nn::Init{.std = 1.0 / std::sqrt(double(d)), .device = dev}));
+      blk->register_module(
+          "proj", std::make_shared<nn::Linear>(d, d, true, nn::Init{.std = 1.0 / std::sqrt(double(d)), .device = dev}));
       blocks->register_module(std::to_string(i), blk);
     }
     register_module("blocks", blocks);
@@ -151,10 +152,12 @@ BenchRanksResult run_bench_ranks(const BenchRanksArgs& a, Device dev) {
   const std::vector<int64_t> planted = parse_ranks(a.planted);
   const int64_t n = int64_t(planted.size()), d = a.dim;
   for (int64_t r : planted)
-    if (r > d) throw std::invalid_argument(fmt::format("[bench ranks] planted rank {} exceeds the module size {}", r, d));
+    if (r > d)
+      throw std::invalid_argument(fmt::format("[bench ranks] planted rank {} exceeds the module size {}", r, d));
   manual_seed(uint64_t(a.seed));
   const bool chain = a.layout == "chain";
-  if (!chain && a.layout != "parallel") throw std::invalid_argument(fmt::format("[bench ranks] --layout '{}' is not chain or parallel", a.layout));
+  if (!chain && a.layout != "parallel")
+    throw std::invalid_argument(fmt::format("[bench ranks] --layout '{}' is not chain or parallel", a.layout));
   PlantedModel student(n, d, chain, dev);
   PlantedModel teacher(n, d, chain, dev);
   const int64_t w = student.width();
@@ -208,9 +211,11 @@ BenchRanksResult run_bench_ranks(const BenchRanksArgs& a, Device dev) {
     if (chain) {
       r = peft::gelora_rank_rule(ids, peft::GeLoraRankRule{});
     } else {  // each module: output ID minus input ID
-      for (int64_t i = 0; i < n; ++i) r.push_back(peft::gelora_rank_rule({ids[size_t(2 * i)], ids[size_t(2 * i + 1)]}, {})[0]);
+      for (int64_t i = 0; i < n; ++i)
+        r.push_back(peft::gelora_rank_rule({ids[size_t(2 * i)], ids[size_t(2 * i + 1)]}, {})[0]);
     }
-    for (int64_t i = 0; i < n; ++i) setup.config.rank_pattern.emplace_back(fmt::format("blocks.{}.proj", i), r[size_t(i)]);
+    for (int64_t i = 0; i < n; ++i)
+      setup.config.rank_pattern.emplace_back(fmt::format("blocks.{}.proj", i), r[size_t(i)]);
   }
   pm.add_adapter("default", setup.config);
   peft::TrainerOptions o;

@@ -69,7 +69,8 @@ StrategySetup make_bench_strategy(const BenchRanksArgs& a, const std::vector<int
     s.config.r = a.rank > 0 ? a.rank : std::max<int64_t>(4, 2 * max_r);
     s.config.lora_alpha = double(s.config.r);
     s.config.rosa.d = a.rosa_density >= 0 ? a.rosa_density : a.sparse_density;
-    s.config.rosa.schedule = a.rosa_schedule.empty() ? fmt::format("wl{}", std::max<int64_t>(1, a.steps / 10)) : a.rosa_schedule;
+    s.config.rosa.schedule =
+        a.rosa_schedule.empty() ? fmt::format("wl{}", std::max<int64_t>(1, a.steps / 10)) : a.rosa_schedule;
     s.config.rosa.rosa_dtype = "fp32";
     s.strategy = peft::make_strategy("rosa");
     s.lr = 1e-2;

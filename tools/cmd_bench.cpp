@@ -14,8 +14,9 @@ void add_bench_commands(CLI::App& app, int& rc, std::string& device_spec, const 
   static int iters = 20, warmup = 3;
   static bool tb = false;
   static std::string op = "add", provider = "auto", dtype = "f32";
-  auto* mm = bench->add_subcommand("matmul", "rf::matmul vs the GEMM library alone on the same buffers "
-                                             "(f32: cblas_sgemm; bf16: oneDNN with its own threads)");
+  auto* mm = bench->add_subcommand("matmul",
+                                   "rf::matmul vs the GEMM library alone on the same buffers "
+                                   "(f32: cblas_sgemm; bf16: oneDNN with its own threads)");
   mm->add_option("--m", m, "rows of A")->check(CLI::Range(int64_t(1), int64_t(1) << 40));
   mm->add_option("--n", n, "columns of B")->check(CLI::Range(int64_t(1), int64_t(1) << 40));
   mm->add_option("--k", k, "inner dimension")->check(CLI::Range(int64_t(1), int64_t(1) << 40));
@@ -28,7 +29,8 @@ void add_bench_commands(CLI::App& app, int& rc, std::string& device_spec, const 
   mm->add_option("--dtype", dtype, "operand dtype: f32, or bf16 (autocast GEMM: bf16 operands, f32 result)")
       ->check(CLI::IsMember({"f32", "bf16"}));
   mm->callback([&rc, &device] {
-    if (provider != "auto") backend_for(Device{}).set_option("matmul_provider", provider);  // the CPU's f32 GEMM library
+    if (provider != "auto")
+      backend_for(Device{}).set_option("matmul_provider", provider);  // the CPU's f32 GEMM library
     rc = rf::tools::bench_matmul(m, n, k, iters, warmup, device(), tb, dtype == "bf16" ? DType::BF16 : DType::F32);
   });
   auto* ew = bench->add_subcommand("elementwise", "rf::add vs memcpy of the same bytes");

@@ -77,8 +77,7 @@ Csr random_csr(const BenchSparseArgs& a) {
   s.row_ptr.push_back(0);
   for (int64_t i = 0; i < a.rows; ++i) {
     const int64_t m = nnz * (i + 1) / a.rows - nnz * i / a.rows;
-    for (int64_t p = 0; p < m; ++p)
-      std::swap(perm[size_t(p)], perm[size_t(p + int64_t(g() % uint64_t(a.cols - p)))]);
+    for (int64_t p = 0; p < m; ++p) std::swap(perm[size_t(p)], perm[size_t(p + int64_t(g() % uint64_t(a.cols - p)))]);
     std::vector<int32_t> c(perm.begin(), perm.begin() + m);
     std::sort(c.begin(), c.end());
     s.col_idx.insert(s.col_idx.end(), c.begin(), c.end());
@@ -121,9 +120,9 @@ Bandwidth measure_bandwidth(Backend& be, Device d) {
   const long llc = sysconf(_SC_LEVEL3_CACHE_SIZE);
   // Off the CPU 256 MiB each, past any GPU's L2, leaving device memory to the problem copies (lavapipe
   // offers 2 GiB in all).
-  const size_t copy_bytes = d.type == DeviceType::CPU
-                                ? std::clamp<size_t>(size_t(std::max(llc, 32L << 20)) * 2, size_t(256) << 20, size_t(1) << 30)
-                                : size_t(256) << 20;
+  const size_t copy_bytes = d.type == DeviceType::CPU ? std::clamp<size_t>(size_t(std::max(llc, 32L << 20)) * 2,
+                                                                           size_t(256) << 20, size_t(1) << 30)
+                                                      : size_t(256) << 20;
   Tensor src = filled(copy_bytes, 1.0, d), dst = filled(copy_bytes, 0.0, d);
   const Backend::Ceiling copy = be.copy_ceiling(src, dst, false);
   b.copy = 2.0 * double(copy_bytes) / median_seconds(be, 5, copy.run) / 1e9;
@@ -172,7 +171,8 @@ void run_bench_sparse(const BenchSparseArgs& a, Device d) {
     return from_data(v, {r, c}, d);
   };
   const double problem_bytes = 8.0 * nnz + 4.0 * rows + 4.0 * n * (2 * rows + 2 * cols) + 4.0 * nnz;
-  const size_t rotate_bytes = d.type == DeviceType::CPU ? past_llc_bytes() : std::max(past_llc_bytes(), size_t(256) << 20);
+  const size_t rotate_bytes =
+      d.type == DeviceType::CPU ? past_llc_bytes() : std::max(past_llc_bytes(), size_t(256) << 20);
   const size_t copies = size_t(std::clamp(std::ceil(double(rotate_bytes) / problem_bytes), 1.0, 1024.0));
   // The forward ops read only row_ptr and col_idx of a pattern: each copy gets its own, and shares the
   // transpose and flat indices (built once, never read here).
@@ -206,7 +206,8 @@ void run_bench_sparse(const BenchSparseArgs& a, Device d) {
 
   const Bandwidth bwm = measure_bandwidth(be, d);
   const double bw = bwm.copy, rbw = bwm.read.value_or(bwm.copy);
-  const double spmm_bound = (spmm_read / rbw + spmm_write / bw) / 1e9, sddmm_bound = (sddmm_read / rbw + sddmm_write / bw) / 1e9;
+  const double spmm_bound = (spmm_read / rbw + spmm_write / bw) / 1e9,
+               sddmm_bound = (sddmm_read / rbw + sddmm_write / bw) / 1e9;
   auto spmm_run = [&] { p0.y = spmm(p0.p, p0.values, p0.x); };
   auto sddmm_run = [&] { p0.out = sddmm(p0.p, p0.amat, p0.bmat); };
   auto spmm_all = [&] {
@@ -227,21 +228,26 @@ void run_bench_sparse(const BenchSparseArgs& a, Device d) {
 
   const std::string dev = device_str(d);
   const std::string rbw_s = bwm.read ? fmt::format("{:.2f} GB/s", *bwm.read) : "n/a";
-  fmt::print("csr {}x{} nnz={} density={:.4g} n={} threads={} iters={} copies={} (rotating, {:.0f} MB)\n", a.rows, a.cols,
-             s.nnz(), a.density, a.n, be.threads(), a.iters, copies, k * problem_bytes / 1e6);
+  fmt::print("csr {}x{} nnz={} density={:.4g} n={} threads={} iters={} copies={} (rotating, {:.0f} MB)\n", a.rows,
+             a.cols, s.nnz(), a.density, a.n, be.threads(), a.iters, copies, k * problem_bytes / 1e6);
   if (d.type != DeviceType::CPU) fmt::print("# device: {}\n", be.name());
   fmt::print("bandwidth  read {}, copy {:.2f} GB/s (read+write), buffers past the LLC\n", rbw_s, bw);
   if (!bwm.read) fmt::print("read bandwidth: n/a on {}, reads bounded at the copy bandwidth\n", device_name(d.type));
-  fmt::print("spmm  {:8.4f} ms (bound {:.4f}) {:7.2f} GB/s {:7.2f} GFLOP/s ratio={:.3f}   (one call: flushed {:.4f} ms, warm {:.4f} ms)\n",
-             t_spmm * 1e3, spmm_bound * 1e3, gbs_spmm, 2 * nnz * n / t_spmm / 1e9, spmm_bound / t_spmm, c_spmm * 1e3,
-             w_spmm * 1e3);
-  fmt::print("sddmm {:8.4f} ms (bound {:.4f}) {:7.2f} GB/s {:7.2f} GFLOP/s ratio={:.3f}   (one call: flushed {:.4f} ms, warm {:.4f} ms)\n",
-             t_sddmm * 1e3, sddmm_bound * 1e3, gbs_sddmm, 2 * nnz * n / t_sddmm / 1e9, sddmm_bound / t_sddmm,
-             c_sddmm * 1e3, w_sddmm * 1e3);
-  fmt::print("device={} rows={} cols={} nnz={} n={} read_bandwidth_gbs={} copy_bandwidth_gbs={:.3f} spmm_ms={:.4f} "
-             "spmm_gbs={:.3f} sddmm_ms={:.4f} sddmm_gbs={:.3f} spmm_ratio={:.4f} sddmm_ratio={:.4f}\n",
-             dev, a.rows, a.cols, s.nnz(), a.n, bwm.read ? fmt::format("{:.3f}", *bwm.read) : "n/a", bw, t_spmm * 1e3,
-             gbs_spmm, t_sddmm * 1e3, gbs_sddmm, spmm_bound / t_spmm, sddmm_bound / t_sddmm);
+  fmt::print(
+      "spmm  {:8.4f} ms (bound {:.4f}) {:7.2f} GB/s {:7.2f} GFLOP/s ratio={:.3f}   (one call: flushed {:.4f} ms, warm "
+      "{:.4f} ms)\n",
+      t_spmm * 1e3, spmm_bound * 1e3, gbs_spmm, 2 * nnz * n / t_spmm / 1e9, spmm_bound / t_spmm, c_spmm * 1e3,
+      w_spmm * 1e3);
+  fmt::print(
+      "sddmm {:8.4f} ms (bound {:.4f}) {:7.2f} GB/s {:7.2f} GFLOP/s ratio={:.3f}   (one call: flushed {:.4f} ms, warm "
+      "{:.4f} ms)\n",
+      t_sddmm * 1e3, sddmm_bound * 1e3, gbs_sddmm, 2 * nnz * n / t_sddmm / 1e9, sddmm_bound / t_sddmm, c_sddmm * 1e3,
+      w_sddmm * 1e3);
+  fmt::print(
+      "device={} rows={} cols={} nnz={} n={} read_bandwidth_gbs={} copy_bandwidth_gbs={:.3f} spmm_ms={:.4f} "
+      "spmm_gbs={:.3f} sddmm_ms={:.4f} sddmm_gbs={:.3f} spmm_ratio={:.4f} sddmm_ratio={:.4f}\n",
+      dev, a.rows, a.cols, s.nnz(), a.n, bwm.read ? fmt::format("{:.3f}", *bwm.read) : "n/a", bw, t_spmm * 1e3,
+      gbs_spmm, t_sddmm * 1e3, gbs_sddmm, spmm_bound / t_spmm, sddmm_bound / t_sddmm);
 }
 
 }  // namespace

@@ -30,11 +30,19 @@ struct BenchTrainArgs {
 int run_bench_train(const BenchTrainArgs& a, Device d) {
   manual_seed(0);
   const bool llama = a.arch == "llama";
-  nlohmann::json cfg = {{"model_type", "gpt2"}, {"vocab_size", a.vocab}, {"n_positions", std::max<int64_t>(1024, a.seq + 1)},
-                        {"n_embd", a.d_model}, {"n_layer", a.layers}, {"n_head", a.heads}, {"resid_pdrop", 0.0},
-                        {"embd_pdrop", 0.0}, {"attn_pdrop", 0.0}, {"activation_function", "gelu_new"}};
+  nlohmann::json cfg = {{"model_type", "gpt2"},
+                        {"vocab_size", a.vocab},
+                        {"n_positions", std::max<int64_t>(1024, a.seq + 1)},
+                        {"n_embd", a.d_model},
+                        {"n_layer", a.layers},
+                        {"n_head", a.heads},
+                        {"resid_pdrop", 0.0},
+                        {"embd_pdrop", 0.0},
+                        {"attn_pdrop", 0.0},
+                        {"activation_function", "gelu_new"}};
   if (llama) {
-    if (a.config.empty()) throw std::invalid_argument("[bench] train --arch llama needs --config (a LLaMA config.json)");
+    if (a.config.empty())
+      throw std::invalid_argument("[bench] train --arch llama needs --config (a LLaMA config.json)");
     cfg = parse_json_file(a.config, "bench");
     if (cfg.value("model_type", "") != "llama")
       throw std::invalid_argument(fmt::format("[bench] {}: model_type must be llama for --arch llama", a.config));
@@ -53,8 +61,9 @@ int run_bench_train(const BenchTrainArgs& a, Device d) {
   peft::LoraConfig lc;
   lc.r = a.rank;
   lc.lora_alpha = 2.0 * double(a.rank);
-  lc.target_modules = llama ? peft::ModuleSelector::list({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"})
-                            : peft::ModuleSelector::list({"c_attn", "c_fc", "mlp.c_proj"});
+  lc.target_modules =
+      llama ? peft::ModuleSelector::list({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"})
+            : peft::ModuleSelector::list({"c_attn", "c_fc", "mlp.c_proj"});
   pm.add_adapter("default", lc);
   model->set_gradient_checkpointing(a.checkpointing);
   peft::TrainerOptions o;
@@ -85,11 +94,12 @@ int run_bench_train(const BenchTrainArgs& a, Device d) {
   struct rusage ru {};
   getrusage(RUSAGE_SELF, &ru);
   const auto& mc = model->config();
-  fmt::print("rankforge device={} arch={} L={} D={} V={} T={} B={} trainable={} precision={} base_dtype={} loss={:.3f} "
-             "step_s={:.3f} tokens_per_s={:.1f} peak_rss_mb={:.0f} checkpointing={} cpu_peak_alloc_mb={:.0f}\n",
-             device_str(d), a.arch, mc.num_layers, mc.hidden_size, vocab, a.seq, a.batch, tr.trainable_count(),
-             precision_name(prec), dtype_name(base), loss, med, double(a.batch * a.seq) / med, double(ru.ru_maxrss) / 1024.0,
-             a.checkpointing ? 1 : 0, double(be.memory_stats().peak_bytes_in_use) / (1024.0 * 1024.0));
+  fmt::print(
+      "rankforge device={} arch={} L={} D={} V={} T={} B={} trainable={} precision={} base_dtype={} loss={:.3f} "
+      "step_s={:.3f} tokens_per_s={:.1f} peak_rss_mb={:.0f} checkpointing={} cpu_peak_alloc_mb={:.0f}\n",
+      device_str(d), a.arch, mc.num_layers, mc.hidden_size, vocab, a.seq, a.batch, tr.trainable_count(),
+      precision_name(prec), dtype_name(base), loss, med, double(a.batch * a.seq) / med, double(ru.ru_maxrss) / 1024.0,
+      a.checkpointing ? 1 : 0, double(be.memory_stats().peak_bytes_in_use) / (1024.0 * 1024.0));
   return 0;
 }
 }  // namespace
@@ -97,10 +107,13 @@ int run_bench_train(const BenchTrainArgs& a, Device d) {
 void add_bench_train_command(CLI::App& app, int& rc, std::string& device_spec, const DeviceFn& device) {
   static BenchTrainArgs a;
   CLI::App* bench = app.get_subcommand("bench");
-  auto* t = bench->add_subcommand("train", "One LoRA training step of a GPT-2- or LLaMA-shaped model (peer: bench/torch_lora_step.py)");
-  t->add_option("--arch", a.arch, "gpt2 (shape from the options) or llama (shape from --config)")->check(CLI::IsMember({"gpt2", "llama"}));
+  auto* t = bench->add_subcommand(
+      "train", "One LoRA training step of a GPT-2- or LLaMA-shaped model (peer: bench/torch_lora_step.py)");
+  t->add_option("--arch", a.arch, "gpt2 (shape from the options) or llama (shape from --config)")
+      ->check(CLI::IsMember({"gpt2", "llama"}));
   t->add_option("--config", a.config, "--arch llama: a LLaMA config.json (e.g. examples/bench/tinyllama_1b.json)");
-  t->add_option("--layers", a.layers, "layers (llama: overrides the config's num_hidden_layers)")->check(CLI::Range(int64_t(1), int64_t(1000)));
+  t->add_option("--layers", a.layers, "layers (llama: overrides the config's num_hidden_layers)")
+      ->check(CLI::Range(int64_t(1), int64_t(1000)));
   t->add_option("--d-model", a.d_model)->check(CLI::Range(int64_t(8), int64_t(65536)));
   t->add_option("--heads", a.heads)->check(CLI::Range(int64_t(1), int64_t(1024)));
   t->add_option("--vocab", a.vocab)->check(CLI::Range(int64_t(2), int64_t(1) << 24));
@@ -110,8 +123,10 @@ void add_bench_train_command(CLI::App& app, int& rc, std::string& device_spec, c
   t->add_option("--steps", a.steps)->check(CLI::Range(int64_t(1), int64_t(100000)));
   t->add_option("--device", device_spec, "cpu, vulkan or vulkan:N");
   t->add_flag("--checkpointing", a.checkpointing, "recompute each block in backward (activation checkpointing)");
-  t->add_option("--precision", a.precision, "f32, bf16 (bf16 GEMMs, f32 accumulation) or auto")->check(CLI::IsMember({"f32", "bf16", "auto"}));
-  t->add_option("--base-dtype", a.base_dtype, "dtype of the frozen base weights: f32, bf16 or f16")->check(CLI::IsMember({"f32", "bf16", "f16"}));
+  t->add_option("--precision", a.precision, "f32, bf16 (bf16 GEMMs, f32 accumulation) or auto")
+      ->check(CLI::IsMember({"f32", "bf16", "auto"}));
+  t->add_option("--base-dtype", a.base_dtype, "dtype of the frozen base weights: f32, bf16 or f16")
+      ->check(CLI::IsMember({"f32", "bf16", "f16"}));
   t->callback([&rc, &device, t] {
     a.layers_set = t->count("--layers") > 0;
     rc = run_bench_train(a, device());

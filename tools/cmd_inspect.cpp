@@ -12,8 +12,8 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "engine/safetensors.h"
 #include "engine/json_io.h"
+#include "engine/safetensors.h"
 #include "tools/commands.h"
 
 namespace rf::tools {
@@ -30,10 +30,25 @@ std::string printable(const std::string& name) {
 }
 
 // The keys that say what a model is, under their HF spellings (GPT-2 and BERT-style configs differ).
-constexpr const char* kConfigKeys[] = {
-    "model_type", "architectures", "hidden_size", "n_embd", "d_model", "num_hidden_layers", "n_layer",
-    "num_attention_heads", "n_head", "num_key_value_heads", "head_dim", "intermediate_size", "n_inner",
-    "vocab_size", "max_position_embeddings", "n_positions", "torch_dtype", "dtype", "tie_word_embeddings"};
+constexpr const char* kConfigKeys[] = {"model_type",
+                                       "architectures",
+                                       "hidden_size",
+                                       "n_embd",
+                                       "d_model",
+                                       "num_hidden_layers",
+                                       "n_layer",
+                                       "num_attention_heads",
+                                       "n_head",
+                                       "num_key_value_heads",
+                                       "head_dim",
+                                       "intermediate_size",
+                                       "n_inner",
+                                       "vocab_size",
+                                       "max_position_embeddings",
+                                       "n_positions",
+                                       "torch_dtype",
+                                       "dtype",
+                                       "tie_word_embeddings"};
 
 nlohmann::json read_json_object(const fs::path& file) {
   nlohmann::json j = parse_json_file(file.string(), "inspect");  // errors name the file, line and column
@@ -68,8 +83,8 @@ int inspect(const std::string& path) {
   for (const auto& f : files) {
     const uint64_t size = f->mapping().size();
     file_bytes += size;
-    fmt::print("{}: {} bytes (8-byte length, {}-byte header, {} data bytes)\n", f->path(), size, f->header().header_size,
-               size - f->header().data_start());
+    fmt::print("{}: {} bytes (8-byte length, {}-byte header, {} data bytes)\n", f->path(), size,
+               f->header().header_size, size - f->header().data_start());
     for (const auto& [k, v] : f->header().metadata) fmt::print("  __metadata__ {} = {}\n", printable(k), printable(v));
     for (const auto& t : f->header().tensors) {
       uint64_t n = 1;
@@ -78,8 +93,8 @@ int inspect(const std::string& path) {
       by_dtype[st::dtype_string(t.dtype)] += n;
       data_bytes += t.end - t.begin;
       ++count;
-      fmt::print("  {:<56} {:<7} [{}] data bytes [{}, {})\n", printable(t.name), st::dtype_string(t.dtype), fmt::join(t.shape, ", "),
-                 t.begin, t.end);
+      fmt::print("  {:<56} {:<7} [{}] data bytes [{}, {})\n", printable(t.name), st::dtype_string(t.dtype),
+                 fmt::join(t.shape, ", "), t.begin, t.end);
     }
   }
   std::string dtypes;
@@ -93,9 +108,7 @@ int inspect(const std::string& path) {
   return 0;
 }
 
-std::string json_value(const nlohmann::json& j, const char* key) {
-  return j.contains(key) ? j[key].dump() : "unset";
-}
+std::string json_value(const nlohmann::json& j, const char* key) { return j.contains(key) ? j[key].dump() : "unset"; }
 
 // A PEFT adapter folder: what adapter_config.json says and what adapter_model.safetensors holds.
 void inspect_adapter(const fs::path& dir, const std::string& indent = "") {
@@ -104,7 +117,8 @@ void inspect_adapter(const fs::path& dir, const std::string& indent = "") {
   fmt::print("{}adapter {}: peft_type {}, r {}, lora_alpha {}, target_modules {}\n", indent, dir.string(), type,
              json_value(c, "r"), json_value(c, "lora_alpha"), json_value(c, "target_modules"));
   std::string more;
-  for (const char* k : {"use_rslora", "use_dora", "lora_dropout", "bias", "init_lora_weights", "task_type", "base_model_name_or_path"})
+  for (const char* k :
+       {"use_rslora", "use_dora", "lora_dropout", "bias", "init_lora_weights", "task_type", "base_model_name_or_path"})
     if (c.contains(k) && !c[k].is_null()) more += fmt::format(" {}={}", k, c[k].dump());
   if (type == "ADALORA")
     for (const char* k : {"init_r", "target_r", "total_step"}) more += fmt::format(" {}={}", k, json_value(c, k));
@@ -131,8 +145,9 @@ void inspect_adapter(const fs::path& dir, const std::string& indent = "") {
   std::string dtypes, rank_list;
   for (const auto& [d, n] : by_dtype) dtypes += fmt::format("{}{} {}", dtypes.empty() ? "" : ", ", d, n);
   for (const auto& [r, n] : ranks) rank_list += fmt::format("{}{} x rank {}", rank_list.empty() ? "" : ", ", n, r);
-  fmt::print("{}  {}: {} tensors, {} parameters ({}){}\n", indent, weights.filename().string(), f->header().tensors.size(), params,
-             dtypes.empty() ? "none" : dtypes, rank_list.empty() ? "" : fmt::format("; LoRA modules: {}", rank_list));
+  fmt::print("{}  {}: {} tensors, {} parameters ({}){}\n", indent, weights.filename().string(),
+             f->header().tensors.size(), params, dtypes.empty() ? "none" : dtypes,
+             rank_list.empty() ? "" : fmt::format("; LoRA modules: {}", rank_list));
 }
 
 // A `rankforge train` output folder: its config.yaml, how far the checkpoint got, and the adapter.
@@ -148,28 +163,38 @@ void inspect_run(const fs::path& dir) {
     return n && n.IsScalar() ? n.as<std::string>() : fallback;
   };
   fs::path ck = dir / "checkpoint";
-  if (!fs::exists(ck / "trainer_state.json") && fs::exists(dir / "checkpoint.old" / "trainer_state.json")) ck = dir / "checkpoint.old";
+  if (!fs::exists(ck / "trainer_state.json") && fs::exists(dir / "checkpoint.old" / "trainer_state.json"))
+    ck = dir / "checkpoint.old";
   std::string steps = "no checkpoint yet";
   if (fs::exists(ck / "trainer_state.json")) {
     nlohmann::json st = read_json_object(ck / "trainer_state.json");
-    nlohmann::json done = st.contains("global_step") ? st["global_step"] : st.contains("run") ? st["run"].value("step", nlohmann::json()) : nlohmann::json();
-    steps = fmt::format("{} steps done (of {}) in {}", done.is_number_integer() ? done.dump() : "?", scalar("training", "steps", "?"), ck.string());
+    nlohmann::json done = st.contains("global_step") ? st["global_step"]
+                          : st.contains("run")       ? st["run"].value("step", nlohmann::json())
+                                                     : nlohmann::json();
+    steps = fmt::format("{} steps done (of {}) in {}", done.is_number_integer() ? done.dump() : "?",
+                        scalar("training", "steps", "?"), ck.string());
   }
-  fmt::print("run {}: method {}, model {}, {}\n", dir.string(), scalar("adapter", "method", "lora"), scalar(nullptr, "model", "?"), steps);
-  if (fs::exists(dir / "adapter" / "adapter_config.json")) inspect_adapter(dir / "adapter", "  ");
-  else if (fs::exists(dir / "model")) fmt::print("  model {} (full fine-tuning)\n", (dir / "model").string());
+  fmt::print("run {}: method {}, model {}, {}\n", dir.string(), scalar("adapter", "method", "lora"),
+             scalar(nullptr, "model", "?"), steps);
+  if (fs::exists(dir / "adapter" / "adapter_config.json"))
+    inspect_adapter(dir / "adapter", "  ");
+  else if (fs::exists(dir / "model"))
+    fmt::print("  model {} (full fine-tuning)\n", (dir / "model").string());
   else if (fs::exists(ck / "adapter_config.json")) {
     fmt::print("  unfinished (no adapter/ yet): the checkpoint's adapter\n");
     inspect_adapter(ck, "  ");
-  }
-  else fmt::print("  no adapter/ yet\n");
+  } else
+    fmt::print("  no adapter/ yet\n");
 }
 
 int inspect_path(const std::string& path) {
   const fs::path p(path);
-  if (fs::is_directory(p) && fs::exists(p / "adapter_config.json")) inspect_adapter(p);
-  else if (fs::is_directory(p) && fs::exists(p / "config.yaml") && !fs::exists(p / "config.json")) inspect_run(p);
-  else return inspect(path);
+  if (fs::is_directory(p) && fs::exists(p / "adapter_config.json"))
+    inspect_adapter(p);
+  else if (fs::is_directory(p) && fs::exists(p / "config.yaml") && !fs::exists(p / "config.json"))
+    inspect_run(p);
+  else
+    return inspect(path);
   return 0;
 }
 
@@ -177,10 +202,12 @@ int inspect_path(const std::string& path) {
 
 void add_inspect_command(CLI::App& app, int& rc) {
   static std::string path;  // CLI11 writes it during parse(), after this function returns
-  auto* c = app.add_subcommand("inspect", "Show a safetensors file, a model or adapter folder, or a `train` run folder");
-  c->add_option("path", path,
-                "a .safetensors file; a model directory (model.safetensors or its index); an adapter directory "
-                "(adapter_config.json + adapter_model.safetensors); a run folder (config.yaml + adapter/ or checkpoint/)")
+  auto* c =
+      app.add_subcommand("inspect", "Show a safetensors file, a model or adapter folder, or a `train` run folder");
+  c->add_option(
+       "path", path,
+       "a .safetensors file; a model directory (model.safetensors or its index); an adapter directory "
+       "(adapter_config.json + adapter_model.safetensors); a run folder (config.yaml + adapter/ or checkpoint/)")
       ->required();
   c->callback([&rc] { rc = inspect_path(path); });
 }

@@ -9,15 +9,15 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "engine/autocast.h"
 #include "engine/autograd.h"
+#include "engine/ops.h"
 #include "engine/safetensors.h"
 #include "models/generate.h"
 #include "models/loss.h"
-#include "peft/peft_model.h"
-#include "engine/ops.h"
 #include "models/model.h"
 #include "models/tokenizer.h"
-#include "engine/autocast.h"
+#include "peft/peft_model.h"
 #include "tools/commands.h"
 #include "tools/run_files.h"
 
@@ -55,10 +55,12 @@ Tensor int_input(const safetensors::File& f, const std::string& name, const Shap
   }
   Tensor t = f.load(*info);
   if (!is_int(t.dtype()) && t.dtype() != DType::Bool)
-    throw std::runtime_error(fmt::format("[forward] {}: '{}' must be an integer tensor, got {}", f.path(), name, dtype_name(t.dtype())));
+    throw std::runtime_error(
+        fmt::format("[forward] {}: '{}' must be an integer tensor, got {}", f.path(), name, dtype_name(t.dtype())));
   if (t.dim() != 2 || (!want.empty() && t.shape() != want))
     throw std::runtime_error(fmt::format("[forward] {}: '{}' must be [B, T]{}, got [{}]", f.path(), name,
-                                         want.empty() ? "" : fmt::format(" = [{}]", fmt::join(want, ", ")), fmt::join(t.shape(), ", ")));
+                                         want.empty() ? "" : fmt::format(" = [{}]", fmt::join(want, ", ")),
+                                         fmt::join(t.shape(), ", ")));
   return t.to(DType::I64).to(d);
 }
 
@@ -76,8 +78,8 @@ int run_forward(const ModelArgs& a, Device d) {
   std::vector<int64_t> ids = in.input_ids.to_vector<int64_t>();
   for (size_t i = 0; i < ids.size(); ++i)
     if (ids[i] < 0 || ids[i] >= m->config().vocab_size)
-      throw std::runtime_error(fmt::format("[forward] {}: input_ids[{}] = {} is outside the vocabulary [0, {})", a.input, i, ids[i],
-                                           m->config().vocab_size));
+      throw std::runtime_error(fmt::format("[forward] {}: input_ids[{}] = {} is outside the vocabulary [0, {})",
+                                           a.input, i, ids[i], m->config().vocab_size));
   std::unique_ptr<peft::PeftModel> pm;
   if (!a.adapter.empty()) {
     pm = std::make_unique<peft::PeftModel>(*m);
@@ -100,12 +102,16 @@ int run_forward(const ModelArgs& a, Device d) {
       if (int64_t(y.size()) != logits.size(0))
         throw std::runtime_error(fmt::format("[forward] --labels has {} values for {} rows", y.size(), logits.size(0)));
       for (int64_t v : y)
-        if (v < 0 || v >= logits.size(1)) throw std::runtime_error(fmt::format("[forward] label {} is outside [0, {})", v, logits.size(1)));
+        if (v < 0 || v >= logits.size(1))
+          throw std::runtime_error(fmt::format("[forward] label {} is outside [0, {})", v, logits.size(1)));
       loss = models::classification_loss(logits, from_data(y, {int64_t(y.size())}).to(d));
     } else {
-      if (!a.labels.empty()) throw std::runtime_error("[forward] --labels is for classifiers; causal LMs use the inputs shifted");
+      if (!a.labels.empty())
+        throw std::runtime_error("[forward] --labels is for classifiers; causal LMs use the inputs shifted");
       Tensor labels = in.input_ids;
-      if (in.attention_mask.defined()) labels = where(eq(in.attention_mask, zeros_like(in.attention_mask)), full(labels.shape(), -100, DType::I64, d), labels);
+      if (in.attention_mask.defined())
+        labels = where(eq(in.attention_mask, zeros_like(in.attention_mask)), full(labels.shape(), -100, DType::I64, d),
+                       labels);
       loss = models::causal_lm_loss(logits, labels);
     }
     backward(loss);
@@ -121,7 +127,8 @@ int run_forward(const ModelArgs& a, Device d) {
   }
   safetensors::save_file(out, a.output, {{"format", "pt"}});
   fmt::print(stderr, "[forward] wrote logits [{}]{} to {}\n", fmt::join(out["logits"].shape(), ", "),
-             a.loss_grads ? fmt::format(", loss {:.6f} and {} gradients", out["loss"].item(), out.size() - 2) : "", a.output);
+             a.loss_grads ? fmt::format(", loss {:.6f} and {} gradients", out["loss"].item(), out.size() - 2) : "",
+             a.output);
   return 0;
 }
 
@@ -148,7 +155,8 @@ int run_generate(const ModelArgs& a, Device d) {
   if (s.stop_ids.empty()) s.stop_ids = m->config().eos_token_ids;
   for (const auto& text : a.stop) {
     auto ids = tok->encode(text);
-    if (ids.size() != 1) throw std::runtime_error(fmt::format("[generate] stop text '{}' is {} tokens; it must be one", text, ids.size()));
+    if (ids.size() != 1)
+      throw std::runtime_error(fmt::format("[generate] stop text '{}' is {} tokens; it must be one", text, ids.size()));
     s.stop_ids.push_back(ids[0]);
   }
   std::vector<int64_t> prompt = tok->encode(a.prompt, true);
@@ -197,8 +205,11 @@ int run_init(const ModelArgs& a) {
     throw std::runtime_error(fmt::format("[init] --output {} is not empty; pass --overwrite to replace it", a.output));
   auto m = models::create_model(c);
   DirLock lock(a.output, "init");
-  write_dir_atomic(a.output, [&](const std::filesystem::path& tmp) { models::save_model(*m, tmp.string(), dtype_arg("init", "--dtype", a.dtype)); });
-  fmt::print("[init] {} ({}) with {} parameters written to {}\n", c.architecture, c.model_type, m->num_parameters(), a.output);
+  write_dir_atomic(a.output, [&](const std::filesystem::path& tmp) {
+    models::save_model(*m, tmp.string(), dtype_arg("init", "--dtype", a.dtype));
+  });
+  fmt::print("[init] {} ({}) with {} parameters written to {}\n", c.architecture, c.model_type, m->num_parameters(),
+             a.output);
   return 0;
 }
 
@@ -244,7 +255,9 @@ void add_model_commands(CLI::App& app, int& rc, std::string& device_spec, const 
   static ModelArgs a;
   auto* fw = app.add_subcommand("forward", "Logits of a Hugging Face checkpoint for input_ids from a safetensors file");
   fw->add_option("--model", a.model, "checkpoint directory (config.json + safetensors)")->required();
-  fw->add_option("--input", a.input, "safetensors file with input_ids (I64 [B,T]), optional attention_mask, token_type_ids")->required();
+  fw->add_option("--input", a.input,
+                 "safetensors file with input_ids (I64 [B,T]), optional attention_mask, token_type_ids")
+      ->required();
   fw->add_option("--output", a.output, "safetensors file to write logits (F32) to")->required();
   fw->add_option("--device", device_spec, "cpu, vulkan or vulkan:N");
   fw->add_flag("--keep-16bit", a.keep_16bit, "keep F16/BF16 weights 16-bit in memory");
@@ -252,7 +265,8 @@ void add_model_commands(CLI::App& app, int& rc, std::string& device_spec, const 
   fw->add_option("--precision", a.precision, "f32, bf16 (bf16 GEMMs, f32 accumulation) or auto")
       ->check(CLI::IsMember({"f32", "bf16", "auto"}));
   fw->add_option("--adapter", a.adapter, "PEFT LoRA adapter directory to apply");
-  fw->add_flag("--loss-grads", a.loss_grads, "also write 'loss' and the gradient of every trainable adapter tensor (PEFT in-memory names)");
+  fw->add_flag("--loss-grads", a.loss_grads,
+               "also write 'loss' and the gradient of every trainable adapter tensor (PEFT in-memory names)");
   fw->add_option("--labels", a.labels, "classifier labels per row (default: class 0)")->delimiter(',');
   fw->callback([&rc, &device] { rc = run_forward(a, device()); });
 
@@ -260,10 +274,12 @@ void add_model_commands(CLI::App& app, int& rc, std::string& device_spec, const 
   gen->add_option("--model", a.model, "checkpoint directory")->required();
   gen->add_option("--prompt", a.prompt, "prompt text")->required();
   gen->add_option("--tokenizer", a.tokenizer, "tokenizer directory (default: the model directory)");
-  gen->add_option("--max-new-tokens", a.sampling.max_new_tokens, "tokens to generate")->check(CLI::Range(int64_t(0), int64_t(1) << 20));
+  gen->add_option("--max-new-tokens", a.sampling.max_new_tokens, "tokens to generate")
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 20));
   gen->add_flag("--greedy", a.greedy, "argmax decoding (same as --temperature 0)");
   gen->add_option("--temperature", a.sampling.temperature, "softmax temperature")->check(CLI::Range(0.0, 100.0));
-  gen->add_option("--top-k", a.sampling.top_k, "keep the k most likely tokens (0: off)")->check(CLI::Range(int64_t(0), int64_t(1) << 30));
+  gen->add_option("--top-k", a.sampling.top_k, "keep the k most likely tokens (0: off)")
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 30));
   gen->add_option("--top-p", a.sampling.top_p, "nucleus sampling mass (1: off)")->check(CLI::Range(0.0, 1.0));
   gen->add_option("--seed", a.seed, "sampling seed");
   gen->add_option("--stop", a.stop, "stop text (one token each; default: the config's eos_token_id)");

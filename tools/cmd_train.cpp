@@ -34,11 +34,13 @@ int run_merge(const std::string& model, const std::string& adapter, const std::s
     if (!fs::exists(in)) throw std::runtime_error(fmt::format("[merge] {} {}: no such folder", flag, in));
     const fs::path p = real(in);
     if (inside(out, p) || inside(p, out))
-      throw std::runtime_error(fmt::format("[merge] --output {} {} {} {}: the merge would overwrite its input; choose another folder",
-                                           output, inside(out, p) ? "is or lies inside" : "holds", flag, in));
+      throw std::runtime_error(
+          fmt::format("[merge] --output {} {} {} {}: the merge would overwrite its input; choose another folder",
+                      output, inside(out, p) ? "is or lies inside" : "holds", flag, in));
   }
   const bool existed = fs::exists(out);
-  if (existed && !fs::is_directory(out)) throw std::runtime_error(fmt::format("[merge] --output {} is a file; expected a folder", output));
+  if (existed && !fs::is_directory(out))
+    throw std::runtime_error(fmt::format("[merge] --output {} is a file; expected a folder", output));
   try {
     DirLock lock(out, "merge");
     if (has_entries(out) && !overwrite)
@@ -77,7 +79,8 @@ void add_train_commands(CLI::App& app, int& rc, std::string& device_spec, const 
     return device_spec.empty() && !std::getenv("RANKFORGE_DEVICE") ? parse_device(c.device) : device();
   };
   auto load = [](const char* who) {
-    if (config.empty()) throw std::runtime_error(fmt::format("[{}] a YAML config is required (see rankforge {} --help)", who, who));
+    if (config.empty())
+      throw std::runtime_error(fmt::format("[{}] a YAML config is required (see rankforge {} --help)", who, who));
     TrainConfig c = load_train_config(config, sets);
     for (const auto& n : c.notes) fmt::print(stderr, "[config] note: {}\n", n);
     return c;
@@ -88,12 +91,15 @@ void add_train_commands(CLI::App& app, int& rc, std::string& device_spec, const 
   train->add_option("--set", sets, "override a config key: --set training.lr=1e-3 (repeatable)");
   train->add_flag("--resume", resume, "continue from the run folder's checkpoint");
   train->add_flag("--overwrite", overwrite, "start over in a run folder that holds a previous run (deletes it)");
-  auto* list_keys = train->add_option("--list-keys", list_section, "print every config key (of SECTION) with type, default and meaning")
+  auto* list_keys = train
+                        ->add_option("--list-keys", list_section,
+                                     "print every config key (of SECTION) with type, default and meaning")
                         ->expected(0, 1);
   train->add_option("--device", device_spec, "cpu, vulkan or vulkan:N (default: the config's)");
   train->add_option("--stop-after", stop_after, "stop after N steps as if interrupted (testing)")->group("");
   std::vector<std::string> methods;  // from the registry; a method without an adapter trains every weight
-  for (const peft::MethodEntry* e : peft::method_registry()) methods.push_back(e->adapter ? e->name : e->name + " (every weight trains)");
+  for (const peft::MethodEntry* e : peft::method_registry())
+    methods.push_back(e->adapter ? e->name : e->name + " (every weight trains)");
   train->footer(fmt::format("Methods (adapter.method): {}.\n", fmt::join(methods, ", ")) +
                 "DoRA and PiSSA are lora with adapter.use_dora: true / adapter.init: pissa. Runnable examples:\n"
                 "examples/configs/<method>.yaml. Every key: rankforge train --list-keys [SECTION].");
@@ -117,7 +123,8 @@ void add_train_commands(CLI::App& app, int& rc, std::string& device_spec, const 
   ev->add_option("--precision", eval_precision, "f32, bf16 or auto (default: the config's training.precision)")
       ->check(CLI::IsMember({"f32", "bf16", "auto"}));
   ev->callback([&rc, pick, load] {
-    if (base && !adapter.empty()) throw std::runtime_error("[eval] --base and --adapter exclude each other: evaluate one or the other");
+    if (base && !adapter.empty())
+      throw std::runtime_error("[eval] --base and --adapter exclude each other: evaluate one or the other");
     TrainConfig c = load("eval");
     if (!eval_precision.empty()) c.precision = eval_precision;
     std::string dir = base ? "" : adapter.empty() ? (std::filesystem::path(c.output) / "adapter").string() : adapter;
@@ -126,7 +133,8 @@ void add_train_commands(CLI::App& app, int& rc, std::string& device_spec, const 
 
   auto* merge = app.add_subcommand("merge", "Merge a PEFT LoRA adapter into its base: a plain Hugging Face checkpoint");
   merge->add_option("--model", model, "base checkpoint directory")->required();
-  merge->add_option("--adapter", adapter, "adapter directory (adapter_config.json + adapter_model.safetensors)")->required();
+  merge->add_option("--adapter", adapter, "adapter directory (adapter_config.json + adapter_model.safetensors)")
+      ->required();
   merge->add_option("--output", output, "output checkpoint directory (new, or empty, or --overwrite)")->required();
   merge->add_flag("--overwrite", overwrite, "replace a non-empty output folder");
   merge->callback([&rc] { rc = run_merge(model, adapter, output, overwrite); });

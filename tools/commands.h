@@ -13,11 +13,16 @@ using DeviceFn = std::function<Device()>;
 void add_bench_commands(CLI::App& app, int& rc, std::string& device_spec, const DeviceFn& device);
 void add_inspect_command(CLI::App& app, int& rc);
 void add_tokenize_command(CLI::App& app, int& rc);
-void add_train_commands(CLI::App& app, int& rc, std::string& device_spec, const DeviceFn& device);  // train, eval, merge
-void add_bench_train_command(CLI::App& app, int& rc, std::string& device_spec, const DeviceFn& device);  // after add_bench_commands
-void add_bench_ranks_command(CLI::App& app, int& rc, std::string& device_spec, const DeviceFn& device);  // after add_bench_commands
-void add_bench_sparse_command(CLI::App& app, int& rc, std::string& device_spec, const DeviceFn& device);  // after add_bench_commands
-void add_analyze_command(CLI::App& app, int& rc, std::string& device_spec, const DeviceFn& device);  // analyze intrinsic-dim
+void add_train_commands(CLI::App& app, int& rc, std::string& device_spec,
+                        const DeviceFn& device);  // train, eval, merge
+void add_bench_train_command(CLI::App& app, int& rc, std::string& device_spec,
+                             const DeviceFn& device);  // after add_bench_commands
+void add_bench_ranks_command(CLI::App& app, int& rc, std::string& device_spec,
+                             const DeviceFn& device);  // after add_bench_commands
+void add_bench_sparse_command(CLI::App& app, int& rc, std::string& device_spec,
+                              const DeviceFn& device);  // after add_bench_commands
+void add_analyze_command(CLI::App& app, int& rc, std::string& device_spec,
+                         const DeviceFn& device);  // analyze intrinsic-dim
 void add_model_commands(CLI::App& app, int& rc, std::string& device_spec, const DeviceFn& device);  // forward, generate
 
 }  // namespace rf::tools

@@ -39,35 +39,52 @@ Use generic(const std::string& leaf, bool strict = false) {
 
 template <class T>
 const char* type_of() {
-  if constexpr (std::is_same_v<T, int64_t>) return "integer";
-  else if constexpr (std::is_same_v<T, uint64_t>) return "integer >= 0";
-  else if constexpr (std::is_same_v<T, double> || std::is_same_v<T, float>) return "number";
-  else if constexpr (std::is_same_v<T, bool>) return "bool";
-  else if constexpr (std::is_same_v<T, std::string>) return "string";
-  else if constexpr (std::is_same_v<T, std::vector<std::string>>) return "list of strings";
-  else return "list of integers";
+  if constexpr (std::is_same_v<T, int64_t>)
+    return "integer";
+  else if constexpr (std::is_same_v<T, uint64_t>)
+    return "integer >= 0";
+  else if constexpr (std::is_same_v<T, double> || std::is_same_v<T, float>)
+    return "number";
+  else if constexpr (std::is_same_v<T, bool>)
+    return "bool";
+  else if constexpr (std::is_same_v<T, std::string>)
+    return "string";
+  else if constexpr (std::is_same_v<T, std::vector<std::string>>)
+    return "list of strings";
+  else
+    return "list of integers";
 }
 
 template <class T>
 T read_as(const YAML::Node& n, const std::string& key, const std::string& where) {
-  if constexpr (std::is_same_v<T, int64_t>) return yaml_int(n, key, where);
-  else if constexpr (std::is_same_v<T, uint64_t>) return yaml_uint(n, key, where);
-  else if constexpr (std::is_same_v<T, double>) return yaml_float(n, key, where);
-  else if constexpr (std::is_same_v<T, float>) return float(yaml_float(n, key, where));
-  else if constexpr (std::is_same_v<T, bool>) return yaml_bool(n, key, where);
-  else if constexpr (std::is_same_v<T, std::string>) return yaml_string(n, key, where);
-  else if constexpr (std::is_same_v<T, std::vector<std::string>>) return yaml_strings(n, key, where);
-  else return yaml_ints(n, key, where);
+  if constexpr (std::is_same_v<T, int64_t>)
+    return yaml_int(n, key, where);
+  else if constexpr (std::is_same_v<T, uint64_t>)
+    return yaml_uint(n, key, where);
+  else if constexpr (std::is_same_v<T, double>)
+    return yaml_float(n, key, where);
+  else if constexpr (std::is_same_v<T, float>)
+    return float(yaml_float(n, key, where));
+  else if constexpr (std::is_same_v<T, bool>)
+    return yaml_bool(n, key, where);
+  else if constexpr (std::is_same_v<T, std::string>)
+    return yaml_string(n, key, where);
+  else if constexpr (std::is_same_v<T, std::vector<std::string>>)
+    return yaml_strings(n, key, where);
+  else
+    return yaml_ints(n, key, where);
 }
 
 template <class T>
 YAML::Node node_of(const T& v) {
-  if constexpr (std::is_floating_point_v<T>) return YAML::Node(yaml_number(v));
+  if constexpr (std::is_floating_point_v<T>)
+    return YAML::Node(yaml_number(v));
   else if constexpr (std::is_same_v<T, std::vector<std::string>> || std::is_same_v<T, std::vector<int64_t>>) {
     YAML::Node s(YAML::NodeType::Sequence);
     for (const auto& x : v) s.push_back(x);
     return s;
-  } else return YAML::Node(v);
+  } else
+    return YAML::Node(v);
 }
 
 // A key bound to one field of TrainConfig.
@@ -100,7 +117,8 @@ KeyDef custom(const char* key, const char* type, const char* help, Use u,
 
 KeyDef selector(const char* key, const char* help, peft::ModuleSelector peft::LoraConfig::*field) {
   const std::string dotted(key);
-  return custom(key, "list | regex | all-linear", help, generic(dotted.substr(dotted.find('.') + 1)),
+  return custom(
+      key, "list | regex | all-linear", help, generic(dotted.substr(dotted.find('.') + 1)),
       [field, k = std::string(key)](const YAML::Node& n, const std::string& where, TrainConfig& c) {
         if (n.IsScalar()) {
           const std::string s = n.Scalar();
@@ -123,16 +141,20 @@ KeyDef selector(const char* key, const char* help, peft::ModuleSelector peft::Lo
 
 // name -> number mappings in insertion order (rank_pattern, alpha_pattern, density_pattern).
 template <class V>
-KeyDef pattern_map(const char* key, const char* help, Use u, std::vector<std::pair<std::string, V>>& (*ref)(TrainConfig&)) {
-  return custom(key, std::is_integral_v<V> ? "mapping name: integer" : "mapping name: number", help, u,
+KeyDef pattern_map(const char* key, const char* help, Use u,
+                   std::vector<std::pair<std::string, V>>& (*ref)(TrainConfig&)) {
+  return custom(
+      key, std::is_integral_v<V> ? "mapping name: integer" : "mapping name: number", help, u,
       [ref, k = std::string(key)](const YAML::Node& n, const std::string& where, TrainConfig& c) {
         if (!n.IsMap()) config_fail(where, fmt::format("{}: expected a mapping (module: value)", k));
         auto& out = ref(c);
         out.clear();
         for (const auto& kv : n) {
           const std::string name = kv.first.Scalar(), sub = fmt::format("{}.{}", k, name);
-          if constexpr (std::is_integral_v<V>) out.emplace_back(name, yaml_int(kv.second, sub, where));
-          else out.emplace_back(name, yaml_float(kv.second, sub, where));
+          if constexpr (std::is_integral_v<V>)
+            out.emplace_back(name, yaml_int(kv.second, sub, where));
+          else
+            out.emplace_back(name, yaml_float(kv.second, sub, where));
         }
       },
       [ref](const TrainConfig& c) {
@@ -169,12 +191,14 @@ YAML::Node write_value(const peft::KeyValue& v) {
   return std::visit(
       [](const auto& x) -> YAML::Node {
         using T = std::decay_t<decltype(x)>;
-        if constexpr (std::is_same_v<T, std::monostate>) return YAML::Node(YAML::NodeType::Null);
+        if constexpr (std::is_same_v<T, std::monostate>)
+          return YAML::Node(YAML::NodeType::Null);
         else if constexpr (std::is_same_v<T, std::vector<std::pair<std::string, double>>>) {
           YAML::Node m(YAML::NodeType::Map);
           for (const auto& [name, d] : x) m[name] = node_of(d);
           return m;
-        } else return node_of(x);
+        } else
+          return node_of(x);
       },
       v);
 }
@@ -183,12 +207,17 @@ KeyDef method_key(const peft::MethodEntry& e, const peft::MethodKey& mk) {
   const std::string key = fmt::format("{}.{}", peft::kMethodSection, mk.name);
   KeyDef d{key, peft::key_type_name(mk.type), mk.help, {e.name}, true};
   d.path = mk.type == peft::KeyType::Path;
-  d.read = [mk, key](const YAML::Node& n, const std::string& where, TrainConfig& c) { mk.read(c, read_value(mk.type, n, key, where)); };
+  d.read = [mk, key](const YAML::Node& n, const std::string& where, TrainConfig& c) {
+    mk.read(c, read_value(mk.type, n, key, where));
+  };
   d.write = [mk](const TrainConfig& c) { return write_value(mk.write(c)); };
   return d;
 }
 
-#define F(expr) +[](TrainConfig & c) -> auto& { return expr; }
+#define F(expr)                   \
+  +[](TrainConfig & c) -> auto& { \
+    return expr;                  \
+  }
 
 std::vector<KeyDef> build() {
   const Use safe{{}, false, true};
@@ -198,9 +227,11 @@ std::vector<KeyDef> build() {
   k.push_back(path("tokenizer", "tokenizer folder or tokenizer.json (default: model)", F(c.tokenizer)));
   k.push_back(bind("device", "cpu, vulkan or vulkan:N", F(c.device), safe));
   k.push_back(bind("seed", "seed of the init, dropout, data order and splits", F(c.seed)));
-  k.push_back(path("output", "run folder (adapter/, checkpoint/, metrics.jsonl, plots, config.yaml)", F(c.output), safe));
+  k.push_back(
+      path("output", "run folder (adapter/, checkpoint/, metrics.jsonl, plots, config.yaml)", F(c.output), safe));
   k.push_back(bind("keep_16bit", "keep a 16-bit checkpoint's frozen weights in 16 bits", F(c.keep_16bit)));
-  k.push_back(custom("base_dtype", "string", "f32 | bf16 | f16: the frozen weights' dtype, converted on load tensor by tensor", {},
+  k.push_back(custom(
+      "base_dtype", "string", "f32 | bf16 | f16: the frozen weights' dtype, converted on load tensor by tensor", {},
       [](const YAML::Node& n, const std::string& w, TrainConfig& c) {
         const std::string v = yaml_string(n, "base_dtype", w);
         auto t = float_dtype_from_name(v);
@@ -212,21 +243,30 @@ std::vector<KeyDef> build() {
   k.push_back(bind("adapter.method", "", F(c.method)));
   k.back().help = fmt::format("{}", fmt::join(peft::method_names(), " | "));
   k.push_back(bind("adapter.r", "rank (AROMA: of each increment; AutoLoRA: default of k)", F(c.lora.r), generic("r")));
-  k.push_back(bind("adapter.alpha", "lora_alpha: scaling alpha / r (rsLoRA: alpha / sqrt(r))", F(c.lora.lora_alpha), generic("alpha")));
-  k.push_back(bind("adapter.dropout", "dropout on the adapter input (AROMA default 0.1)", F(c.lora.lora_dropout), generic("dropout")));
-  k.push_back(selector("adapter.target_modules", "modules to adapt (default: per architecture)", &peft::LoraConfig::target_modules));
+  k.push_back(bind("adapter.alpha", "lora_alpha: scaling alpha / r (rsLoRA: alpha / sqrt(r))", F(c.lora.lora_alpha),
+                   generic("alpha")));
+  k.push_back(bind("adapter.dropout", "dropout on the adapter input (AROMA default 0.1)", F(c.lora.lora_dropout),
+                   generic("dropout")));
+  k.push_back(selector("adapter.target_modules", "modules to adapt (default: per architecture)",
+                       &peft::LoraConfig::target_modules));
   k.push_back(selector("adapter.exclude_modules", "modules never adapted", &peft::LoraConfig::exclude_modules));
   k.push_back(bind("adapter.use_rslora", "scaling alpha / sqrt(r)", F(c.lora.use_rslora), generic("use_rslora", true)));
-  k.push_back(bind("adapter.use_dora", "DoRA: a trainable magnitude per output row", F(c.lora.use_dora), generic("use_dora", true)));
-  k.push_back(bind("adapter.init", "true | false | gaussian | pissa | pissa_niter_<k> | olora", F(c.lora.init_lora_weights),
-                   generic("init", true)));
+  k.push_back(bind("adapter.use_dora", "DoRA: a trainable magnitude per output row", F(c.lora.use_dora),
+                   generic("use_dora", true)));
+  k.push_back(bind("adapter.init", "true | false | gaussian | pissa | pissa_niter_<k> | olora",
+                   F(c.lora.init_lora_weights), generic("init", true)));
   k.push_back(bind("adapter.bias", "none | all | lora_only: which biases train", F(c.lora.bias), generic("bias")));
   k.push_back(bind("adapter.lora_bias", "a trainable bias on lora_B", F(c.lora.lora_bias), generic("lora_bias", true)));
-  k.push_back(bind("adapter.modules_to_save", "modules trained in full and saved with the adapter", F(c.lora.modules_to_save), generic("modules_to_save")));
-  k.push_back(bind("adapter.layers_to_transform", "layer indices to adapt (default: all)", F(c.lora.layers_to_transform), generic("layers_to_transform")));
-  k.push_back(bind("adapter.layers_pattern", "name of the layer list for layers_to_transform", F(c.lora.layers_pattern), generic("layers_pattern")));
-  k.push_back(pattern_map("adapter.rank_pattern", "per-module r (first matching key wins)", generic("rank_pattern", true), F(c.lora.rank_pattern)));
-  k.push_back(pattern_map("adapter.alpha_pattern", "per-module alpha", generic("alpha_pattern", true), F(c.lora.alpha_pattern)));
+  k.push_back(bind("adapter.modules_to_save", "modules trained in full and saved with the adapter",
+                   F(c.lora.modules_to_save), generic("modules_to_save")));
+  k.push_back(bind("adapter.layers_to_transform", "layer indices to adapt (default: all)",
+                   F(c.lora.layers_to_transform), generic("layers_to_transform")));
+  k.push_back(bind("adapter.layers_pattern", "name of the layer list for layers_to_transform", F(c.lora.layers_pattern),
+                   generic("layers_pattern")));
+  k.push_back(pattern_map("adapter.rank_pattern", "per-module r (first matching key wins)",
+                          generic("rank_pattern", true), F(c.lora.rank_pattern)));
+  k.push_back(pattern_map("adapter.alpha_pattern", "per-module alpha", generic("alpha_pattern", true),
+                          F(c.lora.alpha_pattern)));
   // each method's own keys (its registry entry)
   for (const peft::MethodEntry* e : peft::methods_in_key_order())
     for (const peft::MethodKey& mk : e->keys) k.push_back(method_key(*e, mk));
@@ -247,8 +287,10 @@ std::vector<KeyDef> build() {
   k.push_back(bind("training.grad_accum", "micro-batches per optimizer step", F(c.trainer.grad_accum)));
   k.push_back(bind("training.optimizer", "adamw | sgd", F(c.trainer.optimizer)));
   k.push_back(bind("training.lr", "peak learning rate", F(c.trainer.lr)));
-  k.push_back(bind("training.weight_decay", "decoupled decay (never on biases, norms, DoRA magnitudes)", F(c.trainer.weight_decay)));
-  k.push_back(custom("training.betas", "[number, number]", "AdamW betas", {},
+  k.push_back(bind("training.weight_decay", "decoupled decay (never on biases, norms, DoRA magnitudes)",
+                   F(c.trainer.weight_decay)));
+  k.push_back(custom(
+      "training.betas", "[number, number]", "AdamW betas", {},
       [](const YAML::Node& n, const std::string& w, TrainConfig& c) {
         std::vector<double> b = yaml_floats(n, "training.betas", w);
         if (b.size() != 2) config_fail(w, fmt::format("training.betas must be two numbers, got {}", b.size()));
@@ -264,30 +306,41 @@ std::vector<KeyDef> build() {
   k.push_back(bind("training.eps", "AdamW epsilon", F(c.trainer.eps)));
   k.push_back(bind("training.momentum", "SGD momentum", F(c.trainer.momentum)));
   k.push_back(bind("training.max_grad_norm", "clip the global gradient norm (0: none)", F(c.trainer.max_grad_norm)));
-  k.push_back(custom("training.precision", "string", "f32 | bf16 | auto: bf16 GEMMs with f32 accumulation; auto = bf16 where the CPU has native bf16 dot products", safe,
+  k.push_back(custom(
+      "training.precision", "string",
+      "f32 | bf16 | auto: bf16 GEMMs with f32 accumulation; auto = bf16 where the CPU has native bf16 dot products",
+      safe,
       [](const YAML::Node& n, const std::string& w, TrainConfig& c) {
         const std::string v = yaml_string(n, "training.precision", w);
-        if (!is_precision_name(v)) config_fail(w, fmt::format("training.precision: '{}' is not one of: f32, bf16, auto", v));
+        if (!is_precision_name(v))
+          config_fail(w, fmt::format("training.precision: '{}' is not one of: f32, bf16, auto", v));
         c.precision = v;
       },
       [](const TrainConfig& c) { return YAML::Node(c.precision); }));
-  k.push_back(bind("training.gradient_checkpointing", "recompute each block in backward: less memory, ~1/3 more compute", F(c.gradient_checkpointing), safe));
-  k.push_back(custom("training.schedule", "string", "constant | linear | cosine | cosine_with_restarts", {},
+  k.push_back(bind("training.gradient_checkpointing",
+                   "recompute each block in backward: less memory, ~1/3 more compute", F(c.gradient_checkpointing),
+                   safe));
+  k.push_back(custom(
+      "training.schedule", "string", "constant | linear | cosine | cosine_with_restarts", {},
       [](const YAML::Node& n, const std::string& w, TrainConfig& c) {
         c.trainer.schedule.kind = nn::parse_schedule_kind(yaml_string(n, "training.schedule", w));
       },
       [](const TrainConfig& c) { return YAML::Node(nn::schedule_kind_name(c.trainer.schedule.kind)); }));
   k.push_back(bind("training.warmup_steps", "linear warmup steps", F(c.trainer.schedule.warmup_steps)));
-  k.push_back(bind("training.min_lr_ratio", "floor of the decay, as a share of lr", F(c.trainer.schedule.min_lr_ratio)));
-  k.push_back(bind("training.cycle_length", "cosine_with_restarts: steps per cycle", F(c.trainer.schedule.cycle_length)));
-  k.push_back(bind("training.restart_warmup_steps", "cosine_with_restarts: warmup of each restart", F(c.trainer.schedule.restart_warmup_steps)));
+  k.push_back(
+      bind("training.min_lr_ratio", "floor of the decay, as a share of lr", F(c.trainer.schedule.min_lr_ratio)));
+  k.push_back(
+      bind("training.cycle_length", "cosine_with_restarts: steps per cycle", F(c.trainer.schedule.cycle_length)));
+  k.push_back(bind("training.restart_warmup_steps", "cosine_with_restarts: warmup of each restart",
+                   F(c.trainer.schedule.restart_warmup_steps)));
   // evaluation, logging, checkpoints
   k.push_back(bind("eval.every", "steps between evaluations (0: before and after only)", F(c.eval_every), safe));
   k.push_back(bind("eval.batch_size", "evaluation batch size (0: training.batch_size)", F(c.eval_batch_size), safe));
   k.push_back(bind("eval.max_batches", "batches per evaluation (0: all)", F(c.eval_max_batches), safe));
   k.push_back(bind("log.every", "steps between metrics lines", F(c.log_every), safe));
   k.push_back(bind("log.plots", "write loss.png and ranks.png", F(c.plots), safe));
-  k.push_back(bind("checkpoint.every", "steps between checkpoints (0: at the end and on signals)", F(c.checkpoint_every), safe));
+  k.push_back(bind("checkpoint.every", "steps between checkpoints (0: at the end and on signals)",
+                   F(c.checkpoint_every), safe));
   return k;
 }
 

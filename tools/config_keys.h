@@ -18,8 +18,8 @@ struct KeyDef {
   // Given with a method outside `methods`: an error (a key of another method); otherwise a note that
   // the method does not use it (the generic LoRA keys, so a LoRA config can switch method).
   bool strict = false;
-  bool resume_safe = false;          // may change between a run and its --resume
-  bool path = false;                 // resolved against the config's folder before `read`
+  bool resume_safe = false;  // may change between a run and its --resume
+  bool path = false;         // resolved against the config's folder before `read`
   // Reads a present, non-null value (where: for messages); may throw std::exception, which the
   // parser reports as "<where>: <key>: <message>".
   std::function<void(const YAML::Node&, const std::string& where, TrainConfig&)> read;

@@ -16,10 +16,14 @@ namespace {
 std::string escaped(const std::string& s) {
   std::string out;
   for (unsigned char c : s) {
-    if (c == '\n') out += "\\n";
-    else if (c == '\t') out += "\\t";
-    else if (c < 32 || c == 127) out += fmt::format("\\x{:02x}", c);
-    else out += char(c);
+    if (c == '\n')
+      out += "\\n";
+    else if (c == '\t')
+      out += "\\t";
+    else if (c < 32 || c == 127)
+      out += fmt::format("\\x{:02x}", c);
+    else
+      out += char(c);
   }
   return out;
 }
@@ -47,12 +51,14 @@ void walk(const YAML::Node& n, const std::string& prefix, ConfigDoc& d) {
   std::map<std::string, int> seen;  // key -> line (1-based)
   for (const auto& kv : n) {
     if (!kv.first.IsScalar())
-      config_fail(line_of(d.file, kv.first.Mark()), fmt::format("a key must be a plain name, got '{}'", shown(kv.first)));
+      config_fail(line_of(d.file, kv.first.Mark()),
+                  fmt::format("a key must be a plain name, got '{}'", shown(kv.first)));
     const std::string k = kv.first.Scalar(), dotted = prefix.empty() ? k : prefix + "." + k;
     const int line = kv.first.Mark().line + 1;
     if (auto it = seen.find(k); it != seen.end())
-      config_fail(fmt::format("{}:{}", d.file, line),
-                  fmt::format("'{}' is given twice (lines {} and {}); merge the two into one", dotted, it->second, line));
+      config_fail(
+          fmt::format("{}:{}", d.file, line),
+          fmt::format("'{}' is given twice (lines {} and {}); merge the two into one", dotted, it->second, line));
     seen[k] = line;
     d.origin[dotted] = fmt::format("{}:{}", d.file, kv.second.IsNull() ? line : kv.second.Mark().line + 1);
     if (kv.second.IsMap()) walk(kv.second, dotted, d);
@@ -70,7 +76,8 @@ std::vector<std::string> split_dots(const std::string& key) {
 }
 
 [[noreturn]] void not_a(const YAML::Node& n, const std::string& key, const std::string& where, const char* what) {
-  if (!n.IsScalar()) config_fail(where, fmt::format("{}: expected {}, got a {}", key, what, n.IsSequence() ? "list" : "mapping"));
+  if (!n.IsScalar())
+    config_fail(where, fmt::format("{}: expected {}, got a {}", key, what, n.IsSequence() ? "list" : "mapping"));
   config_fail(where, fmt::format("{}: '{}' is not {}", key, shown(n), what));
 }
 
@@ -187,7 +194,8 @@ namespace {
 template <class T, class F>
 std::vector<T> seq(const YAML::Node& n, const std::string& key, const std::string& where, const char* what, F one) {
   if (!n.IsSequence()) {
-    if (n.IsScalar()) config_fail(where, fmt::format("{}: expected a list of {} ([a, b]), got '{}'", key, what, shown(n)));
+    if (n.IsScalar())
+      config_fail(where, fmt::format("{}: expected a list of {} ([a, b]), got '{}'", key, what, shown(n)));
     config_fail(where, fmt::format("{}: expected a list of {}, got a mapping", key, what));
   }
   std::vector<T> out;

@@ -14,10 +14,10 @@ namespace rf::tools {
 [[noreturn]] void config_fail(const std::string& where, const std::string& why);
 
 struct ConfigDoc {
-  YAML::Node root;                              // a mapping (empty for an empty file)
-  std::string file;                             // as given, for messages
-  std::map<std::string, std::string> origin;    // dotted key -> "file:line" or "--set 'k=v'"
-  std::map<std::string, bool> from_set;         // dotted key -> given by --set (paths resolve against the cwd)
+  YAML::Node root;                            // a mapping (empty for an empty file)
+  std::string file;                           // as given, for messages
+  std::map<std::string, std::string> origin;  // dotted key -> "file:line" or "--set 'k=v'"
+  std::map<std::string, bool> from_set;       // dotted key -> given by --set (paths resolve against the cwd)
   // Where a key's value came from, else the file itself.
   std::string where(const std::string& key) const;
   // The node of a dotted key ("training.lr"); an undefined node when absent.

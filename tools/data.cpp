@@ -5,8 +5,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cctype>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -27,7 +27,7 @@ namespace rf::tools {
 namespace {
 
 using json = nlohmann::json;
-constexpr int64_t kIgnore = -100;          // label of positions without loss (as transformers)
+constexpr int64_t kIgnore = -100;            // label of positions without loss (as transformers)
 constexpr int64_t kMaxIntClasses = 1 << 20;  // int labels name their classes "0".."max": keep that list sane
 
 [[noreturn]] void fail(const std::string& file, const std::string& why) {
@@ -55,7 +55,7 @@ std::string read_file(const std::string& path) {
   char buf[1 << 16];
   for (size_t n; (n = std::fread(buf, 1, sizeof buf, f.get())) > 0;) s.append(buf, n);
   if (std::ferror(f.get())) fail(path, std::strerror(errno));  // e.g. EISDIR: fopen accepts directories
-  if (s.starts_with("\xEF\xBB\xBF")) s.erase(0, 3);           // editors on Windows write a UTF-8 BOM
+  if (s.starts_with("\xEF\xBB\xBF")) s.erase(0, 3);            // editors on Windows write a UTF-8 BOM
   return s;
 }
 
@@ -130,18 +130,21 @@ std::vector<Record> parse_jsonl(const std::string& path, const std::string& cont
     if (!j.is_object()) fail_at(path, line_no, fmt::format("expected a JSON object, got {}", j.type_name()));
     std::optional<DataFormat> seen = detect(j);
     if (format == DataFormat::Auto) {
-      if (!seen) fail_at(path, line_no, "cannot tell the format: expected 'text', 'text'+'label' or 'prompt'+'completion'");
+      if (!seen)
+        fail_at(path, line_no, "cannot tell the format: expected 'text', 'text'+'label' or 'prompt'+'completion'");
       format = *seen, first = line_no;
     }
     for (const char* k : keys_of(format)) {
       if (j.contains(k)) continue;
-      if (autodetect) fail_at(path, line_no, fmt::format("missing key '{}' (line {} is {})", k, first, format_name(format)));
+      if (autodetect)
+        fail_at(path, line_no, fmt::format("missing key '{}' (line {} is {})", k, first, format_name(format)));
       fail_at(path, line_no, fmt::format("missing key '{}' ({} format)", k, format_name(format)));
     }
     // Extra keys are fine when the format is given, but in auto mode they hint at a mixed-up file.
     if (autodetect && seen != format)
-      fail_at(path, line_no, fmt::format("mixed formats: this line is {} but line {} is {}", format_name(*seen), first,
-                                         format_name(format)));
+      fail_at(path, line_no,
+              fmt::format("mixed formats: this line is {} but line {} is {}", format_name(*seen), first,
+                          format_name(format)));
     Record r;
     r.line = line_no;
     if (format == DataFormat::PromptCompletion) {
@@ -201,11 +204,13 @@ std::vector<std::string> map_labels(const std::vector<Source*>& sources, const s
       for (const Record& r : sources[s]->records) {
         if (r.int_label) {
           if (r.label_int < 0 || r.label_int >= n)
-            fail_at(sources[s]->path, r.line, fmt::format("label {} is out of range for {} label names", r.label_int, n));
+            fail_at(sources[s]->path, r.line,
+                    fmt::format("label {} is out of range for {} label names", r.label_int, n));
           out[s].push_back(r.label_int);
         } else {
           auto it = index.find(r.label_str);
-          if (it == index.end()) fail_at(sources[s]->path, r.line, fmt::format("label '{}' is not in label_names", r.label_str));
+          if (it == index.end())
+            fail_at(sources[s]->path, r.line, fmt::format("label '{}' is not in label_names", r.label_str));
           out[s].push_back(it->second);
         }
       }
@@ -218,13 +223,17 @@ std::vector<std::string> map_labels(const std::vector<Source*>& sources, const s
   for (Source* src : sources)
     for (const Record& r : src->records) {
       if (r.int_label != first.int_label)
-        fail_at(src->path, r.line, fmt::format("labels mix integers and strings ({}:{} has {}); give label_names",
-                                               sources[0]->path, first.line, first.int_label ? "an integer" : "a string"));
+        fail_at(src->path, r.line,
+                fmt::format("labels mix integers and strings ({}:{} has {}); give label_names", sources[0]->path,
+                            first.line, first.int_label ? "an integer" : "a string"));
       if (r.int_label && r.label_int < 0) fail_at(src->path, r.line, fmt::format("label {} must be >= 0", r.label_int));
       if (r.int_label && r.label_int >= kMaxIntClasses)
-        fail_at(src->path, r.line, fmt::format("label {} is too large (at most {} classes)", r.label_int, kMaxIntClasses));
-      if (r.int_label) max_int = std::max(max_int, r.label_int);
-      else strings.insert(r.label_str);
+        fail_at(src->path, r.line,
+                fmt::format("label {} is too large (at most {} classes)", r.label_int, kMaxIntClasses));
+      if (r.int_label)
+        max_int = std::max(max_int, r.label_int);
+      else
+        strings.insert(r.label_str);
     }
   std::vector<std::string> result;
   if (first.int_label) {
@@ -234,8 +243,9 @@ std::vector<std::string> map_labels(const std::vector<Source*>& sources, const s
   }
   for (size_t s = 0; s < sources.size(); ++s)
     for (const Record& r : sources[s]->records)
-      out[s].push_back(r.int_label ? r.label_int
-                                   : int64_t(std::lower_bound(result.begin(), result.end(), r.label_str) - result.begin()));
+      out[s].push_back(r.int_label
+                           ? r.label_int
+                           : int64_t(std::lower_bound(result.begin(), result.end(), r.label_str) - result.begin()));
   return result;
 }
 
@@ -336,7 +346,8 @@ std::vector<Example> pack_rows(const std::vector<Example>& examples, int64_t len
 Dataset load_dataset(const DataOptions& o, const models::Tokenizer& tok) {
   if (!(o.val_fraction >= 0.0 && o.val_fraction < 1.0))
     throw std::runtime_error(fmt::format("[data] val_fraction must be in [0, 1), got {}", o.val_fraction));
-  if (o.max_seq_len < 1) throw std::runtime_error(fmt::format("[data] max_seq_len must be >= 1, got {}", o.max_seq_len));
+  if (o.max_seq_len < 1)
+    throw std::runtime_error(fmt::format("[data] max_seq_len must be >= 1, got {}", o.max_seq_len));
   if (o.path.empty()) throw std::runtime_error("[data] no training file given");
 
   Source train = load_source(o.path, o.format);
@@ -346,7 +357,8 @@ Dataset load_dataset(const DataOptions& o, const models::Tokenizer& tok) {
   if (!o.val_path.empty()) {
     val = load_source(o.val_path, o.format);
     if (val->format != train.format)
-      fail(o.val_path, fmt::format("a {} file, but the training file is {}", format_name(val->format), format_name(train.format)));
+      fail(o.val_path,
+           fmt::format("a {} file, but the training file is {}", format_name(val->format), format_name(train.format)));
   }
 
   Dataset ds;
@@ -391,7 +403,8 @@ Dataset load_dataset(const DataOptions& o, const models::Tokenizer& tok) {
 IndexSplit split_indices(int64_t n, double held_out_fraction, uint64_t seed) {
   if (!(held_out_fraction > 0 && held_out_fraction < 1))
     throw std::runtime_error(fmt::format("[data] the held-out fraction must be in (0, 1), got {}", held_out_fraction));
-  if (n < 2) throw std::runtime_error(fmt::format("[data] a train/held-out split needs at least 2 examples, has {}", n));
+  if (n < 2)
+    throw std::runtime_error(fmt::format("[data] a train/held-out split needs at least 2 examples, has {}", n));
   const int64_t n_held = std::clamp<int64_t>(int64_t(std::ceil(double(n) * held_out_fraction - 1e-9)), 1, n - 1);
   std::vector<int64_t> perm(static_cast<size_t>(n));
   std::iota(perm.begin(), perm.end(), 0);
@@ -408,7 +421,8 @@ std::vector<Example> select_examples(const std::vector<Example>& all, const std:
   std::vector<Example> out;
   for (int64_t i : idx) {
     if (i < 0 || i >= int64_t(all.size()))
-      throw std::invalid_argument(fmt::format("[data] example index {} is out of range for {} examples", i, all.size()));
+      throw std::invalid_argument(
+          fmt::format("[data] example index {} is out of range for {} examples", i, all.size()));
     out.push_back(all[size_t(i)]);
   }
   return out;
@@ -419,7 +433,8 @@ Batch make_batch(const Dataset& ds, const std::vector<Example>& split, const std
   size_t T = 0;
   for (int64_t r : rows) {
     if (r < 0 || r >= int64_t(split.size()))
-      throw std::invalid_argument(fmt::format("[data] make_batch: row {} is out of range for {} examples", r, split.size()));
+      throw std::invalid_argument(
+          fmt::format("[data] make_batch: row {} is out of range for {} examples", r, split.size()));
     T = std::max(T, split[size_t(r)].ids.size());
   }
   if (T == 0) throw std::invalid_argument("[data] make_batch: every row is empty");
@@ -432,12 +447,13 @@ Batch make_batch(const Dataset& ds, const std::vector<Example>& split, const std
     std::copy(e.ids.begin(), e.ids.end(), ids.begin() + i * T);
     std::fill_n(mask.begin() + i * T, e.ids.size(), 1);
     if (cls) {
-      if (e.label < 0) throw std::invalid_argument(fmt::format("[data] make_batch: row {} has no class label", rows[i]));
+      if (e.label < 0)
+        throw std::invalid_argument(fmt::format("[data] make_batch: row {} has no class label", rows[i]));
       classes.push_back(e.label);
     } else {
       if (e.labels.size() != e.ids.size())
-        throw std::invalid_argument(fmt::format("[data] make_batch: row {} has {} labels for {} ids", rows[i],
-                                                e.labels.size(), e.ids.size()));
+        throw std::invalid_argument(
+            fmt::format("[data] make_batch: row {} has {} labels for {} ids", rows[i], e.labels.size(), e.ids.size()));
       std::copy(e.labels.begin(), e.labels.end(), labels.begin() + i * T);
     }
     b.tokens += int64_t(e.ids.size());
@@ -445,8 +461,10 @@ Batch make_batch(const Dataset& ds, const std::vector<Example>& split, const std
   const Shape shape{int64_t(B), int64_t(T)};
   b.input_ids = from_data(ids, shape).to(d);
   b.attention_mask = from_data(mask, shape).to(d);
-  if (cls) b.class_labels = from_data(classes, Shape{int64_t(B)}).to(d);
-  else b.labels = from_data(labels, shape).to(d);
+  if (cls)
+    b.class_labels = from_data(classes, Shape{int64_t(B)}).to(d);
+  else
+    b.labels = from_data(labels, shape).to(d);
   b.rows = int64_t(B);
   return b;
 }
@@ -454,7 +472,8 @@ Batch make_batch(const Dataset& ds, const std::vector<Example>& split, const std
 BatchSampler::BatchSampler(int64_t n_examples, int64_t batch_size, uint64_t seed, bool shuffle, bool drop_last)
     : n_(n_examples), batch_(batch_size), seed_(seed), shuffle_(shuffle), drop_last_(drop_last) {
   if (n_ <= 0) throw std::invalid_argument(fmt::format("[data] BatchSampler: n_examples must be > 0, got {}", n_));
-  if (batch_ <= 0) throw std::invalid_argument(fmt::format("[data] BatchSampler: batch_size must be > 0, got {}", batch_));
+  if (batch_ <= 0)
+    throw std::invalid_argument(fmt::format("[data] BatchSampler: batch_size must be > 0, got {}", batch_));
   // Otherwise next() could never return a batch.
   if (drop_last_ && batch_ > n_)
     throw std::invalid_argument(

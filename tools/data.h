@@ -20,17 +20,17 @@ enum class DataFormat {
 };
 
 struct DataOptions {
-  std::string path;            // training file
-  std::string val_path;        // optional validation file; else val_fraction of path is held out
+  std::string path;      // training file
+  std::string val_path;  // optional validation file; else val_fraction of path is held out
   DataFormat format = DataFormat::Auto;
-  double val_fraction = 0.1;   // in [0, 1); at least one validation example when > 0 and >= 2 examples
-  int64_t max_seq_len = 128;   // longer examples are truncated (from the right)
-  bool pack = false;           // causal LM only: concatenate examples (EOS between) into full rows, no padding
-  bool add_special = true;     // tokenizer's own BOS/CLS/SEP
-  bool add_eos = true;         // causal LM: append the EOS id (when eos_id >= 0) after each example
-  int64_t eos_id = -1;         // from the model config
-  int64_t pad_id = -1;         // -1: eos_id, else 0
-  uint64_t seed = 0;           // split shuffle
+  double val_fraction = 0.1;  // in [0, 1); at least one validation example when > 0 and >= 2 examples
+  int64_t max_seq_len = 128;  // longer examples are truncated (from the right)
+  bool pack = false;          // causal LM only: concatenate examples (EOS between) into full rows, no padding
+  bool add_special = true;    // tokenizer's own BOS/CLS/SEP
+  bool add_eos = true;        // causal LM: append the EOS id (when eos_id >= 0) after each example
+  int64_t eos_id = -1;        // from the model config
+  int64_t pad_id = -1;        // -1: eos_id, else 0
+  uint64_t seed = 0;          // split shuffle
   std::vector<std::string> label_names;  // classification: fixed label order (else sorted unique strings / ints as is)
 };
 

@@ -98,8 +98,10 @@ void draw_text(Canvas& cv, int x, int y, const std::string& s, uint32_t rgb, int
   for (int q = 0; q < quads; ++q) {
     const float* v = &buf[size_t(q) * 16];  // 4 vertices of (x, y, z, rgba): corners 0 and 2 span the quad
     int u0 = int(v[0]) * scale, v0 = int(v[1]) * scale, u1 = int(v[8]) * scale, v1 = int(v[9]) * scale;
-    if (!vertical) cv.fill({x + u0, y + v0, x + u1, y + v1}, rgb);
-    else cv.fill({x + v0, y - u1, x + v1, y - u0}, rgb);
+    if (!vertical)
+      cv.fill({x + u0, y + v0, x + u1, y + v1}, rgb);
+    else
+      cv.fill({x + v0, y - u1, x + v1, y - u0}, rgb);
   }
 }
 void draw_text_centered(Canvas& cv, int cx, int y, const std::string& s, uint32_t rgb, int scale) {
@@ -107,7 +109,7 @@ void draw_text_centered(Canvas& cv, int cx, int y, const std::string& s, uint32_
 }
 
 struct Axis {
-  double lo = 0, hi = 1;  // in plot space (log10 of the value on a log axis)
+  double lo = 0, hi = 1;      // in plot space (log10 of the value on a log axis)
   std::vector<double> ticks;  // in plot space
   std::vector<std::string> labels;
   double frac(double v) const { return (v - lo) / (hi - lo); }
@@ -154,7 +156,10 @@ Axis linear_axis(double lo, double hi, int target, double pad_lo, double pad_hi)
 Axis log_axis(double vmin, double vmax, int target) {
   Axis a;
   double lo = std::log10(vmin), hi = std::log10(vmax);
-  if (hi - lo < 1e-9) { lo -= 0.5; hi += 0.5; }
+  if (hi - lo < 1e-9) {
+    lo -= 0.5;
+    hi += 0.5;
+  }
   double r = hi - lo;
   a.lo = lo - r * 0.04, a.hi = hi + r * 0.04;
   double span = a.hi - a.lo;
@@ -187,7 +192,9 @@ struct Layout {
 };
 
 int x_pixel(const Layout& L, const Axis& a, double v) { return L.p.x0 + int(std::lround(a.frac(v) * (L.p.w() - 1))); }
-int y_pixel(const Layout& L, const Axis& a, double v) { return L.p.y1 - 1 - int(std::lround(a.frac(v) * (L.p.h() - 1))); }
+int y_pixel(const Layout& L, const Axis& a, double v) {
+  return L.p.y1 - 1 - int(std::lround(a.frac(v) * (L.p.h() - 1)));
+}
 
 void draw_y_axis(Canvas& cv, const Layout& L, const Axis& a, const std::string& label) {
   for (size_t i = 0; i < a.ticks.size(); ++i) {
@@ -242,7 +249,9 @@ void clamp_plot(Layout& L, int w, int h) {
   L.p.y1 = std::clamp(L.p.y1, L.p.y0 + 2, h);
 }
 
-struct Pt { double x, y; };
+struct Pt {
+  double x, y;
+};
 
 // One series' coverage, composited once: overlapping segments (joints, dense data) would otherwise
 // blend their anti-aliased edges again and again into a thicker line.
@@ -347,7 +356,11 @@ void write_png(const LineChart& c, const std::string& path) {
   bool log = c.log_y && has_data && !any_nonpos;
 
   // Legend entries (named series only) go in a right margin, never over the data.
-  struct Entry { std::string name; uint32_t rgb; bool markers; };
+  struct Entry {
+    std::string name;
+    uint32_t rgb;
+    bool markers;
+  };
   std::vector<Entry> legend;
   size_t auto_colour = 0;
   std::vector<uint32_t> colours;
@@ -407,8 +420,10 @@ void write_png(const LineChart& c, const std::string& path) {
     for (size_t i = 0; i < v.size(); ++i) {
       if (std::isnan(v[i].x)) continue;
       bool prev = i > 0 && !std::isnan(v[i - 1].x), next = i + 1 < v.size() && !std::isnan(v[i + 1].x);
-      if (next) draw_segment(m, clip, v[i], v[i + 1], hw);
-      else if (!prev) draw_segment(m, clip, v[i], v[i], hw + 1.5);  // isolated: a dot
+      if (next)
+        draw_segment(m, clip, v[i], v[i + 1], hw);
+      else if (!prev)
+        draw_segment(m, clip, v[i], v[i], hw + 1.5);  // isolated: a dot
     }
     m.composite(cv, colours[s]);
   }
@@ -476,8 +491,10 @@ void write_png(const BarChart& c, const std::string& path) {
     }
     if (i >= c.labels.size() || i % every != 0) continue;
     std::string s = rotated ? fit_module_name(c.labels[i], rot_len, L.ts) : c.labels[i];
-    if (!rotated) draw_text_centered(cv, cx, L.p.y1 + L.tick + L.pad / 2, s, kInk, L.ts);
-    else draw_text(cv, cx - th / 2 + L.ts, L.p.y1 + L.tick + text_width(s, L.ts), s, kInk, L.ts, true);
+    if (!rotated)
+      draw_text_centered(cv, cx, L.p.y1 + L.tick + L.pad / 2, s, kInk, L.ts);
+    else
+      draw_text(cv, cx - th / 2 + L.ts, L.p.y1 + L.tick + text_width(s, L.ts), s, kInk, L.ts, true);
   }
   if (!has_data) draw_no_data(cv, L);
   cv.fill({L.p.x0, base, L.p.x1, base + 1}, kFrame);

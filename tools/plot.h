@@ -8,16 +8,16 @@
 namespace rf::tools {
 
 struct Series {
-  std::string name;             // legend entry
-  std::vector<double> x, y;     // same length; non-finite points are skipped
-  uint32_t rgb = 0;             // 0: next colour of the built-in palette
-  bool markers = false;         // a disc on every point (sparse series, e.g. eval losses), also in the legend
+  std::string name;          // legend entry
+  std::vector<double> x, y;  // same length; non-finite points are skipped
+  uint32_t rgb = 0;          // 0: next colour of the built-in palette
+  bool markers = false;      // a disc on every point (sparse series, e.g. eval losses), also in the legend
 };
 
 struct LineChart {
   std::string title, x_label, y_label;
   std::vector<Series> series;
-  bool log_y = false;           // falls back to linear when some y <= 0
+  bool log_y = false;  // falls back to linear when some y <= 0
   int width = 900, height = 540;
 };
 

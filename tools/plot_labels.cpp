@@ -34,7 +34,8 @@ namespace {
 // characters; the first budget characters when even the first component is longer.
 std::string head_part(const std::string& head, size_t budget) {
   std::string keep;
-  for (size_t p = head.find('.'); p != std::string::npos && p <= budget; p = head.find('.', p + 1)) keep = head.substr(0, p);
+  for (size_t p = head.find('.'); p != std::string::npos && p <= budget; p = head.find('.', p + 1))
+    keep = head.substr(0, p);
   return keep.empty() ? head.substr(0, budget) : keep;
 }
 
@@ -60,14 +61,16 @@ std::string shorten_module_name(const std::string& name, size_t max) {
   bool indexed = false;
   for (size_t b = 0; b < name.size() && !indexed;) {
     size_t e = std::min(name.find('.', b), name.size());
-    indexed = e > b && std::all_of(name.begin() + long(b), name.begin() + long(e), [](unsigned char c) { return std::isdigit(c); });
+    indexed = e > b && std::all_of(name.begin() + long(b), name.begin() + long(e),
+                                   [](unsigned char c) { return std::isdigit(c); });
     if (indexed) from = b;
     b = e + 1;
   }
   const std::string head = name.substr(0, from), tail = name.substr(from);
   if (max <= cut.size() + 1) return (indexed ? tail : name).substr(0, max);
   // A start of one or two characters ("t..0.mlp.c_fc") tells nothing: then the cut is marked alone.
-  if (!head.empty() && tail.size() + cut.size() + 3 <= max) return head_part(head, max - cut.size() - tail.size()) + cut + tail;
+  if (!head.empty() && tail.size() + cut.size() + 3 <= max)
+    return head_part(head, max - cut.size() - tail.size()) + cut + tail;
   if (!head.empty() && tail.size() + cut.size() <= max) return cut + tail;
   if (indexed && tail.size() <= max) return tail;
   // The tail alone is too long: its first component (the index) and as much of its end as fits.

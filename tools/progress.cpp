@@ -26,7 +26,8 @@ std::string one_line(const std::string& s) {
 
 // Characters as a terminal counts them (UTF-8 continuation bytes take no column; wide glyphs are rare here).
 size_t width(const std::string& s) {
-  return size_t(std::count_if(s.begin(), s.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; }));
+  return size_t(
+      std::count_if(s.begin(), s.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; }));
 }
 
 // Keeps the first max characters without splitting a UTF-8 sequence.
@@ -61,7 +62,8 @@ std::string fit_fields(std::vector<Field> fields, const std::string& extra, size
   };
   std::string line = join();
   while (max > 0 && width(line) > max) {
-    auto it = std::max_element(fields.begin(), fields.end(), [](const Field& a, const Field& b) { return a.drop < b.drop; });
+    auto it =
+        std::max_element(fields.begin(), fields.end(), [](const Field& a, const Field& b) { return a.drop < b.drop; });
     if (it == fields.end() || it->drop == 0) break;
     fields.erase(it);
     line = join();
@@ -70,8 +72,10 @@ std::string fit_fields(std::vector<Field> fields, const std::string& extra, size
   // would read as "eval_loss=2"), or not at all.
   const std::string e = one_line(extra);
   const size_t room = max > width(line) + 1 ? max - width(line) - 1 : 0;
-  if (!e.empty() && (max == 0 || width(e) <= room)) line += fmt::format(" {}", e);
-  else if (!e.empty() && room >= 8) line += fmt::format(" {}..", truncate_columns(e, room - 2));
+  if (!e.empty() && (max == 0 || width(e) <= room))
+    line += fmt::format(" {}", e);
+  else if (!e.empty() && room >= 8)
+    line += fmt::format(" {}..", truncate_columns(e, room - 2));
   return max > 0 ? truncate_columns(line, max) : line;
 }
 
@@ -86,10 +90,13 @@ std::string format_progress_line(const ProgressStats& s, double eta_s, size_t co
     f = {{fmt::format("step {}", s.step)}};
   }
   // Fixed decimals read best for ordinary losses; huge (diverged) ones switch to exponent form.
-  if (std::isfinite(s.loss) && std::abs(s.loss) < 1e4) f.push_back({fmt::format("loss {:.4f}", s.loss)});
-  else f.push_back({fmt::format("loss {:.4g}", s.loss)});
+  if (std::isfinite(s.loss) && std::abs(s.loss) < 1e4)
+    f.push_back({fmt::format("loss {:.4f}", s.loss)});
+  else
+    f.push_back({fmt::format("loss {:.4g}", s.loss)});
   f.push_back({fmt::format("lr {:.2e}", s.lr), 2});
-  if (s.tokens_per_s > 0 && std::isfinite(s.tokens_per_s)) f.push_back({fmt::format("{:.0f} tok/s", s.tokens_per_s), 3});
+  if (s.tokens_per_s > 0 && std::isfinite(s.tokens_per_s))
+    f.push_back({fmt::format("{:.0f} tok/s", s.tokens_per_s), 3});
   if (s.total > 0) f.push_back({fmt::format("ETA {}", Progress::format_eta(eta_s))});
   return fit_fields(std::move(f), s.extra, columns);
 }
@@ -165,10 +172,13 @@ void Progress::eval_progress(int64_t done, int64_t total) {
     double frac = std::clamp(double(done) / double(total), 0.0, 1.0);
     double eta = NAN;
     if (done > eval_first_)
-      eta = std::chrono::duration<double>(now - eval_start_).count() / double(done - eval_first_) * double(std::max<int64_t>(0, total - done));
+      eta = std::chrono::duration<double>(now - eval_start_).count() / double(done - eval_first_) *
+            double(std::max<int64_t>(0, total - done));
     else if (done >= total)
       eta = 0;
-    f = {{fmt::format("eval {}/{} batches", done, total)}, {bar(frac), 1}, {fmt::format("{}%", int(frac * 100))},
+    f = {{fmt::format("eval {}/{} batches", done, total)},
+         {bar(frac), 1},
+         {fmt::format("{}%", int(frac * 100))},
          {fmt::format("ETA {}", format_eta(eta)), 2}};
   } else {
     f = {{fmt::format("eval {} batches", done)}};

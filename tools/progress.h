@@ -11,7 +11,7 @@ struct ProgressStats {
   int64_t step = 0, total = 0;  // optimizer steps done / planned
   double loss = 0, lr = 0;
   double tokens_per_s = 0;
-  std::string extra;            // e.g. "eval_loss=2.31"
+  std::string extra;  // e.g. "eval_loss=2.31"
 };
 
 class Progress {

@@ -1,6 +1,6 @@
 // The rankforge command line. Every error is one line on stderr and a non-zero exit.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include <algorithm>
 #include <cstdio>
@@ -15,12 +15,11 @@
 #include "tools/project_version.h"  // configure_file: RF_PROJECT_VERSION
 #include "tools/version.h"          // vcs_tag: RF_VERSION
 
-
 namespace {
 
 // Commands in the order a newcomer needs them; any command not named here follows in registration order.
-constexpr const char* kCommandOrder[] = {"train", "eval", "merge", "generate", "forward", "tokenize",
-                                         "inspect", "init", "analyze", "bench", "devices"};
+constexpr const char* kCommandOrder[] = {"train",   "eval", "merge",   "generate", "forward", "tokenize",
+                                         "inspect", "init", "analyze", "bench",    "devices"};
 
 std::vector<CLI::App*> commands(CLI::App& app) {
   auto subs = app.get_subcommands([](CLI::App*) { return true; });
@@ -62,7 +61,10 @@ enum class TopLevel { Command, NoCommand, Help, Version, Unknown };
 TopLevel classify(CLI::App& app, int argc, char** argv, std::string& word) {
   for (int i = 1; i < argc; ++i) {
     std::string_view a = argv[i];
-    if (a == "--device") { ++i; continue; }
+    if (a == "--device") {
+      ++i;
+      continue;
+    }
     if (a.starts_with("--device=")) continue;
     if (a == "-h" || a == "--help") return TopLevel::Help;
     if (a == "--version") return TopLevel::Version;
@@ -84,7 +86,9 @@ int main(int argc, char** argv) {
   // --device (any subcommand) > RANKFORGE_DEVICE > cpu. Parsed lazily: only commands that compute need it.
   std::string device_spec;
   app.add_option("--device", device_spec, "cpu, vulkan or vulkan:N (default: $RANKFORGE_DEVICE, else cpu)");
-  rf::tools::DeviceFn device = [&] { return device_spec.empty() ? rf::default_device() : rf::parse_device(device_spec); };
+  rf::tools::DeviceFn device = [&] {
+    return device_spec.empty() ? rf::default_device() : rf::parse_device(device_spec);
+  };
 
   rf::tools::add_bench_commands(app, rc, device_spec, device);
   rf::tools::add_bench_train_command(app, rc, device_spec, device);

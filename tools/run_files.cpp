@@ -33,18 +33,22 @@ std::string read_holder(int fd) {
 DirLock::DirLock(const fs::path& dir, const std::string& who) {
   std::error_code ec;
   fs::create_directories(dir, ec);
-  if (ec) throw std::runtime_error(fmt::format("[{}] {}: cannot create the folder: {}", who, dir.string(), ec.message()));
+  if (ec)
+    throw std::runtime_error(fmt::format("[{}] {}: cannot create the folder: {}", who, dir.string(), ec.message()));
   const fs::path file = dir / kFile;
   fd_ = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (fd_ < 0) throw std::runtime_error(fmt::format("[{}] {}: cannot open {}: {}", who, dir.string(), kFile, std::strerror(errno)));
+  if (fd_ < 0)
+    throw std::runtime_error(
+        fmt::format("[{}] {}: cannot open {}: {}", who, dir.string(), kFile, std::strerror(errno)));
   if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
     const int err = errno;
     const std::string holder = read_holder(fd_);
     ::close(fd_);
     fd_ = -1;
     if (err == EWOULDBLOCK)
-      throw std::runtime_error(fmt::format("[{}] {} is in use by another rankforge process ({}); wait for it or choose another folder",
-                                           who, dir.string(), holder));
+      throw std::runtime_error(
+          fmt::format("[{}] {} is in use by another rankforge process ({}); wait for it or choose another folder", who,
+                      dir.string(), holder));
     throw std::runtime_error(fmt::format("[{}] {}: cannot lock {}: {}", who, dir.string(), kFile, std::strerror(err)));
   }
   const std::string me = fmt::format("pid {}: {}\n", ::getpid(), who);

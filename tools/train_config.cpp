@@ -20,7 +20,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string section_of(const std::string& k) { return k.find('.') == std::string::npos ? "" : k.substr(0, k.find('.')); }
+std::string section_of(const std::string& k) {
+  return k.find('.') == std::string::npos ? "" : k.substr(0, k.find('.'));
+}
 std::string leaf_of(const std::string& k) { return k.substr(k.find('.') == std::string::npos ? 0 : k.find('.') + 1); }
 bool is_section(const std::string& k) {
   return std::any_of(key_defs().begin(), key_defs().end(), [&](const KeyDef& d) { return d.key.starts_with(k + "."); });
@@ -41,8 +43,10 @@ std::string unknown_key(const std::string& k) {
   std::vector<std::string> level, all;
   for (const auto& d : key_defs()) {
     all.push_back(d.key);
-    if (section_of(d.key) == sec) level.push_back(d.key);
-    else if (sec.empty()) level.push_back(section_of(d.key));  // a misspelt section at the top level
+    if (section_of(d.key) == sec)
+      level.push_back(d.key);
+    else if (sec.empty())
+      level.push_back(section_of(d.key));  // a misspelt section at the top level
   }
   std::sort(level.begin(), level.end());
   level.erase(std::unique(level.begin(), level.end()), level.end());
@@ -58,10 +62,11 @@ void check_keys(const ConfigDoc& doc, const YAML::Node& n, const std::string& pr
     if (find_key(k)) continue;
     if (!is_section(k)) config_fail(doc.where(k), unknown_key(k));
     if (!kv.second.IsMap() && !kv.second.IsNull())
-      config_fail(doc.where(k), fmt::format("'{}' is a section: it takes keys such as '{}', not a value", k,
-                                            leaf_of(std::find_if(key_defs().begin(), key_defs().end(), [&](const KeyDef& d) {
-                                                      return d.key.starts_with(k + ".");
-                                                    })->key)));
+      config_fail(doc.where(k),
+                  fmt::format("'{}' is a section: it takes keys such as '{}', not a value", k,
+                              leaf_of(std::find_if(key_defs().begin(), key_defs().end(), [&](const KeyDef& d) {
+                                        return d.key.starts_with(k + ".");
+                                      })->key)));
     if (kv.second.IsMap()) check_keys(doc, kv.second, k);
   }
 }
@@ -80,7 +85,9 @@ std::string resolve_path(const ConfigDoc& d, const std::string& key, const std::
 // The config's own checks, after every key was read (method-dependent defaults, ranges, enums).
 void finish(const ConfigDoc& doc, TrainConfig& c) {
   const std::string& what = doc.file;
-  auto bad = [&](const std::string& key, const std::string& why) { config_fail(doc.where(key), fmt::format("{}: {}", key, why)); };
+  auto bad = [&](const std::string& key, const std::string& why) {
+    config_fail(doc.where(key), fmt::format("{}: {}", key, why));
+  };
   auto& l = c.lora;
   if (c.tokenizer.empty()) c.tokenizer = c.model;
   if (!doc.has("output")) c.output = resolve_path(doc, "output", c.output);
@@ -88,10 +95,12 @@ void finish(const ConfigDoc& doc, TrainConfig& c) {
   const peft::MethodEntry& entry = peft::method_entry(c.method);
   const std::string section = peft::kMethodSection;
   if (entry.finish)
-    entry.finish(c, peft::MethodParse{.seed = c.seed,
-                                      .trainer = c.trainer,
-                                      .given = [&](const std::string& k) { return doc.has(section + "." + k); },
-                                      .fail = [&](const std::string& k, const std::string& m) { config_fail(doc.where(section + "." + k), m); }});
+    entry.finish(
+        c, peft::MethodParse{.seed = c.seed,
+                             .trainer = c.trainer,
+                             .given = [&](const std::string& k) { return doc.has(section + "." + k); },
+                             .fail = [&](const std::string& k,
+                                         const std::string& m) { config_fail(doc.where(section + "." + k), m); }});
   // The options' own validation: "[aroma] why", "[autolora] why", "[peft] adapter config: why".
   auto adapter_error = [&](const std::exception& e, const char* sep) {
     const std::string m = e.what();
@@ -109,21 +118,29 @@ void finish(const ConfigDoc& doc, TrainConfig& c) {
   }
   auto& d = c.data;
   if (d.path.empty()) config_fail(what, "'data.train' (a JSONL or text file) is required");
-  static const std::map<std::string, DataFormat> formats = {{"auto", DataFormat::Auto}, {"text", DataFormat::Text},
-      {"prompt_completion", DataFormat::PromptCompletion}, {"classification", DataFormat::Classification},
-      {"plain_text", DataFormat::PlainText}};
+  static const std::map<std::string, DataFormat> formats = {{"auto", DataFormat::Auto},
+                                                            {"text", DataFormat::Text},
+                                                            {"prompt_completion", DataFormat::PromptCompletion},
+                                                            {"classification", DataFormat::Classification},
+                                                            {"plain_text", DataFormat::PlainText}};
   if (!formats.count(c.data_format))
-    bad("data.format", fmt::format("'{}' is not one of: auto, text, prompt_completion, classification, plain_text", c.data_format));
+    bad("data.format",
+        fmt::format("'{}' is not one of: auto, text, prompt_completion, classification, plain_text", c.data_format));
   d.format = formats.at(c.data_format);
-  if (!(d.val_fraction >= 0 && d.val_fraction < 1)) bad("data.val_fraction", fmt::format("must be in [0, 1), got {}", d.val_fraction));
+  if (!(d.val_fraction >= 0 && d.val_fraction < 1))
+    bad("data.val_fraction", fmt::format("must be in [0, 1), got {}", d.val_fraction));
   if (d.max_seq_len < 2) bad("data.max_seq_len", "must be >= 2");
-  if (c.base_dtype != "f32" && c.keep_16bit) bad("base_dtype", "excludes keep_16bit (base_dtype sets the dtype itself)");
+  if (c.base_dtype != "f32" && c.keep_16bit)
+    bad("base_dtype", "excludes keep_16bit (base_dtype sets the dtype itself)");
   if (c.base_dtype != "f32" && !entry.adapter)
     bad("base_dtype", "applies to adapter methods: full fine-tuning trains every weight, in f32");
   if (c.batch_size < 1) bad("training.batch_size", "must be >= 1");
   if (c.trainer.grad_accum < 1) bad("training.grad_accum", "must be >= 1");
-  if (c.trainer.optimizer != "adamw" && c.trainer.optimizer != "sgd") bad("training.optimizer", fmt::format("'{}' is not one of: adamw, sgd", c.trainer.optimizer));
-  if (c.steps < 0 || (c.steps == 0 && c.epochs <= 0)) bad(doc.has("training.steps") ? "training.steps" : "training.epochs", "set training.steps > 0 or training.epochs > 0");
+  if (c.trainer.optimizer != "adamw" && c.trainer.optimizer != "sgd")
+    bad("training.optimizer", fmt::format("'{}' is not one of: adamw, sgd", c.trainer.optimizer));
+  if (c.steps < 0 || (c.steps == 0 && c.epochs <= 0))
+    bad(doc.has("training.steps") ? "training.steps" : "training.epochs",
+        "set training.steps > 0 or training.epochs > 0");
   if (c.eval_every < 0) bad("eval.every", "must be >= 0");
   if (c.log_every < 1) bad("log.every", "must be >= 1");
   if (c.checkpoint_every < 0) bad("checkpoint.every", "must be >= 0");
@@ -144,7 +161,8 @@ std::string canonical(const YAML::Node& n) {
 
 }  // namespace
 
-TrainConfig parse_train_config(const std::string& text, const std::string& what, const std::vector<std::string>& overrides) {
+TrainConfig parse_train_config(const std::string& text, const std::string& what,
+                               const std::vector<std::string>& overrides) {
   ConfigDoc doc = parse_config_doc(text, what);
   check_keys(doc, doc.root, "");
   for (const auto& o : overrides) {
@@ -154,7 +172,8 @@ TrainConfig parse_train_config(const std::string& text, const std::string& what,
   }
   TrainConfig c;
   c.source = what;
-  if (doc.has("adapter.method")) c.method = yaml_string(doc.get("adapter.method"), "adapter.method", doc.where("adapter.method"));
+  if (doc.has("adapter.method"))
+    c.method = yaml_string(doc.get("adapter.method"), "adapter.method", doc.where("adapter.method"));
   const peft::MethodEntry* entry = peft::find_method(c.method);
   if (!entry)
     config_fail(doc.where("adapter.method"),
@@ -189,7 +208,8 @@ TrainConfig parse_train_config(const std::string& text, const std::string& what,
 }
 
 TrainConfig load_train_config(const std::string& path, const std::vector<std::string>& overrides) {
-  if (fs::is_directory(path)) throw std::runtime_error(fmt::format("[config] {} is a folder; expected a YAML config file", path));
+  if (fs::is_directory(path))
+    throw std::runtime_error(fmt::format("[config] {} is a folder; expected a YAML config file", path));
   return parse_train_config(read_file(path, "config"), path, overrides);
 }
 
@@ -200,8 +220,10 @@ std::string dump_train_config(const TrainConfig& c) {
     YAML::Node v = def.write(c);
     if (v.IsSequence()) v.SetStyle(YAML::EmitterStyle::Flow);
     const std::string sec = section_of(def.key);
-    if (sec.empty()) root[def.key] = v;
-    else root[sec][leaf_of(def.key)] = v;
+    if (sec.empty())
+      root[def.key] = v;
+    else
+      root[sec][leaf_of(def.key)] = v;
   }
   YAML::Emitter e;
   e << root;
@@ -210,7 +232,8 @@ std::string dump_train_config(const TrainConfig& c) {
          std::string(e.c_str()) + "\n";
 }
 
-std::vector<std::string> changed_config_keys(const std::string& saved_yaml, const std::string& saved_file, const TrainConfig& c) {
+std::vector<std::string> changed_config_keys(const std::string& saved_yaml, const std::string& saved_file,
+                                             const TrainConfig& c) {
   ConfigDoc saved = parse_config_doc(saved_yaml, saved_file);
   std::vector<std::string> changed;
   for (const auto& def : key_defs()) {
@@ -226,15 +249,20 @@ std::vector<std::string> changed_config_keys(const std::string& saved_yaml, cons
 std::vector<ConfigKeyInfo> config_key_infos() {
   std::map<std::string, TrainConfig> by_method;  // each method's defaults, from the parser itself
   for (const auto& m : peft::method_names())
-    by_method[m] = parse_train_config(fmt::format("model: M\ndata:\n  train: D\nadapter:\n  method: {}\n", m), "(defaults)");
+    by_method[m] =
+        parse_train_config(fmt::format("model: M\ndata:\n  train: D\nadapter:\n  method: {}\n", m), "(defaults)");
   std::vector<ConfigKeyInfo> out;
   const TrainConfig bare;
   for (const auto& def : key_defs()) {
     ConfigKeyInfo i{def.key, def.type, "", def.help, def.methods, def.resume_safe};
-    if (def.key == "model" || def.key == "data.train") i.default_value = "(required)";
-    else if (def.key == "tokenizer") i.default_value = "(model)";
-    else if (def.path) i.default_value = canonical(def.write(bare)) == "" ? "(none)" : canonical(def.write(bare));
-    else i.default_value = canonical(def.write(by_method.at(def.methods.empty() ? bare.method : def.methods[0])));
+    if (def.key == "model" || def.key == "data.train")
+      i.default_value = "(required)";
+    else if (def.key == "tokenizer")
+      i.default_value = "(model)";
+    else if (def.path)
+      i.default_value = canonical(def.write(bare)) == "" ? "(none)" : canonical(def.write(bare));
+    else
+      i.default_value = canonical(def.write(by_method.at(def.methods.empty() ? bare.method : def.methods[0])));
     if (i.default_value.empty()) i.default_value = "\"\"";
     out.push_back(std::move(i));
   }
@@ -244,7 +272,8 @@ std::vector<ConfigKeyInfo> config_key_infos() {
 std::string format_config_keys(const std::string& section) {
   std::vector<std::string> sections;
   for (const auto& d : key_defs())
-    if (std::find(sections.begin(), sections.end(), section_of(d.key)) == sections.end()) sections.push_back(section_of(d.key));
+    if (std::find(sections.begin(), sections.end(), section_of(d.key)) == sections.end())
+      sections.push_back(section_of(d.key));
   const std::string want = section == "top" ? "" : section;
   if (!section.empty() && std::find(sections.begin(), sections.end(), want) == sections.end())
     throw std::runtime_error(fmt::format("[train] --list-keys: unknown section '{}'; sections: top, {}", section,
@@ -258,7 +287,8 @@ std::string format_config_keys(const std::string& section) {
     if (sec != current) out += sec.empty() ? "top level:\n" : fmt::format("{}:\n", sec);
     current = sec;
     std::string notes;
-    if (!i.methods.empty() && i.methods.size() < adapter_methods) notes += fmt::format(" [{}]", fmt::join(i.methods, ", "));
+    if (!i.methods.empty() && i.methods.size() < adapter_methods)
+      notes += fmt::format(" [{}]", fmt::join(i.methods, ", "));
     if (i.resume_safe) notes += " [may change on --resume]";
     out += fmt::format("  {:<34} {:<26} {:<12} {}{}\n", leaf_of(i.key), i.type, i.default_value, i.help, notes);
   }

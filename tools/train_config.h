@@ -17,39 +17,39 @@ namespace rf::tools {
 
 // The adapter section (method, generic LoRA keys, each method's options: peft/method.h) and the rest.
 struct TrainConfig : peft::MethodConfig {
-  std::string model;                // checkpoint directory (required)
-  std::string tokenizer;            // default: model
+  std::string model;      // checkpoint directory (required)
+  std::string tokenizer;  // default: model
   std::string device = "cpu";
   uint64_t seed = 0;
   std::string output = "runs/run";  // run folder (absolute once parsed)
   bool keep_16bit = false;
-  std::string base_dtype = "f32";   // f32 | bf16 | f16 (adapter methods; a 16-bit checkpoint is upcast by f32)
+  std::string base_dtype = "f32";  // f32 | bf16 | f16 (adapter methods; a 16-bit checkpoint is upcast by f32)
   // data
   DataOptions data;
   std::string data_format = "auto";
   // training
-  int64_t steps = 100;              // optimizer steps (0: from epochs)
-  double epochs = 0;                // used when steps == 0
+  int64_t steps = 100;  // optimizer steps (0: from epochs)
+  double epochs = 0;    // used when steps == 0
   int64_t batch_size = 8;
   peft::TrainerOptions trainer;
   bool gradient_checkpointing = false;  // recompute each transformer block in backward (same gradients)
   std::string precision = "auto";       // f32 | bf16 | auto: autocast of forward and backward (engine/autocast.h)
   // evaluation, logging, checkpoints
-  int64_t eval_every = 50;          // 0: only before and after training
-  int64_t eval_batch_size = 0;      // 0: batch_size
-  int64_t eval_max_batches = 0;     // 0: the whole validation split
+  int64_t eval_every = 50;       // 0: only before and after training
+  int64_t eval_batch_size = 0;   // 0: batch_size
+  int64_t eval_max_batches = 0;  // 0: the whole validation split
   int64_t log_every = 10;
-  int64_t checkpoint_every = 50;    // 0: only at the end and on SIGINT
+  int64_t checkpoint_every = 50;  // 0: only at the end and on SIGINT
   bool plots = true;
-  std::string source;               // the file it came from (messages)
-  std::vector<std::string> notes;   // keys given that the method does not use (printed by the CLI)
+  std::string source;              // the file it came from (messages)
+  std::vector<std::string> notes;  // keys given that the method does not use (printed by the CLI)
 };
 
 // One config key as `train --list-keys` shows it.
 struct ConfigKeyInfo {
-  std::string key;                   // dotted: training.lr
-  std::string type;                  // integer, number, bool, string, path, ...
-  std::string default_value;         // as YAML; "(required)" for model and data.train
+  std::string key;            // dotted: training.lr
+  std::string type;           // integer, number, bool, string, path, ...
+  std::string default_value;  // as YAML; "(required)" for model and data.train
   std::string help;
   std::vector<std::string> methods;  // empty: every method
   bool resume_safe = false;          // may differ on --resume
@@ -67,6 +67,7 @@ TrainConfig load_train_config(const std::string& path, const std::vector<std::st
 std::string dump_train_config(const TrainConfig& c);
 // The keys whose values differ between a saved config.yaml (text) and c, other than the keys that are
 // safe to change on --resume. Throws "[config] <saved_file>: ..." if the saved text does not parse.
-std::vector<std::string> changed_config_keys(const std::string& saved_yaml, const std::string& saved_file, const TrainConfig& c);
+std::vector<std::string> changed_config_keys(const std::string& saved_yaml, const std::string& saved_file,
+                                             const TrainConfig& c);
 
 }  // namespace rf::tools

@@ -75,8 +75,10 @@ EvalResult evaluate(models::Model& m, const Dataset& ds, const std::vector<Examp
     if (on_batch) on_batch(b + 1, batches);
   }
   r.loss = weight > 0 ? loss_sum / weight : NAN;
-  if (cls) r.accuracy = double(correct) / double(std::max<int64_t>(r.rows, 1));
-  else r.perplexity = std::exp(r.loss);
+  if (cls)
+    r.accuracy = double(correct) / double(std::max<int64_t>(r.rows, 1));
+  else
+    r.perplexity = std::exp(r.loss);
   m.train(was_training);
   return r;
 }
@@ -103,17 +105,19 @@ Loaded load_all(const TrainConfig& c, Device d) {
     fmt::print(stderr, "[train] note: eos_token_id {} is outside the vocabulary ({}); no EOS appended\n", o.eos_id, V);
     o.eos_id = -1;
   }
-  if (o.pad_id < 0 && l.model->config().pad_token_id && *l.model->config().pad_token_id < V) o.pad_id = *l.model->config().pad_token_id;
+  if (o.pad_id < 0 && l.model->config().pad_token_id && *l.model->config().pad_token_id < V)
+    o.pad_id = *l.model->config().pad_token_id;
   l.ds = load_dataset(o, *l.tok);
   for (const auto* split : {&l.ds.train, &l.ds.val})
     for (const auto& e : *split)
       for (int64_t id : e.ids)
         if (id < 0 || id >= V)
-          throw std::runtime_error(fmt::format("[train] {}: the tokenizer in {} produced id {}, outside the model's vocabulary ({})",
-                                               c.data.path, c.tokenizer, id, V));
+          throw std::runtime_error(
+              fmt::format("[train] {}: the tokenizer in {} produced id {}, outside the model's vocabulary ({})",
+                          c.data.path, c.tokenizer, id, V));
   if (l.ds.classification() && l.model->config().architecture.find("Classification") == std::string::npos)
-    throw std::runtime_error(fmt::format("[train] {}: classification data needs a classification model, {} is {}", c.data.path,
-                                         c.model, l.model->config().architecture));
+    throw std::runtime_error(fmt::format("[train] {}: classification data needs a classification model, {} is {}",
+                                         c.data.path, c.model, l.model->config().architecture));
   if (l.ds.classification() && int64_t(l.ds.label_names.size()) > l.model->config().num_labels)
     throw std::runtime_error(fmt::format("[train] {} has {} labels but the model has num_labels={}", c.data.path,
                                          l.ds.label_names.size(), l.model->config().num_labels));
@@ -132,12 +136,12 @@ int run_eval(const TrainConfig& c, const std::string& adapter_dir, Device d) {
   const auto& split = l.ds.val.empty() ? l.ds.train : l.ds.val;
   Progress progress(stderr);
   AutocastGuard autocast(resolve_precision(c.precision, backend_for(d), "eval"));
-  EvalResult r = evaluate(*l.model, l.ds, split, c.eval_batch_size > 0 ? c.eval_batch_size : c.batch_size, c.eval_max_batches, d,
-                          [&progress](int64_t done, int64_t all) { progress.eval_progress(done, all); });
+  EvalResult r =
+      evaluate(*l.model, l.ds, split, c.eval_batch_size > 0 ? c.eval_batch_size : c.batch_size, c.eval_max_batches, d,
+               [&progress](int64_t done, int64_t all) { progress.eval_progress(done, all); });
   progress.finish();
   fmt::print("{}{}\n", adapter_dir.empty() ? "base " : "adapter ", format_eval(r));
   return 0;
 }
-
 
 }  // namespace rf::tools

@@ -34,7 +34,10 @@ namespace fs = std::filesystem;
 namespace {
 
 std::string signal_name(int sig) {
-  return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : sig == SIGHUP ? "SIGHUP" : fmt::format("signal {}", sig);
+  return sig == SIGINT    ? "SIGINT"
+         : sig == SIGTERM ? "SIGTERM"
+         : sig == SIGHUP  ? "SIGHUP"
+                          : fmt::format("signal {}", sig);
 }
 
 struct RunState {
@@ -46,10 +49,17 @@ struct RunState {
 };
 
 nlohmann::json to_json(const RunState& s, RngState rng, int64_t step) {
-  return {{"epoch", s.epoch}, {"cursor", s.cursor}, {"loss_steps", s.loss_steps}, {"losses", s.losses},
-          {"eval_steps", s.eval_steps}, {"eval_losses", s.eval_losses}, {"metrics_bytes", s.metrics_bytes},
+  return {{"epoch", s.epoch},
+          {"cursor", s.cursor},
+          {"loss_steps", s.loss_steps},
+          {"losses", s.losses},
+          {"eval_steps", s.eval_steps},
+          {"eval_losses", s.eval_losses},
+          {"metrics_bytes", s.metrics_bytes},
           {"before", std::isfinite(s.before) ? nlohmann::json(s.before) : nlohmann::json(nullptr)},
-          {"rng_seed", rng.seed}, {"rng_offset", rng.offset}, {"step", step}};
+          {"rng_seed", rng.seed},
+          {"rng_offset", rng.offset},
+          {"step", step}};
 }
 
 void write_plots(const TrainConfig& c, const RunState& s, peft::Trainer& tr, peft::PeftModel* pm) {
@@ -104,7 +114,8 @@ void save_checkpoint(const TrainConfig& c, peft::Trainer& tr, peft::PeftModel* p
 // nlohmann's messages ("[json.exception.type_error.302] ...") become one line naming the file.
 RunState load_checkpoint(const TrainConfig& c, peft::Trainer& tr) {
   fs::path dir = fs::path(c.output) / "checkpoint";
-  if (!fs::exists(dir) && fs::exists(fs::path(c.output) / "checkpoint.old")) dir = fs::path(c.output) / "checkpoint.old";
+  if (!fs::exists(dir) && fs::exists(fs::path(c.output) / "checkpoint.old"))
+    dir = fs::path(c.output) / "checkpoint.old";
   if (!fs::exists(dir / "trainer_state.json"))
     throw std::runtime_error(fmt::format("[train] --resume: no checkpoint in {}", c.output));
   const std::string state_path = (dir / "trainer_state.json").string();
@@ -116,7 +127,8 @@ RunState load_checkpoint(const TrainConfig& c, peft::Trainer& tr) {
     for (auto& [n, t] : tr.trainable()) {
       auto it = tensors.find("param." + n);
       if (it == tensors.end() || it->second.shape() != t.shape())
-        throw std::runtime_error(fmt::format("[train] --resume: {} does not hold '{}' with this shape", dir.string(), n));
+        throw std::runtime_error(
+            fmt::format("[train] --resume: {} does not hold '{}' with this shape", dir.string(), n));
       Tensor dst = t;
       dst.copy_(it->second);
     }
@@ -134,7 +146,8 @@ RunState load_checkpoint(const TrainConfig& c, peft::Trainer& tr) {
     rng_take(r.at("rng_offset").get<uint64_t>());
     s.checkpoint_step = r.at("step").get<int64_t>();
   } catch (const nlohmann::json::exception& e) {
-    throw std::runtime_error(fmt::format("[train] {}: not a valid trainer state: {}", state_path, json_error_reason(e)));
+    throw std::runtime_error(
+        fmt::format("[train] {}: not a valid trainer state: {}", state_path, json_error_reason(e)));
   }
   return s;
 }
@@ -147,11 +160,13 @@ void log_line(const std::string& line) { fmt::print(stderr, "{}\n", line); }
 
 // The method's adapter and strategy (peft::setup_method) with the run's task settings; GeLoRA's probe
 // runs the frozen model over the first training examples, 16 a batch.
-peft::MethodSetup setup_method(const TrainConfig& c, models::Model& m, const Dataset& ds, Device d, int64_t total_steps) {
+peft::MethodSetup setup_method(const TrainConfig& c, models::Model& m, const Dataset& ds, Device d,
+                               int64_t total_steps) {
   const bool cls = ds.classification();
   peft::MethodConfig mc = c;
   if (!mc.lora.task_type) mc.lora.task_type = cls ? "SEQ_CLS" : "CAUSAL_LM";
-  if (cls && mc.lora.modules_to_save.empty() && m.find("classifier")) mc.lora.modules_to_save = {"classifier"};  // as PEFT for SEQ_CLS
+  if (cls && mc.lora.modules_to_save.empty() && m.find("classifier"))
+    mc.lora.modules_to_save = {"classifier"};  // as PEFT for SEQ_CLS
   auto probe = [&ds, d](int64_t n) {
     std::vector<models::ModelInputs> batches;
     for (int64_t i = 0; i < n; i += 16) {
@@ -162,13 +177,17 @@ peft::MethodSetup setup_method(const TrainConfig& c, models::Model& m, const Dat
     }
     return batches;
   };
-  return peft::setup_method(mc, {.model = m, .total_steps = total_steps, .train_examples = int64_t(ds.train.size()),
-                                 .probe_inputs = probe, .log = log_line});
+  return peft::setup_method(mc, {.model = m,
+                                 .total_steps = total_steps,
+                                 .train_examples = int64_t(ds.train.size()),
+                                 .probe_inputs = probe,
+                                 .log = log_line});
 }
 
 // One training run; steps_run (optional) receives the steps this process ran (AutoLoRA's two phases
 // share --stop-after). write_config: the phase's own config.yaml (phases in a subfolder).
-int run_train_phase(const TrainConfig& c, bool resume, Device d, int64_t stop_after, int64_t* steps_run, bool write_config) {
+int run_train_phase(const TrainConfig& c, bool resume, Device d, int64_t stop_after, int64_t* steps_run,
+                    bool write_config) {
   manual_seed(c.seed);
   Loaded l = load_all(c, d);
   l.model->set_gradient_checkpointing(c.gradient_checkpointing);
@@ -189,8 +208,9 @@ int run_train_phase(const TrainConfig& c, bool resume, Device d, int64_t stop_af
   BatchSampler sampler(int64_t(l.ds.train.size()), c.batch_size, c.seed, true, false);
   peft::TrainerOptions to = c.trainer;
   to.precision = resolve_precision(c.precision, backend_for(d), "train");
-  int64_t total = c.steps > 0 ? c.steps
-                              : int64_t(std::ceil(c.epochs * double(sampler.batches_per_epoch()) / double(to.grad_accum)));
+  int64_t total = c.steps > 0
+                      ? c.steps
+                      : int64_t(std::ceil(c.epochs * double(sampler.batches_per_epoch()) / double(to.grad_accum)));
   to.schedule.total_steps = total;
   if (to.schedule.kind == nn::ScheduleKind::Constant && to.schedule.total_steps <= to.schedule.warmup_steps)
     to.schedule.total_steps = to.schedule.warmup_steps + 1;
@@ -211,15 +231,18 @@ int run_train_phase(const TrainConfig& c, bool resume, Device d, int64_t stop_af
     sampler.restore(s.epoch, s.cursor);
     if (!outer_split.empty())
       for (int64_t i = 0; i < tr.global_step(); ++i) outer_sampler.next();
-    if (fs::exists(metrics_path)) metrics = read_file(metrics_path.string(), "train").substr(0, s.metrics_bytes);  // lines up to the checkpoint
+    if (fs::exists(metrics_path))
+      metrics = read_file(metrics_path.string(), "train").substr(0, s.metrics_bytes);  // lines up to the checkpoint
     write_file_atomic(metrics_path.string(), metrics);
-    fmt::print(stderr, "[train] resumed from step {} ({})\n", tr.global_step(), (fs::path(c.output) / "checkpoint").string());
+    fmt::print(stderr, "[train] resumed from step {} ({})\n", tr.global_step(),
+               (fs::path(c.output) / "checkpoint").string());
   }
   auto log_metrics = [&](const nlohmann::json& j) {
     metrics += j.dump() + "\n";
     write_file_atomic(metrics_path.string(), metrics);
   };
-  fmt::print(stderr, "[train] {} on {} ({}{}): {} trainable parameters of {}; {} train / {} validation examples; {} steps\n",
+  fmt::print(stderr,
+             "[train] {} on {} ({}{}): {} trainable parameters of {}; {} train / {} validation examples; {} steps\n",
              c.method, device_str(d), precision_name(to.precision), c.precision == "auto" ? " by auto" : "",
              tr.trainable_count(), m.num_parameters(), l.ds.train.size(), val.size(), total);
   Progress progress(stderr);
@@ -231,8 +254,10 @@ int run_train_phase(const TrainConfig& c, bool resume, Device d, int64_t stop_af
     s.eval_steps.push_back(double(step));
     s.eval_losses.push_back(r.loss);
     nlohmann::json j = {{"step", step}, {"eval_loss", r.loss}};
-    if (r.accuracy >= 0) j["accuracy"] = r.accuracy;
-    else j["perplexity"] = r.perplexity;
+    if (r.accuracy >= 0)
+      j["accuracy"] = r.accuracy;
+    else
+      j["perplexity"] = r.perplexity;
     log_metrics(j);
     progress.message(fmt::format("[eval] step {}: {}", step, format_eval(r)));
     return r;
@@ -263,12 +288,14 @@ int run_train_phase(const TrainConfig& c, bool resume, Device d, int64_t stop_af
     peft::StepResult r = tr.step(micro, outer_loss);
     if (!r.finite) {
       progress.finish();
-      const std::string last = s.checkpoint_step >= 0
-          ? fmt::format("the last checkpoint (step {}) in {} is intact; --resume continues from it", s.checkpoint_step,
-                        (fs::path(c.output) / "checkpoint").string())
-          : "there is no checkpoint yet (none was written before this step)";
-      fmt::print(stderr, "[train] non-finite {} ({}) at step {}: stopping; {}\n", std::isfinite(r.loss) ? "gradient" : "loss",
-                 std::isfinite(r.loss) ? r.grad_norm : r.loss, tr.global_step() + 1, last);
+      const std::string last =
+          s.checkpoint_step >= 0
+              ? fmt::format("the last checkpoint (step {}) in {} is intact; --resume continues from it",
+                            s.checkpoint_step, (fs::path(c.output) / "checkpoint").string())
+              : "there is no checkpoint yet (none was written before this step)";
+      fmt::print(stderr, "[train] non-finite {} ({}) at step {}: stopping; {}\n",
+                 std::isfinite(r.loss) ? "gradient" : "loss", std::isfinite(r.loss) ? r.grad_norm : r.loss,
+                 tr.global_step() + 1, last);
       rc = 1;
       break;
     }
@@ -280,7 +307,11 @@ int run_train_phase(const TrainConfig& c, bool resume, Device d, int64_t stop_af
     if (step % c.log_every == 0 || step == total) {
       s.loss_steps.push_back(double(step));
       s.losses.push_back(r.loss);
-      log_metrics({{"step", step}, {"loss", r.loss}, {"lr", r.lr}, {"grad_norm", r.grad_norm}, {"tokens_per_s", double(tokens) / secs}});
+      log_metrics({{"step", step},
+                   {"loss", r.loss},
+                   {"lr", r.lr},
+                   {"grad_norm", r.grad_norm},
+                   {"tokens_per_s", double(tokens) / secs}});
     }
     progress.update({step, total, r.loss, r.lr, double(tokens) / secs, ""});
     if (c.eval_every > 0 && step % c.eval_every == 0 && step != total) run_eval_now(step);
@@ -308,13 +339,17 @@ int run_train_phase(const TrainConfig& c, bool resume, Device d, int64_t stop_af
   s.metrics_bytes = metrics.size();
   save_checkpoint(c, tr, pm.get(), s);
   write_plots(c, s, tr, pm.get());
-  const std::string written = peft::export_method_outputs(
-      c, {.model = m, .pm = pm.get(), .strategy = tr.strategy(), .output = c.output, .tokenizer = c.tokenizer, .log = log_line});
+  const std::string written = peft::export_method_outputs(c, {.model = m,
+                                                              .pm = pm.get(),
+                                                              .strategy = tr.strategy(),
+                                                              .output = c.output,
+                                                              .tokenizer = c.tokenizer,
+                                                              .log = log_line});
   const char* metric = after.accuracy >= 0 ? "accuracy" : "eval_loss";
   const double now = after.accuracy >= 0 ? after.accuracy : after.loss;
   if (!val.empty())
-    fmt::print("{} held-out {}: before {:.4f}, after {:.4f}\n", search ? fmt::format("[{}] search", c.method) : "[train]", metric,
-               s.before, now);
+    fmt::print("{} held-out {}: before {:.4f}, after {:.4f}\n",
+               search ? fmt::format("[{}] search", c.method) : "[train]", metric, s.before, now);
   fmt::print("[train] {} written to {}; metrics in {}{}\n", pm ? "adapter" : "model", written, metrics_path.string(),
              c.plots ? fmt::format("; plots {}", (fs::path(c.output) / "loss.png").string()) : "");
   return 0;
@@ -326,7 +361,9 @@ int run_train_phase(const TrainConfig& c, bool resume, Device d, int64_t stop_af
 // whichever phase was cut; a fresh run clears both phases' checkpoints first.
 int run_autolora(const TrainConfig& c, bool resume, Device d, int64_t stop_after) {
   const fs::path out(c.output), search = out / "search";
-  auto has_checkpoint = [](const fs::path& p) { return fs::exists(p / "checkpoint") || fs::exists(p / "checkpoint.old"); };
+  auto has_checkpoint = [](const fs::path& p) {
+    return fs::exists(p / "checkpoint") || fs::exists(p / "checkpoint.old");
+  };
   if (!resume)
     for (const fs::path& p : {search, out / "checkpoint", out / "checkpoint.old"}) fs::remove_all(p);
   const peft::AutoLoraRunOptions& o = peft::autolora_options(c);
@@ -348,7 +385,8 @@ int run_autolora(const TrainConfig& c, bool resume, Device d, int64_t stop_after
   cr.method = "lora";
   cr.lora = peft::autolora_retrain_config(c.lora, ranks, o.search.lora_alpha);
   fmt::print(stderr, "[autolora] retrain: LoRA with the found ranks on the whole training split\n");
-  return run_train_phase(cr, resume && has_checkpoint(out), d, stop_after > 0 ? std::max<int64_t>(1, stop_after - ran) : 0, nullptr, false);
+  return run_train_phase(cr, resume && has_checkpoint(out), d,
+                         stop_after > 0 ? std::max<int64_t>(1, stop_after - ran) : 0, nullptr, false);
 }
 
 // RoSA's restart protocol (adapter.restart): run 1 in <output>/mask_run with terminate_after_mask_generation
@@ -356,7 +394,9 @@ int run_autolora(const TrainConfig& c, bool resume, Device d, int64_t stop_after
 // <output> starts from the pretrained model, fresh LoRA and optimizer, schedule default, masks loaded.
 int run_rosa_restart(const TrainConfig& c, bool resume, Device d, int64_t stop_after) {
   const fs::path out(c.output), first = out / "mask_run", masks = out / "rosa_masks.safetensors";
-  auto has_checkpoint = [](const fs::path& p) { return fs::exists(p / "checkpoint") || fs::exists(p / "checkpoint.old"); };
+  auto has_checkpoint = [](const fs::path& p) {
+    return fs::exists(p / "checkpoint") || fs::exists(p / "checkpoint.old");
+  };
   if (!resume)
     for (const fs::path& p : {first, masks, out / "checkpoint", out / "checkpoint.old"}) fs::remove_all(p);
   int64_t ran = 0;
@@ -367,15 +407,16 @@ int run_rosa_restart(const TrainConfig& c, bool resume, Device d, int64_t stop_a
     c1.lora.rosa.terminate_after_mask_generation = true;
     const int rc = run_train_phase(c1, resume && has_checkpoint(first), d, stop_after, &ran, true);
     if (rc != 0) return rc;
-    if (!fs::exists(masks)) throw std::runtime_error("[rosa] run 1 ended before its masks were made: give it more steps");
+    if (!fs::exists(masks))
+      throw std::runtime_error("[rosa] run 1 ended before its masks were made: give it more steps");
   }
   TrainConfig c2 = c;
   c2.lora.rosa.schedule = "default";
   c2.lora.rosa.mask_load_path = masks.string();
   fmt::print(stderr, "[rosa] run 2: from the pretrained model with the masks of run 1 ({})\n", masks.string());
-  return run_train_phase(c2, resume && has_checkpoint(out), d, stop_after > 0 ? std::max<int64_t>(1, stop_after - ran) : 0, nullptr, false);
+  return run_train_phase(c2, resume && has_checkpoint(out), d,
+                         stop_after > 0 ? std::max<int64_t>(1, stop_after - ran) : 0, nullptr, false);
 }
-
 
 // What a run leaves in its folder: a fresh run refuses to start over them without --overwrite. The
 // checkpoints, each method's final outputs (its registry entry) and the protocols' phase folders.
@@ -404,8 +445,9 @@ void prepare_run_folder(const TrainConfig& c, bool resume, bool overwrite) {
     for (const auto& e : run_entries())
       if (fs::exists(out / e)) found.push_back(e);
     if (!found.empty() && !overwrite)
-      throw std::runtime_error(fmt::format("[train] {} already holds a run ({}); pass --resume to continue it or --overwrite to start over",
-                                           out.string(), fmt::join(found, ", ")));
+      throw std::runtime_error(
+          fmt::format("[train] {} already holds a run ({}); pass --resume to continue it or --overwrite to start over",
+                      out.string(), fmt::join(found, ", ")));
     for (const auto& e : run_entries()) fs::remove_all(out / e);
     for (const char* e : kRunLogs) fs::remove(out / e);
   } else if (fs::exists(out / "config.yaml")) {
@@ -415,9 +457,10 @@ void prepare_run_folder(const TrainConfig& c, bool resume, bool overwrite) {
       std::vector<std::string> safe;
       for (const auto& k : config_key_infos())
         if (k.resume_safe) safe.push_back(k.key);
-      throw std::runtime_error(fmt::format("[train] --resume: the config differs from the run's {}: {}; only {} may change "
-                                           "on --resume (start a new run with --overwrite or another output)",
-                                           saved, fmt::join(changed, ", "), fmt::join(safe, ", ")));
+      throw std::runtime_error(
+          fmt::format("[train] --resume: the config differs from the run's {}: {}; only {} may change "
+                      "on --resume (start a new run with --overwrite or another output)",
+                      saved, fmt::join(changed, ", "), fmt::join(safe, ", ")));
     }
   } else {
     fmt::print(stderr, "[train] note: {} has no config.yaml; the config is not compared\n", out.string());
@@ -449,6 +492,5 @@ int run_train(const TrainConfig& c, bool resume, Device d, int64_t stop_after, b
     throw;
   }
 }
-
 
 }  // namespace rf::tools

@@ -27,12 +27,14 @@ struct Dims {
 };
 
 Dims check_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask) {
-  if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4) throw std::invalid_argument("[attention] q, k, v must be (B, H, T, D)");
+  if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4)
+    throw std::invalid_argument("[attention] q, k, v must be (B, H, T, D)");
   Dims d{q.size(0), q.size(1), k.size(1), q.size(2), k.size(2), q.size(3), v.size(3), 1, 0};
   if (k.size(0) != d.B || v.size(0) != d.B || v.size(1) != d.Hk || v.size(2) != d.Tk || k.size(3) != d.D)
     throw std::invalid_argument(fmt::format("[attention] shapes q {} k {} v {} do not agree", shape_str(q.shape()),
                                             shape_str(k.shape()), shape_str(v.shape())));
-  if (d.Hk == 0 || d.H % d.Hk != 0) throw std::invalid_argument("[attention] query heads must be a multiple of kv heads");
+  if (d.Hk == 0 || d.H % d.Hk != 0)
+    throw std::invalid_argument("[attention] query heads must be a multiple of kv heads");
   for (const Tensor* t : {&q, &k, &v})
     if (t->stride(3) != 1 && t->size(3) > 1) throw std::invalid_argument("[attention] last dims must be contiguous");
   if (mask.defined() && (mask.dim() != 2 || mask.size(0) != d.B || mask.size(1) != d.Tk || mask.dtype() != DType::Bool))
@@ -95,7 +97,8 @@ int64_t block_probs(const Dims& d, const Visibility& vis, const Tensor& q, const
                     T scale, int64_t b, int64_t h, int64_t i0, int64_t i1, T* p, const T* lse_in, T* lse_out) {
   const int64_t kh = h / d.group, n = vis.last(i1 - 1);
   const T ninf = -std::numeric_limits<T>::infinity();
-  if (n > 0) gemm_any(false, true, i1 - i0, n, d.D, scale, row(q, pq, b, h, i0), ld(q), row(k, pk, b, kh, 0), ld(k), T(0), p, n);
+  if (n > 0)
+    gemm_any(false, true, i1 - i0, n, d.D, scale, row(q, pq, b, h, i0), ld(q), row(k, pk, b, kh, 0), ld(k), T(0), p, n);
   for (int64_t i = i0; i < i1; ++i) {
     T* s = p + (i - i0) * n;
     const int64_t last = vis.last(i);
@@ -143,7 +146,8 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, co
   Dims d = check_attention(q, k, v, key_mask);
   Visibility vis = visibility(d, key_mask, args.causal);
   const bool half = q.dtype() == DType::BF16;
-  if (half && (k.dtype() != DType::BF16 || v.dtype() != DType::BF16 || o.dtype() != DType::F32 || lse.dtype() != DType::F32))
+  if (half &&
+      (k.dtype() != DType::BF16 || v.dtype() != DType::BF16 || o.dtype() != DType::F32 || lse.dtype() != DType::F32))
     throw std::invalid_argument("[attention] bf16 q needs bf16 k, v and f32 o, lse");
   auto run = [&](auto tag, auto in_tag) {
     using T = decltype(tag);
@@ -155,26 +159,31 @@ void CpuBackend::attention(const Tensor& q, const Tensor& k, const Tensor& v, co
       const int64_t blk = task % d.nblk, h = (task / d.nblk) % d.H, b = task / (d.nblk * d.H);
       const int64_t i0 = blk * kBq, i1 = std::min(d.Tq, i0 + kBq), bh = b * d.H + h;
       std::vector<T> p(static_cast<size_t>((i1 - i0) * d.Tk));
-      const int64_t n = block_probs<T, TI>(d, vis, q, pq, k, pk, T(args.scale), b, h, i0, i1, p.data(), nullptr, pl + bh * d.Tq);
+      const int64_t n =
+          block_probs<T, TI>(d, vis, q, pq, k, pk, T(args.scale), b, h, i0, i1, p.data(), nullptr, pl + bh * d.Tq);
       T* out = po + (bh * d.Tq + i0) * d.Dv;
       if (n == 0) {
         std::fill(out, out + (i1 - i0) * d.Dv, T(0));
       } else if constexpr (std::is_same_v<TI, uint16_t>) {
         std::vector<uint16_t> p16;
         round_bf16(p.data(), (i1 - i0) * n, p16);
-        gemm_bf16(false, false, i1 - i0, d.Dv, n, 1.0f, p16.data(), n, row(v, pv, b, h / d.group, 0), ld(v), 0.0f, out, d.Dv);
+        gemm_bf16(false, false, i1 - i0, d.Dv, n, 1.0f, p16.data(), n, row(v, pv, b, h / d.group, 0), ld(v), 0.0f, out,
+                  d.Dv);
       } else {
-        gemm_rm<T>(false, false, i1 - i0, d.Dv, n, T(1), p.data(), n, row(v, pv, b, h / d.group, 0), ld(v), T(0), out, d.Dv);
+        gemm_rm<T>(false, false, i1 - i0, d.Dv, n, T(1), p.data(), n, row(v, pv, b, h / d.group, 0), ld(v), T(0), out,
+                   d.Dv);
       }
     });
   };
-  if (half) run(float{}, uint16_t{});
-  else visit_float(q.dtype(), "attention", [&](auto tag) { run(tag, tag); });
+  if (half)
+    run(float{}, uint16_t{});
+  else
+    visit_float(q.dtype(), "attention", [&](auto tag) { run(tag, tag); });
 }
 
 void CpuBackend::attention_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_mask,
-                               const AttnArgs& args, const Tensor& o, const Tensor& lse, const Tensor& dout,
-                               Tensor& dq, Tensor& dk, Tensor& dv) {
+                               const AttnArgs& args, const Tensor& o, const Tensor& lse, const Tensor& dout, Tensor& dq,
+                               Tensor& dk, Tensor& dv) {
   Dims d = check_attention(q, k, v, key_mask);
   Visibility vis = visibility(d, key_mask, args.causal);
   const bool half = q.dtype() == DType::BF16;
@@ -196,14 +205,16 @@ void CpuBackend::attention_bwd(const Tensor& q, const Tensor& k, const Tensor& v
       T* dv0 = pdv + task * d.Tk * d.Dv;
       std::fill(dk0, dk0 + d.Tk * d.D, T(0));
       std::fill(dv0, dv0 + d.Tk * d.Dv, T(0));
-      std::vector<T> p(static_cast<size_t>(kBq * d.Tk)), dp(static_cast<size_t>(kBq * d.Tk)), rowd(static_cast<size_t>(kBq));
+      std::vector<T> p(static_cast<size_t>(kBq * d.Tk)), dp(static_cast<size_t>(kBq * d.Tk)),
+          rowd(static_cast<size_t>(kBq));
       std::vector<uint16_t> p16, ds16;  // bf16 operands of the products (autocast only)
       for (int64_t h = kh * d.group; h < (kh + 1) * d.group; ++h) {
         const int64_t bh = b * d.H + h;
         for (int64_t blk = 0; blk < d.nblk; ++blk) {
           const int64_t i0 = blk * kBq, i1 = std::min(d.Tq, i0 + kBq), m = i1 - i0;
           T* dqb = pdq + (bh * d.Tq + i0) * d.D;
-          const int64_t n = block_probs<T, TI>(d, vis, q, pq, k, pk, scale, b, h, i0, i1, p.data(), pl + bh * d.Tq, nullptr);
+          const int64_t n =
+              block_probs<T, TI>(d, vis, q, pq, k, pk, scale, b, h, i0, i1, p.data(), pl + bh * d.Tq, nullptr);
           if (n == 0) {
             std::fill(dqb, dqb + m * d.D, T(0));
             continue;
@@ -216,15 +227,18 @@ void CpuBackend::attention_bwd(const Tensor& q, const Tensor& k, const Tensor& v
           } else {
             pp = p.data();
           }
-          gemm_any(true, false, n, d.Dv, m, T(1), pp, n, g, ld(dout), T(1), dv0, d.Dv);                       // dV += P^T dO
-          gemm_any(false, true, m, n, d.Dv, T(1), g, ld(dout), row(v, pv, b, kh, 0), ld(v), T(0), dp.data(), n);  // dP = dO V^T
+          gemm_any(true, false, n, d.Dv, m, T(1), pp, n, g, ld(dout), T(1), dv0, d.Dv);  // dV += P^T dO
+          gemm_any(false, true, m, n, d.Dv, T(1), g, ld(dout), row(v, pv, b, kh, 0), ld(v), T(0), dp.data(),
+                   n);                       // dP = dO V^T
           for (int64_t i = 0; i < m; ++i) {  // D_i = dO_i . O_i
             const TI* gi = g + i * ld(dout);
             const T* oi = row(o, po, b, h, i0 + i);
             Acc<T> s = 0;
             for (int64_t c = 0; c < d.Dv; ++c) {
-              if constexpr (h16) s += Acc<T>(bf16_to_f32(gi[c])) * oi[c];
-              else s += Acc<T>(gi[c]) * oi[c];
+              if constexpr (h16)
+                s += Acc<T>(bf16_to_f32(gi[c])) * oi[c];
+              else
+                s += Acc<T>(gi[c]) * oi[c];
             }
             rowd[size_t(i)] = T(s);
           }
@@ -246,8 +260,10 @@ void CpuBackend::attention_bwd(const Tensor& q, const Tensor& k, const Tensor& v
       }
     });
   };
-  if (half) run(float{}, uint16_t{});
-  else visit_float(q.dtype(), "attention_bwd", [&](auto tag) { run(tag, tag); });
+  if (half)
+    run(float{}, uint16_t{});
+  else
+    visit_float(q.dtype(), "attention_bwd", [&](auto tag) { run(tag, tag); });
 }
 
 }  // namespace rf::cpu

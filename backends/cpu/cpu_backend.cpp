@@ -25,7 +25,8 @@ void CpuBackend::upload(Buffer& dst, size_t dst_offset, std::span<const std::byt
   if (dst_offset + src.size() > dst.bytes())
     throw std::out_of_range(fmt::format("[cpu] upload out of range: {} bytes at offset {} into a {}-byte buffer",
                                         src.size(), dst_offset, dst.bytes()));
-  if (!src.empty()) std::memcpy(static_cast<std::byte*>(static_cast<CpuBuffer&>(dst).data()) + dst_offset, src.data(), src.size());
+  if (!src.empty())
+    std::memcpy(static_cast<std::byte*>(static_cast<CpuBuffer&>(dst).data()) + dst_offset, src.data(), src.size());
 }
 
 void CpuBackend::download(const Buffer& src, size_t src_offset, std::span<std::byte> dst) {
@@ -33,7 +34,8 @@ void CpuBackend::download(const Buffer& src, size_t src_offset, std::span<std::b
     throw std::out_of_range(fmt::format("[cpu] download out of range: {} bytes at offset {} from a {}-byte buffer",
                                         dst.size(), src_offset, src.bytes()));
   if (!dst.empty())
-    std::memcpy(dst.data(), static_cast<const std::byte*>(static_cast<const CpuBuffer&>(src).data()) + src_offset, dst.size());
+    std::memcpy(dst.data(), static_cast<const std::byte*>(static_cast<const CpuBuffer&>(src).data()) + src_offset,
+                dst.size());
 }
 
 std::unique_ptr<Backend> make_cpu_backend(int) { return std::make_unique<CpuBackend>(); }
@@ -41,8 +43,9 @@ std::unique_ptr<Backend> make_cpu_backend(int) { return std::make_unique<CpuBack
 namespace {
 std::vector<std::string> describe_cpu() {
   const bool dnnl = dnnl_available(), bf16 = dnnl && cpu_has_native_bf16();
-  return {fmt::format("cpu: {} threads, f32 GEMMs on {}, native bf16 dot products {} (precision auto = {})", num_threads(),
-                      dnnl ? "oneDNN (OpenBLAS below 1 MFLOP)" : "OpenBLAS", bf16 ? "yes" : "no", bf16 ? "bf16" : "f32")};
+  return {fmt::format("cpu: {} threads, f32 GEMMs on {}, native bf16 dot products {} (precision auto = {})",
+                      num_threads(), dnnl ? "oneDNN (OpenBLAS below 1 MFLOP)" : "OpenBLAS", bf16 ? "yes" : "no",
+                      bf16 ? "bf16" : "f32")};
 }
 }  // namespace
 

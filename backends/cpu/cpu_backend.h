@@ -14,7 +14,8 @@ namespace rf::cpu {
 // Host memory block from the caching allocator; returns itself to the cache when dropped.
 class CpuBuffer final : public Buffer {
  public:
-  CpuBuffer(Backend& b, size_t bytes, void* data, size_t capacity) : Buffer(b, bytes), data_(data), capacity_(capacity) {}
+  CpuBuffer(Backend& b, size_t bytes, void* data, size_t capacity)
+      : Buffer(b, bytes), data_(data), capacity_(capacity) {}
   // Borrowed memory (a file mapping): kept alive by owner, never returned to the cache.
   CpuBuffer(Backend& b, size_t bytes, void* data, std::shared_ptr<const void> owner)
       : Buffer(b, bytes), data_(data), capacity_(0), owner_(std::move(owner)) {}
@@ -50,8 +51,8 @@ class CpuBackend final : public Backend {
   Device device() const override { return {DeviceType::CPU, 0}; }
   bool matmul_takes_16bit_b() const override { return true; }   // widened per call (cpu_matmul.cpp)
   bool matmul_takes_16bit_ab() const override { return true; }  // oneDNN, or widened to f32 for OpenBLAS
-  bool matmul_16bit_native() const override;                      // oneDNN on AVX512_BF16 or AMX-BF16
-  bool attention_takes_16bit() const override { return true; }      // bf16 block GEMMs (cpu_attention.cpp)
+  bool matmul_16bit_native() const override;                    // oneDNN on AVX512_BF16 or AMX-BF16
+  bool attention_takes_16bit() const override { return true; }  // bf16 block GEMMs (cpu_attention.cpp)
 
   std::shared_ptr<Buffer> alloc(size_t bytes) override;
   void upload(Buffer& dst, size_t dst_offset, std::span<const std::byte> src) override;
@@ -102,14 +103,16 @@ class CpuBackend final : public Backend {
   // cpu_sparse_ops.cpp
   void spmm(const Tensor& row_ptr, const Tensor& col_idx, const Tensor& values, const Tensor& x, Tensor& y,
             bool accumulate) override;
-  void sddmm(const Tensor& row_ptr, const Tensor& col_idx, const Tensor& a, const Tensor& b, Tensor& out_values) override;
-  void csr_add_dense(const Tensor& row_ptr, const Tensor& col_idx, const Tensor& values, Tensor& d, float alpha) override;
+  void sddmm(const Tensor& row_ptr, const Tensor& col_idx, const Tensor& a, const Tensor& b,
+             Tensor& out_values) override;
+  void csr_add_dense(const Tensor& row_ptr, const Tensor& col_idx, const Tensor& values, Tensor& d,
+                     float alpha) override;
   // cpu_attention.cpp
   void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_mask, const AttnArgs& args,
                  Tensor& o, Tensor& lse) override;
-  void attention_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_mask,
-                     const AttnArgs& args, const Tensor& o, const Tensor& lse, const Tensor& dout, Tensor& dq,
-                     Tensor& dk, Tensor& dv) override;
+  void attention_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_mask, const AttnArgs& args,
+                     const Tensor& o, const Tensor& lse, const Tensor& dout, Tensor& dq, Tensor& dk,
+                     Tensor& dv) override;
 };
 
 // Threads used by oneTBB arenas and OpenBLAS (see cpu_matmul.cpp for the policy).

@@ -21,7 +21,8 @@ Backend::Ceiling CpuBackend::matmul_ceiling(const Tensor& a, const Tensor& b, Te
   const int64_t m = a.size(0), k = a.size(1), n = b.size(1);
   if (a.dim() != 2 || b.dim() != 2 || b.size(0) != k || out.shape() != Shape{m, n} || !a.is_contiguous() ||
       !b.is_contiguous() || !out.is_contiguous() || out.dtype() != DType::F32 || a.dtype() != b.dtype())
-    throw std::invalid_argument("[bench] matmul ceiling: needs row-major a (m, k), b (k, n) of one dtype and f32 out (m, n)");
+    throw std::invalid_argument(
+        "[bench] matmul ceiling: needs row-major a (m, k), b (k, n) of one dtype and f32 out (m, n)");
   float* po = data<float>(out);
   Ceiling c;
   if (a.dtype() == DType::BF16) {
@@ -42,8 +43,8 @@ Backend::Ceiling CpuBackend::matmul_ceiling(const Tensor& a, const Tensor& b, Te
   const float* pb = data<float>(b);
   c.name = "cblas_sgemm";
   c.run = [=] {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(m), int(n), int(k), 1.0f, pa, int(k), pb, int(n), 0.0f, po,
-                int(n));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(m), int(n), int(k), 1.0f, pa, int(k), pb, int(n), 0.0f,
+                po, int(n));
   };
   const bool dnnl = matmul_uses_dnnl(m, n, k);
   c.engine_provider = dnnl ? "dnnl" : "openblas";
@@ -110,13 +111,18 @@ Backend::Ceiling CpuBackend::read_ceiling(const Tensor& src) {
 int CpuBackend::threads() const { return num_threads(); }
 
 void CpuBackend::set_option(std::string_view key, std::string_view value) {
-  if (key != "matmul_provider") throw std::invalid_argument(fmt::format("[cpu] unknown option '{}' (known: matmul_provider)", key));
+  if (key != "matmul_provider")
+    throw std::invalid_argument(fmt::format("[cpu] unknown option '{}' (known: matmul_provider)", key));
   if (value == "dnnl" && !dnnl_available())
     throw std::invalid_argument("[cpu] matmul_provider dnnl: this build has no oneDNN (install libdnnl-dev)");
-  if (value == "auto") set_matmul_provider(MatmulProvider::Auto);
-  else if (value == "openblas") set_matmul_provider(MatmulProvider::OpenBlas);
-  else if (value == "dnnl") set_matmul_provider(MatmulProvider::Dnnl);
-  else throw std::invalid_argument(fmt::format("[cpu] matmul_provider '{}' is not one of: auto, openblas, dnnl", value));
+  if (value == "auto")
+    set_matmul_provider(MatmulProvider::Auto);
+  else if (value == "openblas")
+    set_matmul_provider(MatmulProvider::OpenBlas);
+  else if (value == "dnnl")
+    set_matmul_provider(MatmulProvider::Dnnl);
+  else
+    throw std::invalid_argument(fmt::format("[cpu] matmul_provider '{}' is not one of: auto, openblas, dnnl", value));
 }
 
 Backend::MemoryStats CpuBackend::memory_stats() const {

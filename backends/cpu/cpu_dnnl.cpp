@@ -81,8 +81,8 @@ bool matmul_uses_dnnl(int64_t M, int64_t N, int64_t K) {
 #ifndef RF_HAVE_DNNL
 
 bool dnnl_available() { return false; }
-bool dnnl_gemm(GemmType, bool, bool, int64_t, int64_t, int64_t, float, const void*, int64_t, const void*, int64_t, float,
-               float*, int64_t) {
+bool dnnl_gemm(GemmType, bool, bool, int64_t, int64_t, int64_t, float, const void*, int64_t, const void*, int64_t,
+               float, float*, int64_t) {
   return false;
 }
 std::string dnnl_impl_name(GemmType, bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t) { return ""; }
@@ -162,8 +162,8 @@ const Entry& lookup(const Key& key) {
 
 bool dnnl_available() { return true; }
 
-bool dnnl_gemm(GemmType type, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const void* A, int64_t lda,
-               const void* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+bool dnnl_gemm(GemmType type, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const void* A,
+               int64_t lda, const void* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   const Entry& e = lookup({type, ta, tb, M, N, K, lda, ldb, ldc, alpha, beta});
   if (!e.prim) return false;
   one_omp_thread();
@@ -174,8 +174,8 @@ bool dnnl_gemm(GemmType type, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
   memory ma(e.a, eng, const_cast<void*>(A)), mb(e.b, eng, const_cast<void*>(B)), mc(e.c, eng, C);
   std::unordered_map<int, memory> args{{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}};
   if (e.scratch > 0)
-    args.emplace(DNNL_ARG_SCRATCHPAD, memory({{int64_t(e.scratch)}, memory::data_type::u8, memory::format_tag::a}, eng,
-                                             scratch.data()));
+    args.emplace(DNNL_ARG_SCRATCHPAD,
+                 memory({{int64_t(e.scratch)}, memory::data_type::u8, memory::format_tag::a}, eng, scratch.data()));
   e.prim->execute(stream, args);
   stream.wait();
   return true;
@@ -208,8 +208,7 @@ bool dnnl_gemm_parallel(GemmType type, int64_t M, int64_t N, int64_t K, const vo
     try {  // no implementation at all (f16 on a CPU without f16 kernels) reads as "no optimised kernel"
       dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(o.a, o.b, o.c), cpu_engine());
       if (std::string(pd.impl_info_str()).rfind("ref", 0) != 0) o.prim = std::make_unique<dnnl::matmul>(pd);
-    } catch (const dnnl::error&) {
-    }
+    } catch (const dnnl::error&) {}
   }
   bool ok = false;
   if (o.prim) {

@@ -25,8 +25,8 @@ bool matmul_uses_dnnl(int64_t M, int64_t N, int64_t K);
 // Row-major C = alpha * op(A) @ op(B) + beta * C on the calling thread only (OpenMP team of one).
 // Returns false when oneDNN has no optimised kernel for this layout (only its reference one) or
 // is not built in; the caller then runs OpenBLAS.
-bool dnnl_gemm(GemmType type, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const void* A, int64_t lda,
-               const void* B, int64_t ldb, float beta, float* C, int64_t ldc);
+bool dnnl_gemm(GemmType type, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const void* A,
+               int64_t lda, const void* B, int64_t ldb, float beta, float* C, int64_t ldc);
 inline bool dnnl_sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                        const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   return dnnl_gemm(GemmType::F32, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);

@@ -15,17 +15,27 @@ namespace rf::cpu {
 
 namespace {
 
-struct F16 { uint16_t v; };
-struct BF16 { uint16_t v; };
+struct F16 {
+  uint16_t v;
+};
+struct BF16 {
+  uint16_t v;
+};
 
 template <class D, class S>
 inline D convert(S s) {
-  if constexpr (std::is_same_v<S, F16>) return convert<D>(f16_to_f32(s.v));
-  else if constexpr (std::is_same_v<S, BF16>) return convert<D>(bf16_to_f32(s.v));
-  else if constexpr (std::is_same_v<D, F16>) return F16{f32_to_f16(float(s))};
-  else if constexpr (std::is_same_v<D, BF16>) return BF16{f32_to_bf16(float(s))};
-  else if constexpr (std::is_same_v<D, uint8_t>) return uint8_t(s != S(0));
-  else return static_cast<D>(s);
+  if constexpr (std::is_same_v<S, F16>)
+    return convert<D>(f16_to_f32(s.v));
+  else if constexpr (std::is_same_v<S, BF16>)
+    return convert<D>(bf16_to_f32(s.v));
+  else if constexpr (std::is_same_v<D, F16>)
+    return F16{f32_to_f16(float(s))};
+  else if constexpr (std::is_same_v<D, BF16>)
+    return BF16{f32_to_bf16(float(s))};
+  else if constexpr (std::is_same_v<D, uint8_t>)
+    return uint8_t(s != S(0));
+  else
+    return static_cast<D>(s);
 }
 
 // Calls f(T{}) with the C++ type of a dtype (Bool as uint8_t, 16-bit floats as tags).
@@ -46,8 +56,10 @@ void visit_dtype(DType t, F&& f) {
 
 template <class T>
 inline T tanh_gelu(T v) {
-  if constexpr (std::is_same_v<T, float>) return simd::tanh_f32(v);
-  else return std::tanh(v);  // f64 stays exact: the f64 tests check GELU to 1e-12
+  if constexpr (std::is_same_v<T, float>)
+    return simd::tanh_f32(v);
+  else
+    return std::tanh(v);  // f64 stays exact: the f64 tests check GELU to 1e-12
 }
 template <class T>
 inline T gelu_tanh(T x) {
@@ -61,7 +73,9 @@ inline T gelu_tanh_grad(T x) {
   return T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * k * (T(1) + T(3) * c * x * x);
 }
 template <class T>
-inline T sigmoid(T x) { return T(1) / (T(1) + std::exp(-x)); }
+inline T sigmoid(T x) {
+  return T(1) / (T(1) + std::exp(-x));
+}
 
 // Elementwise map over a run: out stride 1 and input stride 1 are the vectorised paths.
 template <class T, class R, class F>
@@ -111,8 +125,10 @@ void unary_loop_simd(const Tensor& x, Tensor& out, void (*kernel)(const float*, 
     const float* px = data<float>(x);
     const int64_t so = L.inner_stride(0), sx = L.inner_stride(1);
     parallel_run(L, [&](const int64_t* off, int64_t n) {
-      if (so == 1 && sx == 1) kernel(px + off[1], po + off[0], n);
-      else map_run(po + off[0], so, px + off[1], sx, n, f);
+      if (so == 1 && sx == 1)
+        kernel(px + off[1], po + off[0], n);
+      else
+        map_run(po + off[0], so, px + off[1], sx, n, f);
     });
   }
 }
@@ -124,12 +140,14 @@ void binary_loop(const Tensor& a, const Tensor& b, Tensor& out, F f) {
   const T* pa = data<T>(a);
   const T* pb = data<T>(b);
   const int64_t so = L.inner_stride(0), sa = L.inner_stride(1), sb = L.inner_stride(2);
-  parallel_run(L, [&](const int64_t* off, int64_t n) { zip_run(po + off[0], so, pa + off[1], sa, pb + off[2], sb, n, f); });
+  parallel_run(
+      L, [&](const int64_t* off, int64_t n) { zip_run(po + off[0], so, pa + off[1], sa, pb + off[2], sb, n, f); });
 }
 
 void check_same(const Tensor& a, const Tensor& b, const char* op) {
   if (a.dtype() != b.dtype())
-    throw std::invalid_argument(fmt::format("[{}] dtype mismatch: {} and {}", op, dtype_name(a.dtype()), dtype_name(b.dtype())));
+    throw std::invalid_argument(
+        fmt::format("[{}] dtype mismatch: {} and {}", op, dtype_name(a.dtype()), dtype_name(b.dtype())));
 }
 
 }  // namespace
@@ -148,7 +166,8 @@ void CpuBackend::fill(Tensor& out, double v) {
 
 void CpuBackend::copy(const Tensor& src, Tensor& out) {
   if (src.shape() != out.shape())
-    throw std::invalid_argument(fmt::format("[copy] shape mismatch: {} into {}", shape_str(src.shape()), shape_str(out.shape())));
+    throw std::invalid_argument(
+        fmt::format("[copy] shape mismatch: {} into {}", shape_str(src.shape()), shape_str(out.shape())));
   StridedLoop L = make_loop(out.shape(), {&out.strides(), &src.strides()});
   visit_dtype(src.dtype(), [&](auto stag) {
     using S = decltype(stag);
@@ -205,12 +224,17 @@ void CpuBackend::unary(UnaryOp op, const Tensor& x, Tensor& out, double a, doubl
       case UnaryOp::Reciprocal: return run([](T v) { return T(1) / v; });
       case UnaryOp::Sign: return run([](T v) { return T((v > T(0)) - (v < T(0))); });
       case UnaryOp::Step: return run([](T v) { return v > T(0) ? T(1) : T(0); });
-      case UnaryOp::SiluGrad: return run([](T v) { T s = sigmoid(v); return s * (T(1) + v * (T(1) - s)); });
+      case UnaryOp::SiluGrad:
+        return run([](T v) {
+          T s = sigmoid(v);
+          return s * (T(1) + v * (T(1) - s));
+        });
       case UnaryOp::GeluTanhGrad:
         return unary_loop_simd<T>(x, out, simd::gelu_tanh_grad, [](T v) { return gelu_tanh_grad(v); });
       case UnaryOp::GeluErfGrad:
         return run([](T v) {
-          return T(0.5) * (T(1) + std::erf(v * T(0.7071067811865476))) + v * T(0.3989422804014327) * std::exp(T(-0.5) * v * v);
+          return T(0.5) * (T(1) + std::erf(v * T(0.7071067811865476))) +
+                 v * T(0.3989422804014327) * std::exp(T(-0.5) * v * v);
         });
       case UnaryOp::AddS: return run([pa](T v) { return v + pa; });
       case UnaryOp::MulS: return run([pa](T v) { return v * pa; });
@@ -251,8 +275,8 @@ void CpuBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& o
     throw std::invalid_argument("[binary] invalid op");
   };
   if (is_comparison(op) ? out.dtype() != DType::Bool : out.dtype() != a.dtype())
-    throw std::invalid_argument(fmt::format("[binary] output dtype {} does not fit inputs of {}", dtype_name(out.dtype()),
-                                            dtype_name(a.dtype())));
+    throw std::invalid_argument(fmt::format("[binary] output dtype {} does not fit inputs of {}",
+                                            dtype_name(out.dtype()), dtype_name(a.dtype())));
   switch (a.dtype()) {
     case DType::F32: return body(float{});
     case DType::F64: return body(double{});

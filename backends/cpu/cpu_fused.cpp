@@ -7,8 +7,8 @@
 #include <stdexcept>
 
 #include "backends/cpu/cpu_backend.h"
-#include "backends/cpu/cpu_simd.h"
 #include "backends/cpu/cpu_loops.h"
+#include "backends/cpu/cpu_simd.h"
 
 namespace rf::cpu {
 
@@ -44,8 +44,10 @@ Acc<T> row_sum_exp(const T* a, int64_t n, T m) {
 }
 template <class T>
 void scaled_exp(const T* a, T* o, int64_t n, T z, T g) {  // o = g exp(a - z); o may be a
-  if constexpr (std::is_same_v<T, float>) simd::scaled_exp(a, o, n, z, g);
-  else for (int64_t i = 0; i < n; ++i) o[i] = g * std::exp(a[i] - z);
+  if constexpr (std::is_same_v<T, float>)
+    simd::scaled_exp(a, o, n, z, g);
+  else
+    for (int64_t i = 0; i < n; ++i) o[i] = g * std::exp(a[i] - z);
 }
 
 }  // namespace
@@ -254,7 +256,8 @@ void CpuBackend::rms_norm_bwd(const Tensor& x, const Tensor& w, const Tensor& rs
 }
 
 void CpuBackend::rope(const Tensor& x, const Tensor& cos, const Tensor& sin, Tensor& y, bool inverse) {
-  if (x.dim() != 4 || x.stride(-1) != 1) throw std::invalid_argument("[rope] x must be (B, H, T, D) with contiguous last dim");
+  if (x.dim() != 4 || x.stride(-1) != 1)
+    throw std::invalid_argument("[rope] x must be (B, H, T, D) with contiguous last dim");
   need_contiguous(cos, "rope");
   need_contiguous(sin, "rope");
   const int64_t B = x.size(0), H = x.size(1), T_ = x.size(2), D = x.size(3), h = D / 2;

@@ -24,8 +24,8 @@ constexpr int64_t kGrain = 1 << 16;  // elements per task: below this, threading
 
 struct StridedLoop {
   int nops = 0;
-  std::vector<int64_t> shape;                       // collapsed, never empty
-  std::array<std::vector<int64_t>, kMaxOps> st;     // per operand, element strides
+  std::vector<int64_t> shape;                    // collapsed, never empty
+  std::array<std::vector<int64_t>, kMaxOps> st;  // per operand, element strides
   int64_t numel = 0;
   int64_t inner_stride(int op) const { return st[size_t(op)].back(); }
 };
@@ -46,8 +46,7 @@ inline StridedLoop make_loop(const Shape& shape, std::initializer_list<const Str
   // Merge dim i into i+1 when every operand walks them as one dim.
   for (size_t i = L.shape.size(); i-- > 1;) {
     bool merge = true;
-    for (int op = 0; op < L.nops; ++op)
-      merge = merge && L.st[size_t(op)][i - 1] == L.st[size_t(op)][i] * L.shape[i];
+    for (int op = 0; op < L.nops; ++op) merge = merge && L.st[size_t(op)][i - 1] == L.st[size_t(op)][i] * L.shape[i];
     if (!merge) continue;
     L.shape[i - 1] *= L.shape[i];
     L.shape.erase(L.shape.begin() + long(i));

@@ -55,10 +55,18 @@ void init_blas_threads() {
 }
 
 // 16-bit operand storage (bf16 / f16 bit patterns); C stays f32.
-struct Bf16 { uint16_t v; };
-struct Fp16 { uint16_t v; };
-template <class T> constexpr bool is16 = std::is_same_v<T, Bf16> || std::is_same_v<T, Fp16>;
-template <class T> constexpr GemmType gemm_type = std::is_same_v<T, Bf16> ? GemmType::BF16 : std::is_same_v<T, Fp16> ? GemmType::F16 : GemmType::F32;
+struct Bf16 {
+  uint16_t v;
+};
+struct Fp16 {
+  uint16_t v;
+};
+template <class T>
+constexpr bool is16 = std::is_same_v<T, Bf16> || std::is_same_v<T, Fp16>;
+template <class T>
+constexpr GemmType gemm_type = std::is_same_v<T, Bf16>   ? GemmType::BF16
+                               : std::is_same_v<T, Fp16> ? GemmType::F16
+                                                         : GemmType::F32;
 
 // A strided 16-bit matrix widened to f32 in the same layout (gaps between rows included).
 template <class T>
@@ -86,21 +94,22 @@ void gemm(const MatLayout& la, const MatLayout& lb, int64_t M, int64_t N, int64_
     thread_local std::vector<float> wa, wb;
     const float* fa = widen(la, M, K, a, wa);
     const float* fb = widen(lb, K, N, b, wb);
-    cblas_sgemm(CblasRowMajor, la.trans ? CblasTrans : CblasNoTrans, lb.trans ? CblasTrans : CblasNoTrans, int(M), int(N),
-                int(K), alpha, fa, int(la.ld), fb, int(lb.ld), beta, c, int(ldc));
+    cblas_sgemm(CblasRowMajor, la.trans ? CblasTrans : CblasNoTrans, lb.trans ? CblasTrans : CblasNoTrans, int(M),
+                int(N), int(K), alpha, fa, int(la.ld), fb, int(lb.ld), beta, c, int(ldc));
     return;
   } else {
     using T = TI;
     if constexpr (std::is_same_v<T, float>) {
-      if (matmul_uses_dnnl(M, N, K) &&
-          dnnl_sgemm(la.trans, lb.trans, M, N, K, alpha, a, la.ld, b, lb.ld, beta, c, ldc))
+      if (matmul_uses_dnnl(M, N, K) && dnnl_sgemm(la.trans, lb.trans, M, N, K, alpha, a, la.ld, b, lb.ld, beta, c, ldc))
         return;
     }
     auto ta = la.trans ? CblasTrans : CblasNoTrans, tb = lb.trans ? CblasTrans : CblasNoTrans;
     if constexpr (std::is_same_v<T, float>)
-      cblas_sgemm(CblasRowMajor, ta, tb, int(M), int(N), int(K), alpha, a, int(la.ld), b, int(lb.ld), beta, c, int(ldc));
+      cblas_sgemm(CblasRowMajor, ta, tb, int(M), int(N), int(K), alpha, a, int(la.ld), b, int(lb.ld), beta, c,
+                  int(ldc));
     else
-      cblas_dgemm(CblasRowMajor, ta, tb, int(M), int(N), int(K), alpha, a, int(la.ld), b, int(lb.ld), beta, c, int(ldc));
+      cblas_dgemm(CblasRowMajor, ta, tb, int(M), int(N), int(K), alpha, a, int(la.ld), b, int(lb.ld), beta, c,
+                  int(ldc));
   }
 }
 
@@ -144,8 +153,8 @@ bool CpuBackend::matmul_16bit_native() const { return dnnl_available() && cpu_ha
 void CpuBackend::matmul(const Tensor& a, const Tensor& b, Tensor& out, float alpha, float beta) {
   const int64_t nd = out.dim();
   if (nd < 2 || a.dim() != nd || b.dim() != nd)
-    throw std::invalid_argument(fmt::format("[matmul] backend expects equal ranks >= 2, got {} {} {}", shape_str(a.shape()),
-                                            shape_str(b.shape()), shape_str(out.shape())));
+    throw std::invalid_argument(fmt::format("[matmul] backend expects equal ranks >= 2, got {} {} {}",
+                                            shape_str(a.shape()), shape_str(b.shape()), shape_str(out.shape())));
   // A frozen 16-bit weight next to an f32 activation (base_dtype bf16 in f32 precision): widened once
   // per call into a temporary the GEMM reads, so backward keeps the weight itself, not an f32 copy.
   if (a.dtype() == DType::F32 && out.dtype() == DType::F32 && (b.dtype() == DType::BF16 || b.dtype() == DType::F16)) {
@@ -200,8 +209,10 @@ void CpuBackend::matmul(const Tensor& a, const Tensor& b, Tensor& out, float alp
         const TI* ai = pa + off[1] + i * L.inner_stride(1);
         const TI* bi = pb + off[2] + i * L.inner_stride(2);
         T* oi = po + off[0] + i * L.inner_stride(0);
-        if (per_task) gemm<TI, T>(la, lb, M, N, K, T(alpha), ai, bi, T(beta), oi, N);
-        else gemm_split<TI, T>(la, lb, M, N, K, T(alpha), ai, bi, T(beta), oi, N);
+        if (per_task)
+          gemm<TI, T>(la, lb, M, N, K, T(alpha), ai, bi, T(beta), oi, N);
+        else
+          gemm_split<TI, T>(la, lb, M, N, K, T(alpha), ai, bi, T(beta), oi, N);
       }
     };
     if (per_task) {
@@ -211,11 +222,16 @@ void CpuBackend::matmul(const Tensor& a, const Tensor& b, Tensor& out, float alp
       run_range(L, 0, nb, one);
     }
   };
-  if (a.dtype() == DType::F32) run(float{}, float{});
-  else if (a.dtype() == DType::F64) run(double{}, double{});
-  else if (a.dtype() == DType::BF16) run(Bf16{}, float{});
-  else if (a.dtype() == DType::F16) run(Fp16{}, float{});
-  else throw std::invalid_argument(fmt::format("[matmul] unsupported dtype {}", dtype_name(a.dtype())));
+  if (a.dtype() == DType::F32)
+    run(float{}, float{});
+  else if (a.dtype() == DType::F64)
+    run(double{}, double{});
+  else if (a.dtype() == DType::BF16)
+    run(Bf16{}, float{});
+  else if (a.dtype() == DType::F16)
+    run(Fp16{}, float{});
+  else
+    throw std::invalid_argument(fmt::format("[matmul] unsupported dtype {}", dtype_name(a.dtype())));
 }
 
 }  // namespace rf::cpu

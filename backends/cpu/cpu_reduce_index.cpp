@@ -24,9 +24,12 @@ struct Ids {
 };
 Ids ids_of(const Tensor& ids, const char* op) {
   Ids r;
-  if (ids.dtype() == DType::I64) r.p64 = data<int64_t>(ids);
-  else if (ids.dtype() == DType::I32) r.p32 = data<int32_t>(ids);
-  else throw std::invalid_argument(fmt::format("[{}] ids must be i32 or i64, got {}", op, dtype_name(ids.dtype())));
+  if (ids.dtype() == DType::I64)
+    r.p64 = data<int64_t>(ids);
+  else if (ids.dtype() == DType::I32)
+    r.p32 = data<int32_t>(ids);
+  else
+    throw std::invalid_argument(fmt::format("[{}] ids must be i32 or i64, got {}", op, dtype_name(ids.dtype())));
   r.stride = ids.dim() == 1 ? ids.stride(0) : 1;
   return r;
 }
@@ -42,9 +45,12 @@ struct Split3 {
 Split3 split3(const Shape& s, int64_t axis) {
   Split3 r;
   for (int64_t d = 0; d < int64_t(s.size()); ++d) {
-    if (d < axis) r.outer *= s[size_t(d)];
-    else if (d == axis) r.axis = s[size_t(d)];
-    else r.inner *= s[size_t(d)];
+    if (d < axis)
+      r.outer *= s[size_t(d)];
+    else if (d == axis)
+      r.axis = s[size_t(d)];
+    else
+      r.inner *= s[size_t(d)];
   }
   return r;
 }
@@ -67,7 +73,8 @@ void CpuBackend::reduce(ReduceOp op, const Tensor& x, Tensor& out) {
   for (size_t d = 0; d < x.shape().size(); ++d) {
     bool reduced = out.shape()[d] == 1 && x.shape()[d] != 1;
     if (!reduced && out.shape()[d] != x.shape()[d])
-      throw std::invalid_argument(fmt::format("[reduce] cannot reduce {} to {}", shape_str(x.shape()), shape_str(out.shape())));
+      throw std::invalid_argument(
+          fmt::format("[reduce] cannot reduce {} to {}", shape_str(x.shape()), shape_str(out.shape())));
     if (reduced) {
       red_shape.push_back(x.shape()[d]);
       red_x.push_back(x.strides()[d]);
@@ -91,8 +98,8 @@ void CpuBackend::reduce(ReduceOp op, const Tensor& x, Tensor& out) {
     // Reduces the n_red elements starting at base into (value, index of first extreme).
     auto reduce_block = [&](const T* base, int64_t begin, int64_t end) {
       A acc = op == ReduceOp::Max || op == ReduceOp::ArgMax ? -std::numeric_limits<A>::infinity()
-                : op == ReduceOp::Min                      ? std::numeric_limits<A>::infinity()
-                                                           : A(0);
+              : op == ReduceOp::Min                         ? std::numeric_limits<A>::infinity()
+                                                            : A(0);
       int64_t best = begin;
       int64_t pos = begin;
       run_range(R, begin, end, [&](const int64_t* off, int64_t n) {
@@ -100,8 +107,10 @@ void CpuBackend::reduce(ReduceOp op, const Tensor& x, Tensor& out) {
         const int64_t s = R.inner_stride(0);
         if (op == ReduceOp::Sum || op == ReduceOp::Mean) {
           A a = 0;
-          if (s == 1) for (int64_t i = 0; i < n; ++i) a += A(p[i]);
-          else for (int64_t i = 0; i < n; ++i) a += A(p[i * s]);
+          if (s == 1)
+            for (int64_t i = 0; i < n; ++i) a += A(p[i]);
+          else
+            for (int64_t i = 0; i < n; ++i) a += A(p[i * s]);
           acc += a;
         } else if (op == ReduceOp::Min) {
           for (int64_t i = 0; i < n; ++i) acc = std::min(acc, A(p[i * s]));
@@ -127,15 +136,19 @@ void CpuBackend::reduce(ReduceOp op, const Tensor& x, Tensor& out) {
       }
     };
     auto finish = [&](int64_t o_off, std::pair<A, int64_t> r) {
-      if (op == ReduceOp::ArgMax) data<int64_t>(out)[o_off] = n_red == 0 ? 0 : r.second;
-      else if (op == ReduceOp::Mean) data<T>(out)[o_off] = T(r.first / A(n_red));
-      else data<T>(out)[o_off] = T(r.first);
+      if (op == ReduceOp::ArgMax)
+        data<int64_t>(out)[o_off] = n_red == 0 ? 0 : r.second;
+      else if (op == ReduceOp::Mean)
+        data<T>(out)[o_off] = T(r.first / A(n_red));
+      else
+        data<T>(out)[o_off] = T(r.first);
     };
     if (n_out == 0) return;
     if (n_out >= 64 || n_red < kGrain) {
       // Many outputs: one task per block of outputs.
       parallel_rows(n_out, std::max<int64_t>(1, n_red), [&](int64_t i) {
-        run_range(K, i, i + 1, [&](const int64_t* off, int64_t) { finish(off[0], reduce_block(px + off[1], 0, n_red)); });
+        run_range(K, i, i + 1,
+                  [&](const int64_t* off, int64_t) { finish(off[0], reduce_block(px + off[1], 0, n_red)); });
       });
     } else {
       // Few outputs over a long reduction: split the reduction itself.
@@ -163,7 +176,8 @@ void CpuBackend::index_select(const Tensor& x_in, int64_t axis, const Tensor& id
   const int64_t n = ids_t.numel();
   for (int64_t i = 0; i < n; ++i) check_id(ids[i], s.axis, "index_select");
   const size_t esz = dtype_size(x.dtype());
-  const auto* px = static_cast<const std::byte*>(static_cast<CpuBuffer&>(x.buffer()).data()) + x.offset() * int64_t(esz);
+  const auto* px =
+      static_cast<const std::byte*>(static_cast<CpuBuffer&>(x.buffer()).data()) + x.offset() * int64_t(esz);
   auto* po = static_cast<std::byte*>(static_cast<CpuBuffer&>(out.buffer()).data()) + out.offset() * int64_t(esz);
   const size_t row = size_t(s.inner) * esz;
   parallel_rows(s.outer * n, s.inner, [&](int64_t r) {
@@ -202,8 +216,8 @@ void check_gather_shapes(const Shape& x, const Shape& idx, int64_t axis, const c
   bool ok = x.size() == idx.size();
   for (size_t d = 0; ok && d < x.size(); ++d) ok = int64_t(d) == axis || x[d] == idx[d];
   if (!ok)
-    throw std::invalid_argument(fmt::format("[{}] index shape {} must match {} except at axis {}", op, shape_str(idx),
-                                            shape_str(x), axis));
+    throw std::invalid_argument(
+        fmt::format("[{}] index shape {} must match {} except at axis {}", op, shape_str(idx), shape_str(x), axis));
 }
 }  // namespace
 
@@ -255,7 +269,8 @@ void CpuBackend::scatter_add(const Tensor& src_in, int64_t axis, const Tensor& i
 void CpuBackend::topk(const Tensor& x_in, int64_t k, Tensor& values, Tensor& indices) {
   Tensor x = dense(x_in);
   const int64_t C = x.dim() ? x.size(-1) : 1, rows = C ? x.numel() / C : 0;
-  if (k < 0 || k > C) throw std::invalid_argument(fmt::format("[topk] k = {} out of range for last axis of size {}", k, C));
+  if (k < 0 || k > C)
+    throw std::invalid_argument(fmt::format("[topk] k = {} out of range for last axis of size {}", k, C));
   visit_float(x.dtype(), "topk", [&](auto tag) {
     using T = decltype(tag);
     const T* px = data<T>(x);
@@ -266,9 +281,8 @@ void CpuBackend::topk(const Tensor& x_in, int64_t k, Tensor& values, Tensor& ind
       std::vector<int64_t> order(static_cast<size_t>(C));
       std::iota(order.begin(), order.end(), 0);
       // Larger first; equal values keep the lower index first.
-      std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int64_t a, int64_t b) {
-        return row[a] > row[b] || (row[a] == row[b] && a < b);
-      });
+      std::partial_sort(order.begin(), order.begin() + k, order.end(),
+                        [&](int64_t a, int64_t b) { return row[a] > row[b] || (row[a] == row[b] && a < b); });
       for (int64_t j = 0; j < k; ++j) {
         pv[r * k + j] = row[order[size_t(j)]];
         pi[r * k + j] = order[size_t(j)];

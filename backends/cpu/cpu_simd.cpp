@@ -19,7 +19,7 @@ inline float exp_f32(float x) {
   const float lo = -87.33654475f, hi = 88.0f;
   const float xc = x < lo ? lo : (x > hi ? hi : x);
   const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest (1.5 * 2^23 trick)
-  const float r = (xc - n * 0.693359375f) + n * 2.12194440e-4f;              // ln2 split in two: exact n * hi
+  const float r = (xc - n * 0.693359375f) + n * 2.12194440e-4f;             // ln2 split in two: exact n * hi
   float p = 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;

@@ -29,7 +29,7 @@ inline float tanh_f32(float x0) {
 void gelu_tanh(const float* x, float* y, int64_t n);       // y = GELU_tanh(x)
 void gelu_tanh_grad(const float* x, float* y, int64_t n);  // y = d GELU_tanh / dx
 float row_max(const float* a, int64_t n);
-double row_sum_exp(const float* a, int64_t n, float m);    // sum exp(a[i] - m), blocks summed in f64
+double row_sum_exp(const float* a, int64_t n, float m);                  // sum exp(a[i] - m), blocks summed in f64
 void scaled_exp(const float* a, float* o, int64_t n, float z, float g);  // o = g exp(a - z); o may be a
 
 }  // namespace rf::cpu::simd

@@ -89,9 +89,8 @@ template <int N>
 // row, so an entry costs one X row load and one FMA, with no per-entry loop set-up. Small n is the
 // memory-bound (SpMV-like) regime, where that set-up otherwise dominates.
 template <int N>
-[[gnu::always_inline]] inline void spmm_rows_fixed(const int32_t* row_ptr, const int32_t* col_idx,
-                                                   const float* values, const float* x, float* y, bool accumulate,
-                                                   int64_t r0, int64_t r1) {
+[[gnu::always_inline]] inline void spmm_rows_fixed(const int32_t* row_ptr, const int32_t* col_idx, const float* values,
+                                                   const float* x, float* y, bool accumulate, int64_t r0, int64_t r1) {
   for (int64_t i = r0; i < r1; ++i) {
     // Two accumulators (even / odd entries, added at the end: a fixed order) halve the add chain.
     VecF<N> acc0 = accumulate ? load_vec<N>(y + i * N) : VecF<N>{}, acc1{};
@@ -110,8 +109,8 @@ template <int N>
 // 32-column panel with two register accumulators (the row's indices and values are re-read from
 // L1), then a 16-column panel, then an axpy over the < 16 leftover columns. The dispatch sits
 // inside the cloned function so every body is compiled for each ISA.
-RF_CLONES void spmm_rows(const int32_t* row_ptr, const int32_t* col_idx, const float* values, const float* x,
-                         int64_t n, float* y, bool accumulate, int64_t r0, int64_t r1) {
+RF_CLONES void spmm_rows(const int32_t* row_ptr, const int32_t* col_idx, const float* values, const float* x, int64_t n,
+                         float* y, bool accumulate, int64_t r0, int64_t r1) {
   switch (n) {
     case 1: {  // SpMV: a plain scalar dot per row
       for (int64_t i = r0; i < r1; ++i) {
@@ -231,8 +230,8 @@ template <int K>
 }
 
 // Rows [r0, r1) of the SDDMM; the vector width follows k so short dots are not all tail.
-RF_CLONES void sddmm_rows(const int32_t* row_ptr, const int32_t* col_idx, const float* a, const float* b,
-                          int64_t k, float* out, int64_t r0, int64_t r1) {
+RF_CLONES void sddmm_rows(const int32_t* row_ptr, const int32_t* col_idx, const float* a, const float* b, int64_t k,
+                          float* out, int64_t r0, int64_t r1) {
   switch (k) {
     case 4: return sddmm_rows_fixed<4>(row_ptr, col_idx, a, b, out, r0, r1);
     case 8: return sddmm_rows_fixed<8>(row_ptr, col_idx, a, b, out, r0, r1);
@@ -266,9 +265,8 @@ void spmm(const CsrView& s, const float* values, const float* x, int64_t n, floa
   check_ptr(x, s.cols * n, "spmm", "X");
   check_ptr(y, s.rows * n, "spmm", "Y");
   if (n == 0) return;
-  for_row_blocks(s, (s.nnz() + s.rows) * n, [&](int64_t r0, int64_t r1) {
-    spmm_rows(s.row_ptr, s.col_idx, values, x, n, y, accumulate, r0, r1);
-  });
+  for_row_blocks(s, (s.nnz() + s.rows) * n,
+                 [&](int64_t r0, int64_t r1) { spmm_rows(s.row_ptr, s.col_idx, values, x, n, y, accumulate, r0, r1); });
 }
 
 void sddmm(const Csr& pattern, const float* a, const float* b, int64_t k, float* out_values) {

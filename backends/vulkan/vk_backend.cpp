@@ -26,13 +26,15 @@ VulkanBuffer::~VulkanBuffer() {
 
 void need_f32(const Tensor& t, const char* op) {
   if (t.dtype() != DType::F32)
-    throw std::invalid_argument(fmt::format("[{}] dtype {} is not supported on Vulkan (kernels compute in f32; f16/bf16 "
-                                            "are storage types converted by copy)",
-                                            op, dtype_name(t.dtype())));
+    throw std::invalid_argument(
+        fmt::format("[{}] dtype {} is not supported on Vulkan (kernels compute in f32; f16/bf16 "
+                    "are storage types converted by copy)",
+                    op, dtype_name(t.dtype())));
 }
 
 uint32_t to_u32(int64_t v, const char* what) {
-  if (v < 0 || v > int64_t(UINT32_MAX)) throw std::invalid_argument(fmt::format("[vulkan] {} {} exceeds 32 bits", what, v));
+  if (v < 0 || v > int64_t(UINT32_MAX))
+    throw std::invalid_argument(fmt::format("[vulkan] {} {} exceeds 32 bits", what, v));
   return uint32_t(v);
 }
 
@@ -75,8 +77,8 @@ VulkanBackend::VulkanBackend(int index) : rt_(std::make_shared<Runtime>(index)),
   const DeviceInfo& info = rt_->ctx.info();
   name_ = fmt::format("vulkan:{} ({})", index, info.name);
   if (!info.storage8 || !info.storage16)
-    throw std::runtime_error(fmt::format("[vulkan] {} lacks 8/16-bit storage buffer access, which rankforge needs",
-                                         info.name));
+    throw std::runtime_error(
+        fmt::format("[vulkan] {} lacks 8/16-bit storage buffer access, which rankforge needs", info.name));
   // Subgroup kernels assume subgroups fill the 256-wide workgroups (true of every real device).
   subgroup_ = info.subgroup_arithmetic && info.subgroup_size >= 4 && shaders::has("reduce_SUM_sg");
   err_ = alloc(4);
@@ -88,8 +90,7 @@ VulkanBackend::~VulkanBackend() {
   if (process_exiting()) return;
   try {
     rt_->stream.wait();
-  } catch (...) {
-  }
+  } catch (...) {}
 }
 
 void VulkanBackend::set_guard(bool on) {
@@ -105,15 +106,15 @@ std::shared_ptr<Buffer> VulkanBackend::alloc(size_t bytes) {
 
 void VulkanBackend::upload(Buffer& dst, size_t off, std::span<const std::byte> src) {
   if (off + src.size() > dst.bytes())
-    throw std::out_of_range(fmt::format("[vulkan] upload of {} bytes at offset {} into a {}-byte buffer", src.size(), off,
-                                        dst.bytes()));
+    throw std::out_of_range(
+        fmt::format("[vulkan] upload of {} bytes at offset {} into a {}-byte buffer", src.size(), off, dst.bytes()));
   if (!src.empty()) rt_->stream.upload(static_cast<VulkanBuffer&>(dst).allocation(), off, src);
 }
 
 void VulkanBackend::download(const Buffer& src, size_t off, std::span<std::byte> dst) {
   if (off + dst.size() > src.bytes())
-    throw std::out_of_range(fmt::format("[vulkan] download of {} bytes at offset {} from a {}-byte buffer", dst.size(),
-                                        off, src.bytes()));
+    throw std::out_of_range(
+        fmt::format("[vulkan] download of {} bytes at offset {} from a {}-byte buffer", dst.size(), off, src.bytes()));
   rt_->stream.download(static_cast<const VulkanBuffer&>(src).allocation(), off, dst);
   check_errors();
 }
@@ -126,15 +127,16 @@ void VulkanBackend::synchronize() {
 Backend::Ceiling VulkanBackend::copy_ceiling(const Tensor& src, Tensor& dst, bool) {
   if (&src.backend() != this || &dst.backend() != this || !src.is_contiguous() || !dst.is_contiguous() ||
       src.dtype() != dst.dtype() || src.numel() != dst.numel())
-    throw std::invalid_argument(fmt::format("[bench] copy ceiling: needs contiguous tensors of one dtype and size on {}", name_));
+    throw std::invalid_argument(
+        fmt::format("[bench] copy ceiling: needs contiguous tensors of one dtype and size on {}", name_));
   const size_t es = dtype_size(src.dtype()), bytes = size_t(src.numel()) * es;
   const Allocation &s = static_cast<const VulkanBuffer&>(src.buffer()).allocation(),
                    &d = static_cast<const VulkanBuffer&>(dst.buffer()).allocation();
   const size_t so = s.user_offset + size_t(src.offset()) * es, doff = d.user_offset + size_t(dst.offset()) * es;
   Ceiling c;
   c.name = "vkCmdCopyBuffer";
-  c.run = [rt = rt_, keep_src = src.buffer_ptr(), keep_dst = dst.buffer_ptr(), sb = s.block->buffer, db = d.block->buffer,
-           so, doff, bytes] { rt->stream.copy(sb, so, db, doff, bytes); };
+  c.run = [rt = rt_, keep_src = src.buffer_ptr(), keep_dst = dst.buffer_ptr(), sb = s.block->buffer,
+           db = d.block->buffer, so, doff, bytes] { rt->stream.copy(sb, so, db, doff, bytes); };
   return c;
 }
 
@@ -142,12 +144,14 @@ void VulkanBackend::check_errors() {
   if (!err_pending_) return;
   err_pending_ = false;
   uint32_t flag = 0;
-  rt_->stream.download(static_cast<const VulkanBuffer&>(*err_).allocation(), 0, std::as_writable_bytes(std::span(&flag, 1)));
+  rt_->stream.download(static_cast<const VulkanBuffer&>(*err_).allocation(), 0,
+                       std::as_writable_bytes(std::span(&flag, 1)));
   if (flag) {
     uint32_t zero = 0;
     rt_->stream.upload(static_cast<const VulkanBuffer&>(*err_).allocation(), 0, std::as_bytes(std::span(&zero, 1)));
-    throw std::out_of_range("[vulkan] an index or target was out of range in a kernel since the last sync "
-                            "(index_select/embedding/gather/scatter_add/cross_entropy/spmm/sddmm/csr_add_dense)");
+    throw std::out_of_range(
+        "[vulkan] an index or target was out of range in a kernel since the last sync "
+        "(index_select/embedding/gather/scatter_add/cross_entropy/spmm/sddmm/csr_add_dense)");
   }
 }
 

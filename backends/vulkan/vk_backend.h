@@ -77,8 +77,10 @@ class VulkanBackend final : public Backend {
   // vk_ops_sparse.cpp
   void spmm(const Tensor& row_ptr, const Tensor& col_idx, const Tensor& values, const Tensor& x, Tensor& y,
             bool accumulate) override;
-  void sddmm(const Tensor& row_ptr, const Tensor& col_idx, const Tensor& a, const Tensor& b, Tensor& out_values) override;
-  void csr_add_dense(const Tensor& row_ptr, const Tensor& col_idx, const Tensor& values, Tensor& d, float alpha) override;
+  void sddmm(const Tensor& row_ptr, const Tensor& col_idx, const Tensor& a, const Tensor& b,
+             Tensor& out_values) override;
+  void csr_add_dense(const Tensor& row_ptr, const Tensor& col_idx, const Tensor& values, Tensor& d,
+                     float alpha) override;
   // vk_ops_reduce.cpp
   void reduce(ReduceOp op, const Tensor& x, Tensor& out) override;
   void matmul(const Tensor& a, const Tensor& b, Tensor& out, float alpha, float beta) override;
@@ -118,13 +120,13 @@ class VulkanBackend final : public Backend {
            uint32_t gz = 1) {
     run_raw(name, args, &push, sizeof(P), gx, gy, gz);
   }
-  void run_raw(std::string_view name, std::initializer_list<Arg> args, const void* push, size_t push_bytes,
-               uint32_t gx, uint32_t gy, uint32_t gz);
-  uint32_t groups_for(uint64_t n) const;                  // grid-stride elementwise kernels
+  void run_raw(std::string_view name, std::initializer_list<Arg> args, const void* push, size_t push_bytes, uint32_t gx,
+               uint32_t gy, uint32_t gz);
+  uint32_t groups_for(uint64_t n) const;                        // grid-stride elementwise kernels
   std::pair<uint32_t, uint32_t> row_grid(uint64_t rows) const;  // one workgroup per row, x then y
-  std::string row_kernel(std::string_view base) const;    // "_sg" variant where the device allows
-  Tensor dense(const Tensor& t);                          // contiguous (a copy only when needed)
-  Tensor last_dense(const Tensor& t);                     // last dim contiguous (copy only when needed)
+  std::string row_kernel(std::string_view base) const;          // "_sg" variant where the device allows
+  Tensor dense(const Tensor& t);                                // contiguous (a copy only when needed)
+  Tensor last_dense(const Tensor& t);                           // last dim contiguous (copy only when needed)
 
  private:
   void check_errors();  // throws when a kernel flagged a bad index since the last check

@@ -11,8 +11,8 @@ std::string_view result_name(VkResult r);
 
 }  // namespace rf::vk
 
-#define RF_VK_CHECK(call)                         \
-  do {                                            \
-    VkResult rf_vk_r_ = (call);                   \
+#define RF_VK_CHECK(call)                                        \
+  do {                                                           \
+    VkResult rf_vk_r_ = (call);                                  \
     if (rf_vk_r_ != VK_SUCCESS) ::rf::vk::fail(#call, rf_vk_r_); \
   } while (0)

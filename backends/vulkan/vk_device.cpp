@@ -4,10 +4,10 @@
 
 #include <atomic>
 #include <cstdlib>
-#include <mutex>
-#include <vector>
 #include <cstring>
+#include <mutex>
 #include <stdexcept>
+#include <vector>
 
 #include "backends/vulkan/vk_check.h"
 
@@ -169,8 +169,8 @@ std::vector<DeviceInfo> list_devices() {
 int choose_device(const std::vector<DeviceInfo>& devices, std::optional<int> requested, bool allow_cpu) {
   if (requested) {
     if (*requested < 0 || *requested >= int(devices.size()))
-      throw std::invalid_argument(fmt::format("[vulkan] device {} does not exist ({} Vulkan device(s) found)", *requested,
-                                              devices.size()));
+      throw std::invalid_argument(
+          fmt::format("[vulkan] device {} does not exist ({} Vulkan device(s) found)", *requested, devices.size()));
     return *requested;
   }
   const char* env = std::getenv("RANKFORGE_VULKAN_ALLOW_CPU");
@@ -196,7 +196,8 @@ Context::Context(int device_index) {
     info_ = describe(physical_, device_index);
     if (info_.api_version < VK_API_VERSION_1_2)
       throw std::runtime_error(fmt::format("[vulkan] {} offers Vulkan {}.{}; 1.2 is required", info_.name,
-                                           VK_API_VERSION_MAJOR(info_.api_version), VK_API_VERSION_MINOR(info_.api_version)));
+                                           VK_API_VERSION_MAJOR(info_.api_version),
+                                           VK_API_VERSION_MINOR(info_.api_version)));
     uint32_t nq = 0;
     vkGetPhysicalDeviceQueueFamilyProperties(physical_, &nq, nullptr);
     std::vector<VkQueueFamilyProperties> qf(nq);

@@ -17,17 +17,17 @@ struct DeviceInfo {
   uint32_t api_version = 0;
   uint64_t device_local_bytes = 0;  // largest device-local heap
   uint32_t subgroup_size = 0;
-  uint32_t shared_memory = 0;       // maxComputeSharedMemorySize
-  uint64_t max_storage_range = 0;   // maxStorageBufferRange
+  uint32_t shared_memory = 0;      // maxComputeSharedMemorySize
+  uint64_t max_storage_range = 0;  // maxStorageBufferRange
   uint32_t max_push_constants = 0;
-  uint64_t min_storage_align = 4;   // minStorageBufferOffsetAlignment
-  uint32_t max_groups_x = 65535;    // maxComputeWorkGroupCount[0]
-  uint32_t max_groups_yz = 65535;   // min of maxComputeWorkGroupCount[1], [2]
-  bool fp16 = false;                // shaderFloat16
-  bool storage16 = false;           // storageBuffer16BitAccess
-  bool storage8 = false;            // storageBuffer8BitAccess + shaderInt8 (bool tensors)
+  uint64_t min_storage_align = 4;  // minStorageBufferOffsetAlignment
+  uint32_t max_groups_x = 65535;   // maxComputeWorkGroupCount[0]
+  uint32_t max_groups_yz = 65535;  // min of maxComputeWorkGroupCount[1], [2]
+  bool fp16 = false;               // shaderFloat16
+  bool storage16 = false;          // storageBuffer16BitAccess
+  bool storage8 = false;           // storageBuffer8BitAccess + shaderInt8 (bool tensors)
   bool subgroup_arithmetic = false;
-  bool bf16 = false;                // VK_KHR_shader_bfloat16
+  bool bf16 = false;  // VK_KHR_shader_bfloat16
   bool coopmat_khr = false, coopmat_nv = false;
   bool is_cpu() const { return type == VK_PHYSICAL_DEVICE_TYPE_CPU; }
 };

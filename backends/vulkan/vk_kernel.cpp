@@ -25,8 +25,8 @@ DeviceBuffer::DeviceBuffer(Context& ctx, size_t bytes) : ctx_(ctx), bytes_(bytes
   if (type < 0) type = ctx.memory_type(req.memoryTypeBits, mappable);
   if (type < 0) {
     vkDestroyBuffer(ctx.device(), buffer_, nullptr);
-    throw std::runtime_error(fmt::format("[vulkan] {} has no host-visible coherent memory for a {}-byte buffer",
-                                         ctx.info().name, bytes));
+    throw std::runtime_error(
+        fmt::format("[vulkan] {} has no host-visible coherent memory for a {}-byte buffer", ctx.info().name, bytes));
   }
   VkMemoryAllocateInfo ai{VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO};
   ai.allocationSize = req.size;
@@ -50,13 +50,15 @@ DeviceBuffer::~DeviceBuffer() {
 
 void DeviceBuffer::write(size_t offset, std::span<const std::byte> src) {
   if (offset + src.size() > bytes_)
-    throw std::out_of_range(fmt::format("[vulkan] write of {} bytes at {} into a {}-byte buffer", src.size(), offset, bytes_));
+    throw std::out_of_range(
+        fmt::format("[vulkan] write of {} bytes at {} into a {}-byte buffer", src.size(), offset, bytes_));
   std::memcpy(static_cast<std::byte*>(mapped_) + offset, src.data(), src.size());
 }
 
 void DeviceBuffer::read(size_t offset, std::span<std::byte> dst) const {
   if (offset + dst.size() > bytes_)
-    throw std::out_of_range(fmt::format("[vulkan] read of {} bytes at {} from a {}-byte buffer", dst.size(), offset, bytes_));
+    throw std::out_of_range(
+        fmt::format("[vulkan] read of {} bytes at {} from a {}-byte buffer", dst.size(), offset, bytes_));
   std::memcpy(dst.data(), static_cast<const std::byte*>(mapped_) + offset, dst.size());
 }
 
@@ -82,7 +84,13 @@ Kernel::Kernel(Context& ctx, std::span<const uint32_t> spirv, uint32_t bindings,
   pli.pPushConstantRanges = &pr;
   RF_VK_CHECK(vkCreatePipelineLayout(dev, &pli, nullptr, &layout_));
   VkComputePipelineCreateInfo ci{VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO};
-  ci.stage = {VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO, nullptr, 0, VK_SHADER_STAGE_COMPUTE_BIT, module_, "main", nullptr};
+  ci.stage = {VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
+              nullptr,
+              0,
+              VK_SHADER_STAGE_COMPUTE_BIT,
+              module_,
+              "main",
+              nullptr};
   ci.layout = layout_;
   RF_VK_CHECK(vkCreateComputePipelines(dev, VK_NULL_HANDLE, 1, &ci, nullptr, &pipeline_));
   VkDescriptorPoolSize ps{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, bindings};
@@ -107,8 +115,8 @@ Kernel::~Kernel() {
 void Kernel::run(std::span<DeviceBuffer* const> buffers, std::span<const std::byte> push, uint32_t gx, uint32_t gy,
                  uint32_t gz, uint32_t repeat) {
   if (buffers.size() != bindings_ || push.size() != push_bytes_)
-    throw std::invalid_argument(fmt::format("[vulkan] kernel takes {} buffers and {} push bytes, got {} and {}", bindings_,
-                                            push_bytes_, buffers.size(), push.size()));
+    throw std::invalid_argument(fmt::format("[vulkan] kernel takes {} buffers and {} push bytes, got {} and {}",
+                                            bindings_, push_bytes_, buffers.size(), push.size()));
   VkDevice dev = ctx_.device();
   VkDescriptorSetAllocateInfo ai{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO};
   ai.descriptorPool = pool_;
@@ -120,8 +128,8 @@ void Kernel::run(std::span<DeviceBuffer* const> buffers, std::span<const std::by
   std::vector<VkWriteDescriptorSet> writes(bindings_);
   for (uint32_t i = 0; i < bindings_; ++i) {
     infos[i] = {buffers[i]->handle(), 0, VK_WHOLE_SIZE};
-    writes[i] = {VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET, nullptr, set, i, 0, 1, VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, nullptr,
-                 &infos[i], nullptr};
+    writes[i] = {VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET, nullptr, set,       i,      0, 1,
+                 VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,      nullptr, &infos[i], nullptr};
   }
   vkUpdateDescriptorSets(dev, bindings_, writes.data(), 0, nullptr);
   VkCommandBufferAllocateInfo cai{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
@@ -142,13 +150,14 @@ void Kernel::run(std::span<DeviceBuffer* const> buffers, std::span<const std::by
       if (r > 0) {  // a dispatch may read what the previous one wrote (beta != 0)
         VkMemoryBarrier cc{VK_STRUCTURE_TYPE_MEMORY_BARRIER, nullptr, VK_ACCESS_SHADER_WRITE_BIT,
                            VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT};
-        vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, 1, &cc, 0,
-                             nullptr, 0, nullptr);
+        vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, 1, &cc,
+                             0, nullptr, 0, nullptr);
       }
       vkCmdDispatch(cb, gx, gy, gz);
     }
     VkMemoryBarrier mb{VK_STRUCTURE_TYPE_MEMORY_BARRIER, nullptr, VK_ACCESS_SHADER_WRITE_BIT, VK_ACCESS_HOST_READ_BIT};
-    vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb, 0, nullptr, 0, nullptr);
+    vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb, 0, nullptr, 0,
+                         nullptr);
     RF_VK_CHECK(vkEndCommandBuffer(cb));
     VkFenceCreateInfo fi{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
     RF_VK_CHECK(vkCreateFence(dev, &fi, nullptr, &fence));

@@ -74,9 +74,9 @@ Block* Allocator::new_block(size_t bytes) {
   VkResult r = vkAllocateMemory(ctx_.device(), &ai, nullptr, &b->memory);
   if (r != VK_SUCCESS) {
     vkDestroyBuffer(ctx_.device(), b->buffer, nullptr);
-    throw std::runtime_error(fmt::format(
-        "[vulkan] out of device memory on {}: asked for {} bytes with {} in use of a {}-byte budget ({})",
-        ctx_.info().name, bytes, stats_.in_use, stats_.budget, result_name(r)));
+    throw std::runtime_error(
+        fmt::format("[vulkan] out of device memory on {}: asked for {} bytes with {} in use of a {}-byte budget ({})",
+                    ctx_.info().name, bytes, stats_.in_use, stats_.budget, result_name(r)));
   }
   RF_VK_CHECK(vkBindBufferMemory(ctx_.device(), b->buffer, b->memory, 0));
   if (mapped_) {

@@ -16,7 +16,8 @@ namespace rf::vk {
 namespace {
 void same_shape(const Tensor& a, const Tensor& out, const char* op) {
   if (a.shape() != out.shape())
-    throw std::invalid_argument(fmt::format("[{}] shape mismatch: {} vs {}", op, shape_str(a.shape()), shape_str(out.shape())));
+    throw std::invalid_argument(
+        fmt::format("[{}] shape mismatch: {} vs {}", op, shape_str(a.shape()), shape_str(out.shape())));
 }
 }  // namespace
 
@@ -98,8 +99,15 @@ void VulkanBackend::rand(Tensor& out, RandDist dist, uint64_t seed, uint64_t off
   struct {
     uint32_t n, o_off, seed_lo, seed_hi, off_lo, off_hi, normal;
     float a, scale;
-  } p{uint32_t(out.numel()), o.off, uint32_t(seed), uint32_t(seed >> 32), uint32_t(offset), uint32_t(offset >> 32),
-      dist == RandDist::Normal ? 1u : 0u, float(a), float(dist == RandDist::Uniform ? (b - a) : b)};
+  } p{uint32_t(out.numel()),
+      o.off,
+      uint32_t(seed),
+      uint32_t(seed >> 32),
+      uint32_t(offset),
+      uint32_t(offset >> 32),
+      dist == RandDist::Normal ? 1u : 0u,
+      float(a),
+      float(dist == RandDist::Uniform ? (b - a) : b)};
   run("rand", {o}, p, groups_for(p.n));
 }
 
@@ -130,8 +138,8 @@ void VulkanBackend::binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor
     need_f32(b, "binary");
   }
   if (is_comparison(op) ? out.dtype() != DType::Bool : out.dtype() != DType::F32)
-    throw std::invalid_argument(fmt::format("[vulkan] binary: output dtype {} does not fit {} inputs", dtype_name(out.dtype()),
-                                            dtype_name(a.dtype())));
+    throw std::invalid_argument(fmt::format("[vulkan] binary: output dtype {} does not fit {} inputs",
+                                            dtype_name(out.dtype()), dtype_name(a.dtype())));
   same_shape(a, out, "binary");
   same_shape(b, out, "binary");
   if (out.numel() == 0) return;
@@ -195,7 +203,7 @@ void VulkanBackend::adamw_step(Tensor& prm, const Tensor& g, Tensor& m, Tensor& 
     uint32_t n, p_off, g_off, m_off, v_off;
     float lr, b1, b2, eps, wd, c1, c2;
   } p{uint32_t(prm.numel()), ap.off, ag.off, am.off, av.off, args.lr, args.beta1, args.beta2, args.eps,
-      args.weight_decay, c1, c2};
+      args.weight_decay,     c1,     c2};
   run("adamw", {ap, ag, am, av}, p, groups_for(p.n));
 }
 

@@ -125,8 +125,20 @@ void VulkanBackend::rope(const Tensor& x, const Tensor& cos_in, const Tensor& si
   struct {
     uint32_t B, H, T, D, xb, xh, xt, xd, x_off, c_off, s_off, y_off, cs_b;
     float sign;
-  } p{u32(B), u32(H), u32(T), u32(D), u32(x.stride(0)), u32(x.stride(1)), u32(x.stride(2)), u32(x.stride(3)),
-      ax.off, ac.off, as.off, ay.off, c.dim() == 3 ? u32(T * D) : 0u, inverse ? -1.0f : 1.0f};
+  } p{u32(B),
+      u32(H),
+      u32(T),
+      u32(D),
+      u32(x.stride(0)),
+      u32(x.stride(1)),
+      u32(x.stride(2)),
+      u32(x.stride(3)),
+      ax.off,
+      ac.off,
+      as.off,
+      ay.off,
+      c.dim() == 3 ? u32(T * D) : 0u,
+      inverse ? -1.0f : 1.0f};
   run("rope", {ax, ac, as, ay}, p, groups_for(uint64_t(x.numel())));
 }
 
@@ -150,13 +162,39 @@ void VulkanBackend::attention(const Tensor& q_in, const Tensor& k_in, const Tens
   Tensor m = key_mask.defined() ? dense(key_mask) : Tensor();
   const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), D = q.size(3), Hk = k.size(1), Tk = k.size(2),
                 Dv = v.size(3);
-  if (D > 512 || Dv > 512) throw std::invalid_argument("[vulkan] attention: head dims above 512 are not supported on Vulkan");
+  if (D > 512 || Dv > 512)
+    throw std::invalid_argument("[vulkan] attention: head dims above 512 are not supported on Vulkan");
   if (q.numel() == 0) return;
   Arg aq = arg(q), ak = arg(k), av = arg(v), am = m.defined() ? arg(m) : aq, ao = arg(o, true), al = arg(lse, true);
-  AttnPush p{u32(B), u32(H), u32(Hk), u32(Tq), u32(Tk), u32(D), u32(Dv), m.defined() ? 1u : 0u, args.causal ? 1u : 0u,
-             u32(q.stride(0)), u32(q.stride(1)), u32(q.stride(2)), u32(k.stride(0)), u32(k.stride(1)),
-             u32(k.stride(2)), u32(v.stride(0)), u32(v.stride(1)), u32(v.stride(2)), aq.off, ak.off, av.off, am.off,
-             ao.off, al.off, 0, 0, 0, 0, float(args.scale)};
+  AttnPush p{u32(B),
+             u32(H),
+             u32(Hk),
+             u32(Tq),
+             u32(Tk),
+             u32(D),
+             u32(Dv),
+             m.defined() ? 1u : 0u,
+             args.causal ? 1u : 0u,
+             u32(q.stride(0)),
+             u32(q.stride(1)),
+             u32(q.stride(2)),
+             u32(k.stride(0)),
+             u32(k.stride(1)),
+             u32(k.stride(2)),
+             u32(v.stride(0)),
+             u32(v.stride(1)),
+             u32(v.stride(2)),
+             aq.off,
+             ak.off,
+             av.off,
+             am.off,
+             ao.off,
+             al.off,
+             0,
+             0,
+             0,
+             0,
+             float(args.scale)};
   auto [gx, gy] = row_grid(uint64_t(B * H * Tq));
   run(row_kernel("attention"), {aq, ak, av, am, ao, al, aq, aq, aq, aq}, p, gx, gy);
 }
@@ -169,15 +207,41 @@ void VulkanBackend::attention_bwd(const Tensor& q_in, const Tensor& k_in, const 
   Tensor m = key_mask.defined() ? dense(key_mask) : Tensor();
   const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), D = q.size(3), Hk = k.size(1), Tk = k.size(2),
                 Dv = v.size(3);
-  if (D > 512 || Dv > 512) throw std::invalid_argument("[vulkan] attention: head dims above 512 are not supported on Vulkan");
+  if (D > 512 || Dv > 512)
+    throw std::invalid_argument("[vulkan] attention: head dims above 512 are not supported on Vulkan");
   if (q.numel() == 0) return;
   Tensor delta = empty({B, H, Tq}, DType::F32, device());
-  Arg aq = arg(q), ak = arg(k), av = arg(v), am = m.defined() ? arg(m) : aq, ao = arg(o), al = arg(lse),
-      ad = arg(dout), adl = arg(delta, true), adq = arg(dq, true);
-  AttnPush p{u32(B), u32(H), u32(Hk), u32(Tq), u32(Tk), u32(D), u32(Dv), m.defined() ? 1u : 0u, args.causal ? 1u : 0u,
-             u32(q.stride(0)), u32(q.stride(1)), u32(q.stride(2)), u32(k.stride(0)), u32(k.stride(1)),
-             u32(k.stride(2)), u32(v.stride(0)), u32(v.stride(1)), u32(v.stride(2)), aq.off, ak.off, av.off, am.off,
-             ao.off, al.off, ad.off, adq.off, 0, adl.off, float(args.scale)};
+  Arg aq = arg(q), ak = arg(k), av = arg(v), am = m.defined() ? arg(m) : aq, ao = arg(o), al = arg(lse), ad = arg(dout),
+      adl = arg(delta, true), adq = arg(dq, true);
+  AttnPush p{u32(B),
+             u32(H),
+             u32(Hk),
+             u32(Tq),
+             u32(Tk),
+             u32(D),
+             u32(Dv),
+             m.defined() ? 1u : 0u,
+             args.causal ? 1u : 0u,
+             u32(q.stride(0)),
+             u32(q.stride(1)),
+             u32(q.stride(2)),
+             u32(k.stride(0)),
+             u32(k.stride(1)),
+             u32(k.stride(2)),
+             u32(v.stride(0)),
+             u32(v.stride(1)),
+             u32(v.stride(2)),
+             aq.off,
+             ak.off,
+             av.off,
+             am.off,
+             ao.off,
+             al.off,
+             ad.off,
+             adq.off,
+             0,
+             adl.off,
+             float(args.scale)};
   auto [gx, gy] = row_grid(uint64_t(B * H * Tq));
   run(row_kernel("attention_bwd_dq"), {aq, ak, av, am, ao, al, ad, adq, aq, adl}, p, gx, gy);
   Arg adk = arg(dk, true), adv = arg(dv, true);
@@ -198,7 +262,15 @@ void VulkanBackend::cross_entropy(const Tensor& logits_in, const Tensor& targets
   Arg ax = arg(x), at = arg(t), al = arg(lse, true), ao = arg(loss, true);
   struct {
     uint32_t N, C, x_off, t_off, l_off, o_off, g_off, ignore_lo, ignore_hi;
-  } p{N, C, ax.off, at.off, al.off, ao.off, 0, uint32_t(uint64_t(ignore_index)), uint32_t(uint64_t(ignore_index) >> 32)};
+  } p{N,
+      C,
+      ax.off,
+      at.off,
+      al.off,
+      ao.off,
+      0,
+      uint32_t(uint64_t(ignore_index)),
+      uint32_t(uint64_t(ignore_index) >> 32)};
   auto [gx, gy] = row_grid(N);
   run(row_kernel("cross_entropy"), {ax, at, al, ao, ax, err_arg()}, p, gx, gy);
 }
@@ -212,7 +284,14 @@ void VulkanBackend::cross_entropy_bwd(const Tensor& logits_in, const Tensor& tar
   Arg ax = arg(x), at = arg(t), al = arg(lse), ao = arg(dl), ag = arg(dlogits, true);
   struct {
     uint32_t N, C, x_off, t_off, l_off, o_off, g_off, ignore_lo, ignore_hi;
-  } p{N, C, ax.off, at.off, al.off, ao.off, ag.off, uint32_t(uint64_t(ignore_index)),
+  } p{N,
+      C,
+      ax.off,
+      at.off,
+      al.off,
+      ao.off,
+      ag.off,
+      uint32_t(uint64_t(ignore_index)),
       uint32_t(uint64_t(ignore_index) >> 32)};
   auto [gx, gy] = row_grid(N);
   run(row_kernel("cross_entropy_bwd"), {ax, at, al, ao, ag, err_arg()}, p, gx, gy);

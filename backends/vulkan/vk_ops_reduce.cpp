@@ -40,7 +40,8 @@ void VulkanBackend::reduce(ReduceOp op, const Tensor& x, Tensor& out) {
       rs.push_back(xs);
       rst.push_back(x.strides()[size_t(d)]);
     } else {
-      throw std::invalid_argument(fmt::format("[vulkan] reduce: cannot reduce {} to {}", shape_str(x.shape()), shape_str(out.shape())));
+      throw std::invalid_argument(
+          fmt::format("[vulkan] reduce: cannot reduce {} to {}", shape_str(x.shape()), shape_str(out.shape())));
     }
   }
   if (op == ReduceOp::ArgMax) {
@@ -71,7 +72,10 @@ void VulkanBackend::reduce(ReduceOp op, const Tensor& x, Tensor& out) {
   std::memcpy(p.kstride, kc.strides[0], sizeof p.kstride);
   std::memcpy(p.rshape, rc.shape, sizeof p.rshape);
   std::memcpy(p.rstride, rc.strides[0], sizeof p.rstride);
-  const char* base = op == ReduceOp::Max ? "MAX" : op == ReduceOp::Min ? "MIN" : op == ReduceOp::ArgMax ? "ARGMAX" : "SUM";
+  const char* base = op == ReduceOp::Max      ? "MAX"
+                     : op == ReduceOp::Min    ? "MIN"
+                     : op == ReduceOp::ArgMax ? "ARGMAX"
+                                              : "SUM";
   if (ncols < 64 && nrows >= 256) {  // many short rows: one invocation per row
     auto [gx, gy] = row_grid(uint64_t(nrows + 255) / 256);
     run(fmt::format("reduce_serial_{}", base), {ax, ao}, p, gx, gy);
@@ -89,7 +93,8 @@ void VulkanBackend::matmul(const Tensor& a, const Tensor& b, Tensor& out, float 
   need_f32(out, "matmul");
   const std::string suffix = b.dtype() == DType::F16 ? "_f16b" : b.dtype() == DType::BF16 ? "_bf16b" : "";
   const int64_t nd = out.dim();
-  if (nd < 2 || a.dim() != nd || b.dim() != nd) throw std::invalid_argument("[vulkan] matmul: operands must share out's rank (>= 2)");
+  if (nd < 2 || a.dim() != nd || b.dim() != nd)
+    throw std::invalid_argument("[vulkan] matmul: operands must share out's rank (>= 2)");
   const int64_t M = out.size(-2), N = out.size(-1), K = a.size(-1);
   if (a.size(-2) != M || b.size(-2) != K || b.size(-1) != N)
     throw std::invalid_argument(fmt::format("[vulkan] matmul: shapes {} @ {} -> {} do not match", shape_str(a.shape()),
@@ -123,8 +128,10 @@ void VulkanBackend::matmul(const Tensor& a, const Tensor& b, Tensor& out, float 
   // Split-K when the output has too few tiles to fill the GPU but K is long (dW = dY^T X).
   const uint64_t tiles = uint64_t((N + 127) / 128) * uint64_t((M + 127) / 128) * batch;
   uint32_t splits = 1;
-  if (const char* env = std::getenv("RANKFORGE_VK_SPLITK")) splits = uint32_t(std::max(1, std::atoi(env)));
-  else if (tiles < 64 && K >= 2048) splits = uint32_t(std::min<int64_t>(K / 1024, int64_t((128 + tiles - 1) / tiles)));
+  if (const char* env = std::getenv("RANKFORGE_VK_SPLITK"))
+    splits = uint32_t(std::max(1, std::atoi(env)));
+  else if (tiles < 64 && K >= 2048)
+    splits = uint32_t(std::min<int64_t>(K / 1024, int64_t((128 + tiles - 1) / tiles)));
   splits = std::max<uint32_t>(1, std::min<uint32_t>(splits, uint32_t((K + 7) / 8)));
   Tensor part;
   Arg apart;
@@ -175,8 +182,14 @@ void VulkanBackend::index_select(const Tensor& x_in, int64_t axis, const Tensor&
   Arg ax = arg(x), ai = arg(ids), ao = arg(out, true);
   struct {
     uint32_t outer, n, inner, len, x_off, i_off, o_off, ids64;
-  } p{u32(prod(s, 0, size_t(axis)), "outer"), u32(ids.numel(), "ids"), u32(prod(s, size_t(axis) + 1, s.size()), "inner"),
-      u32(s[size_t(axis)], "axis"), ax.off, ai.off, ao.off, ids.dtype() == DType::I64 ? 1u : 0u};
+  } p{u32(prod(s, 0, size_t(axis)), "outer"),
+      u32(ids.numel(), "ids"),
+      u32(prod(s, size_t(axis) + 1, s.size()), "inner"),
+      u32(s[size_t(axis)], "axis"),
+      ax.off,
+      ai.off,
+      ao.off,
+      ids.dtype() == DType::I64 ? 1u : 0u};
   run("index_select", {ax, ai, ao, err_arg()}, p, groups_for(uint64_t(out.numel())));
 }
 
@@ -191,8 +204,14 @@ void VulkanBackend::index_add(const Tensor& src_in, int64_t axis, const Tensor& 
   const int64_t outer = prod(s, 0, size_t(axis)), inner = prod(s, size_t(axis) + 1, s.size());
   struct {
     uint32_t outer, n, inner, len, x_off, i_off, o_off, ids64;
-  } p{u32(outer, "outer"), u32(ids.numel(), "ids"), u32(inner, "inner"), u32(s[size_t(axis)], "axis"), ax.off, ai.off,
-      ao.off, ids.dtype() == DType::I64 ? 1u : 0u};
+  } p{u32(outer, "outer"),
+      u32(ids.numel(), "ids"),
+      u32(inner, "inner"),
+      u32(s[size_t(axis)], "axis"),
+      ax.off,
+      ai.off,
+      ao.off,
+      ids.dtype() == DType::I64 ? 1u : 0u};
   run("index_add", {ax, ai, ao, err_arg()}, p, groups_for(uint64_t(outer * inner)));
 }
 
@@ -250,7 +269,8 @@ void VulkanBackend::topk(const Tensor& x_in, int64_t k, Tensor& values, Tensor& 
   need_f32(x_in, "topk");
   Tensor x = dense(x_in);
   const int64_t C = x.dim() ? x.size(-1) : 1, rows = C ? x.numel() / C : 0;
-  if (k < 0 || k > C) throw std::invalid_argument(fmt::format("[vulkan] topk: k = {} out of range for last axis of size {}", k, C));
+  if (k < 0 || k > C)
+    throw std::invalid_argument(fmt::format("[vulkan] topk: k = {} out of range for last axis of size {}", k, C));
   if (rows == 0 || k == 0) return;
   Arg ax = arg(x), av = arg(values, true), ai = arg(indices, true);
   struct {

@@ -35,7 +35,8 @@ int64_t check_structure(const Tensor& row_ptr, const Tensor& col_idx, int64_t ro
   need_dtype(row_ptr, DType::I32, op, "row_ptr");
   need_dtype(col_idx, DType::I32, op, "col_idx");
   if (row_ptr.dim() != 1 || row_ptr.numel() != rows + 1)
-    fail(op, fmt::format("row_ptr has shape {} for {} rows (needs rows + 1 entries)", shape_str(row_ptr.shape()), rows));
+    fail(op,
+         fmt::format("row_ptr has shape {} for {} rows (needs rows + 1 entries)", shape_str(row_ptr.shape()), rows));
   if (col_idx.dim() != 1) fail(op, fmt::format("col_idx must be 1-D, got shape {}", shape_str(col_idx.shape())));
   const int64_t nnz = col_idx.numel();
   if (rows == 0 && nnz != 0) fail(op, fmt::format("{} stored entries in a matrix with no rows", nnz));
@@ -50,8 +51,8 @@ uint32_t u32(int64_t v, const char* op, const char* what) {
 
 }  // namespace
 
-void VulkanBackend::spmm(const Tensor& row_ptr_in, const Tensor& col_idx_in, const Tensor& values_in, const Tensor& x_in,
-                         Tensor& y, bool accumulate) {
+void VulkanBackend::spmm(const Tensor& row_ptr_in, const Tensor& col_idx_in, const Tensor& values_in,
+                         const Tensor& x_in, Tensor& y, bool accumulate) {
   const char* op = "spmm";
   need_dtype(values_in, DType::F32, op, "values");
   need_dtype(x_in, DType::F32, op, "x");
@@ -82,8 +83,8 @@ void VulkanBackend::spmm(const Tensor& row_ptr_in, const Tensor& col_idx_in, con
   Arg ar = arg(row_ptr), ac = arg(col_idx), av = arg(values), ax = arg(x), ay = arg(y, true);
   struct {
     uint32_t rows, cols, n, nnz, rp_off, ci_off, v_off, x_off, y_off, lshift, qn, nrb, accumulate;
-  } p{uint32_t(rows), u32(cols, op, "cols"), uint32_t(n), uint32_t(nnz), ar.off, ac.off, av.off, ax.off, ay.off, lshift,
-      uint32_t(qn), uint32_t(nrb), accumulate ? 1u : 0u};
+  } p{uint32_t(rows), u32(cols, op, "cols"), uint32_t(n),   uint32_t(nnz),       ar.off, ac.off, av.off, ax.off, ay.off,
+      lshift,         uint32_t(qn),          uint32_t(nrb), accumulate ? 1u : 0u};
   auto [gx, gy] = row_grid(uint64_t(blocks));
   run("spmm", {ar, ac, av, ax, ay, err_arg()}, p, gx, gy);
 }
@@ -116,8 +117,8 @@ void VulkanBackend::sddmm(const Tensor& row_ptr_in, const Tensor& col_idx_in, co
   run(row_kernel("sddmm"), {ar, ac, aa, ab, ao, err_arg()}, p, gx, gy);
 }
 
-void VulkanBackend::csr_add_dense(const Tensor& row_ptr_in, const Tensor& col_idx_in, const Tensor& values_in, Tensor& d,
-                                  float alpha) {
+void VulkanBackend::csr_add_dense(const Tensor& row_ptr_in, const Tensor& col_idx_in, const Tensor& values_in,
+                                  Tensor& d, float alpha) {
   const char* op = "csr_add_dense";
   need_dtype(values_in, DType::F32, op, "values");
   need_dtype(d, DType::F32, op, "d");

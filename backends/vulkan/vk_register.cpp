@@ -14,12 +14,13 @@ std::vector<std::string> describe_vulkan() {
   const auto devs = list_devices();
   if (devs.empty()) out.push_back("vulkan: no device found");
   for (const auto& d : devs)
-    out.push_back(fmt::format("vulkan:{}: {} [{}] Vulkan {}.{} memory {:.1f} GiB subgroup {} shared {} KiB fp16 {} bf16 {} "
-                              "coopmat khr {} nv {}{}",
-                              d.index, d.name, device_type_name(d.type), VK_API_VERSION_MAJOR(d.api_version),
-                              VK_API_VERSION_MINOR(d.api_version), double(d.device_local_bytes) / (1 << 30), d.subgroup_size,
-                              d.shared_memory / 1024, d.fp16, d.bf16, d.coopmat_khr, d.coopmat_nv,
-                              d.is_cpu() ? " (CPU device: used when named as vulkan:N or with RANKFORGE_VULKAN_ALLOW_CPU=1)" : ""));
+    out.push_back(fmt::format(
+        "vulkan:{}: {} [{}] Vulkan {}.{} memory {:.1f} GiB subgroup {} shared {} KiB fp16 {} bf16 {} "
+        "coopmat khr {} nv {}{}",
+        d.index, d.name, device_type_name(d.type), VK_API_VERSION_MAJOR(d.api_version),
+        VK_API_VERSION_MINOR(d.api_version), double(d.device_local_bytes) / (1 << 30), d.subgroup_size,
+        d.shared_memory / 1024, d.fp16, d.bf16, d.coopmat_khr, d.coopmat_nv,
+        d.is_cpu() ? " (CPU device: used when named as vulkan:N or with RANKFORGE_VULKAN_ALLOW_CPU=1)" : ""));
   return out;
 }
 }  // namespace

@@ -23,8 +23,8 @@ struct Block {
   VkBuffer buffer = VK_NULL_HANDLE;
   VkDeviceMemory memory = VK_NULL_HANDLE;
   size_t size = 0;
-  std::byte* mapped = nullptr;          // non-null when the memory is host-visible (direct access)
-  std::map<size_t, size_t> free_list;   // offset -> size, coalesced
+  std::byte* mapped = nullptr;         // non-null when the memory is host-visible (direct access)
+  std::map<size_t, size_t> free_list;  // offset -> size, coalesced
 };
 
 struct Allocation {

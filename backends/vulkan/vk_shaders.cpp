@@ -13,7 +13,8 @@ namespace rf::vk::shaders {
 namespace {
 const Entry* lookup(std::string_view name) {
   const Entry* end = kTable + kTableSize;
-  const Entry* it = std::lower_bound(kTable, end, name, [](const Entry& e, std::string_view n) { return std::string_view(e.name) < n; });
+  const Entry* it = std::lower_bound(kTable, end, name,
+                                     [](const Entry& e, std::string_view n) { return std::string_view(e.name) < n; });
   return it != end && it->name == name ? it : nullptr;
 }
 

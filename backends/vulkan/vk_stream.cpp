@@ -51,7 +51,8 @@ Stream::Stream(Context& ctx, Allocator& mem) : ctx_(ctx), mem_(mem), frames_(kFr
   const VkMemoryPropertyFlags host = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
   int type = ctx.memory_type(req.memoryTypeBits, host | VK_MEMORY_PROPERTY_HOST_CACHED_BIT);
   if (type < 0) type = ctx.memory_type(req.memoryTypeBits, host);
-  if (type < 0) throw std::runtime_error(fmt::format("[vulkan] {} has no host-visible memory for staging", ctx.info().name));
+  if (type < 0)
+    throw std::runtime_error(fmt::format("[vulkan] {} has no host-visible memory for staging", ctx.info().name));
   VkMemoryAllocateInfo ai{VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO};
   ai.allocationSize = req.size;
   ai.memoryTypeIndex = uint32_t(type);
@@ -89,8 +90,9 @@ Pipeline& Stream::pipeline(std::string_view shader, uint32_t bindings, uint32_t 
   auto it = pipelines_.find(std::string(shader));
   if (it != pipelines_.end()) {
     if (it->second->bindings != bindings || it->second->push_bytes != push_bytes)
-      throw std::logic_error(fmt::format("[vulkan] shader {} used with {} bindings / {} push bytes, created with {} / {}",
-                                         shader, bindings, push_bytes, it->second->bindings, it->second->push_bytes));
+      throw std::logic_error(
+          fmt::format("[vulkan] shader {} used with {} bindings / {} push bytes, created with {} / {}", shader,
+                      bindings, push_bytes, it->second->bindings, it->second->push_bytes));
     return *it->second;
   }
   std::span<const uint32_t> spirv = shaders::find(shader);
@@ -103,7 +105,8 @@ Pipeline& Stream::pipeline(std::string_view shader, uint32_t bindings, uint32_t 
   mi.pCode = spirv.data();
   RF_VK_CHECK(vkCreateShaderModule(dev, &mi, nullptr, &p->module));
   std::vector<VkDescriptorSetLayoutBinding> b(bindings);
-  for (uint32_t i = 0; i < bindings; ++i) b[i] = {i, VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 1, VK_SHADER_STAGE_COMPUTE_BIT, nullptr};
+  for (uint32_t i = 0; i < bindings; ++i)
+    b[i] = {i, VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 1, VK_SHADER_STAGE_COMPUTE_BIT, nullptr};
   VkDescriptorSetLayoutCreateInfo li{VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO};
   li.bindingCount = bindings;
   li.pBindings = b.data();
@@ -116,7 +119,13 @@ Pipeline& Stream::pipeline(std::string_view shader, uint32_t bindings, uint32_t 
   pli.pPushConstantRanges = &pr;
   RF_VK_CHECK(vkCreatePipelineLayout(dev, &pli, nullptr, &p->layout));
   VkComputePipelineCreateInfo ci{VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO};
-  ci.stage = {VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO, nullptr, 0, VK_SHADER_STAGE_COMPUTE_BIT, p->module, "main", nullptr};
+  ci.stage = {VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
+              nullptr,
+              0,
+              VK_SHADER_STAGE_COMPUTE_BIT,
+              p->module,
+              "main",
+              nullptr};
   ci.layout = p->layout;
   RF_VK_CHECK(vkCreateComputePipelines(dev, VK_NULL_HANDLE, 1, &ci, nullptr, &p->pipeline));
   return *pipelines_.emplace(std::string(shader), std::move(p)).first->second;
@@ -181,12 +190,15 @@ VkDescriptorSet Stream::descriptor_set(Frame& f, Pipeline& p) {
   }
 }
 
-void Stream::dispatch(Pipeline& p, std::span<const Binding> bs, const void* push, uint32_t gx, uint32_t gy, uint32_t gz) {
-  if (bs.size() != p.bindings || bs.size() > kMaxBindings) throw std::logic_error("[vulkan] dispatch with the wrong number of bindings");
+void Stream::dispatch(Pipeline& p, std::span<const Binding> bs, const void* push, uint32_t gx, uint32_t gy,
+                      uint32_t gz) {
+  if (bs.size() != p.bindings || bs.size() > kMaxBindings)
+    throw std::logic_error("[vulkan] dispatch with the wrong number of bindings");
   if (gx == 0 || gy == 0 || gz == 0) return;
   const DeviceInfo& info = ctx_.info();
   if (gx > info.max_groups_x || gy > info.max_groups_yz || gz > info.max_groups_yz)
-    throw std::runtime_error(fmt::format("[vulkan] dispatch of {}x{}x{} workgroups exceeds the device limit", gx, gy, gz));
+    throw std::runtime_error(
+        fmt::format("[vulkan] dispatch of {}x{}x{} workgroups exceeds the device limit", gx, gy, gz));
   begin_if_needed();
   Frame& f = frames_[cur_];
   hazard_barrier(bs);
@@ -198,8 +210,8 @@ void Stream::dispatch(Pipeline& p, std::span<const Binding> bs, const void* push
       throw std::runtime_error(fmt::format("[vulkan] a {}-byte binding exceeds maxStorageBufferRange ({}) of {}",
                                            bs[i].range, info.max_storage_range, info.name));
     infos[i] = {bs[i].buffer, bs[i].offset, bs[i].range};
-    writes[i] = {VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET, nullptr, set, i, 0, 1, VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
-                 nullptr, &infos[i], nullptr};
+    writes[i] = {VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET, nullptr, set,       i,      0, 1,
+                 VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,      nullptr, &infos[i], nullptr};
   }
   vkUpdateDescriptorSets(ctx_.device(), p.bindings, writes, 0, nullptr);
   vkCmdBindPipeline(f.cb, VK_PIPELINE_BIND_POINT_COMPUTE, p.pipeline);
@@ -252,7 +264,8 @@ size_t Stream::stage(size_t bytes) {
 }
 
 void Stream::upload(const Allocation& dst, size_t offset, std::span<const std::byte> src) {
-  const bool idle = recorded_ == 0 && std::none_of(frames_.begin(), frames_.end(), [](const Frame& f) { return f.in_flight; });
+  const bool idle =
+      recorded_ == 0 && std::none_of(frames_.begin(), frames_.end(), [](const Frame& f) { return f.in_flight; });
   size_t done = 0;
   while (done < src.size()) {
     if (dst.block->mapped && (idle || src.size() - done > staging_size_)) {
@@ -296,7 +309,8 @@ void Stream::download(const Allocation& src, size_t offset, std::span<std::byte>
     hazard_barrier(bs);
     VkBufferCopy region{src.user_offset + offset + done, 0, chunk};
     vkCmdCopyBuffer(frames_[cur_].cb, src.block->buffer, staging_, 1, &region);
-    VkMemoryBarrier mb{VK_STRUCTURE_TYPE_MEMORY_BARRIER, nullptr, VK_ACCESS_TRANSFER_WRITE_BIT, VK_ACCESS_HOST_READ_BIT};
+    VkMemoryBarrier mb{VK_STRUCTURE_TYPE_MEMORY_BARRIER, nullptr, VK_ACCESS_TRANSFER_WRITE_BIT,
+                       VK_ACCESS_HOST_READ_BIT};
     vkCmdPipelineBarrier(frames_[cur_].cb, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb, 0,
                          nullptr, 0, nullptr);
     wait();

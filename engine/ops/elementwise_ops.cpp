@@ -16,7 +16,8 @@ std::pair<Tensor, Tensor> prepare(const Tensor& a0, const Tensor& b0, const char
     a = cast(a, t);
     b = cast(b, t);
   } else if (a.dtype() != b.dtype()) {
-    throw std::invalid_argument(fmt::format("[{}] dtype mismatch: {} and {}", op, dtype_name(a.dtype()), dtype_name(b.dtype())));
+    throw std::invalid_argument(
+        fmt::format("[{}] dtype mismatch: {} and {}", op, dtype_name(a.dtype()), dtype_name(b.dtype())));
   }
   Shape s = broadcast_shapes(a.shape(), b.shape(), op);
   return {a.shape() == s ? a : expand(a, s), b.shape() == s ? b : expand(b, s)};
@@ -92,9 +93,15 @@ struct UnOp {
     ctx.ints = {int64_t(op)};
     ctx.scalars = {a, b};
     switch (op) {  // save only what the derivative needs
-      case UnaryOp::Exp: case UnaryOp::Sqrt: case UnaryOp::Rsqrt: case UnaryOp::Tanh: case UnaryOp::Sigmoid:
-        ctx.save(y); break;
-      case UnaryOp::Neg: case UnaryOp::AddS: case UnaryOp::MulS: case UnaryOp::RSubS: break;
+      case UnaryOp::Exp:
+      case UnaryOp::Sqrt:
+      case UnaryOp::Rsqrt:
+      case UnaryOp::Tanh:
+      case UnaryOp::Sigmoid: ctx.save(y); break;
+      case UnaryOp::Neg:
+      case UnaryOp::AddS:
+      case UnaryOp::MulS:
+      case UnaryOp::RSubS: break;
       default: ctx.save(x);
     }
     return y;
@@ -109,11 +116,11 @@ struct UnOp {
       case UnaryOp::MulS: return {mul(dy, a)};
       case UnaryOp::RSubS: return {neg(dy)};
       case UnaryOp::Exp: return {mul(dy, s())};
-      case UnaryOp::Sqrt: return {div(mul(dy, 0.5), s())};                              // y = sqrt(x)
-      case UnaryOp::Rsqrt: return {mul(dy, mul(pow(s(), 3.0), -0.5))};                   // y = x^-1/2
+      case UnaryOp::Sqrt: return {div(mul(dy, 0.5), s())};              // y = sqrt(x)
+      case UnaryOp::Rsqrt: return {mul(dy, mul(pow(s(), 3.0), -0.5))};  // y = x^-1/2
       case UnaryOp::Tanh: return {mul(dy, rsub(1.0, square(s())))};
       case UnaryOp::Sigmoid: return {mul(dy, mul(s(), rsub(1.0, s())))};
-      case UnaryOp::RDivS: return {mul(dy, rdiv(-a, square(s())))};                     // d(a/x) = -a/x^2
+      case UnaryOp::RDivS: return {mul(dy, rdiv(-a, square(s())))};  // d(a/x) = -a/x^2
       case UnaryOp::Log: return {div(dy, s())};
       case UnaryOp::Abs: return {mul(dy, unary_raw(UnaryOp::Sign, s()))};
       case UnaryOp::Relu: return {mul(dy, unary_raw(UnaryOp::Step, s()))};

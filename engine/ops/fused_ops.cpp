@@ -103,7 +103,8 @@ struct RmsNormOp {
 
 void check_norm_weight(const Tensor& x, const Tensor& w, const char* op) {
   if (w.defined() && (w.dim() != 1 || w.size(0) != x.size(-1)))
-    throw std::invalid_argument(fmt::format("[{}] weight {} does not fit input {}", op, shape_str(w.shape()), shape_str(x.shape())));
+    throw std::invalid_argument(
+        fmt::format("[{}] weight {} does not fit input {}", op, shape_str(w.shape()), shape_str(x.shape())));
 }
 
 Tensor match(const Tensor& t, DType d) { return t.defined() && t.dtype() != d ? cast(detail::compute_input(t), d) : t; }
@@ -197,7 +198,8 @@ Tensor swiglu(const Tensor& g0, const Tensor& u0) {
   detail::check_float(g0, "swiglu");
   detail::check_float(u0, "swiglu");
   if (g0.shape() != u0.shape())
-    throw std::invalid_argument(fmt::format("[swiglu] gate {} and up {} differ in shape", shape_str(g0.shape()), shape_str(u0.shape())));
+    throw std::invalid_argument(
+        fmt::format("[swiglu] gate {} and up {} differ in shape", shape_str(g0.shape()), shape_str(u0.shape())));
   Tensor g = detail::compute_input(g0), u = detail::compute_input(u0);
   if (g.dtype() != u.dtype()) {
     DType t = detail::promote(g.dtype(), u.dtype());
@@ -220,7 +222,8 @@ Tensor rope(const Tensor& x0, const Tensor& cos, const Tensor& sin) {
   const bool ok2 = cos.dim() == 2 && cos.size(0) == x.size(2) && cos.size(1) == x.size(3);
   const bool ok3 = cos.dim() == 3 && cos.size(0) == x.size(0) && cos.size(1) == x.size(2) && cos.size(2) == x.size(3);
   if ((!ok2 && !ok3) || cos.shape() != sin.shape())
-    throw std::invalid_argument(fmt::format("[rope] cos/sin {} do not fit x {}", shape_str(cos.shape()), shape_str(x.shape())));
+    throw std::invalid_argument(
+        fmt::format("[rope] cos/sin {} do not fit x {}", shape_str(cos.shape()), shape_str(x.shape())));
   if (x.stride(-1) != 1) x = x.contiguous();
   return apply<RopeOp>(x, dense(match(cos, x.dtype()).detach()), dense(match(sin, x.dtype()).detach()));
 }
@@ -258,7 +261,8 @@ Tensor scaled_dot_product_attention(const Tensor& q0, const Tensor& k0, const Te
     throw std::invalid_argument(fmt::format("[sdpa] shapes q {} k {} v {} do not agree", shape_str(q.shape()),
                                             shape_str(k.shape()), shape_str(v.shape())));
   if (k.size(1) == 0 || q.size(1) % k.size(1) != 0)
-    throw std::invalid_argument(fmt::format("[sdpa] {} query heads are not a multiple of {} kv heads", q.size(1), k.size(1)));
+    throw std::invalid_argument(
+        fmt::format("[sdpa] {} query heads are not a multiple of {} kv heads", q.size(1), k.size(1)));
   const Tensor& m = opt.key_mask;
   if (m.defined() && (m.dtype() != DType::Bool || m.dim() != 2 || m.size(0) != q.size(0) || m.size(1) != k.size(2)))
     throw std::invalid_argument(fmt::format("[sdpa] key_mask must be bool (B, Tk) = ({}, {}), got {} {}", q.size(0),
@@ -282,12 +286,13 @@ Tensor cross_entropy(const Tensor& logits0, const Tensor& targets, int64_t ignor
   Tensor logits = detail::compute_input(logits0);
   detail::check_float(logits, "cross_entropy");
   if (!is_int(targets.dtype()))
-    throw std::invalid_argument(fmt::format("[cross_entropy] targets must be integer, got {}", dtype_name(targets.dtype())));
+    throw std::invalid_argument(
+        fmt::format("[cross_entropy] targets must be integer, got {}", dtype_name(targets.dtype())));
   if (logits.dim() < 1) throw std::invalid_argument("[cross_entropy] logits need a class axis");
   Shape lead(logits.shape().begin(), logits.shape().end() - 1);
   if (targets.shape() != lead)
-    throw std::invalid_argument(fmt::format("[cross_entropy] targets {} do not match logits {}", shape_str(targets.shape()),
-                                            shape_str(logits.shape())));
+    throw std::invalid_argument(fmt::format("[cross_entropy] targets {} do not match logits {}",
+                                            shape_str(targets.shape()), shape_str(logits.shape())));
   const int64_t C = logits.size(-1);
   Tensor t = cast(targets.detach(), DType::I64).reshape({-1});
   Tensor rows = apply<CrossEntropyOp>(dense(logits.reshape({-1, C})), dense(t), ignore_index);

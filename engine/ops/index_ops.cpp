@@ -81,14 +81,16 @@ struct DropoutOp {
 };
 
 void check_ids(const Tensor& ids, const char* op) {
-  if (!is_int(ids.dtype())) throw std::invalid_argument(fmt::format("[{}] ids must be i32 or i64, got {}", op, dtype_name(ids.dtype())));
+  if (!is_int(ids.dtype()))
+    throw std::invalid_argument(fmt::format("[{}] ids must be i32 or i64, got {}", op, dtype_name(ids.dtype())));
 }
 
 }  // namespace
 
 Tensor index_select(const Tensor& x0, int64_t axis, const Tensor& ids) {
   check_ids(ids, "index_select");
-  if (ids.dim() != 1) throw std::invalid_argument(fmt::format("[index_select] ids must be 1-D, got {}", shape_str(ids.shape())));
+  if (ids.dim() != 1)
+    throw std::invalid_argument(fmt::format("[index_select] ids must be 1-D, got {}", shape_str(ids.shape())));
   const bool half = x0.dtype() == DType::F16 || x0.dtype() == DType::BF16;
   if (half && !x0.requires_grad() && x0.device().type == DeviceType::CPU) {
     // A frozen 16-bit table (an embedding under base_dtype bf16): pick the rows, then widen only those.
@@ -106,7 +108,8 @@ Tensor index_select(const Tensor& x0, int64_t axis, const Tensor& ids) {
 
 Tensor embedding(const Tensor& weight, const Tensor& ids) {
   check_ids(ids, "embedding");
-  if (weight.dim() != 2) throw std::invalid_argument(fmt::format("[embedding] weight must be (V, C), got {}", shape_str(weight.shape())));
+  if (weight.dim() != 2)
+    throw std::invalid_argument(fmt::format("[embedding] weight must be (V, C), got {}", shape_str(weight.shape())));
   Shape s = ids.shape();
   s.push_back(weight.size(1));
   return index_select(weight, 0, ids.reshape({-1})).reshape(s);
@@ -116,7 +119,8 @@ Tensor gather(const Tensor& x0, int64_t axis, const Tensor& idx) {
   check_ids(idx, "gather");
   Tensor x = detail::compute_input(x0);
   axis = norm_axis(axis, x.dim(), "gather");
-  if (idx.dim() != x.dim()) throw std::invalid_argument(fmt::format("[gather] index rank {} differs from input rank {}", idx.dim(), x.dim()));
+  if (idx.dim() != x.dim())
+    throw std::invalid_argument(fmt::format("[gather] index rank {} differs from input rank {}", idx.dim(), x.dim()));
   return apply<GatherOp>(x, axis, idx.contiguous().detach());
 }
 
@@ -133,8 +137,8 @@ Tensor cat(const std::vector<Tensor>& xs0, int64_t axis) {
     if (x.dim() != xs[0].dim()) throw std::invalid_argument("[cat] tensors must have the same rank");
     for (int64_t d = 0; d < x.dim(); ++d)
       if (d != axis && x.size(d) != xs[0].size(d))
-        throw std::invalid_argument(fmt::format("[cat] shapes {} and {} differ outside axis {}", shape_str(xs[0].shape()),
-                                                shape_str(x.shape()), axis));
+        throw std::invalid_argument(fmt::format("[cat] shapes {} and {} differ outside axis {}",
+                                                shape_str(xs[0].shape()), shape_str(x.shape()), axis));
     detail::check_same_device(x, xs[0], "cat");
     if (x.dtype() != t) x = cast(x, t);
   }
@@ -170,7 +174,8 @@ Tensor stack(const std::vector<Tensor>& xs, int64_t axis) {
   std::vector<Tensor> us;
   for (const Tensor& x : xs) {
     if (x.shape() != xs[0].shape())
-      throw std::invalid_argument(fmt::format("[stack] shapes {} and {} differ", shape_str(xs[0].shape()), shape_str(x.shape())));
+      throw std::invalid_argument(
+          fmt::format("[stack] shapes {} and {} differ", shape_str(xs[0].shape()), shape_str(x.shape())));
     us.push_back(unsqueeze(x, axis));
   }
   return cat(us, axis);

@@ -127,8 +127,9 @@ struct LinearOp {
     const int64_t step = is16(t) && dy.dtype() != t ? linear_chunk(n, out, in) : out;
     if (step == out) {
       const Tensor g = as_operand(dy, t);
-      if (ctx.needs(0)) dx = mm_raw(g, operand_like(ctx.saved(1), g.dtype()), ctx.input_shapes[0]);  // (N, out) @ (out, in)
-      if (ctx.needs(1)) dw = mm_raw(g.transpose(0, 1), ctx.saved(0), ctx.input_shapes[1]);          // (out, N) @ (N, in)
+      if (ctx.needs(0))
+        dx = mm_raw(g, operand_like(ctx.saved(1), g.dtype()), ctx.input_shapes[0]);         // (N, out) @ (out, in)
+      if (ctx.needs(1)) dw = mm_raw(g.transpose(0, 1), ctx.saved(0), ctx.input_shapes[1]);  // (out, N) @ (N, in)
     } else {  // a slice of out at a time: dx accumulates, dw fills its rows
       Backend& be = dy.backend();
       if (ctx.needs(0)) dx = empty(ctx.input_shapes[0], DType::F32, dy.device());
@@ -154,8 +155,8 @@ struct LinearOp {
 
 Tensor matmul(const Tensor& a0, const Tensor& b0) {
   detail::check_same_device(a0, b0, "matmul");
-  const bool ac = a0.dtype() != DType::F64 && b0.dtype() != DType::F64 &&
-                  autocast_dtype("matmul", a0.backend()) == DType::BF16;
+  const bool ac =
+      a0.dtype() != DType::F64 && b0.dtype() != DType::F64 && autocast_dtype("matmul", a0.backend()) == DType::BF16;
   auto operand = [&](const Tensor& t) {
     if (!ac || !is_float(t.dtype())) return detail::compute_input(t);
     return t.dtype() == DType::BF16 ? t : cast(t, DType::BF16);  // autocast: bf16 operands as stored
@@ -173,14 +174,15 @@ Tensor matmul(const Tensor& a0, const Tensor& b0) {
   if (va) a = a.unsqueeze(0);
   if (vb) b = b.unsqueeze(-1);
   if (a.size(-1) != b.size(-2))
-    throw std::invalid_argument(fmt::format("[matmul] inner dims differ: {} @ {}", shape_str(a0.shape()), shape_str(b0.shape())));
+    throw std::invalid_argument(
+        fmt::format("[matmul] inner dims differ: {} @ {}", shape_str(a0.shape()), shape_str(b0.shape())));
   Shape ba(a.shape().begin(), a.shape().end() - 2), bb(b.shape().begin(), b.shape().end() - 2);
   Shape batch;
   try {
     batch = broadcast_shapes(ba, bb, "matmul");
   } catch (const std::invalid_argument&) {
-    throw std::invalid_argument(fmt::format("[matmul] batch dims do not broadcast: {} @ {}", shape_str(a0.shape()),
-                                            shape_str(b0.shape())));
+    throw std::invalid_argument(
+        fmt::format("[matmul] batch dims do not broadcast: {} @ {}", shape_str(a0.shape()), shape_str(b0.shape())));
   }
   Shape sa = batch, sb = batch;
   sa.insert(sa.end(), {a.size(-2), a.size(-1)});
@@ -195,9 +197,11 @@ Tensor linear(const Tensor& x0, const Tensor& w0, const Tensor& b0) {
   const bool f64 = x0.dtype() == DType::F64 || w0.dtype() == DType::F64;
   if (!f64 && is_float(x0.dtype()) && is_float(w0.dtype()) && autocast_dtype("linear", x0.backend()) == DType::BF16) {
     if (w0.dim() != 2 || x0.dim() < 1 || x0.size(-1) != w0.size(1))
-      throw std::invalid_argument(fmt::format("[linear] input {} does not fit weight {}", shape_str(x0.shape()), shape_str(w0.shape())));
+      throw std::invalid_argument(
+          fmt::format("[linear] input {} does not fit weight {}", shape_str(x0.shape()), shape_str(w0.shape())));
     if (b0.defined() && (b0.dim() != 1 || b0.size(0) != w0.size(0)))
-      throw std::invalid_argument(fmt::format("[linear] bias {} does not fit weight {}", shape_str(b0.shape()), shape_str(w0.shape())));
+      throw std::invalid_argument(
+          fmt::format("[linear] bias {} does not fit weight {}", shape_str(b0.shape()), shape_str(w0.shape())));
     detail::check_same_device(x0, w0, "linear");
     // A bf16 frozen weight (base_dtype bf16) goes in as stored, an f32 one is rounded inside the op
     // (operand_like); the bias is added in f32.
@@ -215,9 +219,11 @@ Tensor linear(const Tensor& x0, const Tensor& w0, const Tensor& b0) {
   Tensor x = detail::compute_input(x0), w = keep16 ? w0 : detail::compute_input(w0);
   Tensor b = b0.defined() ? detail::compute_input(b0) : Tensor();
   if (w.dim() != 2 || x.dim() < 1 || x.size(-1) != w.size(1))
-    throw std::invalid_argument(fmt::format("[linear] input {} does not fit weight {}", shape_str(x0.shape()), shape_str(w0.shape())));
+    throw std::invalid_argument(
+        fmt::format("[linear] input {} does not fit weight {}", shape_str(x0.shape()), shape_str(w0.shape())));
   if (b.defined() && (b.dim() != 1 || b.size(0) != w.size(0)))
-    throw std::invalid_argument(fmt::format("[linear] bias {} does not fit weight {}", shape_str(b.shape()), shape_str(w.shape())));
+    throw std::invalid_argument(
+        fmt::format("[linear] bias {} does not fit weight {}", shape_str(b.shape()), shape_str(w.shape())));
   DType t = detail::promote(x.dtype(), w.dtype());
   if (x.dtype() != t) x = cast(x, t);
   if (w.dtype() != t && !keep16) w = cast(w, t);

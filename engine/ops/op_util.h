@@ -19,11 +19,11 @@ inline DType promote(DType a, DType b) { return (a == DType::F64 || b == DType::
 inline Tensor new_tensor(const Shape& s, DType t, const Tensor& like) { return empty(s, t, like.device()); }
 
 inline void check_same_device(const Tensor& a, const Tensor& b, const char* op) {
-  if (!(a.device() == b.device()))
-    throw std::invalid_argument(fmt::format("[{}] tensors on different devices", op));
+  if (!(a.device() == b.device())) throw std::invalid_argument(fmt::format("[{}] tensors on different devices", op));
 }
 inline void check_float(const Tensor& x, const char* op) {
-  if (!is_float(x.dtype())) throw std::invalid_argument(fmt::format("[{}] expects a float tensor, got {}", op, dtype_name(x.dtype())));
+  if (!is_float(x.dtype()))
+    throw std::invalid_argument(fmt::format("[{}] expects a float tensor, got {}", op, dtype_name(x.dtype())));
 }
 
 }  // namespace rf::detail

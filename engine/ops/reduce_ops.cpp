@@ -79,10 +79,18 @@ Tensor reduce(ReduceOp op, const Tensor& x0, std::vector<int64_t> axes, bool kee
 
 }  // namespace
 
-Tensor sum(const Tensor& x, std::vector<int64_t> axes, bool keepdim) { return reduce(ReduceOp::Sum, x, std::move(axes), keepdim, "sum"); }
-Tensor mean(const Tensor& x, std::vector<int64_t> axes, bool keepdim) { return reduce(ReduceOp::Mean, x, std::move(axes), keepdim, "mean"); }
-Tensor max(const Tensor& x, std::vector<int64_t> axes, bool keepdim) { return reduce(ReduceOp::Max, x, std::move(axes), keepdim, "max"); }
-Tensor min(const Tensor& x, std::vector<int64_t> axes, bool keepdim) { return reduce(ReduceOp::Min, x, std::move(axes), keepdim, "min"); }
+Tensor sum(const Tensor& x, std::vector<int64_t> axes, bool keepdim) {
+  return reduce(ReduceOp::Sum, x, std::move(axes), keepdim, "sum");
+}
+Tensor mean(const Tensor& x, std::vector<int64_t> axes, bool keepdim) {
+  return reduce(ReduceOp::Mean, x, std::move(axes), keepdim, "mean");
+}
+Tensor max(const Tensor& x, std::vector<int64_t> axes, bool keepdim) {
+  return reduce(ReduceOp::Max, x, std::move(axes), keepdim, "max");
+}
+Tensor min(const Tensor& x, std::vector<int64_t> axes, bool keepdim) {
+  return reduce(ReduceOp::Min, x, std::move(axes), keepdim, "min");
+}
 
 Tensor argmax(const Tensor& x0, int64_t axis, bool keepdim) {
   Tensor x = detail::compute_input(x0).detach();
@@ -103,12 +111,15 @@ Tensor norm(const Tensor& x, double p, std::vector<int64_t> axes, bool keepdim) 
 Tensor sum_to(const Tensor& x, const Shape& s) {
   if (x.shape() == s) return x;
   if (s.size() > x.shape().size())
-    throw std::invalid_argument(fmt::format("[sum_to] cannot sum {} to larger rank {}", shape_str(x.shape()), shape_str(s)));
+    throw std::invalid_argument(
+        fmt::format("[sum_to] cannot sum {} to larger rank {}", shape_str(x.shape()), shape_str(s)));
   const size_t lead = x.shape().size() - s.size();
   std::vector<int64_t> axes;
   for (size_t d = 0; d < x.shape().size(); ++d) {
-    if (d < lead) axes.push_back(int64_t(d));
-    else if (s[d - lead] == 1 && x.shape()[d] != 1) axes.push_back(int64_t(d));
+    if (d < lead)
+      axes.push_back(int64_t(d));
+    else if (s[d - lead] == 1 && x.shape()[d] != 1)
+      axes.push_back(int64_t(d));
     else if (s[d - lead] != x.shape()[d])
       throw std::invalid_argument(fmt::format("[sum_to] cannot sum {} to {}", shape_str(x.shape()), shape_str(s)));
   }

@@ -25,7 +25,8 @@ SparsePattern SparsePattern::to(Device d) const {
 namespace {
 
 void save_pattern(OpCtx& ctx, const SparsePattern& p) {
-  for (const Tensor* t : {&p.row_ptr, &p.col_idx, &p.tr_row_ptr, &p.tr_col_idx, &p.tr_perm, &p.tr_perm_inv, &p.flat_idx})
+  for (const Tensor* t :
+       {&p.row_ptr, &p.col_idx, &p.tr_row_ptr, &p.tr_col_idx, &p.tr_perm, &p.tr_perm_inv, &p.flat_idx})
     ctx.save(*t);
   ctx.ints = {p.rows, p.cols, p.nnz};
 }
@@ -54,7 +55,8 @@ void check_pattern(const SparsePattern& p, const Tensor& values, const char* op)
   if (values.dim() != 1 || values.numel() != p.nnz)
     throw std::invalid_argument(
         fmt::format("[{}] values has shape {}, the pattern stores {} entries", op, shape_str(values.shape()), p.nnz));
-  if (!(values.device() == p.device())) throw std::invalid_argument(fmt::format("[{}] values and pattern on different devices", op));
+  if (!(values.device() == p.device()))
+    throw std::invalid_argument(fmt::format("[{}] values and pattern on different devices", op));
 }
 
 // Values of S^T from values of S (and back with the transposed pattern).
@@ -101,8 +103,8 @@ struct SddmmOp {
   static std::vector<Tensor> backward(OpCtx& ctx, const Tensor& dy0) {
     const SparsePattern p = load_pattern(ctx);
     const Tensor &a = ctx.saved(kPatternSaved), &b = ctx.saved(kPatternSaved + 1);
-    Tensor dy = dense(dy0);  // (nnz): the values of dOut at the support
-    Tensor da = ctx.needs(0) ? spmm_raw(p, dy, b) : Tensor();                                       // (rows, k)
+    Tensor dy = dense(dy0);                                    // (nnz): the values of dOut at the support
+    Tensor da = ctx.needs(0) ? spmm_raw(p, dy, b) : Tensor();  // (rows, k)
     Tensor db = ctx.needs(1) ? spmm_raw(p.transposed(), transpose_values(p, dy), a) : Tensor();  // (cols, k)
     return {da, db};
   }
@@ -149,9 +151,7 @@ struct SpAddLinearOp {
   }
 };
 
-void check_dense(const Tensor& x, const char* op) {
-  detail::check_float(x, op);
-}
+void check_dense(const Tensor& x, const char* op) { detail::check_float(x, op); }
 
 }  // namespace
 
@@ -179,8 +179,8 @@ Tensor csr_add_dense(const SparsePattern& p, const Tensor& values, const Tensor&
   check_pattern(p, values, "csr_add_dense");
   check_dense(d, "csr_add_dense");
   if (d.dim() != 2 || d.size(0) != p.rows || d.size(1) != p.cols)
-    throw std::invalid_argument(
-        fmt::format("[csr_add_dense] dense has shape {}, the pattern is ({}, {})", shape_str(d.shape()), p.rows, p.cols));
+    throw std::invalid_argument(fmt::format("[csr_add_dense] dense has shape {}, the pattern is ({}, {})",
+                                            shape_str(d.shape()), p.rows, p.cols));
   const DType t = detail::promote(values.dtype(), d.dtype());
   return apply<CsrAddOp>(p, dense(values.to(t)), d.to(t));
 }
@@ -194,7 +194,7 @@ Tensor sparse_linear(const Tensor& x, const SparsePattern& p, const Tensor& valu
   Shape out_shape = x.shape();
   out_shape.back() = p.rows;
   Tensor xt = contiguous(transpose(reshape(x, {-1, p.cols}), 0, 1));  // (in, T)
-  Tensor yt = spmm(p, values, xt);                                     // (out, T)
+  Tensor yt = spmm(p, values, xt);                                    // (out, T)
   return reshape(contiguous(transpose(yt, 0, 1)), out_shape);
 }
 

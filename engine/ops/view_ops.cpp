@@ -54,10 +54,13 @@ Shape infer_shape(const Shape& s, const Shape& in, const char* op) {
   }
   if (neg >= 0) {
     if (known == 0 || n % known != 0)
-      throw std::invalid_argument(fmt::format("[{}] cannot infer -1 in {} for input {}", op, shape_str(s), shape_str(in)));
+      throw std::invalid_argument(
+          fmt::format("[{}] cannot infer -1 in {} for input {}", op, shape_str(s), shape_str(in)));
     r[size_t(neg)] = n / known;
   }
-  if (numel(r) != n) throw std::invalid_argument(fmt::format("[{}] shape {} does not fit input {} ({} elements)", op, shape_str(s), shape_str(in), n));
+  if (numel(r) != n)
+    throw std::invalid_argument(
+        fmt::format("[{}] shape {} does not fit input {} ({} elements)", op, shape_str(s), shape_str(in), n));
   return r;
 }
 
@@ -128,8 +131,7 @@ struct ExpandOp {
   static Tensor forward(OpCtx&, const Tensor& x, const Shape& s) {
     size_t lead = s.size() - x.shape().size();
     Strides st(s.size(), 0);
-    for (size_t i = 0; i < x.shape().size(); ++i)
-      st[lead + i] = x.shape()[i] == s[lead + i] ? x.strides()[i] : 0;
+    for (size_t i = 0; i < x.shape().size(); ++i) st[lead + i] = x.shape()[i] == s[lead + i] ? x.strides()[i] : 0;
     return make_view(x, s, st, x.offset());
   }
   static std::vector<Tensor> backward(OpCtx& ctx, const Tensor& dy) { return {sum_to(dy, ctx.input_shapes[0])}; }
@@ -205,12 +207,14 @@ Tensor narrow(const Tensor& x, int64_t axis, int64_t start, int64_t length) {
 
 Tensor expand(const Tensor& x, Shape s) {
   if (s.size() < x.shape().size())
-    throw std::invalid_argument(fmt::format("[expand] cannot expand {} to fewer dims {}", shape_str(x.shape()), shape_str(s)));
+    throw std::invalid_argument(
+        fmt::format("[expand] cannot expand {} to fewer dims {}", shape_str(x.shape()), shape_str(s)));
   size_t lead = s.size() - x.shape().size();
   for (size_t i = 0; i < s.size(); ++i) {
     if (i >= lead && s[i] == -1) s[i] = x.shape()[i - lead];
     if (i >= lead && x.shape()[i - lead] != s[i] && x.shape()[i - lead] != 1)
-      throw std::invalid_argument(fmt::format("[expand] cannot broadcast {} to {}", shape_str(x.shape()), shape_str(s)));
+      throw std::invalid_argument(
+          fmt::format("[expand] cannot broadcast {} to {}", shape_str(x.shape()), shape_str(s)));
   }
   if (s == x.shape()) return x.requires_grad() && grad_enabled() ? apply<IdentityOp>(x) : x;
   return apply<ExpandOp>(x, s);

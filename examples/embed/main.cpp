@@ -17,8 +17,9 @@ int main(int argc, char** argv) {
   if (argc > 1) {
     model = rf::models::load_model(argv[1]);
   } else {
-    nlohmann::json cfg = {{"model_type", "gpt2"}, {"vocab_size", 64}, {"n_positions", 32}, {"n_embd", 32},
-                          {"n_layer", 2}, {"n_head", 2}, {"resid_pdrop", 0.0}, {"embd_pdrop", 0.0}, {"attn_pdrop", 0.0}};
+    nlohmann::json cfg = {{"model_type", "gpt2"}, {"vocab_size", 64},  {"n_positions", 32},
+                          {"n_embd", 32},         {"n_layer", 2},      {"n_head", 2},
+                          {"resid_pdrop", 0.0},   {"embd_pdrop", 0.0}, {"attn_pdrop", 0.0}};
     model = rf::models::create_model(rf::models::parse_config(cfg, "embed"));
   }
   rf::peft::PeftModel peft(*model);
@@ -32,7 +33,7 @@ int main(int argc, char** argv) {
   opt.lr = 1e-2f;
   opt.schedule.total_steps = 5;
   rf::peft::Trainer trainer(*model, &peft, nullptr, opt);  // nullptr: plain LoRA strategy
-  rf::Tensor ids = rf::randperm(32).reshape({2, 16});  // (B, T) token ids below the vocabulary size
+  rf::Tensor ids = rf::randperm(32).reshape({2, 16});      // (B, T) token ids below the vocabulary size
   model->train();
   double last = 0;
   for (int step = 0; step < 5; ++step) {

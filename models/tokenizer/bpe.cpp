@@ -29,8 +29,10 @@ struct ByteMap {
     for (int b = 0; b < 256; ++b) {
       uint32_t cp = direct[size_t(b)] ? uint32_t(b) : uint32_t(256 + extra++);
       std::string u;
-      if (cp < 0x80) u = char(cp);
-      else u = {char(0xC0 | (cp >> 6)), char(0x80 | (cp & 0x3F))};
+      if (cp < 0x80)
+        u = char(cp);
+      else
+        u = {char(0xC0 | (cp >> 6)), char(0x80 | (cp & 0x3F))};
       to_unicode[b] = u;
       to_byte[u] = uint8_t(b);
     }
@@ -113,15 +115,19 @@ class BpeTokenizer final : public Tokenizer {
         if (best < 0) break;
         std::vector<std::string> next;
         for (size_t i = 0; i < sym.size();) {
-          if (i + 1 < sym.size() && sym[i] == bp.first && sym[i + 1] == bp.second) next.push_back(sym[i] + sym[i + 1]), i += 2;
-          else next.push_back(sym[i++]);
+          if (i + 1 < sym.size() && sym[i] == bp.first && sym[i + 1] == bp.second)
+            next.push_back(sym[i] + sym[i + 1]), i += 2;
+          else
+            next.push_back(sym[i++]);
         }
         sym.swap(next);
       }
       for (const auto& s : sym) {
         auto it = vocab.find(s);
-        if (it != vocab.end()) out.push_back(it->second);
-        else if (unk) out.push_back(*unk);  // as HF: without an unk token the symbol is dropped
+        if (it != vocab.end())
+          out.push_back(it->second);
+        else if (unk)
+          out.push_back(*unk);  // as HF: without an unk token the symbol is dropped
       }
     }
     ids.insert(ids.end(), out.begin(), out.end());
@@ -141,8 +147,10 @@ class BpeTokenizer final : public Tokenizer {
       }
       for (const auto& cp : code_points(id_to_tok[size_t(id)])) {
         auto it = byte_map().to_byte.find(cp);
-        if (it == byte_map().to_byte.end()) out += cp;  // not a byte symbol: keep the text
-        else out += char(it->second);
+        if (it == byte_map().to_byte.end())
+          out += cp;  // not a byte symbol: keep the text
+        else
+          out += char(it->second);
       }
     }
     return out;
@@ -175,7 +183,8 @@ class BpeTokenizer final : public Tokenizer {
   void set_vocab(const nlohmann::json& v, const std::string& file) {
     if (!v.is_object()) fail(file, "vocab must be an object of token: id");
     for (auto it = v.begin(); it != v.end(); ++it) {
-      if (!it->is_number_integer() || it->get<int64_t>() < 0) fail(file, fmt::format("vocab id of '{}' is not a non-negative integer", it.key()));
+      if (!it->is_number_integer() || it->get<int64_t>() < 0)
+        fail(file, fmt::format("vocab id of '{}' is not a non-negative integer", it.key()));
       int64_t id = it->get<int64_t>();
       vocab[it.key()] = id;
       if (id >= int64_t(id_to_tok.size())) id_to_tok.resize(size_t(id) + 1);
@@ -183,7 +192,8 @@ class BpeTokenizer final : public Tokenizer {
     }
   }
   void add_merge(const std::string& a, const std::string& b, const std::string& where) {
-    if (!vocab.count(a + b)) fail(where, fmt::format("merge '{} {}' makes '{}', which is not in the vocabulary", a, b, a + b));
+    if (!vocab.count(a + b))
+      fail(where, fmt::format("merge '{} {}' makes '{}', which is not in the vocabulary", a, b, a + b));
     ranks.emplace(std::make_pair(a, b), int64_t(ranks.size()));
   }
   void add_token(AddedToken t) {
@@ -204,7 +214,8 @@ std::unique_ptr<Tokenizer> make_bpe(const nlohmann::json& tj, const std::string&
     auto it = t->vocab.find(unk);
     if (it != t->vocab.end()) t->unk = it->second;
   }
-  if (json_value_or(model, "byte_fallback", false, mp)) fail(file, "BPE with byte_fallback (SentencePiece-style) is not supported");
+  if (json_value_or(model, "byte_fallback", false, mp))
+    fail(file, "BPE with byte_fallback (SentencePiece-style) is not supported");
   size_t line = 0;
   for (const auto& m : json_list_or_empty(model, "merges", mp)) {
     ++line;
@@ -241,7 +252,8 @@ std::unique_ptr<Tokenizer> make_bpe(const nlohmann::json& tj, const std::string&
     } else if (type == "Split" && s.contains("pattern") && s["pattern"].is_object() && s["pattern"].contains("Regex")) {
       t->regex = std::make_unique<Regex>(json_as<std::string>(s["pattern"]["Regex"], at.at("pattern"), "Regex"));
     } else {
-      fail(file, fmt::format("pre_tokenizer '{}' is not supported (supported: ByteLevel, Split with a Regex, Sequence)", type));
+      fail(file, fmt::format("pre_tokenizer '{}' is not supported (supported: ByteLevel, Split with a Regex, Sequence)",
+                             type));
     }
   }
   for (auto& a : parse_added_tokens(tj, file)) t->add_token(std::move(a));

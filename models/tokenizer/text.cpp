@@ -24,7 +24,8 @@ const char* const kQwen2Pattern =
 Regex::Regex(const std::string& pattern) {
   int err = 0;
   PCRE2_SIZE off = 0;
-  code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), PCRE2_UTF | PCRE2_UCP, &err, &off, nullptr);
+  code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), PCRE2_UTF | PCRE2_UCP, &err, &off,
+                        nullptr);
   if (!code_) {
     PCRE2_UCHAR msg[256];
     pcre2_get_error_message(err, msg, sizeof msg);
@@ -42,7 +43,8 @@ std::vector<std::string_view> Regex::split(std::string_view text) const {
   size_t pos = 0, last = 0;
   // The text was validated as UTF-8 already: skip PCRE2's own check on every call.
   while (pos <= text.size()) {
-    int rc = pcre2_match(code, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), pos, PCRE2_NO_UTF_CHECK, md, nullptr);
+    int rc =
+        pcre2_match(code, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), pos, PCRE2_NO_UTF_CHECK, md, nullptr);
     if (rc < 0) break;
     PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
     size_t s = ov[0], e = ov[1];
@@ -63,7 +65,8 @@ std::vector<std::string_view> Regex::split(std::string_view text) const {
 bool Regex::full_match(std::string_view text) const {
   auto* code = static_cast<pcre2_code*>(code_);
   pcre2_match_data* md = pcre2_match_data_create_from_pattern(code, nullptr);
-  int rc = pcre2_match(code, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), 0, PCRE2_ANCHORED | PCRE2_NO_UTF_CHECK, md, nullptr);
+  int rc = pcre2_match(code, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), 0,
+                       PCRE2_ANCHORED | PCRE2_NO_UTF_CHECK, md, nullptr);
   bool ok = rc >= 0 && pcre2_get_ovector_pointer(md)[1] == text.size();
   pcre2_match_data_free(md);
   return ok;
@@ -71,7 +74,9 @@ bool Regex::full_match(std::string_view text) const {
 
 namespace {
 bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
-bool is_word(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || (static_cast<unsigned char>(c) & 0x80); }
+bool is_word(char c) {
+  return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || (static_cast<unsigned char>(c) & 0x80);
+}
 }  // namespace
 
 std::vector<Segment> split_added(std::string_view text, const std::vector<AddedToken>& added) {
@@ -80,7 +85,8 @@ std::vector<Segment> split_added(std::string_view text, const std::vector<AddedT
   while (i < text.size()) {
     const AddedToken* best = nullptr;
     for (const auto& a : added)
-      if (!a.content.empty() && text.compare(i, a.content.size(), a.content) == 0 && (!best || a.content.size() > best->content.size())) {
+      if (!a.content.empty() && text.compare(i, a.content.size(), a.content) == 0 &&
+          (!best || a.content.size() > best->content.size())) {
         if (a.single_word && ((i > 0 && is_word(text[i - 1])) ||
                               (i + a.content.size() < text.size() && is_word(text[i + a.content.size()]))))
           continue;
@@ -137,14 +143,17 @@ Template post_processor(const nlohmann::json& pp, const JsonPlace& at) {
   } else if (type == "BertProcessing" || type == "RobertaProcessing") {
     auto id_of = [&](const char* k) {  // "cls": ["[CLS]", 101]
       const auto& v = json_required(pp, k, at);
-      if (!v.is_array() || v.size() != 2 || !v[1].is_number_integer()) at.fail_key(k, json_must_be("a [token, id] pair", v));
+      if (!v.is_array() || v.size() != 2 || !v[1].is_number_integer())
+        at.fail_key(k, json_must_be("a [token, id] pair", v));
       return v[1].get<int64_t>();
     };
     t.prefix.push_back(id_of("cls"));
     t.suffix.push_back(id_of("sep"));
   } else if (type != "ByteLevel") {
-    at.fail(fmt::format("post_processor type '{}' is not supported (supported: TemplateProcessing, BertProcessing, "
-                        "RobertaProcessing, ByteLevel, Sequence)", type));
+    at.fail(
+        fmt::format("post_processor type '{}' is not supported (supported: TemplateProcessing, BertProcessing, "
+                    "RobertaProcessing, ByteLevel, Sequence)",
+                    type));
   }
   return t;
 }
@@ -161,8 +170,9 @@ std::vector<AddedToken> parse_added_tokens(const nlohmann::json& tj, const std::
   for (size_t i = 0; i < list.size(); ++i) {
     const JsonPlace at = top.at(fmt::format("added_tokens[{}]", i));
     const auto& a = list[i];
-    out.push_back({json_as<std::string>(json_required(a, "content", at), at, "content"), json_as<int64_t>(json_required(a, "id", at), at, "id"),
-                   json_value_or(a, "special", false, at), json_value_or(a, "lstrip", false, at), json_value_or(a, "rstrip", false, at),
+    out.push_back({json_as<std::string>(json_required(a, "content", at), at, "content"),
+                   json_as<int64_t>(json_required(a, "id", at), at, "id"), json_value_or(a, "special", false, at),
+                   json_value_or(a, "lstrip", false, at), json_value_or(a, "rstrip", false, at),
                    json_value_or(a, "single_word", false, at)});
   }
   return out;

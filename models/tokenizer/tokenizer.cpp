@@ -19,7 +19,8 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir) {
     try {
       if (!tj.is_object() || !tj.contains("model") || !tj["model"].is_object()) tok::fail(file, "no 'model' object");
       const JsonPlace mp{file, "tokenizer", "model"};
-      std::string type = json_value_or<std::string>(tj["model"], "type", tj["model"].contains("merges") ? "BPE" : "", mp);
+      std::string type =
+          json_value_or<std::string>(tj["model"], "type", tj["model"].contains("merges") ? "BPE" : "", mp);
       if (type == "BPE") return tok::make_bpe(tj, file);
       if (type == "WordPiece") return tok::make_wordpiece(tj, file);
       tok::fail(file, fmt::format("model type '{}' is not supported (supported: BPE, WordPiece)", type));
@@ -33,7 +34,8 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& dir) {
     bool lower = true;
     if (fs::exists(d / "tokenizer_config.json")) {
       const std::string file = (d / "tokenizer_config.json").string();
-      lower = json_value_or(parse_json_file(file, "tokenizer"), "do_lower_case", true, JsonPlace{file, "tokenizer", ""});
+      lower =
+          json_value_or(parse_json_file(file, "tokenizer"), "do_lower_case", true, JsonPlace{file, "tokenizer", ""});
     }
     return tok::make_wordpiece_vocab((d / "vocab.txt").string(), lower);
   }

@@ -2,10 +2,10 @@
 // punctuation split), then greedy longest-match-first pieces with "##" continuations.
 #include <fmt/format.h>
 
+#include <locale.h>
 #include <clocale>
 #include <cwctype>
 #include <fstream>
-#include <locale.h>
 
 #include "engine/json_io.h"
 #include "models/tokenizer/internal.h"
@@ -28,10 +28,15 @@ std::vector<uint32_t> decode_utf8(std::string_view s) {
 }
 
 void append_utf8(std::string& s, uint32_t cp) {
-  if (cp < 0x80) s += char(cp);
-  else if (cp < 0x800) s += {char(0xC0 | (cp >> 6)), char(0x80 | (cp & 0x3F))};
-  else if (cp < 0x10000) s += {char(0xE0 | (cp >> 12)), char(0x80 | ((cp >> 6) & 0x3F)), char(0x80 | (cp & 0x3F))};
-  else s += {char(0xF0 | (cp >> 18)), char(0x80 | ((cp >> 12) & 0x3F)), char(0x80 | ((cp >> 6) & 0x3F)), char(0x80 | (cp & 0x3F))};
+  if (cp < 0x80)
+    s += char(cp);
+  else if (cp < 0x800)
+    s += {char(0xC0 | (cp >> 6)), char(0x80 | (cp & 0x3F))};
+  else if (cp < 0x10000)
+    s += {char(0xE0 | (cp >> 12)), char(0x80 | ((cp >> 6) & 0x3F)), char(0x80 | (cp & 0x3F))};
+  else
+    s += {char(0xF0 | (cp >> 18)), char(0x80 | ((cp >> 12) & 0x3F)), char(0x80 | ((cp >> 6) & 0x3F)),
+          char(0x80 | (cp & 0x3F))};
 }
 
 bool is_cjk(uint32_t c) {
@@ -58,7 +63,9 @@ bool is_punct(uint32_t c) {
   if ((c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) || (c >= 123 && c <= 126)) return true;
   return c >= 128 && Classes::is(classes().punct, c);
 }
-bool is_ws(uint32_t c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || (c >= 128 && Classes::is(classes().space, c)); }
+bool is_ws(uint32_t c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || (c >= 128 && Classes::is(classes().space, c));
+}
 bool is_control(uint32_t c) {
   if (c == '\t' || c == '\n' || c == '\r') return false;
   return c < 32 || c == 127 || (c >= 128 && Classes::is(classes().control, c));
@@ -68,9 +75,10 @@ bool is_control(uint32_t c) {
 uint32_t strip_accent(uint32_t c) {
   static const char* kLatin1 = "AAAAAAACEEEEIIIIDNOOOOOxOUUUUYTsaaaaaaaceeeeiiiidnooooo/ouuuuyty";
   static const char* kExtA =
-      "AaAaAaCcCcCcCcDdDdEeEeEeEeEeGgGgGgGgHhHhIiIiIiIiIiJjJjKkkLlLlLlLlLlNnNnNnnNnOoOoOoOoRrRrRrSsSsSsSsTtTtTtUuUuUuUuUuUuWwYyYZzZzZzs";
-  if (c >= 0xC0 && c <= 0xFF && c != 0xC6 && c != 0xD0 && c != 0xD7 && c != 0xDE && c != 0xDF && c != 0xE6 && c != 0xF0 &&
-      c != 0xF7 && c != 0xFE)
+      "AaAaAaCcCcCcCcDdDdEeEeEeEeEeGgGgGgGgHhHhIiIiIiIiIiJjJjKkkLlLlLlLlLlNnNnNnnNnOoOoOoOoRrRrRrSsSsSsSsTtTtTtUuUuUuUu"
+      "UuUuWwYyYZzZzZzs";
+  if (c >= 0xC0 && c <= 0xFF && c != 0xC6 && c != 0xD0 && c != 0xD7 && c != 0xDE && c != 0xDF && c != 0xE6 &&
+      c != 0xF0 && c != 0xF7 && c != 0xFE)
     return uint32_t(static_cast<unsigned char>(kLatin1[c - 0xC0]));
   if (c >= 0x100 && c <= 0x17F) {
     char b = kExtA[c - 0x100];
@@ -103,7 +111,10 @@ class WordPiece final : public Tokenizer {
     };
     for (uint32_t c : decode_utf8(text)) {
       if (c == 0 || c == 0xFFFD || is_control(c)) continue;
-      if (is_ws(c)) { flush(); continue; }
+      if (is_ws(c)) {
+        flush();
+        continue;
+      }
       if (lowercase) c = loc ? uint32_t(towlower_l(wint_t(c), loc)) : (c < 128 ? uint32_t(std::tolower(int(c))) : c);
       if (strip_accents) {
         if (c >= 0x300 && c <= 0x36F) continue;  // combining marks (already decomposed input)
@@ -135,8 +146,12 @@ class WordPiece final : public Tokenizer {
       int64_t found = -1;
       while (end > start) {
         std::string sub = (start > 0 ? prefix : "") + w.substr(start, end - start);
-        if (auto it = vocab.find(sub); it != vocab.end()) { found = it->second; break; }
-        do --end; while (end > start && (static_cast<unsigned char>(w[end]) & 0xC0) == 0x80);
+        if (auto it = vocab.find(sub); it != vocab.end()) {
+          found = it->second;
+          break;
+        }
+        do --end;
+        while (end > start && (static_cast<unsigned char>(w[end]) & 0xC0) == 0x80);
       }
       if (found < 0) {  // the whole word becomes [UNK]
         if (unk >= 0) ids.push_back(unk);
@@ -154,7 +169,10 @@ class WordPiece final : public Tokenizer {
     std::vector<int64_t> ids;
     if (add_special) ids = tmpl.prefix;
     for (const Segment& seg : split_added(text, added)) {
-      if (seg.id >= 0) { ids.push_back(seg.id); continue; }
+      if (seg.id >= 0) {
+        ids.push_back(seg.id);
+        continue;
+      }
       for (const auto& w : basic(seg.text)) pieces(w, ids);
     }
     if (add_special) ids.insert(ids.end(), tmpl.suffix.begin(), tmpl.suffix.end());
@@ -167,8 +185,10 @@ class WordPiece final : public Tokenizer {
       if (id < 0 || id >= int64_t(id_to_tok.size())) continue;  // as HF tokenizers: unknown ids decode to nothing
       if (skip_special && is_special(id)) continue;
       const std::string& t = id_to_tok[size_t(id)];
-      if (t.starts_with(prefix)) out += t.substr(prefix.size());
-      else out += (out.empty() ? "" : " ") + t;
+      if (t.starts_with(prefix))
+        out += t.substr(prefix.size());
+      else
+        out += (out.empty() ? "" : " ") + t;
     }
     return out;
   }
@@ -196,7 +216,8 @@ class WordPiece final : public Tokenizer {
   void special_defaults() {  // BERT's specials are matched in the text and wrap a sequence
     for (const char* s : {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"})
       if (auto it = vocab.find(s); it != vocab.end()) added.push_back({s, it->second, true});
-    if (vocab.count("[CLS]") && vocab.count("[SEP]") && tmpl.prefix.empty()) tmpl = {{vocab.at("[CLS]")}, {vocab.at("[SEP]")}};
+    if (vocab.count("[CLS]") && vocab.count("[SEP]") && tmpl.prefix.empty())
+      tmpl = {{vocab.at("[CLS]")}, {vocab.at("[SEP]")}};
   }
 };
 
@@ -225,7 +246,8 @@ std::unique_ptr<Tokenizer> make_wordpiece(const nlohmann::json& tj, const std::s
   const auto& m = json_required(tj, "model", top);
   const auto& vocab = json_required(m, "vocab", mp);
   if (!vocab.is_object()) fail(file, "model.vocab must be an object");
-  for (auto it = vocab.begin(); it != vocab.end(); ++it) t->add(it.key(), json_as<int64_t>(*it, mp.at("vocab"), it.key()));
+  for (auto it = vocab.begin(); it != vocab.end(); ++it)
+    t->add(it.key(), json_as<int64_t>(*it, mp.at("vocab"), it.key()));
   t->unk_token = json_value_or<std::string>(m, "unk_token", "[UNK]", mp);
   t->prefix = json_value_or<std::string>(m, "continuing_subword_prefix", "##", mp);
   t->max_chars = json_value_or(m, "max_input_chars_per_word", size_t(100), mp);

@@ -14,7 +14,8 @@
 namespace {
 
 [[noreturn]] void violated(std::string_view what, std::string_view msg) {
-  std::fprintf(stderr, "fuzz_config: invariant violated: %.*s: %.*s\n", int(what.size()), what.data(), int(msg.size()), msg.data());
+  std::fprintf(stderr, "fuzz_config: invariant violated: %.*s: %.*s\n", int(what.size()), what.data(), int(msg.size()),
+               msg.data());
   std::abort();
 }
 

@@ -24,7 +24,8 @@ namespace fs = std::filesystem;
 using rf::tools::DataFormat;
 
 struct State {
-  std::unique_ptr<rf::models::Tokenizer> tok = rf::models::load_tokenizer(RF_SOURCE_ROOT "/examples/quickstart/tokenizer");
+  std::unique_ptr<rf::models::Tokenizer> tok =
+      rf::models::load_tokenizer(RF_SOURCE_ROOT "/examples/quickstart/tokenizer");
   fs::path dir = fs::exists("/dev/shm") ? fs::path("/dev/shm") : fs::temp_directory_path();
   std::string stem = (dir / fmt::format("rf_fuzz_data_{}", ::getpid())).string();
   std::string files[4] = {stem + ".jsonl", stem + ".txt", stem + "_val.jsonl", stem + "_val.txt"};
@@ -52,7 +53,8 @@ void check(const rf::tools::Dataset& ds, const rf::tools::DataOptions& o, int64_
   for (const auto* split : {&ds.train, &ds.val})
     for (size_t i = 0; i < split->size(); ++i) {
       const auto& e = (*split)[i];
-      if (e.ids.empty() || int64_t(e.ids.size()) > o.max_seq_len) violated(fmt::format("row {} has {} ids", i, e.ids.size()));
+      if (e.ids.empty() || int64_t(e.ids.size()) > o.max_seq_len)
+        violated(fmt::format("row {} has {} ids", i, e.ids.size()));
       for (int64_t id : e.ids)
         if ((id < 0 || id >= vocab) && id != o.eos_id) violated(fmt::format("row {} has id {}", i, id));
       if (ds.classification()) {

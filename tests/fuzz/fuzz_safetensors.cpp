@@ -64,13 +64,15 @@ std::string check_accepted(const st::Header& h, uint64_t file_size) {
   if (h.header_size > st::kMaxHeaderSize || h.data_start() > file_size) return "header size out of range";
   uint64_t at = 0;
   for (const auto& t : h.tensors) {
-    if (t.begin != at || t.end < t.begin) return fmt::format("tensor {} does not follow the previous one", st::quote_name(t.name));
+    if (t.begin != at || t.end < t.begin)
+      return fmt::format("tensor {} does not follow the previous one", st::quote_name(t.name));
     unsigned __int128 bits = st::dtype_bits(t.dtype);
     for (uint64_t d : t.shape) {
       bits *= d;
       if (bits >> 64) return fmt::format("tensor {} overflows", st::quote_name(t.name));
     }
-    if (bits % 8 || bits / 8 != t.end - t.begin) return fmt::format("tensor {} has the wrong size", st::quote_name(t.name));
+    if (bits % 8 || bits / 8 != t.end - t.begin)
+      return fmt::format("tensor {} has the wrong size", st::quote_name(t.name));
     if (!st::parse_dtype(st::dtype_string(t.dtype))) return "unknown dtype";
     at = t.end;
   }
