@@ -35,20 +35,20 @@ const MethodEntry& adalora_method_entry() {
     m.outputs = {"adapter", "adapter_lora"};
     m.defaults = [](MethodConfig& c) { c.lora.lora_alpha = 8; };  // AdaLoraConfig's default alpha
     m.finish = [](MethodConfig& c, const MethodParse&) { c.lora.peft_type = "ADALORA"; };
-    m.configure = [](LoraConfig& lc, const MethodConfig&, const MethodSetupContext& ctx) {
+    RF_RUNTIME(m.configure = [](LoraConfig& lc, const MethodConfig&, const MethodSetupContext& ctx) {
       lc.peft_type = "ADALORA";
       if (lc.adalora.total_step == 0) lc.adalora.total_step = ctx.total_steps;
-    };
-    m.make_strategy = [](const MethodConfig& c, PeftModel* pm) {
+    };)
+    RF_RUNTIME(m.make_strategy = [](const MethodConfig& c, PeftModel* pm) {
       return pm ? make_adalora_strategy(pm->config("default")) : make_adalora_strategy(c.lora.adalora);
-    };
-    m.export_outputs = [](const MethodConfig&, const MethodExportContext& x) {
+    };)
+    RF_RUNTIME(m.export_outputs = [](const MethodConfig&, const MethodExportContext& x) {
       namespace fs = std::filesystem;
       const fs::path out(x.output), adapter = out / "adapter", as_lora = out / "adapter_lora";
       write_dir_atomic(adapter, [&](const fs::path& tmp) { x.pm->save_adapter(tmp.string(), "default"); });
       write_dir_atomic(as_lora, [&](const fs::path& tmp) { save_adalora_as_lora(*x.pm, tmp.string(), "default"); });
       return fmt::format("{} (AdaLoRA) and {} (as LoRA)", adapter.string(), as_lora.string());
-    };
+    };)
     return m;
   }();
   return e;

@@ -70,11 +70,12 @@ const MethodEntry& aroma_method_entry() {
       o.seed = p.seed;
     };
     m.validate = [](const MethodConfig& c) { aroma_options(c).validate(); };
-    m.configure = [](LoraConfig& lc, const MethodConfig& c, const MethodSetupContext&) {
+    RF_RUNTIME(m.configure = [](LoraConfig& lc, const MethodConfig& c, const MethodSetupContext&) {
       lc = lora_config_for(aroma_options(c), lc);
-    };
-    m.make_strategy = [](const MethodConfig& c, PeftModel*) { return make_aroma_strategy(aroma_options(c)); };
-    m.export_outputs = [](const MethodConfig&, const MethodExportContext& x) {
+    };)
+    RF_RUNTIME(
+        m.make_strategy = [](const MethodConfig& c, PeftModel*) { return make_aroma_strategy(aroma_options(c)); };)
+    RF_RUNTIME(m.export_outputs = [](const MethodConfig&, const MethodExportContext& x) {
       namespace fs = std::filesystem;
       const fs::path out(x.output), adapter = out / "adapter";
       auto& s = dynamic_cast<AromaStrategy&>(x.strategy);
@@ -82,7 +83,7 @@ const MethodEntry& aroma_method_entry() {
       x.pm->merge_and_unload();  // the base already holds the merges; this adds the live pair
       save_model_dir(x.model, x.tokenizer, (out / "merged").string());
       return fmt::format("{} (LoRA, rank_pattern = merges) and {}", adapter.string(), (out / "merged").string());
-    };
+    };)
     return m;
   }();
   return e;

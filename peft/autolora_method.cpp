@@ -73,16 +73,16 @@ const MethodEntry& autolora_method_entry() {
       al.max_grad_norm = p.trainer.max_grad_norm;  // the virtual step clips as the real one
     };
     m.validate = [](const MethodConfig& c) { autolora_options(c).search.validate(); };
-    m.configure = [](LoraConfig& lc, const MethodConfig& c, const MethodSetupContext&) {
+    RF_RUNTIME(m.configure = [](LoraConfig& lc, const MethodConfig& c, const MethodSetupContext&) {
       lc = autolora_search_config(autolora_options(c).search, lc);  // k gated components, no dropout
-    };
-    m.make_strategy = [](const MethodConfig& c, PeftModel*) {
+    };)
+    RF_RUNTIME(m.make_strategy = [](const MethodConfig& c, PeftModel*) {
       return make_autolora_strategy(autolora_options(c).search);
-    };
+    };)
     // The search phase's outputs (its run folder is <output>/search): the search adapter with softmax(α)
     // folded into B, autolora_alpha.safetensors and autolora_ranks.json (written last: it marks the
     // search as done for --resume). The retrain is a LoRA run and exports as LoRA.
-    m.export_outputs = [](const MethodConfig&, const MethodExportContext& x) {
+    RF_RUNTIME(m.export_outputs = [](const MethodConfig&, const MethodExportContext& x) {
       namespace fs = std::filesystem;
       const fs::path out(x.output), adapter = out / "adapter";
       auto& al = dynamic_cast<AutoLoraStrategy&>(x.strategy);
@@ -101,7 +101,7 @@ const MethodEntry& autolora_method_entry() {
             fmt::join(list, ","), total, al.options().k * int64_t(list.size())));
       return fmt::format("{} (search adapter, softmax(α) folded into B), α and ranks in {}", adapter.string(),
                          out.string());
-    };
+    };)
     m.protocol = [](const MethodConfig&) { return RunProtocol::SearchThenRetrain; };
     return m;
   }();

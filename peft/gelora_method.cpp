@@ -74,7 +74,7 @@ const MethodEntry& gelora_method_entry() {
     };
     // The ranks must exist before the adapter does: intrinsic dimensions of the frozen model's pooled
     // hidden states over the first id_samples training examples.
-    m.configure = [](LoraConfig& lc, const MethodConfig& c, const MethodSetupContext& ctx) {
+    RF_RUNTIME(m.configure = [](LoraConfig& lc, const MethodConfig& c, const MethodSetupContext& ctx) {
       const auto& o = gelora_options(c);
       const int64_t n = std::min<int64_t>(o.samples, ctx.train_examples);
       if (n < 3) throw std::runtime_error(fmt::format("[train] gelora needs at least 3 training examples, has {}", n));
@@ -85,10 +85,10 @@ const MethodEntry& gelora_method_entry() {
         ctx.log(fmt::format("[gelora] {} samples; intrinsic dimensions d_0..d_{}: {}; ranks per block: {}", r.samples,
                             r.ids.size() - 1, fmt::join(ids, " "), fmt::join(r.ranks, " ")));
       apply_gelora_ranks(lc, r, ctx.model);
-    };
-    m.make_strategy = [](const MethodConfig&, PeftModel*) -> std::unique_ptr<RankStrategy> {
+    };)
+    RF_RUNTIME(m.make_strategy = [](const MethodConfig&, PeftModel*) -> std::unique_ptr<RankStrategy> {
       return std::make_unique<GeLoraStrategy>();
-    };
+    };)
     return m;
   }();
   return e;

@@ -27,9 +27,9 @@ const MethodEntry& lora_method_entry() {
               "rank_pattern",
               "alpha_pattern"};
     m.outputs = {"adapter"};
-    m.make_strategy = [](const MethodConfig&, PeftModel*) -> std::unique_ptr<RankStrategy> {
+    RF_RUNTIME(m.make_strategy = [](const MethodConfig&, PeftModel*) -> std::unique_ptr<RankStrategy> {
       return std::make_unique<LoraStrategy>();
-    };
+    };)
     return m;
   }();
   return e;
@@ -44,14 +44,14 @@ const MethodEntry& full_method_entry() {
     m.adapter = false;
     m.lora_keys_config = false;
     m.outputs = {"model"};
-    m.make_strategy = [](const MethodConfig&, PeftModel*) -> std::unique_ptr<RankStrategy> {
+    RF_RUNTIME(m.make_strategy = [](const MethodConfig&, PeftModel*) -> std::unique_ptr<RankStrategy> {
       return std::make_unique<LoraStrategy>();
-    };
-    m.export_outputs = [](const MethodConfig&, const MethodExportContext& x) {
+    };)
+    RF_RUNTIME(m.export_outputs = [](const MethodConfig&, const MethodExportContext& x) {
       const std::string dir = (std::filesystem::path(x.output) / "model").string();
       save_model_dir(x.model, x.tokenizer, dir);
       return dir;
-    };
+    };)
     return m;
   }();
   return e;

@@ -25,6 +25,15 @@
 #include "peft/strategy.h"
 #include "peft/trainer.h"
 
+// A method's run-time hooks (configure, make_strategy, export_outputs) reach tensor code that the config
+// parser never calls. The fuzz targets (tests/fuzz) compile the entries with RF_CONFIG_ONLY, which drops
+// the statements wrapped in RF_RUNTIME(...), so they link the parser without the engine.
+#ifdef RF_CONFIG_ONLY
+#define RF_RUNTIME(...)
+#else
+#define RF_RUNTIME(...) __VA_ARGS__
+#endif
+
 namespace rf::peft {
 
 // The section a method's keys live under in a run config: `adapter.<key>`.

@@ -77,21 +77,23 @@ const MethodEntry& rosa_method_entry() {
       c.lora.peft_type = "ROSA";
     };
     // The parse has done this already; a C++ caller of setup_method may not have run it.
-    m.configure = [](LoraConfig& lc, const MethodConfig&, const MethodSetupContext&) {
+    RF_RUNTIME(m.configure = [](LoraConfig& lc, const MethodConfig&, const MethodSetupContext&) {
       lc.peft_type = "ROSA";
       if (!lc.rosa.schedule) lc.rosa.schedule = "default";
-    };
-    m.make_strategy = [](const MethodConfig&, PeftModel*) {
-      return make_rosa_strategy();
-    };  // options: the adapter's config
-    m.export_outputs = [](const MethodConfig&, const MethodExportContext& x) {
-      namespace fs = std::filesystem;
-      const fs::path out(x.output), adapter = out / "adapter";
-      write_dir_atomic(adapter, [&](const fs::path& tmp) { x.pm->save_adapter(tmp.string(), "default"); });
-      x.pm->merge_and_unload();  // peft-rosa's adapter, and W0 + s·BA + S merged into a plain checkpoint
-      save_model_dir(x.model, x.tokenizer, (out / "merged").string());
-      return fmt::format("{} (ROSA: rosa_A/B + rosa_spa CSR) and {}", adapter.string(), (out / "merged").string());
-    };
+    };)
+    RF_RUNTIME(
+        m.make_strategy = [](const MethodConfig&,
+                             PeftModel*) { return make_rosa_strategy(); };  // options: the adapter's config
+        m.export_outputs =
+            [](const MethodConfig&, const MethodExportContext& x) {
+              namespace fs = std::filesystem;
+              const fs::path out(x.output), adapter = out / "adapter";
+              write_dir_atomic(adapter, [&](const fs::path& tmp) { x.pm->save_adapter(tmp.string(), "default"); });
+              x.pm->merge_and_unload();  // peft-rosa's adapter, and W0 + s·BA + S merged into a plain checkpoint
+              save_model_dir(x.model, x.tokenizer, (out / "merged").string());
+              return fmt::format("{} (ROSA: rosa_A/B + rosa_spa CSR) and {}", adapter.string(),
+                                 (out / "merged").string());
+            };)
     m.protocol = [](const MethodConfig& c) {
       return rosa_options(c).restart ? RunProtocol::MaskRestart : RunProtocol::Single;
     };
