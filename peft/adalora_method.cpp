@@ -10,11 +10,6 @@
 
 namespace rf::peft {
 
-#define FIELD(expr)                \
-  +[](MethodConfig & c) -> auto& { \
-    return expr;                   \
-  }
-
 const MethodEntry& adalora_method_entry() {
   static const MethodEntry e = [] {
     MethodEntry m;
@@ -23,14 +18,15 @@ const MethodEntry& adalora_method_entry() {
     m.uses = {"alpha",     "dropout",         "target_modules",      "exclude_modules", "bias",
               "lora_bias", "modules_to_save", "layers_to_transform", "layers_pattern"};
     m.keys = {
-        bind_key("init_r", "AdaLoRA: rank every module starts with", FIELD(c.lora.adalora.init_r)),
-        bind_key("target_r", "AdaLoRA: average rank at the end", FIELD(c.lora.adalora.target_r)),
-        bind_key("tinit", "AdaLoRA: steps before the budget schedule", FIELD(c.lora.adalora.tinit)),
-        bind_key("tfinal", "AdaLoRA: final steps with the mask fixed", FIELD(c.lora.adalora.tfinal)),
-        bind_key("delta_t", "AdaLoRA: steps between allocations", FIELD(c.lora.adalora.deltaT)),
-        bind_key("beta1", "AdaLoRA: EMA of the sensitivity", FIELD(c.lora.adalora.beta1)),
-        bind_key("beta2", "AdaLoRA: EMA of the uncertainty", FIELD(c.lora.adalora.beta2)),
-        bind_key("orth_reg_weight", "AdaLoRA: weight of the orthogonality term", FIELD(c.lora.adalora.orth_reg_weight)),
+        bind_key("init_r", "AdaLoRA: rank every module starts with", RF_FIELD(c.lora.adalora.init_r)),
+        bind_key("target_r", "AdaLoRA: average rank at the end", RF_FIELD(c.lora.adalora.target_r)),
+        bind_key("tinit", "AdaLoRA: steps before the budget schedule", RF_FIELD(c.lora.adalora.tinit)),
+        bind_key("tfinal", "AdaLoRA: final steps with the mask fixed", RF_FIELD(c.lora.adalora.tfinal)),
+        bind_key("delta_t", "AdaLoRA: steps between allocations", RF_FIELD(c.lora.adalora.deltaT)),
+        bind_key("beta1", "AdaLoRA: EMA of the sensitivity", RF_FIELD(c.lora.adalora.beta1)),
+        bind_key("beta2", "AdaLoRA: EMA of the uncertainty", RF_FIELD(c.lora.adalora.beta2)),
+        bind_key("orth_reg_weight", "AdaLoRA: weight of the orthogonality term",
+                 RF_FIELD(c.lora.adalora.orth_reg_weight)),
     };
     m.outputs = {"adapter", "adapter_lora"};
     m.defaults = [](MethodConfig& c) { c.lora.lora_alpha = 8; };  // AdaLoraConfig's default alpha

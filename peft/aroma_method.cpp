@@ -18,11 +18,6 @@ constexpr const char* kName = "aroma";
 AromaOptions& aroma_options(MethodConfig& c) { return method_options<AromaOptions>(c, kName); }
 const AromaOptions& aroma_options(const MethodConfig& c) { return method_options<AromaOptions>(c, kName); }
 
-#define FIELD(expr)                \
-  +[](MethodConfig & c) -> auto& { \
-    return expr;                   \
-  }
-
 const MethodEntry& aroma_method_entry() {
   static const MethodEntry e = [] {
     MethodEntry m;
@@ -40,19 +35,19 @@ const MethodEntry& aroma_method_entry() {
               "layers_pattern"};
     m.keys = {
         bind_key("check_frequency", "AROMA: steps between inner-loop checks",
-                 FIELD(aroma_options(c).lora_check_frequency)),
+                 RF_FIELD(aroma_options(c).lora_check_frequency)),
         bind_key("max_steps_before_reset", "AROMA: inner-loop cap (cycle length)",
-                 FIELD(aroma_options(c).max_steps_before_reset)),
+                 RF_FIELD(aroma_options(c).max_steps_before_reset)),
         bind_key("change_threshold", "AROMA: relative change that counts as stable",
-                 FIELD(aroma_options(c).lora_change_threshold)),
+                 RF_FIELD(aroma_options(c).lora_change_threshold)),
         bind_key("convergence_threshold", "AROMA: mean |sBA|/|W| that counts as converged",
-                 FIELD(aroma_options(c).convergence_threshold)),
-        bind_key("convergence_window", "AROMA: relative norms averaged", FIELD(aroma_options(c).convergence_window)),
+                 RF_FIELD(aroma_options(c).convergence_threshold)),
+        bind_key("convergence_window", "AROMA: relative norms averaged", RF_FIELD(aroma_options(c).convergence_window)),
         bind_key("convergence_patience", "AROMA: converged resets before stopping",
-                 FIELD(aroma_options(c).convergence_patience)),
-        bind_key("moment_reset", "AROMA: zero | prune", FIELD(aroma_options(c).moment_reset)),
-        bind_key("inner_criterion", "AROMA: intended | legacy", FIELD(aroma_options(c).inner_criterion)),
-        bind_key("variant", "AROMA: adaptive | fixed_period", FIELD(aroma_options(c).variant)),
+                 RF_FIELD(aroma_options(c).convergence_patience)),
+        bind_key("moment_reset", "AROMA: zero | prune", RF_FIELD(aroma_options(c).moment_reset)),
+        bind_key("inner_criterion", "AROMA: intended | legacy", RF_FIELD(aroma_options(c).inner_criterion)),
+        bind_key("variant", "AROMA: adaptive | fixed_period", RF_FIELD(aroma_options(c).variant)),
     };
     m.outputs = {"adapter", "merged"};
     m.options = [] { return std::any(AromaOptions{}); };

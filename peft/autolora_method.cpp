@@ -21,11 +21,6 @@ const AutoLoraRunOptions& autolora_options(const MethodConfig& c) {
   return method_options<AutoLoraRunOptions>(c, kName);
 }
 
-#define FIELD(expr)                \
-  +[](MethodConfig & c) -> auto& { \
-    return expr;                   \
-  }
-
 const MethodEntry& autolora_method_entry() {
   static const MethodEntry e = [] {
     MethodEntry m;
@@ -34,22 +29,23 @@ const MethodEntry& autolora_method_entry() {
     m.uses = {"r",    "alpha",     "dropout",         "target_modules",      "exclude_modules", "init",
               "bias", "lora_bias", "modules_to_save", "layers_to_transform", "layers_pattern"};
     m.keys = {
-        bind_key("k", "AutoLoRA: components per module (default: r)", FIELD(autolora_options(c).search.k)),
+        bind_key("k", "AutoLoRA: components per module (default: r)", RF_FIELD(autolora_options(c).search.k)),
         bind_key("outer_lr", "AutoLoRA: Adam lr of alpha (first_order: 1e-3)",
-                 FIELD(autolora_options(c).search.outer_lr)),
-        bind_key("outer_beta1", "AutoLoRA: Adam beta1 of alpha", FIELD(autolora_options(c).search.outer_beta1)),
-        bind_key("outer_beta2", "AutoLoRA: Adam beta2 of alpha", FIELD(autolora_options(c).search.outer_beta2)),
-        bind_key("hypergradient", "AutoLoRA: darts | first_order", FIELD(autolora_options(c).search.hypergradient)),
-        bind_key("darts_eps", "AutoLoRA: finite-difference step R", FIELD(autolora_options(c).search.darts_eps)),
+                 RF_FIELD(autolora_options(c).search.outer_lr)),
+        bind_key("outer_beta1", "AutoLoRA: Adam beta1 of alpha", RF_FIELD(autolora_options(c).search.outer_beta1)),
+        bind_key("outer_beta2", "AutoLoRA: Adam beta2 of alpha", RF_FIELD(autolora_options(c).search.outer_beta2)),
+        bind_key("hypergradient", "AutoLoRA: darts | first_order", RF_FIELD(autolora_options(c).search.hypergradient)),
+        bind_key("darts_eps", "AutoLoRA: finite-difference step R", RF_FIELD(autolora_options(c).search.darts_eps)),
         bind_key("inner_lr_factor", "AutoLoRA: xi on the second-order term",
-                 FIELD(autolora_options(c).search.inner_lr_factor)),
-        bind_key("selection", "AutoLoRA: softmax | raw", FIELD(autolora_options(c).search.selection)),
+                 RF_FIELD(autolora_options(c).search.inner_lr_factor)),
+        bind_key("selection", "AutoLoRA: softmax | raw", RF_FIELD(autolora_options(c).search.selection)),
         bind_key("search_val_fraction", "AutoLoRA: share of the train split that trains alpha",
-                 FIELD(autolora_options(c).val_fraction)),
-        bind_key("search_steps", "AutoLoRA: search steps (0: training.steps)", FIELD(autolora_options(c).search_steps)),
-        bind_key("stop_after_search", "AutoLoRA: no retrain", FIELD(autolora_options(c).stop_after_search)),
+                 RF_FIELD(autolora_options(c).val_fraction)),
+        bind_key("search_steps", "AutoLoRA: search steps (0: training.steps)",
+                 RF_FIELD(autolora_options(c).search_steps)),
+        bind_key("stop_after_search", "AutoLoRA: no retrain", RF_FIELD(autolora_options(c).stop_after_search)),
         bind_key("search_weight_decay", "AutoLoRA: A/B weight decay in the search (default: training.weight_decay)",
-                 FIELD(autolora_options(c).search_weight_decay)),
+                 RF_FIELD(autolora_options(c).search_weight_decay)),
     };
     m.outputs = {"adapter"};
     m.options = [] { return std::any(AutoLoraRunOptions{}); };

@@ -21,11 +21,6 @@ std::string strip_tag(const std::string& m) {
 GeLoraRunOptions& gelora_options(MethodConfig& c) { return method_options<GeLoraRunOptions>(c, kName); }
 const GeLoraRunOptions& gelora_options(const MethodConfig& c) { return method_options<GeLoraRunOptions>(c, kName); }
 
-#define FIELD(expr)                \
-  +[](MethodConfig & c) -> auto& { \
-    return expr;                   \
-  }
-
 const MethodEntry& gelora_method_entry() {
   static const MethodEntry e = [] {
     MethodEntry m;
@@ -47,13 +42,13 @@ const MethodEntry& gelora_method_entry() {
               "rank_pattern",
               "alpha_pattern"};
     m.keys = {
-        bind_key("id_samples", "GeLoRA: examples for the intrinsic dimensions", FIELD(gelora_options(c).samples)),
-        bind_key("id_pooling", "GeLoRA: mean | last | first", FIELD(gelora_options(c).pooling)),
+        bind_key("id_samples", "GeLoRA: examples for the intrinsic dimensions", RF_FIELD(gelora_options(c).samples)),
+        bind_key("id_pooling", "GeLoRA: mean | last | first", RF_FIELD(gelora_options(c).pooling)),
         bind_key("id_discard_fraction", "GeLoRA: TwoNN's discarded fraction",
-                 FIELD(gelora_options(c).ranks.twonn.discard_fraction)),
-        bind_key("id_rounding", "GeLoRA: ceil | round", FIELD(gelora_options(c).rounding)),
-        bind_key("r_min", "GeLoRA: smallest rank", FIELD(gelora_options(c).ranks.rule.r_min)),
-        bind_key("rank_budget", "GeLoRA: total rank (0: none)", FIELD(gelora_options(c).ranks.rule.budget)),
+                 RF_FIELD(gelora_options(c).ranks.twonn.discard_fraction)),
+        bind_key("id_rounding", "GeLoRA: ceil | round", RF_FIELD(gelora_options(c).rounding)),
+        bind_key("r_min", "GeLoRA: smallest rank", RF_FIELD(gelora_options(c).ranks.rule.r_min)),
+        bind_key("rank_budget", "GeLoRA: total rank (0: none)", RF_FIELD(gelora_options(c).ranks.rule.budget)),
     };
     m.keys_before = "autolora";  // where --list-keys always showed them
     m.outputs = {"adapter"};

@@ -92,6 +92,12 @@ struct MethodKey {
   std::function<KeyValue(const MethodConfig&)> write;  // the resolved value
 };
 
+// The field accessor bind_key takes, from an expression of the config `c`: RF_FIELD(c.lora.adalora.init_r).
+#define RF_FIELD(expr)                         \
+  +[](::rf::peft::MethodConfig & c) -> auto& { \
+    return expr;                               \
+  }
+
 // A key bound to one field: `field` returns a reference into the config (e.g. into method_options).
 template <class T>
 MethodKey bind_key(const char* name, const char* help, T& (*field)(MethodConfig&)) {

@@ -18,11 +18,6 @@ constexpr const char* kName = "rosa";
 RosaRunOptions& rosa_options(MethodConfig& c) { return method_options<RosaRunOptions>(c, kName); }
 const RosaRunOptions& rosa_options(const MethodConfig& c) { return method_options<RosaRunOptions>(c, kName); }
 
-#define FIELD(expr)                \
-  +[](MethodConfig & c) -> auto& { \
-    return expr;                   \
-  }
-
 const MethodEntry& rosa_method_entry() {
   static const MethodEntry e = [] {
     MethodEntry m;
@@ -45,20 +40,21 @@ const MethodEntry& rosa_method_entry() {
     schedule.read = [](MethodConfig& c, const KeyValue& v) { c.lora.rosa.schedule = std::get<std::string>(v); };
     schedule.write = [](const MethodConfig& c) -> KeyValue { return c.lora.rosa.schedule.value_or("default"); };
     m.keys = {
-        bind_key("d", "RoSA: density of S", FIELD(c.lora.rosa.d)),
-        bind_key("density_pattern", "RoSA: per-module density", FIELD(c.lora.rosa.density_pattern)),
-        bind_key("impl", "RoSA: auto | sp_add | spmm", FIELD(c.lora.rosa.impl)),
+        bind_key("d", "RoSA: density of S", RF_FIELD(c.lora.rosa.d)),
+        bind_key("density_pattern", "RoSA: per-module density", RF_FIELD(c.lora.rosa.density_pattern)),
+        bind_key("impl", "RoSA: auto | sp_add | spmm", RF_FIELD(c.lora.rosa.impl)),
         schedule,
-        bind_key("spa_num_grads", "RoSA: steps of gradient collection", FIELD(c.lora.rosa.spa_num_grads)),
-        bind_key("grad_acc_mode", "RoSA: mean_squared | mean", FIELD(c.lora.rosa.grad_acc_mode)),
-        bind_key("rosa_dtype", "RoSA: fp32 | fp16 | bf16 (S values in files)", FIELD(c.lora.rosa.rosa_dtype)),
-        bind_key("spa_store_transpose", "RoSA: also write the transposed CSR", FIELD(c.lora.rosa.spa_store_transpose)),
-        bind_key("mask_load_path", "RoSA: masks to load", FIELD(c.lora.rosa.mask_load_path)),
-        bind_key("mask_save_path", "RoSA: where to save the masks", FIELD(c.lora.rosa.mask_save_path)),
+        bind_key("spa_num_grads", "RoSA: steps of gradient collection", RF_FIELD(c.lora.rosa.spa_num_grads)),
+        bind_key("grad_acc_mode", "RoSA: mean_squared | mean", RF_FIELD(c.lora.rosa.grad_acc_mode)),
+        bind_key("rosa_dtype", "RoSA: fp32 | fp16 | bf16 (S values in files)", RF_FIELD(c.lora.rosa.rosa_dtype)),
+        bind_key("spa_store_transpose", "RoSA: also write the transposed CSR",
+                 RF_FIELD(c.lora.rosa.spa_store_transpose)),
+        bind_key("mask_load_path", "RoSA: masks to load", RF_FIELD(c.lora.rosa.mask_load_path)),
+        bind_key("mask_save_path", "RoSA: where to save the masks", RF_FIELD(c.lora.rosa.mask_save_path)),
         bind_key("terminate_after_mask_generation", "RoSA: stop once the masks exist",
-                 FIELD(c.lora.rosa.terminate_after_mask_generation)),
-        bind_key("lora_lr", "RoSA: the LoRA pair's lr (0: training.lr)", FIELD(rosa_options(c).lora_lr)),
-        bind_key("restart", "RoSA: the two-run restart protocol in one command", FIELD(rosa_options(c).restart)),
+                 RF_FIELD(c.lora.rosa.terminate_after_mask_generation)),
+        bind_key("lora_lr", "RoSA: the LoRA pair's lr (0: training.lr)", RF_FIELD(rosa_options(c).lora_lr)),
+        bind_key("restart", "RoSA: the two-run restart protocol in one command", RF_FIELD(rosa_options(c).restart)),
     };
     m.outputs = {"adapter", "merged"};
     m.options = [] { return std::any(RosaRunOptions{}); };
