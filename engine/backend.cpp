@@ -23,4 +23,12 @@ void Backend::set_option(std::string_view key, std::string_view) {
   throw std::invalid_argument(fmt::format("[{}] unknown option '{}'", name(), key));
 }
 
+void Backend::quant_matmul(const Tensor&, const QuantWeight&, bool, Tensor&, float) {
+  throw std::invalid_argument(fmt::format("[{}] quant_matmul: this backend holds no quantized weights", name()));
+}
+
+void Backend::dequantize(const QuantWeight&, Tensor&) {
+  throw std::invalid_argument(fmt::format("[{}] dequantize: this backend holds no quantized weights", name()));
+}
+
 }  // namespace rf

@@ -21,6 +21,7 @@ namespace rf {
 
 class Buffer;
 class Tensor;
+struct QuantWeight;
 
 enum class DeviceType : uint8_t { CPU, Vulkan, Count };
 struct Device {
@@ -162,6 +163,15 @@ class Backend {
                              float alpha) = 0;
   // In-place AdamW on contiguous p, m, v with gradient g (decoupled weight decay).
   virtual void adamw_step(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamWArgs& args) = 0;
+
+  // Quantized frozen weights (engine/quant_weight.h), dequantized a tile at a time inside the GEMM:
+  // out = x @ W^T (x (M, cols), out (M, rows)), or out = x @ W when trans (x (M, rows), out (M, cols)).
+  // x is contiguous F32 or BF16; both meet in w.compute (x rounded to bf16 for BF16), accumulate in
+  // f32, and out (F32, contiguous) = result + beta * out. The defaults throw: a backend without them
+  // cannot hold a quantized model.
+  virtual void quant_matmul(const Tensor& x, const QuantWeight& w, bool trans, Tensor& out, float beta = 0.0f);
+  // out (rows, cols) F32, contiguous: the dequantized weight (merges, PiSSA, DoRA's norm).
+  virtual void dequantize(const QuantWeight& w, Tensor& out);
 
   // Benchmarks and diagnostics. A ceiling is the vendor library run on the same buffers, what
   // `rankforge bench` measures an engine op against; engine_provider/engine_impl say what the

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "engine/autograd.h"
+#include "engine/quant_weight.h"
 #include "engine/sparse.h"
 #include "engine/tensor.h"
 
@@ -126,6 +127,13 @@ Tensor sparse_linear(const Tensor& x, const SparsePattern& p, const Tensor& valu
 // gives values their gradient by SDDMM at the support, (dO^T X)|_M, never the dense dO^T X; w0 gets one only
 // when it requires it.
 Tensor sp_add_linear(const Tensor& x, const Tensor& w0, const SparsePattern& p, const Tensor& values);
+
+// ---- quantized frozen weights (engine/quant_weight.h) ----
+// x (..., in) @ W^T + b for a quantized W (out, in), dequantized a tile at a time in the backend, in w.compute
+// (bf16 as well while autocast lowers "linear"). Gradients reach x and b, and `probe` when given: an (out, in)
+// tensor that stands in for W in backward only (it takes no part in the forward), whose gradient is dL/dW =
+// dy^T x, so a strategy can collect the dense weight gradient of a quantized layer (RoSA's masks).
+Tensor quant_linear(const Tensor& x, const QuantWeight& w, const Tensor& b = Tensor(), const Tensor& probe = Tensor());
 
 // ---- operators ----
 inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }

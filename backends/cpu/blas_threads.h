@@ -38,5 +38,8 @@ inline void gemm_rm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, 
 // calling thread: oneDNN's bf16 kernel, or both widened to f32 for OpenBLAS (cpu_matmul.cpp).
 void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const uint16_t* A, int64_t lda,
                const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc);
+// The same for f32 operands: oneDNN where the provider rule picks it for this shape, else OpenBLAS.
+void gemm_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+              const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
 }  // namespace rf::cpu

@@ -107,6 +107,9 @@ class CpuBackend final : public Backend {
              Tensor& out_values) override;
   void csr_add_dense(const Tensor& row_ptr, const Tensor& col_idx, const Tensor& values, Tensor& d,
                      float alpha) override;
+  // cpu_quant.cpp
+  void quant_matmul(const Tensor& x, const QuantWeight& w, bool trans, Tensor& out, float beta) override;
+  void dequantize(const QuantWeight& w, Tensor& out) override;
   // cpu_attention.cpp
   void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_mask, const AttnArgs& args,
                  Tensor& o, Tensor& lse) override;

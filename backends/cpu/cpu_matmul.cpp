@@ -148,6 +148,11 @@ void gemm_bf16(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, c
                     reinterpret_cast<const Bf16*>(B), beta, C, ldc);
 }
 
+void gemm_f32(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+              const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  gemm<float, float>(MatLayout{ta, lda}, MatLayout{tb, ldb}, M, N, K, alpha, A, B, beta, C, ldc);
+}
+
 bool CpuBackend::matmul_16bit_native() const { return dnnl_available() && cpu_has_native_bf16(); }
 
 void CpuBackend::matmul(const Tensor& a, const Tensor& b, Tensor& out, float alpha, float beta) {
