@@ -3,6 +3,7 @@
 #include <cstdint>
 
 #include "engine/ops.h"
+#include "engine/quant_weight.h"
 #include "nn/module.h"
 
 namespace rf::nn {
@@ -30,10 +31,33 @@ class Linear : public Module {
   int64_t out_features() const { return out_; }
   bool fan_in_fan_out() const { return fan_in_fan_out_; }
 
+  // ---- quantized storage (engine/quant_weight.h) ----
+  // The weight slot then holds the code words (I32, frozen) and a second parameter the scales, under
+  // bitsandbytes' names ("weight.absmax" for 4-bit, "SCB" for int8), so to(device) moves both; forward runs
+  // quant_linear and weight_out_in() returns a dequantized f32 copy. Never trainable.
+  bool quantized() const { return quant_ != nullptr; }
+  QuantWeight quant() const;  // the layer's weight as a QuantWeight (tensors from the slots)
+  void set_quantized(QuantWeight q);
+  // Writes W (out, in) in f32: into the dense weight (converted to its dtype), or re-quantized with the
+  // layer's settings. Returns the relative Frobenius error of what is now stored (0 for f32 storage).
+  double write_weight_out_in(const Tensor& w);
+  // W += b @ a ((out, k) @ (k, in)) without rewriting a quantized weight: a dense weight is updated in
+  // place; a quantized one keeps the factors as a frozen low-rank side term in forward (merging into
+  // 4-bit codes would round most of a small update away).
+  void add_low_rank(const Tensor& b, const Tensor& a);
+  int64_t side_rank() const { return side_a_.defined() ? side_a_.size(0) : 0; }
+  // The tensor whose gradient is dL/dW in the weight's storage layout: the weight itself, or for a
+  // quantized layer a zero stand-in made on request (quant_linear's probe); drop_grad_probe frees it.
+  Tensor& grad_target();
+  void drop_grad_probe() { probe_ = Tensor(); }
+
  private:
   int64_t in_, out_;
   bool has_bias_, fan_in_fan_out_;
-  size_t w_ = 0, b_ = 0;
+  size_t w_ = 0, b_ = 0, s_ = 0;
+  std::shared_ptr<const QuantWeight> quant_;  // settings and nested stats; tensors live in slots w_, s_
+  Tensor side_a_, side_b_;                    // (k, in), (out, k): merged low-rank terms of a quantized layer
+  Tensor probe_;
 };
 
 class Embedding : public Module {

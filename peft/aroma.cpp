@@ -57,11 +57,16 @@ Tensor component_delta(const AromaComponent& c, Device d) {
   return mul(matmul(c.b.to(d), c.a.to(d)), c.scale);  // (out, in)
 }
 
-// W += delta in the base's own layout and dtype (GPT-2's Conv1D stores (in, out)).
-void add_to_base(LoraLinear& l, const Tensor& delta) {
+// W += s b a in the base's own layout and dtype (GPT-2's Conv1D stores (in, out)); a quantized base keeps
+// the component as a frozen low-rank side term instead (nn::Linear::add_low_rank).
+void add_to_base(LoraLinear& l, const AromaComponent& c, Device d) {
   NoGradGuard ng;
   nn::Linear& b = l.base();
-  Tensor w = add(b.weight_out_in().detach().to(DType::F32), delta);  // (out, in)
+  if (b.quantized()) {
+    b.add_low_rank(mul(c.b.to(d), c.scale), c.a.to(d));
+    return;
+  }
+  Tensor w = add(b.weight_out_in().detach().to(DType::F32), component_delta(c, d));  // (out, in)
   b.weight().copy_(b.fan_in_fan_out() ? w.t() : w);
 }
 
@@ -228,7 +233,7 @@ void AromaStrategy::merge_check_reinit(PeftModel& pm, const std::string& path, M
   // previous_weight exists once a component was merged; it equals W, so the relative change of the
   // would-be merge is ‖s B A‖ / ‖W‖. The official code decides only once the window is full.
   if (!st.components.empty()) {
-    st.history.push_back(frob(delta) / frob(l.base().weight()));
+    st.history.push_back(frob(delta) / frob(l.base().weight_out_in()));
     if (int64_t(st.history.size()) > o_.convergence_window) st.history.erase(st.history.begin());
     double mean = 0;
     for (double h : st.history) mean += h;
@@ -243,7 +248,7 @@ void AromaStrategy::merge_check_reinit(PeftModel& pm, const std::string& path, M
       return;
     }
   }
-  add_to_base(l, delta);
+  add_to_base(l, c, d);
   st.components.push_back(std::move(c));
   A.copy_(kaiming(A.shape(), A.device()));
   B.zero_();

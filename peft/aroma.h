@@ -123,9 +123,9 @@ class AromaStrategy final : public RankStrategy {
 std::unique_ptr<RankStrategy> make_aroma_strategy(const AromaOptions& o);
 
 namespace aroma_detail {  // shared by aroma.cpp and aroma_state.cpp: training and replay must match bit for bit
-Tensor host_copy(const Tensor& t);                          // detached f32 contiguous copy on the CPU
-Tensor component_delta(const AromaComponent& c, Device d);  // c.scale * c.b c.a on d, (out, in)
-void add_to_base(LoraLinear& l, const Tensor& delta);       // W += delta in the base's layout and dtype
+Tensor host_copy(const Tensor& t);                                   // detached f32 contiguous copy on the CPU
+Tensor component_delta(const AromaComponent& c, Device d);           // c.scale * c.b c.a on d, (out, in)
+void add_to_base(LoraLinear& l, const AromaComponent& c, Device d);  // W += s b a (quantized: a side term)
 }  // namespace aroma_detail
 
 // The options of `adapter.method: aroma` in a MethodConfig (peft/method.h, peft/aroma_method.cpp).

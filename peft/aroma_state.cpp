@@ -173,7 +173,7 @@ void AromaStrategy::apply_restore(PeftModel& pm) {
   for (auto& [path, st] : mods_) {
     LoraLinear& l = *pm.lora_layers().at(path);
     const Device d = l.base().weight().device();
-    for (const auto& c : st.components) add_to_base(l, component_delta(c, d));
+    for (const auto& c : st.components) add_to_base(l, c, d);
     if (st.prev_product.defined()) st.prev_product = st.prev_product.to(d);
     Tensor& A = l.lora_A(adapter_).weight();
     Tensor& B = l.lora_B(adapter_).weight();

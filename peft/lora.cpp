@@ -222,10 +222,6 @@ Tensor LoraLinear::base_out_in_f32() {
   return base().weight_out_in().detach().to(DType::F32).contiguous().clone();
 }
 
-void LoraLinear::write_base_out_in(const Tensor& w) {
-  NoGradGuard ng;
-  Tensor& stored = base().weight();
-  stored.copy_(base().fan_in_fan_out() ? w.t() : w);  // copy_ converts to the stored dtype
-}
+double LoraLinear::write_base_out_in(const Tensor& w) { return base().write_weight_out_in(w); }
 
 }  // namespace rf::peft

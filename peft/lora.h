@@ -68,8 +68,10 @@ class LoraLinear : public nn::Module {
   const std::vector<std::string>& merged() const { return merged_; }
 
   // For the forms (peft/adapter_forms.h).
-  Tensor base_out_in_f32();                 // current base weight as (out, in) f32, contiguous copy
-  void write_base_out_in(const Tensor& w);  // stores a (out, in) weight in the base's layout and dtype
+  Tensor base_out_in_f32();  // current base weight as (out, in) f32, contiguous copy
+  // Stores a (out, in) weight in the base's layout and dtype (a quantized base is re-quantized); returns the
+  // relative Frobenius error of what was stored.
+  double write_base_out_in(const Tensor& w);
   nn::Module& container(const char* name);  // "lora_A", "lora_E", ...: created on first use
   // nn::Module cannot drop a parameter: rebuilds the container without it; the other tensors (same
   // handles, so optimizers keep them) and modules move over unchanged.

@@ -115,13 +115,14 @@ void PeftModel::add_adapter(const std::string& name, const LoraConfig& c0) {
     LoraLinear* lora;
     std::shared_ptr<nn::Linear> unwrapped;  // set when this call created the wrapper
     Tensor base_weight;                     // copy before an init that rewrites the base
+    QuantWeight base_quant;                 // the same for a quantized base (its tensors are replaced, not written)
   };
   std::vector<Undo> done;
   const bool rewrites_base = c.init_lora_weights == "pissa" || c.init_lora_weights.starts_with("pissa_niter_") ||
                              c.init_lora_weights == "olora";
   try {
     for (const auto& t : targets) {
-      Undo u{t, dynamic_cast<LoraLinear*>(model_.find(t)), nullptr, Tensor()};
+      Undo u{t, dynamic_cast<LoraLinear*>(model_.find(t)), nullptr, Tensor(), QuantWeight()};
       if (!u.lora) {
         // The wrapper takes the Linear's slot and owns it as base_layer.
         u.unwrapped = std::dynamic_pointer_cast<nn::Linear>(model_.replace(t, nullptr));
@@ -130,7 +131,10 @@ void PeftModel::add_adapter(const std::string& name, const LoraConfig& c0) {
         u.lora = fresh.get();
         layers_[t] = u.lora;
       }
-      if (rewrites_base) u.base_weight = u.lora->base().weight().detach().clone();
+      if (rewrites_base && u.lora->base().quantized())
+        u.base_quant = u.lora->base().quant();
+      else if (rewrites_base)
+        u.base_weight = u.lora->base().weight().detach().clone();
       done.push_back(u);
       if (u.lora->base().fan_in_fan_out()) c.fan_in_fan_out = true;  // as PEFT does for Conv1D (with a warning)
       LoraOptions o;
@@ -148,7 +152,8 @@ void PeftModel::add_adapter(const std::string& name, const LoraConfig& c0) {
       if (c.is_rosa()) {  // LoRA pair + sparse part; impl 'auto' is sp_add for Linear (peft-rosa)
         o.form = FormKind::Rosa;
         o.rosa.density = rosa_density_for(c.rosa.d, c.rosa.density_pattern, t);
-        o.rosa.impl = c.rosa.impl == "auto" ? "sp_add" : c.rosa.impl;
+        // On a quantized base 'auto' is spmm: sp_add would keep each layer's dequantized W0 + S for backward.
+        o.rosa.impl = c.rosa.impl != "auto" ? c.rosa.impl : u.lora->base().quantized() ? "spmm" : "sp_add";
       }
       u.lora->add_adapter(name, o);
     }
@@ -157,6 +162,7 @@ void PeftModel::add_adapter(const std::string& name, const LoraConfig& c0) {
     for (auto it = done.rbegin(); it != done.rend(); ++it) {
       if (it->lora->has_adapter(name)) it->lora->delete_adapter(name);
       if (it->base_weight.defined()) it->lora->base().weight().copy_(it->base_weight);
+      if (it->base_quant.defined()) it->lora->base().set_quantized(it->base_quant);
       if (it->unwrapped) {
         model_.replace(it->path, it->unwrapped);
         layers_.erase(it->path);

@@ -48,8 +48,9 @@ class RosaStrategy final : public RankStrategy {
       l->lora_A(adapter_).weight().set_requires_grad(a.lora);
       l->lora_B(adapter_).weight().set_requires_grad(a.lora);
       if (a.grad_collection && !masks_made_) {
-        // The base weight gets a gradient for this step only: G = dO^T X per micro-batch.
-        l->base().weight().set_requires_grad(true);
+        // The base weight gets a gradient for this step only: G = dO^T X per micro-batch (a quantized
+        // base: its zero stand-in, see nn::Linear::grad_target).
+        l->base().grad_target().set_requires_grad(true);
         if (!acc_.count(path))
           acc_.emplace(path, RosaGradAccumulator(l->base().out_features(), l->base().in_features(), mode_));
       }
@@ -60,7 +61,7 @@ class RosaStrategy final : public RankStrategy {
   void after_micro_backward(PeftModel& pm, int64_t) override {
     if (!collecting_) return;
     for (auto& [path, l] : layers(pm)) {
-      Tensor& w = l->base().weight();
+      Tensor& w = l->base().grad_target();
       Tensor g = w.grad();
       if (!g.defined()) continue;  // the module took no part in this micro-batch's loss
       NoGradGuard ng;
@@ -74,8 +75,12 @@ class RosaStrategy final : public RankStrategy {
     if (!a.generate_masks_after || masks_made_) return false;
     std::map<std::string, Csr> supports;
     for (auto& [path, l] : layers(pm)) {
-      l->base().weight().set_requires_grad(false);
-      l->base().weight().zero_grad();
+      if (l->base().quantized()) {
+        l->base().drop_grad_probe();
+      } else {
+        l->base().weight().set_requires_grad(false);
+        l->base().weight().zero_grad();
+      }
       auto it = acc_.find(path);
       if (it == acc_.end() || it->second.count() == 0)
         fail(fmt::format("module '{}' got no gradient during collection: its mask cannot be made", path));
