@@ -156,12 +156,17 @@ void write_all(int fd, const void* data, size_t n, const std::string& path) {
 }  // namespace
 
 void save_file(const std::map<std::string, Tensor>& tensors, const std::string& path,
-               const std::map<std::string, std::string>& metadata, const std::map<std::string, StDType>& narrow) {
+               const std::map<std::string, std::string>& metadata, const std::map<std::string, StDType>& narrow,
+               const std::map<std::string, RawTensor>& raw) {
   struct Entry {
     const std::string* name;
     Tensor t;
     StDType st;
     uint64_t bytes;
+    const RawTensor* raw = nullptr;
+    std::vector<uint64_t> shape() const {
+      return raw ? raw->shape : std::vector<uint64_t>(t.shape().begin(), t.shape().end());
+    }
   };
   auto utf8 = [](const std::string& s) { return utf8_invalid_at(s) == s.size(); };
   std::vector<Entry> es;
@@ -182,6 +187,16 @@ void save_file(const std::map<std::string, Tensor>& tensors, const std::string& 
     }
     es.push_back({&name, c, from_rf(c.dtype()), uint64_t(c.numel()) * dtype_size(c.dtype())});
   }
+  for (const auto& [name, r] : raw) {
+    if (name.empty() || name == "__metadata__" || !utf8(name) || tensors.count(name))
+      fail(path, fmt::format("invalid or duplicate tensor name {}", quote_name(name)));
+    uint64_t n = 1;
+    for (uint64_t d : r.shape) n *= d;
+    if (n * dtype_bits(r.dtype) / 8 != r.bytes.size())
+      fail(path, fmt::format("tensor {}: {} bytes for shape [{}] of {}", quote_name(name), r.bytes.size(),
+                             fmt::join(r.shape, ", "), dtype_string(r.dtype)));
+    es.push_back({&name, Tensor(), r.dtype, uint64_t(r.bytes.size()), &r});
+  }
   for (const auto& [k, v] : metadata)
     if (!utf8(k) || !utf8(v)) fail(path, fmt::format("__metadata__ entry {} is not UTF-8", quote_name(k)));
   // The reference writer's order: descending alignment, then name; offsets back to back.
@@ -192,9 +207,8 @@ void save_file(const std::map<std::string, Tensor>& tensors, const std::string& 
   if (!metadata.empty()) header += "\"__metadata__\":" + nlohmann::json(metadata).dump();
   uint64_t offset = 0;
   for (const auto& e : es) {
-    nlohmann::json entry = {{"dtype", std::string(dtype_string(e.st))},
-                            {"shape", e.t.shape()},
-                            {"data_offsets", {offset, offset + e.bytes}}};
+    nlohmann::json entry = {
+        {"dtype", std::string(dtype_string(e.st))}, {"shape", e.shape()}, {"data_offsets", {offset, offset + e.bytes}}};
     if (header.size() > 1) header += ',';  // appended piecewise: g++ 12 warns (-Wrestrict) on "," + temporary
     header += nlohmann::json(*e.name).dump();
     header += ':';
@@ -217,6 +231,10 @@ void save_file(const std::map<std::string, Tensor>& tensors, const std::string& 
     constexpr size_t kChunk = size_t(64) << 20;  // staging for the download, not a copy of each tensor
     std::vector<std::byte> raw;
     for (const auto& e : es) {
+      if (e.raw) {
+        write_all(fd, e.raw->bytes.data(), e.raw->bytes.size(), path);
+        continue;
+      }
       if (e.st == StDType::I16) {  // narrowed on the host (checked above)
         std::vector<int16_t> v;
         for (int32_t x : e.t.to_vector<int32_t>()) v.push_back(int16_t(x));
@@ -343,6 +361,13 @@ const TensorInfo& Checkpoint::info(std::string_view name) const {
   if (it == where_.end())
     fail(files_.empty() ? "checkpoint" : files_[0]->path(), fmt::format("no tensor named {}", quote_name(name)));
   return *files_[it->second]->find(name);
+}
+
+const std::shared_ptr<File>& Checkpoint::file_of(std::string_view name) const {
+  auto it = where_.find(name);
+  if (it == where_.end())
+    fail(files_.empty() ? "checkpoint" : files_[0]->path(), fmt::format("no tensor named {}", quote_name(name)));
+  return files_[it->second];
 }
 
 Tensor Checkpoint::load(std::string_view name, const LoadOptions& opt) const {

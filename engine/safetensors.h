@@ -102,13 +102,21 @@ class File {
 
 std::map<std::string, Tensor> load_file(const std::string& path, const LoadOptions& opt = {});
 
+// A tensor written as its bytes under a dtype the engine does not compute with (bitsandbytes' U8 packed
+// codes, I8 rows, the JSON quant state): bytes.size() must equal the shape's element count times the dtype's size.
+struct RawTensor {
+  StDType dtype = StDType::U8;
+  std::vector<uint64_t> shape;
+  std::vector<uint8_t> bytes;
+};
+
 // Writes tensors sorted as the reference does (descending alignment, then name), header padded with
 // spaces to 8 bytes, `__metadata__` when given; to a temporary sibling, then renamed over `path`.
 // narrow: tensors written in a narrower dtype than they have in memory (I32 -> I16 only, every value
 // checked to fit), for formats such as RoSA's int16 CSR indices; I16 tensors load back as I32.
 void save_file(const std::map<std::string, Tensor>& tensors, const std::string& path,
                const std::map<std::string, std::string>& metadata = {},
-               const std::map<std::string, StDType>& narrow = {});
+               const std::map<std::string, StDType>& narrow = {}, const std::map<std::string, RawTensor>& raw = {});
 
 // A checkpoint directory: model.safetensors, or shards listed by model.safetensors.index.json.
 class Checkpoint {
@@ -119,6 +127,7 @@ class Checkpoint {
   const TensorInfo& info(std::string_view name) const;
   Tensor load(std::string_view name, const LoadOptions& opt = {}) const;
   const std::vector<std::shared_ptr<File>>& files() const { return files_; }
+  const std::shared_ptr<File>& file_of(std::string_view name) const;  // throws when absent
 
  private:
   std::vector<std::shared_ptr<File>> files_;

@@ -11,6 +11,7 @@
 #include <stdexcept>
 
 #include "engine/safetensors.h"
+#include "models/bnb_io.h"
 
 namespace rf::models {
 
@@ -28,6 +29,45 @@ std::unique_ptr<Model> create_model(const ModelConfig& c, const nn::Init& init) 
   }
   throw std::logic_error("[model] unknown architecture");
 }
+
+namespace {
+
+// Which Linear layers load quantized, keyed by their checkpoint weight key, and with which settings.
+struct QuantPlan {
+  std::optional<QuantSpec> spec;
+  bool from_file = false;  // a bitsandbytes checkpoint: read its layout rather than quantize
+  std::map<std::string, nn::Linear*> layers;
+};
+
+QuantPlan plan_quantization(Model& model, const ModelConfig& c, const safetensors::Checkpoint& ck,
+                            const LoadOptions& opt, const std::string& dir, bool has_prefix) {
+  QuantPlan p;
+  const std::string cfg = (std::filesystem::path(dir) / "config.json").string();
+  std::optional<QuantSpec> file = bnb_spec_from_config(c.raw, cfg);
+  if (opt.quant) opt.quant->validate();
+  if (file && opt.quant && file->type != opt.quant->type)
+    throw std::invalid_argument(
+        fmt::format("[model] {}: the checkpoint is already quantized to {}; model_quantization "
+                    "asks for {} (drop it or make the types agree)",
+                    dir, quant_type_name(file->type), quant_type_name(opt.quant->type)));
+  if (file) {
+    if (opt.quant) file->compute = opt.quant->compute;
+    p.spec = file;
+    p.from_file = true;
+  } else {
+    p.spec = opt.quant;
+  }
+  if (!p.spec) return p;
+  for (auto& [path, m] : model.named_modules()) {
+    auto* l = dynamic_cast<nn::Linear*>(m);
+    if (!l) continue;
+    const std::string key = model.checkpoint_key(path + ".weight", has_prefix);
+    if (p.from_file ? bnb_is_quantized(ck, key) : !p.spec->skips(path)) p.layers[key] = l;
+  }
+  return p;
+}
+
+}  // namespace
 
 std::unique_ptr<Model> load_model(const std::string& dir, const LoadOptions& opt) {
   require_directory(dir, "model", "a checkpoint folder (config.json + *.safetensors)");
@@ -49,16 +89,42 @@ std::unique_ptr<Model> load_model(const std::string& dir, const LoadOptions& opt
       *opt.base_dtype != DType::BF16)
     throw std::invalid_argument(
         fmt::format("[model] {}: base dtype must be f32, f16 or bf16, got {}", dir, dtype_name(*opt.base_dtype)));
+  const QuantPlan qp = plan_quantization(*model, c, ck, opt, dir, has_prefix);
+  if (qp.spec && !opt.base_dtype) lo.float_dtype = qp.spec->compute == DType::F32 ? DType::F32 : DType::BF16;
   nn::StateSource src;
-  src.names = names;
+  for (auto& n : names)
+    if (!qp.from_file || !is_bnb_aux_key(n)) src.names.push_back(n);
   src.shape = [&](const std::string& k) {
+    if (auto it = qp.layers.find(k); it != qp.layers.end()) {  // the file's shape is the packed one
+      const nn::Linear& l = *it->second;
+      return l.fan_in_fan_out() ? Shape{l.in_features(), l.out_features()} : Shape{l.out_features(), l.in_features()};
+    }
     const auto& info = ck.info(k);
     return Shape(info.shape.begin(), info.shape.end());
   };
-  src.load = [&](const std::string& k) { return ck.load(k, lo); };
+  std::vector<std::pair<nn::Linear*, QuantWeight>> pending;
+  src.load = [&](const std::string& k) {
+    auto it = qp.layers.find(k);
+    if (it == qp.layers.end()) return ck.load(k, lo);
+    nn::Linear& l = *it->second;
+    if (qp.from_file) {
+      pending.emplace_back(&l, bnb_read_weight(ck, k, l.out_features(), l.in_features(), qp.spec->compute, opt.device));
+    } else {  // one layer in f32 on the host at a time, quantized, then dropped
+      safetensors::LoadOptions host;
+      host.float_dtype = DType::F32;
+      const Tensor w = ck.load(k, host);
+      pending.emplace_back(&l, quantize_weight(l.fan_in_fan_out() ? w.t() : w, *qp.spec, opt.device));
+      pending.back().second.source_dtype = safetensors::dtype_string(ck.info(k).dtype) == "BF16"  ? "bfloat16"
+                                           : safetensors::dtype_string(ck.info(k).dtype) == "F16" ? "float16"
+                                                                                                  : "float32";
+    }
+    return empty({0}, DType::F32);  // a placeholder: the slot takes the codes below
+  };
   nn::load_state(
       *model, src, [&](const std::string& n) { return model->checkpoint_key(n, has_prefix); },
       [&](const std::string& k) { return model->ignored_key(k); }, opt.strict, dir);
+  for (auto& [l, w] : pending) l->set_quantized(std::move(w));
+  model->quantization = qp.spec;
   // Tied heads and anything left out by a non-strict load still live on the CPU: move them.
   model->to(opt.device);
   model->eval();
@@ -72,6 +138,27 @@ void save_model(Model& m, const std::string& dir, std::optional<DType> dtype) {
   if (ec) throw std::runtime_error(fmt::format("[save] {}: cannot create directory: {}", dir, ec.message()));
   auto state = m.state_dict();
   nlohmann::json config = m.config().raw;
+  if (config.contains("quantization_config") && !m.quantization && !dtype) {
+    dtype = DType::BF16;  // loaded quantized, since dequantized (a merge): a plain bf16 model, as PEFT writes it
+  }
+  config.erase("quantization_config");
+  std::map<std::string, safetensors::RawTensor> raw;
+  if (m.quantization) {  // bitsandbytes' tensors in place of the word container and scales
+    for (auto& [path, mod] : m.named_modules()) {
+      auto* l = dynamic_cast<nn::Linear*>(mod);
+      if (!l || !l->quantized()) continue;
+      if (l->side_rank() > 0)
+        throw std::runtime_error(fmt::format(
+            "[save] {}: {} carries merged low-rank terms a bitsandbytes file cannot hold; dequantize the model first",
+            dir, path));
+      const std::string k = path + ".weight";
+      state.erase(k);
+      state.erase(k + ".absmax");
+      state.erase(path + ".SCB");
+      bnb_append_weight(l->quant(), k, raw);
+    }
+    config["quantization_config"] = bnb_config_json(*m.quantization);
+  }
   if (dtype) {
     for (auto& [name, t] : state)
       if (is_float(t.dtype()) && t.dtype() != DType::F64) t = t.to(*dtype);
@@ -79,8 +166,19 @@ void save_model(Model& m, const std::string& dir, std::optional<DType> dtype) {
     config["torch_dtype"] = name;
     if (config.contains("dtype")) config["dtype"] = name;  // transformers >= 4.56 spells it so
   }
-  safetensors::save_file(state, (fs::path(dir) / "model.safetensors").string(), {{"format", "pt"}});
+  safetensors::save_file(state, (fs::path(dir) / "model.safetensors").string(), {{"format", "pt"}}, {}, raw);
   write_file_atomic((fs::path(dir) / "config.json").string(), config.dump(2) + "\n");
+}
+
+int64_t dequantize_model(Model& m, DType dtype) {
+  int64_t n = 0;
+  for (auto& [path, mod] : m.named_modules())
+    if (auto* l = dynamic_cast<nn::Linear*>(mod); l && l->quantized()) {
+      l->dequantize_storage(dtype);
+      ++n;
+    }
+  m.quantization.reset();
+  return n;
 }
 
 }  // namespace rf::models

@@ -59,6 +59,9 @@ class Model : public nn::Module {
   // activation memory per block drops to one (B, T, C) tensor for one extra block forward. Off by default.
   void set_gradient_checkpointing(bool on) { checkpointing_ = on; }
   bool gradient_checkpointing() const { return checkpointing_; }
+  // Set when its Linear weights are held quantized (load_model with LoadOptions::quant, or a bitsandbytes
+  // checkpoint): save_model then writes bitsandbytes' layout and quantization_config.
+  std::optional<QuantSpec> quantization;
 
  protected:
   ModelConfig config_;
@@ -71,8 +74,19 @@ struct LoadOptions {
   // Set: floating-point weights are stored in this dtype (F32, F16 or BF16) whatever the checkpoint
   // holds, converted tensor by tensor on load; 16-bit frozen weights are computed with f32 accumulation.
   std::optional<DType> base_dtype;
+  // Set: every Linear / Conv1D weight not named in quant->skip_modules is quantized as it loads, one
+  // tensor at a time, so the full-precision model is never in memory; the remaining float weights are
+  // stored in base_dtype, or in quant->compute when base_dtype is unset. A bitsandbytes checkpoint
+  // (quantization_config in config.json) loads quantized whether or not this is set; set, its type must
+  // agree, and its compute dtype wins.
+  std::optional<QuantSpec> quant;
   bool strict = true;
 };
+
+// Every quantized Linear becomes a dense one with its dequantized weight (plus any merged side term) in
+// `dtype`; the model's quantization is cleared. Returns how many layers changed. What merge does before
+// it writes a model, as PEFT's merge_and_unload of a 4-bit base does.
+int64_t dequantize_model(Model& m, DType dtype);
 
 // A model with freshly initialised weights (HF's _init_weights), for training from scratch.
 std::unique_ptr<Model> create_model(const ModelConfig& c, const nn::Init& init = {});
@@ -80,7 +94,8 @@ std::unique_ptr<Model> create_model(const ModelConfig& c, const nn::Init& init =
 std::unique_ptr<Model> load_model(const std::string& dir, const LoadOptions& opt = {});
 // Writes config.json and model.safetensors into dir (created), each via a temporary file.
 // dtype set: floating-point tensors are written in it (F32, F16 or BF16) and config.json's torch_dtype
-// says so; otherwise each tensor keeps the dtype it has in memory.
+// says so; otherwise each tensor keeps the dtype it has in memory. A quantized model is written in
+// bitsandbytes' layout with quantization_config (models/bnb_io.h), as transformers saves one.
 void save_model(Model& m, const std::string& dir, std::optional<DType> dtype = std::nullopt);
 
 }  // namespace rf::models

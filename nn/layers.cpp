@@ -97,6 +97,16 @@ void Linear::add_low_rank(const Tensor& b0, const Tensor& a0) {
   side_b_ = side_b_.defined() ? cat({side_b_, b}, 1).contiguous() : b.contiguous().clone();
 }
 
+void Linear::dequantize_storage(DType dtype) {
+  if (!quantized()) return;
+  NoGradGuard ng;
+  Tensor w = weight_out_in().to(dtype);  // (out, in)
+  param(w_) = fan_in_fan_out_ ? w.t().contiguous() : w.contiguous();
+  remove_last_parameter();  // the scales, registered last by set_quantized
+  quant_.reset();
+  side_a_ = side_b_ = probe_ = Tensor();
+}
+
 Tensor& Linear::grad_target() {
   if (!quantized()) return weight();
   if (!probe_.defined()) {

@@ -46,6 +46,8 @@ class Linear : public Module {
   // 4-bit codes would round most of a small update away).
   void add_low_rank(const Tensor& b, const Tensor& a);
   int64_t side_rank() const { return side_a_.defined() ? side_a_.size(0) : 0; }
+  // Back to a dense weight in `dtype` (the effective weight, side terms included); frozen.
+  void dequantize_storage(DType dtype);
   // The tensor whose gradient is dL/dW in the weight's storage layout: the weight itself, or for a
   // quantized layer a zero stand-in made on request (quant_linear's probe); drop_grad_probe frees it.
   Tensor& grad_target();

@@ -20,6 +20,10 @@ size_t Module::register_parameter(std::string name, Tensor t) {
   return params_.size() - 1;
 }
 
+void Module::remove_last_parameter() {
+  if (!params_.empty()) params_.pop_back();
+}
+
 size_t Module::tie_parameter(std::string name, Module& owner, size_t owner_slot) {
   params_.push_back({std::move(name), Tensor(), &owner, owner_slot});
   return params_.size() - 1;

@@ -47,6 +47,9 @@ class Module {
   // Drops a direct child by name (containers keyed by name, e.g. LoRA's per-adapter modules); slots
   // of later children shift, so only use it on modules that look children up by name.
   bool remove_module(const std::string& name);
+  // Drops this module's last registered parameter (a storage form giving up its extra tensor, e.g. a
+  // quantized Linear's scales); earlier slots keep their numbers.
+  void remove_last_parameter();
 
   // ---- traversal (depth first, registration order) ----
   struct NamedParam {
