@@ -330,6 +330,16 @@ void PeftModel::unmerge_adapter() {
 }
 
 void PeftModel::merge_and_unload() {
+  if (model_.quantization) {
+    // Merging into 4-bit codes would round most of the update away: as PEFT's merge of a bnb base, the
+    // weights are dequantized first and the merged model is a plain 16-bit one.
+    const std::string type(quant_type_name(model_.quantization->type));
+    const int64_t n = models::dequantize_model(model_, DType::BF16);
+    fmt::print(stderr,
+               "[peft] warning: merging into a quantized ({}) base: {} layers dequantized to bf16 first; the "
+               "merged model is a plain bf16 checkpoint\n",
+               type, n);
+  }
   merge_adapter();
   for (auto& [path, l] : layers_) model_.replace(path, l->base_ptr());
   // The active adapter's modules_to_save copies stay in place (as PEFT); the rest is dropped.

@@ -29,6 +29,7 @@ struct ModelArgs {
   std::string model, input, output, prompt, tokenizer, config, adapter;
   bool keep_16bit = false, greedy = false, print_ids = false, loss_grads = false, overwrite = false;
   std::string dtype, base_dtype;  // init --dtype; forward / generate --base-dtype
+  QuantArgs quant;                // forward / generate --quantize ...
   std::string precision = "f32";  // forward / generate --precision (autocast)
   std::vector<int64_t> labels;
   models::SamplingOptions sampling;
@@ -74,6 +75,7 @@ int run_forward(const ModelArgs& a, Device d) {
   lo.device = d;
   lo.keep_16bit = a.keep_16bit;
   lo.base_dtype = dtype_arg("model", "--base-dtype", a.base_dtype);
+  lo.quant = quant_spec_arg(a.quant);
   auto m = models::load_model(a.model, lo);
   std::vector<int64_t> ids = in.input_ids.to_vector<int64_t>();
   for (size_t i = 0; i < ids.size(); ++i)
@@ -137,6 +139,7 @@ int run_generate(const ModelArgs& a, Device d) {
   lo.device = d;
   lo.keep_16bit = a.keep_16bit;
   lo.base_dtype = dtype_arg("model", "--base-dtype", a.base_dtype);
+  lo.quant = quant_spec_arg(a.quant);
   auto m = models::load_model(a.model, lo);
   auto tok = models::load_tokenizer(a.tokenizer.empty() ? a.model : a.tokenizer);
   // The adapter runs unmerged (LoraLinear around the frozen base), as `forward --adapter` does.
@@ -268,6 +271,7 @@ void add_model_commands(CLI::App& app, int& rc, std::string& device_spec, const 
   fw->add_flag("--loss-grads", a.loss_grads,
                "also write 'loss' and the gradient of every trainable adapter tensor (PEFT in-memory names)");
   fw->add_option("--labels", a.labels, "classifier labels per row (default: class 0)")->delimiter(',');
+  add_quant_flags(fw, a.quant, false);
   fw->callback([&rc, &device] { rc = run_forward(a, device()); });
 
   auto* gen = app.add_subcommand("generate", "Generate text from a prompt with a KV cache, streaming to stdout");
@@ -291,6 +295,7 @@ void add_model_commands(CLI::App& app, int& rc, std::string& device_spec, const 
   gen->add_option("--base-dtype", a.base_dtype, "store the weights as f32, bf16 or f16 (converted on load)");
   gen->add_option("--precision", a.precision, "f32, bf16 (bf16 GEMMs, f32 accumulation) or auto")
       ->check(CLI::IsMember({"f32", "bf16", "auto"}));
+  add_quant_flags(gen, a.quant, false);
   gen->callback([&rc, &device] { rc = run_generate(a, device()); });
 
   auto* init = app.add_subcommand("init", "Write a freshly initialised checkpoint for a config.json");

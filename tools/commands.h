@@ -4,8 +4,12 @@
 #include <CLI/CLI.hpp>
 
 #include <functional>
+#include <optional>
+#include <string>
+#include <vector>
 
 #include "engine/backend.h"
+#include "engine/quant_weight.h"
 
 namespace rf::tools {
 
@@ -24,5 +28,17 @@ void add_bench_sparse_command(CLI::App& app, int& rc, std::string& device_spec,
 void add_analyze_command(CLI::App& app, int& rc, std::string& device_spec,
                          const DeviceFn& device);  // analyze intrinsic-dim
 void add_model_commands(CLI::App& app, int& rc, std::string& device_spec, const DeviceFn& device);  // forward, generate
+void add_quantize_command(CLI::App& app, int& rc);
+
+// --quantize / --double-quant / --quant-blocksize / --compute-dtype / --skip-modules (cmd_quantize.cpp)
+struct QuantArgs {
+  std::string type;  // empty: not quantized
+  bool double_quant = false;
+  int blocksize = 64;
+  std::string compute = "bf16";
+  std::vector<std::string> skip;
+};
+void add_quant_flags(CLI::App* c, QuantArgs& q, bool required);
+std::optional<QuantSpec> quant_spec_arg(const QuantArgs& q);
 
 }  // namespace rf::tools

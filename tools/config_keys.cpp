@@ -239,6 +239,16 @@ std::vector<KeyDef> build() {
         c.base_dtype = std::string(dtype_name(*t));
       },
       [](const TrainConfig& c) { return YAML::Node(c.base_dtype); }));
+  // model_quantization (QLoRA)
+  k.push_back(bind("model_quantization.type", "none | nf4 | fp4 | int8: hold the frozen Linear weights quantized",
+                   F(c.quantization.type)));
+  k.push_back(bind("model_quantization.double_quant", "quantize the 4-bit absmax again (bnb_4bit_use_double_quant)",
+                   F(c.quantization.double_quant)));
+  k.push_back(bind("model_quantization.blocksize", "4-bit block: 32, 64, ..., 4096", F(c.quantization.blocksize)));
+  k.push_back(bind("model_quantization.compute_dtype", "bf16 | f32: the dtype the dequantized weight is used in",
+                   F(c.quantization.compute_dtype)));
+  k.push_back(bind("model_quantization.skip_modules", "modules left unquantized (a name or a dotted suffix)",
+                   F(c.quantization.skip_modules)));
   // adapter
   k.push_back(bind("adapter.method", "", F(c.method)));
   k.back().help = fmt::format("{}", fmt::join(peft::method_names(), " | "));

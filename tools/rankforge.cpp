@@ -18,8 +18,8 @@
 namespace {
 
 // Commands in the order a newcomer needs them; any command not named here follows in registration order.
-constexpr const char* kCommandOrder[] = {"train",   "eval", "merge",   "generate", "forward", "tokenize",
-                                         "inspect", "init", "analyze", "bench",    "devices"};
+constexpr const char* kCommandOrder[] = {"train",    "eval",    "merge", "quantize", "generate", "forward",
+                                         "tokenize", "inspect", "init",  "analyze",  "bench",    "devices"};
 
 std::vector<CLI::App*> commands(CLI::App& app) {
   auto subs = app.get_subcommands([](CLI::App*) { return true; });
@@ -99,6 +99,7 @@ int main(int argc, char** argv) {
   rf::tools::add_tokenize_command(app, rc);
   rf::tools::add_model_commands(app, rc, device_spec, device);
   rf::tools::add_train_commands(app, rc, device_spec, device);
+  rf::tools::add_quantize_command(app, rc);
 
   auto* devices = app.add_subcommand("devices", "List compute devices");
   devices->callback([&] {

@@ -134,6 +134,20 @@ void finish(const ConfigDoc& doc, TrainConfig& c) {
     bad("base_dtype", "excludes keep_16bit (base_dtype sets the dtype itself)");
   if (c.base_dtype != "f32" && !entry.adapter)
     bad("base_dtype", "applies to adapter methods: full fine-tuning trains every weight, in f32");
+  const auto& q = c.quantization;
+  if (q.type != "none" && !quant_type_from_name(q.type))
+    bad("model_quantization.type", fmt::format("'{}' is not one of: none, nf4, fp4, int8", q.type));
+  if (q.type != "none") {
+    if (!entry.adapter)
+      bad("model_quantization.type", "applies to adapter methods: full fine-tuning cannot train quantized weights");
+    if (c.keep_16bit)
+      bad("model_quantization.type", "excludes keep_16bit (use base_dtype for the unquantized weights)");
+    if (q.double_quant && q.type == "int8") bad("model_quantization.double_quant", "applies to nf4 and fp4, not int8");
+    if (q.type != "int8" && !quant::valid_blocksize_4bit(int(q.blocksize)))
+      bad("model_quantization.blocksize", fmt::format("{} is not one of 32, 64, ..., 4096", q.blocksize));
+    if (q.compute_dtype != "bf16" && q.compute_dtype != "f32")
+      bad("model_quantization.compute_dtype", fmt::format("'{}' is not one of: bf16, f32", q.compute_dtype));
+  }
   if (c.batch_size < 1) bad("training.batch_size", "must be >= 1");
   if (c.trainer.grad_accum < 1) bad("training.grad_accum", "must be >= 1");
   if (c.trainer.optimizer != "adamw" && c.trainer.optimizer != "sgd")
@@ -293,6 +307,18 @@ std::string format_config_keys(const std::string& section) {
     out += fmt::format("  {:<34} {:<26} {:<12} {}{}\n", leaf_of(i.key), i.type, i.default_value, i.help, notes);
   }
   return out;
+}
+
+std::optional<QuantSpec> quant_spec(const TrainConfig& c) {
+  const auto& q = c.quantization;
+  if (q.type == "none") return std::nullopt;
+  QuantSpec s;
+  s.type = *quant_type_from_name(q.type);
+  s.double_quant = q.double_quant;
+  s.blocksize = int(q.blocksize);
+  s.compute = q.compute_dtype == "f32" ? DType::F32 : DType::BF16;
+  s.skip_modules = q.skip_modules;
+  return s;
 }
 
 }  // namespace rf::tools

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/quant_weight.h"
 #include "nn/schedule.h"
 #include "peft/method.h"
 #include "peft/trainer.h"
@@ -24,6 +25,14 @@ struct TrainConfig : peft::MethodConfig {
   std::string output = "runs/run";  // run folder (absolute once parsed)
   bool keep_16bit = false;
   std::string base_dtype = "f32";  // f32 | bf16 | f16 (adapter methods; a 16-bit checkpoint is upcast by f32)
+  // model_quantization (QLoRA): the frozen Linear weights held as bitsandbytes int8 / NF4 / FP4
+  struct Quantization {
+    std::string type = "none";  // none | nf4 | fp4 | int8
+    bool double_quant = false;
+    int64_t blocksize = 64;
+    std::string compute_dtype = "bf16";  // bf16 | f32
+    std::vector<std::string> skip_modules{"lm_head"};
+  } quantization;
   // data
   DataOptions data;
   std::string data_format = "auto";
@@ -69,5 +78,8 @@ std::string dump_train_config(const TrainConfig& c);
 // safe to change on --resume. Throws "[config] <saved_file>: ..." if the saved text does not parse.
 std::vector<std::string> changed_config_keys(const std::string& saved_yaml, const std::string& saved_file,
                                              const TrainConfig& c);
+
+// The QuantSpec of model_quantization, or nullopt for type none.
+std::optional<QuantSpec> quant_spec(const TrainConfig& c);
 
 }  // namespace rf::tools

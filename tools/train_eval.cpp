@@ -94,6 +94,7 @@ Loaded load_all(const TrainConfig& c, Device d) {
   lo.device = d;
   lo.keep_16bit = c.keep_16bit;
   if (c.base_dtype != "f32") lo.base_dtype = float_dtype_from_name(c.base_dtype);
+  lo.quant = quant_spec(c);
   l.model = models::load_model(c.model, lo);
   l.tok = models::load_tokenizer(c.tokenizer);
   DataOptions o = c.data;
