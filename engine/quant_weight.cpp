@@ -41,8 +41,7 @@ void QuantSpec::validate() const {
     throw std::invalid_argument(fmt::format(
         "[quant] blocksize {} is not one bitsandbytes accepts (32, 64, 128, 256, 512, 1024, 2048, 4096)", blocksize));
   if (compute != DType::F32 && compute != DType::BF16)
-    throw std::invalid_argument(
-        fmt::format("[quant] compute dtype must be f32 or bf16, got {}", dtype_name(compute)));
+    throw std::invalid_argument(fmt::format("[quant] compute dtype must be f32 or bf16, got {}", dtype_name(compute)));
   if (double_quant && !is_4bit(type))
     throw std::invalid_argument("[quant] double quantization applies to nf4 and fp4, not int8");
 }

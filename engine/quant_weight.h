@@ -23,7 +23,7 @@
 namespace rf {
 
 enum class QuantType : uint8_t { Int8, NF4, FP4 };
-std::string_view quant_type_name(QuantType t);                 // "int8", "nf4", "fp4"
+std::string_view quant_type_name(QuantType t);  // "int8", "nf4", "fp4"
 std::optional<QuantType> quant_type_from_name(std::string_view s);
 inline bool is_4bit(QuantType t) { return t != QuantType::Int8; }
 

@@ -85,9 +85,8 @@ TEST_CASE("quant_matmul: every type, blocksize, direction and compute dtype matc
       const std::vector<float> wd = dequantize(q).to_vector<float>();
       // dequantize equals bitsandbytes' values exactly (host numerics of engine/quant.h)
       if (is_4bit(c.t)) {
-        quant::Quant4 h =
-            quant::quantize_4bit(w.data(), c.rows * c.cols, q.blocksize,
-                                 c.t == QuantType::NF4 ? quant::Type4::NF4 : quant::Type4::FP4);
+        quant::Quant4 h = quant::quantize_4bit(w.data(), c.rows * c.cols, q.blocksize,
+                                               c.t == QuantType::NF4 ? quant::Type4::NF4 : quant::Type4::FP4);
         std::vector<float> absmax = c.dq ? quant::decompress_absmax(quant::compress_absmax(h.absmax)) : h.absmax;
         std::vector<float> ref(size_t(c.rows * c.cols));
         quant::dequantize_4bit(h, absmax, ref.data());

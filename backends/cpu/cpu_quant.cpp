@@ -35,8 +35,13 @@ struct QView {
 
 QView view_of(const QuantWeight& w) {
   validate(w, "quant_matmul");
-  QView v{w.type, w.rows, w.cols, w.blocksize, reinterpret_cast<const uint8_t*>(data<int32_t>(w.codes)),
-          data<float>(w.scales), nullptr};
+  QView v{w.type,
+          w.rows,
+          w.cols,
+          w.blocksize,
+          reinterpret_cast<const uint8_t*>(data<int32_t>(w.codes)),
+          data<float>(w.scales),
+          nullptr};
   if (is_4bit(w.type))
     v.table = quant::code_table(w.type == QuantType::NF4 ? quant::Type4::NF4 : quant::Type4::FP4).data();
   return v;
@@ -79,7 +84,7 @@ __attribute__((target("avx512f,avx512bw"))) inline void decode32(const uint8_t* 
 
 template <class T>
 __attribute__((target("avx512f,avx512bw"))) int64_t run4_avx512(const uint8_t* codes, const float* table, float s,
-                                                                 int64_t e, int64_t end, T* dst) {
+                                                                int64_t e, int64_t end, T* dst) {
   const __m512 tbl = _mm512_mul_ps(_mm512_loadu_ps(table), _mm512_set1_ps(s));
   int64_t done = 0;
   for (; e + 32 <= end; e += 32, done += 32) decode32(codes + e / 2, tbl, dst + done);
@@ -108,11 +113,12 @@ void dequant_range(const QView& w, int64_t e0, int64_t e1, T* dst) {
     float tbl[16];
     for (int i = 0; i < 16; ++i) tbl[i] = w.table[i] * s;
     if (e & 1) put(dst++, tbl[w.codes[e >> 1] & 15]), ++e;
-    if constexpr (kSimd) if (simd) {
-      const int64_t n = run4_avx512(w.codes, w.table, s, e, end, dst);
-      e += n;
-      dst += n;
-    }
+    if constexpr (kSimd)
+      if (simd) {
+        const int64_t n = run4_avx512(w.codes, w.table, s, e, end, dst);
+        e += n;
+        dst += n;
+      }
     for (; e + 1 < end; e += 2) {
       const uint8_t b = w.codes[e >> 1];
       put(dst++, tbl[b >> 4]);
@@ -144,8 +150,8 @@ void gemm_one(bool tb, int64_t M, int64_t N, int64_t K, const T* a, int64_t lda,
 
 template <class T, class TO>
 void run(const QView& w, const T* x, int64_t M, bool trans, TO* out, float beta) {
-  const int64_t len = trans ? w.cols : w.rows;     // panels split the output's columns
-  const int64_t other = trans ? w.rows : w.cols;   // the GEMM's inner dim
+  const int64_t len = trans ? w.cols : w.rows;    // panels split the output's columns
+  const int64_t other = trans ? w.rows : w.cols;  // the GEMM's inner dim
   const int64_t step = panel_len(len, other, sizeof(T));
   const int64_t panels = (len + step - 1) / step;
   BlasSingleThread guard;
@@ -211,8 +217,7 @@ void CpuBackend::quant_matmul(const Tensor& x, const QuantWeight& w, bool trans,
 void CpuBackend::dequantize(const QuantWeight& w, Tensor& out) {
   const QView v = view_of(w);
   if (out.dtype() != DType::F32 || !out.is_contiguous() || out.numel() != w.numel())
-    throw std::invalid_argument(
-        fmt::format("[dequantize] output must be a contiguous f32 of {} elements", w.numel()));
+    throw std::invalid_argument(fmt::format("[dequantize] output must be a contiguous f32 of {} elements", w.numel()));
   float* o = data<float>(out);
   const int64_t n = w.numel(), chunk = 1 << 16;  // a multiple of every blocksize
   tbb::parallel_for(int64_t(0), (n + chunk - 1) / chunk, [&](int64_t c) {

@@ -53,8 +53,8 @@ Tensor quant_linear(const Tensor& x0, const QuantWeight& w0, const Tensor& b0, c
     throw std::invalid_argument(
         fmt::format("[quant_linear] bias {} does not fit {} outputs", shape_str(b0.shape()), w0.rows));
   if (probe.defined() && (probe.dim() != 2 || probe.size(0) != w0.rows || probe.size(1) != w0.cols))
-    throw std::invalid_argument(fmt::format("[quant_linear] probe {} must be ({}, {})", shape_str(probe.shape()),
-                                            w0.rows, w0.cols));
+    throw std::invalid_argument(
+        fmt::format("[quant_linear] probe {} must be ({}, {})", shape_str(probe.shape()), w0.rows, w0.cols));
   detail::check_float(x0, "quant_linear");
   QuantWeight w = w0;
   if (autocast_dtype("linear", x0.backend()) == DType::BF16) w.compute = DType::BF16;
