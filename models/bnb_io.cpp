@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "engine/backend.h"
+#include "models/bnb_state.h"
 
 namespace rf::models {
 
@@ -36,8 +37,9 @@ struct Reader {
     if (!ck.contains(key)) fail(file, key, fmt::format("missing ({})", what));
     const TensorInfo& t = ck.info(key);
     if (t.dtype != dt)
-      fail(file, key, fmt::format("dtype {} where {} is expected", safetensors::dtype_string(t.dtype),
-                                  safetensors::dtype_string(dt)));
+      fail(file, key,
+           fmt::format("dtype {} where {} is expected", safetensors::dtype_string(t.dtype),
+                       safetensors::dtype_string(dt)));
     if (count(t) != n) fail(file, key, fmt::format("shape {} holds {} values, expected {}", shape_of(t), count(t), n));
     return t;
   }
@@ -76,19 +78,17 @@ void check_table(const Reader& r, const std::string& key, const std::array<float
     fail(r.file, key, fmt::format("is not bitsandbytes' {} (custom code tables are not supported)", name));
 }
 
-int64_t json_int(const nlohmann::json& j, const char* k, const Reader& r, const std::string& key) {
-  if (!j.contains(k) || !j[k].is_number_integer()) fail(r.file, key, fmt::format("quant state has no integer '{}'", k));
-  return j[k].get<int64_t>();
-}
-
 }  // namespace
 
 std::optional<QuantSpec> bnb_spec_from_config(const nlohmann::json& config, const std::string& file) {
   if (!config.is_object() || !config.contains("quantization_config")) return std::nullopt;
   const auto& q = config["quantization_config"];
-  auto bad = [&](const std::string& m) { throw std::runtime_error(fmt::format("[bnb] {}: quantization_config: {}", file, m)); };
+  auto bad = [&](const std::string& m) {
+    throw std::runtime_error(fmt::format("[bnb] {}: quantization_config: {}", file, m));
+  };
   if (!q.is_object()) bad("must be an object");
-  const std::string method = q.contains("quant_method") && q["quant_method"].is_string() ? q["quant_method"].get<std::string>() : "";
+  const std::string method =
+      q.contains("quant_method") && q["quant_method"].is_string() ? q["quant_method"].get<std::string>() : "";
   if (method != "bitsandbytes")
     bad(fmt::format("quant_method '{}' is not supported; rankforge reads bitsandbytes 4-bit and 8-bit checkpoints",
                     method));
@@ -111,6 +111,11 @@ std::optional<QuantSpec> bnb_spec_from_config(const nlohmann::json& config, cons
       s.skip_modules.push_back(m.get<std::string>());
     }
   }
+  // bnb_4bit_compute_dtype is written for 8-bit models too; float16 compute runs in bf16 here
+  const std::string cd = q.contains("bnb_4bit_compute_dtype") && q["bnb_4bit_compute_dtype"].is_string()
+                             ? q["bnb_4bit_compute_dtype"].get<std::string>()
+                             : "float32";
+  s.compute = cd == "float32" ? DType::F32 : DType::BF16;
   if (eight) {
     s.type = QuantType::Int8;
     s.blocksize = 0;
@@ -127,10 +132,6 @@ std::optional<QuantSpec> bnb_spec_from_config(const nlohmann::json& config, cons
       q["bnb_4bit_quant_storage"].get<std::string>() != "uint8")
     bad(fmt::format("bnb_4bit_quant_storage '{}' is not supported (uint8 only)",
                     q["bnb_4bit_quant_storage"].get<std::string>()));
-  const std::string cd = q.contains("bnb_4bit_compute_dtype") && q["bnb_4bit_compute_dtype"].is_string()
-                             ? q["bnb_4bit_compute_dtype"].get<std::string>()
-                             : "float32";
-  s.compute = cd == "float32" ? DType::F32 : DType::BF16;  // float16 compute runs in bf16 here
   return s;
 }
 
@@ -153,9 +154,9 @@ nlohmann::json bnb_config_json(const QuantSpec& s) {
 }
 
 bool is_bnb_aux_key(const std::string& k) {
-  for (const char* s : {".weight.absmax", ".weight.quant_map", ".weight.nested_absmax", ".weight.nested_quant_map",
-                        ".weight.quant_state.bitsandbytes__nf4", ".weight.quant_state.bitsandbytes__fp4", ".SCB",
-                        ".weight_format"})
+  for (const char* s :
+       {".weight.absmax", ".weight.quant_map", ".weight.nested_absmax", ".weight.nested_quant_map",
+        ".weight.quant_state.bitsandbytes__nf4", ".weight.quant_state.bitsandbytes__fp4", ".SCB", ".weight_format"})
     if (k.ends_with(s)) return true;
   return false;
 }
@@ -197,7 +198,8 @@ QuantWeight bnb_read_weight(const safetensors::Checkpoint& ck, const std::string
     q.codes = r.words(k, rows * cols, d);
     const auto scb = r.values<float>(mod + ".SCB");
     for (size_t i = 0; i < scb.size(); ++i)
-      if (!std::isfinite(scb[i]) || scb[i] < 0) fail(r.file, mod + ".SCB", fmt::format("row {} has absmax {}", i, scb[i]));
+      if (!std::isfinite(scb[i]) || scb[i] < 0)
+        fail(r.file, mod + ".SCB", fmt::format("row {} has absmax {}", i, scb[i]));
     q.scales = from_data(scb, {rows}, d);
     return q;
   }
@@ -206,25 +208,16 @@ QuantWeight bnb_read_weight(const safetensors::Checkpoint& ck, const std::string
   q.type = ck.contains(nf) ? QuantType::NF4 : QuantType::FP4;
   const TensorInfo& qi = ck.info(qs);
   if (qi.dtype != StDType::U8) fail(r.file, qs, "the quant state must be U8 bytes of JSON");
-  auto qb = r.bytes(qs);
-  nlohmann::json j = nlohmann::json::parse(reinterpret_cast<const char*>(qb.data()),
-                                           reinterpret_cast<const char*>(qb.data()) + qb.size(), nullptr, false);
-  if (j.is_discarded() || !j.is_object()) fail(r.file, qs, "the quant state is not a JSON object");
-  if (!j.contains("quant_type") || j["quant_type"] != quant_type_name(q.type))
-    fail(r.file, qs, fmt::format("quant_type must be '{}'", quant_type_name(q.type)));
-  q.blocksize = int(json_int(j, "blocksize", r, qs));
-  if (!quant::valid_blocksize_4bit(q.blocksize)) fail(r.file, qs, fmt::format("blocksize {} is not valid", q.blocksize));
-  if (!j.contains("shape") || !j["shape"].is_array() || j["shape"].size() != 2 || !j["shape"][0].is_number_integer() ||
-      !j["shape"][1].is_number_integer())
-    fail(r.file, qs, "the quant state has no 2-D 'shape'");
-  if (j["shape"][0].get<int64_t>() != rows || j["shape"][1].get<int64_t>() != cols)
-    fail(r.file, qs, fmt::format("shape {} is not the model's ({}, {})", j["shape"].dump(), rows, cols));
-  if (j.contains("dtype") && j["dtype"].is_string()) q.source_dtype = j["dtype"].get<std::string>();
+  const BnbQuantState st = parse_bnb_quant_state(r.bytes(qs), r.file, qs);
+  q.blocksize = st.blocksize;
+  if (st.rows != rows || st.cols != cols)
+    fail(r.file, qs, fmt::format("shape [{}, {}] is not the model's ({}, {})", st.rows, st.cols, rows, cols));
+  if (!st.dtype.empty()) q.source_dtype = st.dtype;
   r.need(k, StDType::U8, uint64_t(q.code_bytes()), "packed 4-bit codes");
   check_table(r, k + ".quant_map", quant::code_table(q.type == QuantType::NF4 ? quant::Type4::NF4 : quant::Type4::FP4),
               q.type == QuantType::NF4 ? "nf4 table" : "fp4 table");
   const uint64_t blocks = uint64_t(q.blocks());
-  const bool nested = j.contains("nested_offset") || ck.contains(k + ".nested_absmax");
+  const bool nested = st.nested || ck.contains(k + ".nested_absmax");
   if (!nested) {
     r.need(k + ".absmax", StDType::F32, blocks, "absmax");
     const auto a = r.values<float>(k + ".absmax");
@@ -233,13 +226,9 @@ QuantWeight bnb_read_weight(const safetensors::Checkpoint& ck, const std::string
     q.scales = from_data(a, {int64_t(blocks)}, d);
   } else {
     auto ns = std::make_shared<quant::NestedAbsmax>();
-    ns->nested_blocksize = int(json_int(j, "nested_blocksize", r, qs));
-    if (ns->nested_blocksize <= 0 || ns->nested_blocksize > 4096)
-      fail(r.file, qs, fmt::format("nested_blocksize {} is not valid", ns->nested_blocksize));
-    if (!j.contains("nested_offset") || !j["nested_offset"].is_number() ||
-        !std::isfinite(j["nested_offset"].get<double>()))
-      fail(r.file, qs, "the quant state has no finite 'nested_offset'");
-    ns->offset = j["nested_offset"].get<float>();
+    if (!st.nested) fail(r.file, qs, "has nested_absmax but the quant state has no nested_offset");
+    ns->nested_blocksize = st.nested_blocksize;
+    ns->offset = st.nested_offset;
     r.need(k + ".absmax", StDType::U8, blocks, "double-quantized absmax codes");
     const uint64_t nb = (blocks + uint64_t(ns->nested_blocksize) - 1) / uint64_t(ns->nested_blocksize);
     r.need(k + ".nested_absmax", StDType::F32, nb, "nested absmax");

@@ -62,7 +62,15 @@ QuantPlan plan_quantization(Model& model, const ModelConfig& c, const safetensor
     auto* l = dynamic_cast<nn::Linear*>(m);
     if (!l) continue;
     const std::string key = model.checkpoint_key(path + ".weight", has_prefix);
-    if (p.from_file ? bnb_is_quantized(ck, key) : !p.spec->skips(path)) p.layers[key] = l;
+    if (p.from_file ? bnb_is_quantized(ck, key) : !p.spec->skips(path)) {
+      p.layers[key] = l;
+    } else if (p.from_file && ck.contains(key) &&
+               (ck.info(key).dtype == safetensors::StDType::U8 || ck.info(key).dtype == safetensors::StDType::I8)) {
+      throw std::runtime_error(
+          fmt::format("[bnb] {}: {}: a quantized weight without its quant state (.quant_state."
+                      "bitsandbytes__nf4|fp4, or .SCB for 8-bit)",
+                      ck.file_of(key)->path(), safetensors::quote_name(key)));
+    }
   }
   return p;
 }

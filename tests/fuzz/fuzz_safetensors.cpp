@@ -3,6 +3,8 @@
 // tensor data, so a real checkpoint's header is a seed of a few KB (make_seeds.py writes them) while
 // the data section it describes is only a length. Every rejection must be a one-line
 // std::runtime_error naming the input; every accepted header's tensors must tile the data exactly.
+// A U8 tensor named like a bitsandbytes quant state is then parsed from its bytes (the seeds carry real
+// ones from make_seeds.py) and must parse or be refused the same way.
 #include <fmt/format.h>
 
 #include <cstdint>
@@ -16,6 +18,7 @@
 #include <vector>
 
 #include "engine/safetensors.h"
+#include "models/bnb_state.h"
 
 #if __has_feature(address_sanitizer)
 #include <sanitizer/asan_interface.h>
@@ -91,6 +94,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
     const st::Header h = st::parse(file, "fuzz");
     if (std::string bug = check_accepted(h, file.size()); !bug.empty()) violated(bug);
+    // bitsandbytes' JSON quant states (models/bnb_state.h) in the data the header describes: parsed
+    // or refused with one line naming the input, like the header itself.
+    for (const auto& t : h.tensors)
+      if (t.name.find(".quant_state.") != std::string::npos && t.dtype == st::StDType::U8) try {
+          rf::models::parse_bnb_quant_state(file.subspan(h.data_start() + t.begin, t.end - t.begin), "fuzz", t.name);
+        } catch (const std::runtime_error& e) {
+          const std::string_view msg = e.what();
+          if (!msg.starts_with("[bnb] fuzz: "))
+            violated(fmt::format("quant state message does not name the input: {}", msg));
+          if (msg.find('\n') != std::string_view::npos) violated(fmt::format("message spans lines: {}", msg));
+        }
   } catch (const std::runtime_error& e) {
     const std::string_view msg = e.what();
     if (!msg.starts_with("[safetensors] fuzz: ")) violated(fmt::format("message does not name the input: {}", msg));

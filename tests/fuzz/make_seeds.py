@@ -44,6 +44,43 @@ def safetensors_seeds():
             blob = f.read()
         n = struct.unpack("<Q", blob[:8])[0]
         seeds[model] = struct.pack("<I", len(blob) - 8 - n) + blob[: 8 + n]
+    seeds.update(bnb_seeds())
+    return seeds
+
+
+def bnb_image(tensors):
+    """A whole file image (data included) from (name, dtype, shape, bytes) tuples, offsets back to back."""
+    header, data = {}, b""
+    for name, dt, shape, raw in tensors:
+        header[name] = {"dtype": dt, "shape": shape, "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    return struct.pack("<I", 0) + safetensors_image(json.dumps(header), 0) + data
+
+
+def bnb_seeds():
+    # bitsandbytes layouts (models/bnb_io.h) of one (4, 8) Linear: 4-bit nf4 with and without double quant,
+    # 8-bit, and broken ones (bad JSON, wrong kind, missing fields, packed size off) for the quant-state parser.
+    def state(d):
+        return json.dumps(d).encode()
+    f32 = lambda n: struct.pack(f"<{n}f", *([0.5] * n))
+    base = {"quant_type": "nf4", "blocksize": 32, "dtype": "bfloat16", "shape": [4, 8]}
+    nested = dict(base, nested_blocksize=256, nested_dtype="float32", nested_offset=0.25)
+    w = "model.layers.0.mlp.up_proj.weight"
+    four = lambda st, extra=(), packed=16: bnb_image([(w, "U8", [packed, 1], b"\x77" * packed),
+                                                     (w + ".absmax", "F32", [1], f32(1)),
+                                                     (w + ".quant_map", "F32", [16], f32(16)),
+                                                     (w + ".quant_state.bitsandbytes__nf4", "U8", [len(st)], st)] + list(extra))
+    seeds = {
+        "bnb_nf4": four(state(base)),
+        "bnb_nf4_dq": four(state(nested), [(w + ".nested_absmax", "F32", [1], f32(1)),
+                                          (w + ".nested_quant_map", "F32", [256], f32(256))]),
+        "bnb_bad_json": four(b'{"quant_type": "nf4", "blocksize": 3'),
+        "bnb_wrong_kind": four(state(dict(base, quant_type="fp4"))),
+        "bnb_no_shape": four(state({k: v for k, v in base.items() if k != "shape"})),
+        "bnb_packed_off": four(state(base), packed=15),
+        "bnb_int8": bnb_image([("lm.SCB", "F32", [4], f32(4)), ("lm.weight", "I8", [4, 8], b"\x01" * 32),
+                               ("lm.weight_format", "U8", [], b"\x00")]),
+    }
     return seeds
 
 
