@@ -45,7 +45,8 @@ int run_quantize(const std::string& model, const std::string& output, const Quan
   if (fs::exists(output) && fs::weakly_canonical(output) == fs::weakly_canonical(model))
     throw std::runtime_error(fmt::format("[quantize] --output {} is the input model; choose another folder", output));
   if (has_entries(output) && !overwrite)
-    throw std::runtime_error(fmt::format("[quantize] --output {} is not empty; pass --overwrite to replace it", output));
+    throw std::runtime_error(
+        fmt::format("[quantize] --output {} is not empty; pass --overwrite to replace it", output));
   models::LoadOptions lo;
   lo.quant = quant_spec_arg(q);
   auto m = models::load_model(model, lo);
@@ -68,7 +69,8 @@ void add_quantize_command(CLI::App& app, int& rc) {
   static std::string model, output;
   static QuantArgs q;
   static bool overwrite = false;
-  auto* c = app.add_subcommand("quantize", "Rewrite a checkpoint in bitsandbytes' 4-bit or 8-bit layout (transformers loads it)");
+  auto* c = app.add_subcommand("quantize",
+                               "Rewrite a checkpoint in bitsandbytes' 4-bit or 8-bit layout (transformers loads it)");
   c->add_option("--model", model, "checkpoint directory (f32, f16 or bf16)")->required();
   c->add_option("--output", output, "output directory (new, or empty, or --overwrite)")->required();
   add_quant_flags(c, q, true);
