@@ -12,9 +12,9 @@ namespace rf::models {
 BnbQuantState parse_bnb_quant_state(std::span<const std::byte> bytes, const std::string& file, const std::string& key) {
   auto fail = [&](const std::string& what) {
     // the key may hold anything a file says: quoted, control characters escaped, so the line stays one line
-    throw std::runtime_error(fmt::format("[bnb] {}: {}: {}", file, nlohmann::json(key).dump(-1, ' ', true,
-                                                                         nlohmann::json::error_handler_t::replace),
-                                         what));
+    throw std::runtime_error(
+        fmt::format("[bnb] {}: {}: {}", file,
+                    nlohmann::json(key).dump(-1, ' ', true, nlohmann::json::error_handler_t::replace), what));
   };
   const std::string suffix = key.substr(key.rfind("__") == std::string::npos ? key.size() : key.rfind("__") + 2);
   if (suffix != "nf4" && suffix != "fp4") fail("a quant state key must end in bitsandbytes__nf4 or bitsandbytes__fp4");
@@ -30,7 +30,8 @@ BnbQuantState parse_bnb_quant_state(std::span<const std::byte> bytes, const std:
     fail(fmt::format("quant_type must be '{}'", suffix));
   s.quant_type = suffix;
   const int64_t bs = integer("blocksize");
-  if (bs < 32 || bs > 4096 || (bs & (bs - 1)) != 0) fail(fmt::format("blocksize {} is not one of 32, 64, ..., 4096", bs));
+  if (bs < 32 || bs > 4096 || (bs & (bs - 1)) != 0)
+    fail(fmt::format("blocksize {} is not one of 32, 64, ..., 4096", bs));
   s.blocksize = int(bs);
   if (j.contains("dtype")) {
     if (!j["dtype"].is_string()) fail("'dtype' must be a string");

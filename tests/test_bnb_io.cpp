@@ -38,8 +38,8 @@ std::string slurp(const fs::path& p) {
 }
 
 fs::path script(const char* name) {
-  for (fs::path p : {fs::path(fixtures_dir()).parent_path() / name, fs::path("tests") / name,
-                     fs::path("..") / "tests" / name})
+  for (fs::path p :
+       {fs::path(fixtures_dir()).parent_path() / name, fs::path("tests") / name, fs::path("..") / "tests" / name})
     if (fs::exists(p)) return fs::absolute(p);
   FAIL("tests/" << name << " not found");
   return {};
@@ -76,15 +76,17 @@ std::vector<std::pair<std::string, nn::Linear*>> quantized_layers(models::Model&
 }
 
 // Rewrites dir/model.safetensors through `edit` on its raw tensors (config.json edited by `cfg`).
-void rewrite(const fs::path& from, const fs::path& to, const std::function<void(std::map<std::string, safetensors::RawTensor>&)>& edit,
+void rewrite(const fs::path& from, const fs::path& to,
+             const std::function<void(std::map<std::string, safetensors::RawTensor>&)>& edit,
              const std::function<void(nlohmann::json&)>& cfg = nullptr) {
   fs::create_directories(to);
   auto f = safetensors::File::open((from / "model.safetensors").string());
   std::map<std::string, safetensors::RawTensor> raw;
   for (const auto& t : f->header().tensors) {
     auto b = f->bytes(t);
-    raw[t.name] = {t.dtype, t.shape, std::vector<uint8_t>(reinterpret_cast<const uint8_t*>(b.data()),
-                                                          reinterpret_cast<const uint8_t*>(b.data()) + b.size())};
+    raw[t.name] = {t.dtype, t.shape,
+                   std::vector<uint8_t>(reinterpret_cast<const uint8_t*>(b.data()),
+                                        reinterpret_cast<const uint8_t*>(b.data()) + b.size())};
   }
   edit(raw);
   safetensors::save_file({}, (to / "model.safetensors").string(), {{"format", "pt"}}, {}, raw);
@@ -127,10 +129,11 @@ TEST_CASE("bnb: quantize writes bitsandbytes' layout, checked by an independent 
     // The independent reader: key set, JSON state, tables, and the bytes bitsandbytes would write for
     // the source weights; it leaves the dequantized weights for us.
     fs::create_directories(dir / "deq");
-      // GPT-2 stores its Conv1D weights (in, out): bitsandbytes quantizes them transposed.
-    const std::string cmd = fmt::format("{} {} {} {} {} {} > {} 2>&1", python(), script("bnb_layout_ref.py").string(),
-                                        (dir / "q").string(), fixture(c.arch).string(), (dir / "deq").string(),
-                                        std::string(c.arch) == "gpt2" ? "conv1d" : "linear", (dir / "ref.log").string());
+    // GPT-2 stores its Conv1D weights (in, out): bitsandbytes quantizes them transposed.
+    const std::string cmd =
+        fmt::format("{} {} {} {} {} {} > {} 2>&1", python(), script("bnb_layout_ref.py").string(), (dir / "q").string(),
+                    fixture(c.arch).string(), (dir / "deq").string(),
+                    std::string(c.arch) == "gpt2" ? "conv1d" : "linear", (dir / "ref.log").string());
     const int rc = std::system(cmd.c_str());
     REQUIRE_MESSAGE(rc == 0, slurp(dir / "ref.log"));
 
@@ -175,7 +178,9 @@ TEST_CASE("bnb: malformed quantized checkpoints are refused with one line naming
     std::string want;
   };
   auto json_state = [&](const std::string& text) {
-    return [=](auto& t) { t[qs] = {safetensors::StDType::U8, {text.size()}, std::vector<uint8_t>(text.begin(), text.end())}; };
+    return [=](auto& t) {
+      t[qs] = {safetensors::StDType::U8, {text.size()}, std::vector<uint8_t>(text.begin(), text.end())};
+    };
   };
   const std::vector<Bad> cases = {
       {"packed size", "ok",
@@ -187,7 +192,8 @@ TEST_CASE("bnb: malformed quantized checkpoints are refused with one line naming
       {"no quant state", "ok", [&](auto& t) { t.erase(qs); }, nullptr, "without its quant state"},
       {"bad JSON", "ok", json_state("{\"quant_type\": \"nf4\", \"blocksize"), nullptr, "not a JSON object"},
       {"state shape", "ok",
-       json_state(R"({"quant_type":"nf4","blocksize":64,"dtype":"float32","shape":[16,32],"nested_blocksize":256,"nested_offset":0.1})"),
+       json_state(
+           R"({"quant_type":"nf4","blocksize":64,"dtype":"float32","shape":[16,32],"nested_blocksize":256,"nested_offset":0.1})"),
        nullptr, "is not the model's"},
       {"no nested absmax", "ok", [&](auto& t) { t.erase(w + ".nested_absmax"); }, nullptr, "missing (nested absmax)"},
       {"custom table", "ok", [&](auto& t) { t[w + ".quant_map"].bytes[0] ^= 1; }, nullptr, "custom code tables"},
@@ -195,8 +201,7 @@ TEST_CASE("bnb: malformed quantized checkpoints are refused with one line naming
        "dtype I8 where U8 is expected"},
       {"gptq", "ok", nullptr, [](auto& c) { c["quantization_config"]["quant_method"] = "gptq"; },
        "quant_method 'gptq' is not supported"},
-      {"8-bit format", "ok8",
-       [&](auto& t) { t["model.layers.0.self_attn.q_proj.weight_format"].bytes = {1}; }, nullptr,
+      {"8-bit format", "ok8", [&](auto& t) { t["model.layers.0.self_attn.q_proj.weight_format"].bytes = {1}; }, nullptr,
        "only 0 (row) is supported"},
       {"8-bit SCB", "ok8", [&](auto& t) { t.erase("model.layers.0.self_attn.q_proj.SCB"); }, nullptr,
        "without its quant state"},
@@ -204,7 +209,8 @@ TEST_CASE("bnb: malformed quantized checkpoints are refused with one line naming
   for (const Bad& b : cases) {
     CAPTURE(std::string(b.name));
     const fs::path d = dir / b.name;
-    rewrite(dir / b.from, d, b.edit ? b.edit : [](auto&) {}, b.cfg);
+    rewrite(
+        dir / b.from, d, b.edit ? b.edit : [](auto&) {}, b.cfg);
     const std::string e = load_error(d);
     CHECK_MESSAGE(e.find(b.want) != std::string::npos, e);
     CHECK(e.find('\n') == std::string::npos);
