@@ -81,6 +81,9 @@ class VulkanBackend final : public Backend {
              Tensor& out_values) override;
   void csr_add_dense(const Tensor& row_ptr, const Tensor& col_idx, const Tensor& values, Tensor& d,
                      float alpha) override;
+  // vk_ops_quant.cpp
+  void quant_matmul(const Tensor& x, const QuantWeight& w, bool trans, Tensor& out, float beta = 0.0f) override;
+  void dequantize(const QuantWeight& w, Tensor& out) override;
   // vk_ops_reduce.cpp
   void reduce(ReduceOp op, const Tensor& x, Tensor& out) override;
   void matmul(const Tensor& a, const Tensor& b, Tensor& out, float alpha, float beta) override;
