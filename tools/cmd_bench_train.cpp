@@ -21,9 +21,32 @@
 namespace rf::tools {
 
 namespace {
+
+// A random model whose Linear weights (lm_head aside, as bitsandbytes leaves it) are quantized one
+// at a time from an f32 draw, so peak memory holds one layer in f32, never the model; the rest (norms
+// 1, everything else N(0, 0.02)) in the model's dtype.
+void quantize_random(models::Model& m, const QuantSpec& spec, Device d) {
+  NoGradGuard ng;
+  for (auto& [path, mod] : m.named_modules())
+    if (auto* l = dynamic_cast<nn::Linear*>(mod); l && !spec.skips(path))
+      l->set_quantized(quantize_weight(randn({l->out_features(), l->in_features()}, 0.0, 0.02), spec, d));
+  for (auto& p : m.named_parameters())
+    if (p.tensor->dtype() != DType::I32 && !p.name.ends_with(".absmax") && !p.name.ends_with(".SCB")) {
+      const bool norm = p.name.find("norm") != std::string::npos || p.name.find("ln_") != std::string::npos;
+      if (norm || p.tensor->dim() == 1)
+        p.tensor->fill_(norm && p.name.ends_with("weight") ? 1.0 : 0.0);
+      else  // a slice of rows at a time: an f32 draw of a whole embedding would outweigh a quantized layer
+        for (int64_t r = 0, n = p.tensor->size(0), step = std::max<int64_t>(1, (int64_t(1) << 20) * n / p.tensor->numel());
+             r < n; r += step) {
+          Tensor rows = p.tensor->narrow(0, r, std::min(step, n - r));
+          rows.copy_(randn(rows.shape(), 0.0, 0.02, DType::F32, d));
+        }
+    }
+}
+
 struct BenchTrainArgs {
   int64_t layers = 12, d_model = 768, heads = 12, vocab = 50257, seq = 256, batch = 4, rank = 8, steps = 6;
-  bool checkpointing = false, layers_set = false;
+  bool checkpointing = false, layers_set = false, double_quant = false;
   std::string arch = "gpt2", config, precision = "f32", base_dtype = "f32";
 };
 
@@ -51,11 +74,19 @@ int run_bench_train(const BenchTrainArgs& a, Device d) {
     throw std::invalid_argument("[bench] train --config is for --arch llama; GPT-2 shapes come from the options");
   }
   const Precision prec = resolve_precision(a.precision, backend_for(d), "bench");
-  const DType base = *float_dtype_from_name(a.base_dtype);
+  const std::optional<QuantType> qt = quant_type_from_name(a.base_dtype);
+  const DType base = qt ? DType::BF16 : *float_dtype_from_name(a.base_dtype);
   nn::Init init;
   init.device = d;
   init.dtype = base;  // the frozen base is created in its dtype: peak memory never holds an f32 copy
+  init.uninitialized = qt.has_value();  // quantized: filled below, one Linear at a time
   auto model = models::create_model(models::parse_config(cfg, llama ? a.config : "bench"), init);
+  if (qt) {
+    QuantSpec spec;
+    spec.type = *qt;
+    spec.double_quant = a.double_quant;
+    quantize_random(*model, spec, d);
+  }
   const int64_t vocab = model->config().vocab_size;
   peft::PeftModel pm(*model);
   peft::LoraConfig lc;
@@ -98,7 +129,7 @@ int run_bench_train(const BenchTrainArgs& a, Device d) {
       "rankforge device={} arch={} L={} D={} V={} T={} B={} trainable={} precision={} base_dtype={} loss={:.3f} "
       "step_s={:.3f} tokens_per_s={:.1f} peak_rss_mb={:.0f} checkpointing={} cpu_peak_alloc_mb={:.0f}\n",
       device_str(d), a.arch, mc.num_layers, mc.hidden_size, vocab, a.seq, a.batch, tr.trainable_count(),
-      precision_name(prec), dtype_name(base), loss, med, double(a.batch * a.seq) / med, double(ru.ru_maxrss) / 1024.0,
+      precision_name(prec), a.base_dtype + (a.double_quant ? "+dq" : ""), loss, med, double(a.batch * a.seq) / med, double(ru.ru_maxrss) / 1024.0,
       a.checkpointing ? 1 : 0, double(be.memory_stats().peak_bytes_in_use) / (1024.0 * 1024.0));
   return 0;
 }
@@ -125,8 +156,10 @@ void add_bench_train_command(CLI::App& app, int& rc, std::string& device_spec, c
   t->add_flag("--checkpointing", a.checkpointing, "recompute each block in backward (activation checkpointing)");
   t->add_option("--precision", a.precision, "f32, bf16 (bf16 GEMMs, f32 accumulation) or auto")
       ->check(CLI::IsMember({"f32", "bf16", "auto"}));
-  t->add_option("--base-dtype", a.base_dtype, "dtype of the frozen base weights: f32, bf16 or f16")
-      ->check(CLI::IsMember({"f32", "bf16", "f16"}));
+  t->add_option("--base-dtype", a.base_dtype,
+                "the frozen base: f32, bf16, f16, or quantized nf4, fp4, int8 (bitsandbytes layouts, bf16 compute)")
+      ->check(CLI::IsMember({"f32", "bf16", "f16", "nf4", "fp4", "int8"}));
+  t->add_flag("--double-quant", a.double_quant, "nf4/fp4: double-quantize the absmax");
   t->callback([&rc, &device, t] {
     a.layers_set = t->count("--layers") > 0;
     rc = run_bench_train(a, device());
