@@ -12,6 +12,7 @@
 #include <fstream>
 #include <functional>
 
+#include "backends/cpu/cpu_backend.h"
 #include "engine/file_io.h"
 #include "engine/safetensors.h"
 #include "models/model.h"
@@ -139,6 +140,9 @@ TEST_CASE("bnb: quantize writes bitsandbytes' layout, checked by an independent 
 
     auto back = models::load_model((dir / "q").string());
     REQUIRE(back->quantization);
+    // On the CPU the codes are the file's bytes, mapped (borrowed memory has no allocator capacity), not a copy.
+    for (auto& [path, l] : quantized_layers(*back))
+      CHECK_MESSAGE(static_cast<cpu::CpuBuffer&>(l->weight().buffer()).capacity() == 0, path);
     CHECK(back->quantization->type == c.t);
     auto layers = quantized_layers(*back);
     CHECK(layers.size() == quantized_layers(*m).size());

@@ -35,13 +35,10 @@ struct QView {
 
 QView view_of(const QuantWeight& w) {
   validate(w, "quant_matmul");
-  QView v{w.type,
-          w.rows,
-          w.cols,
-          w.blocksize,
-          reinterpret_cast<const uint8_t*>(data<int32_t>(w.codes)),
-          data<float>(w.scales),
-          nullptr};
+  // Bytes, not words: codes aliasing a file mapping may start at any address (models/bnb_io.cpp).
+  const auto* bytes =
+      static_cast<const uint8_t*>(static_cast<CpuBuffer&>(w.codes.buffer()).data()) + 4 * w.codes.offset();
+  QView v{w.type, w.rows, w.cols, w.blocksize, bytes, data<float>(w.scales), nullptr};
   if (is_4bit(w.type))
     v.table = quant::code_table(w.type == QuantType::NF4 ? quant::Type4::NF4 : quant::Type4::FP4).data();
   return v;
