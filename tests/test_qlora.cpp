@@ -19,8 +19,9 @@ using namespace rf::test;
 
 namespace {
 
-const char* kNf4 = " --set model_quantization.type=nf4 --set model_quantization.double_quant=true"
-                   " --set model_quantization.blocksize=32 --set model_quantization.compute_dtype=f32";
+const char* kNf4 =
+    " --set model_quantization.type=nf4 --set model_quantization.double_quant=true"
+    " --set model_quantization.blocksize=32 --set model_quantization.compute_dtype=f32";
 
 // Settings that make each method act within 8 steps on the fixture (its own tests explain them).
 std::string method_args(const std::string& m) {
@@ -29,7 +30,8 @@ std::string method_args(const std::string& m) {
            " --set adapter.tfinal=2 --set adapter.delta_t=2";
   if (m == "aroma")
     return " --set adapter.method=aroma --set adapter.max_steps_before_reset=3 --set adapter.convergence_threshold=1e-6"
-           " --set training.schedule=cosine_with_restarts --set training.cycle_length=3 --set training.restart_warmup_steps=1";
+           " --set training.schedule=cosine_with_restarts --set training.cycle_length=3 --set "
+           "training.restart_warmup_steps=1";
   if (m == "autolora") return " --set adapter.method=autolora --set adapter.k=4 --set adapter.search_steps=4";
   if (m == "gelora") return " --set adapter.method=gelora --set adapter.id_samples=24";
   if (m == "rosa")
@@ -53,7 +55,8 @@ double gap(const Tensor& a, const Tensor& b) {  // max |a - b| over max |b|
 std::set<std::string> file_dtypes(const fs::path& file) {
   std::set<std::string> out;
   auto f = safetensors::File::open(file.string());
-  for (const auto& t : f->header().tensors) out.insert(std::string(dtype_name(f->load(t, {.keep_16bit = true}).dtype())));
+  for (const auto& t : f->header().tensors)
+    out.insert(std::string(dtype_name(f->load(t, {.keep_16bit = true}).dtype())));
   return out;
 }
 
@@ -136,8 +139,10 @@ TEST_SUITE("e2e") {
     CliRun qz = run_cli(fmt::format("quantize --model {} --output {} --quantize nf4", (s.dir / "model").string(),
                                     (s.dir / "nf4").string()));
     REQUIRE_MESSAGE(qz.rc == 0, qz.err);
-    fs::copy_file(s.dir / "model" / "tokenizer.json", s.dir / "nf4" / "tokenizer.json", fs::copy_options::overwrite_existing);
-    CliRun r = run_cli("train " + s.config("qm", 6, 0) + " --set adapter.method=lora --set model=" + (s.dir / "nf4").string());
+    fs::copy_file(s.dir / "model" / "tokenizer.json", s.dir / "nf4" / "tokenizer.json",
+                  fs::copy_options::overwrite_existing);
+    CliRun r =
+        run_cli("train " + s.config("qm", 6, 0) + " --set adapter.method=lora --set model=" + (s.dir / "nf4").string());
     REQUIRE_MESSAGE(r.rc == 0, r.err);
     CliRun mg = run_cli(fmt::format("merge --model {} --adapter {} --output {}", (s.dir / "nf4").string(),
                                     (s.dir / "qm" / "adapter").string(), (s.dir / "merged").string()));

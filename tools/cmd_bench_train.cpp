@@ -36,7 +36,8 @@ void quantize_random(models::Model& m, const QuantSpec& spec, Device d) {
       if (norm || p.tensor->dim() == 1)
         p.tensor->fill_(norm && p.name.ends_with("weight") ? 1.0 : 0.0);
       else  // a slice of rows at a time: an f32 draw of a whole embedding would outweigh a quantized layer
-        for (int64_t r = 0, n = p.tensor->size(0), step = std::max<int64_t>(1, (int64_t(1) << 20) * n / p.tensor->numel());
+        for (int64_t r = 0, n = p.tensor->size(0),
+                     step = std::max<int64_t>(1, (int64_t(1) << 20) * n / p.tensor->numel());
              r < n; r += step) {
           Tensor rows = p.tensor->narrow(0, r, std::min(step, n - r));
           rows.copy_(randn(rows.shape(), 0.0, 0.02, DType::F32, d));
@@ -78,7 +79,7 @@ int run_bench_train(const BenchTrainArgs& a, Device d) {
   const DType base = qt ? DType::BF16 : *float_dtype_from_name(a.base_dtype);
   nn::Init init;
   init.device = d;
-  init.dtype = base;  // the frozen base is created in its dtype: peak memory never holds an f32 copy
+  init.dtype = base;                    // the frozen base is created in its dtype: peak memory never holds an f32 copy
   init.uninitialized = qt.has_value();  // quantized: filled below, one Linear at a time
   auto model = models::create_model(models::parse_config(cfg, llama ? a.config : "bench"), init);
   if (qt) {
@@ -129,8 +130,9 @@ int run_bench_train(const BenchTrainArgs& a, Device d) {
       "rankforge device={} arch={} L={} D={} V={} T={} B={} trainable={} precision={} base_dtype={} loss={:.3f} "
       "step_s={:.3f} tokens_per_s={:.1f} peak_rss_mb={:.0f} checkpointing={} cpu_peak_alloc_mb={:.0f}\n",
       device_str(d), a.arch, mc.num_layers, mc.hidden_size, vocab, a.seq, a.batch, tr.trainable_count(),
-      precision_name(prec), a.base_dtype + (a.double_quant ? "+dq" : ""), loss, med, double(a.batch * a.seq) / med, double(ru.ru_maxrss) / 1024.0,
-      a.checkpointing ? 1 : 0, double(be.memory_stats().peak_bytes_in_use) / (1024.0 * 1024.0));
+      precision_name(prec), a.base_dtype + (a.double_quant ? "+dq" : ""), loss, med, double(a.batch * a.seq) / med,
+      double(ru.ru_maxrss) / 1024.0, a.checkpointing ? 1 : 0,
+      double(be.memory_stats().peak_bytes_in_use) / (1024.0 * 1024.0));
   return 0;
 }
 }  // namespace
