@@ -206,11 +206,12 @@ int run_init(const ModelArgs& a) {
   manual_seed(a.seed);
   if (has_entries(a.output) && !a.overwrite)
     throw std::runtime_error(fmt::format("[init] --output {} is not empty; pass --overwrite to replace it", a.output));
-  auto m = models::create_model(c);
+  const std::optional<DType> dtype = dtype_arg("init", "--dtype", a.dtype);
+  nn::Init init;
+  if (dtype) init.dtype = *dtype;  // drawn in that dtype (f32 chunks of 4M): an 8B bf16 model never exists in f32
+  auto m = models::create_model(c, init);
   DirLock lock(a.output, "init");
-  write_dir_atomic(a.output, [&](const std::filesystem::path& tmp) {
-    models::save_model(*m, tmp.string(), dtype_arg("init", "--dtype", a.dtype));
-  });
+  write_dir_atomic(a.output, [&](const std::filesystem::path& tmp) { models::save_model(*m, tmp.string(), dtype); });
   fmt::print("[init] {} ({}) with {} parameters written to {}\n", c.architecture, c.model_type, m->num_parameters(),
              a.output);
   return 0;
