@@ -66,6 +66,14 @@ File::~File() {
   if (map_) ::munmap(const_cast<std::byte*>(map_), size_);
 }
 
+void File::release(const TensorInfo& t) const {
+  const size_t page = size_t(::sysconf(_SC_PAGESIZE));
+  const auto lo = reinterpret_cast<uintptr_t>(map_ + header_.data_start() + t.begin);
+  const auto hi = reinterpret_cast<uintptr_t>(map_ + header_.data_start() + t.end);
+  const uintptr_t a = (lo + page - 1) / page * page, b = hi / page * page;
+  if (b > a) ::madvise(reinterpret_cast<void*>(a), b - a, MADV_DONTNEED);  // advice: a failure only costs memory
+}
+
 const TensorInfo* File::find(std::string_view name) const {
   auto it = index_.find(name);
   return it == index_.end() ? nullptr : &header_.tensors[it->second];

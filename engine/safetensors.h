@@ -86,6 +86,10 @@ class File {
   const Header& header() const { return header_; }
   const TensorInfo* find(std::string_view name) const;  // nullptr when absent
   std::span<const std::byte> bytes(const TensorInfo& t) const;
+  // Drops the pages that lie wholly inside t's bytes from memory (madvise DONTNEED), after a caller read
+  // them into a copy (quantize on load): reading a large checkpoint then never keeps it all resident. Only
+  // for tensors nothing aliases: a later touch reads the file again.
+  void release(const TensorInfo& t) const;
   std::span<const std::byte> mapping() const { return {map_, size_}; }  // the whole file image
   Tensor load(const TensorInfo& t, const LoadOptions& opt = {}) const;
   Tensor load(std::string_view name, const LoadOptions& opt = {}) const;  // throws when absent

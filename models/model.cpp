@@ -6,6 +6,7 @@
 
 #include <unistd.h>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
@@ -75,6 +76,35 @@ QuantPlan plan_quantization(Model& model, const ModelConfig& c, const safetensor
   return p;
 }
 
+// A float weight straight from the mapping into an (out, in) f32 host vector (Conv1D's (in, out) transposed).
+// No Tensor: the caching allocator would keep a resident f32 block per layer size behind.
+std::vector<float> host_f32(const safetensors::Checkpoint& ck, const std::string& k, bool transpose) {
+  const auto& info = ck.info(k);
+  using safetensors::StDType;
+  if (info.dtype != StDType::F32 && info.dtype != StDType::BF16 && info.dtype != StDType::F16)
+    throw std::runtime_error(fmt::format("[model] {}: {}: dtype {} cannot be quantized (f32, bf16 or f16)",
+                                         ck.file_of(k)->path(), safetensors::quote_name(k),
+                                         safetensors::dtype_string(info.dtype)));
+  const auto b = ck.file_of(k)->bytes(info);
+  const size_t n = b.size() / (info.dtype == StDType::F32 ? 4 : 2);
+  std::vector<float> flat(n);
+  for (size_t i = 0; i < n; ++i) {
+    if (info.dtype == StDType::F32) {
+      std::memcpy(&flat[i], b.data() + 4 * i, 4);
+    } else {
+      uint16_t h;
+      std::memcpy(&h, b.data() + 2 * i, 2);
+      flat[i] = info.dtype == StDType::BF16 ? bf16_to_f32(h) : f16_to_f32(h);
+    }
+  }
+  if (!transpose || info.shape.size() != 2) return flat;
+  const size_t r = size_t(info.shape[0]), c = size_t(info.shape[1]);  // stored (in, out)
+  std::vector<float> t(n);
+  for (size_t i = 0; i < r; ++i)
+    for (size_t j = 0; j < c; ++j) t[j * r + i] = flat[i * c + j];
+  return t;
+}
+
 }  // namespace
 
 std::unique_ptr<Model> load_model(const std::string& dir, const LoadOptions& opt) {
@@ -117,14 +147,14 @@ std::unique_ptr<Model> load_model(const std::string& dir, const LoadOptions& opt
     nn::Linear& l = *it->second;
     if (qp.from_file) {
       pending.emplace_back(&l, bnb_read_weight(ck, k, l.out_features(), l.in_features(), qp.spec->compute, opt.device));
-    } else {  // one layer in f32 on the host at a time, quantized, then dropped
-      safetensors::LoadOptions host;
-      host.float_dtype = DType::F32;
-      const Tensor w = ck.load(k, host);
-      pending.emplace_back(&l, quantize_weight(l.fan_in_fan_out() ? w.t() : w, *qp.spec, opt.device));
-      pending.back().second.source_dtype = safetensors::dtype_string(ck.info(k).dtype) == "BF16"  ? "bfloat16"
-                                           : safetensors::dtype_string(ck.info(k).dtype) == "F16" ? "float16"
-                                                                                                  : "float32";
+    } else {  // one layer in f32 on the host at a time, quantized, then dropped with its file pages
+      const auto& info = ck.info(k);
+      std::vector<float> w = host_f32(ck, k, l.fan_in_fan_out());
+      pending.emplace_back(&l, quantize_weight(w.data(), l.out_features(), l.in_features(), *qp.spec, opt.device,
+                                               info.dtype == safetensors::StDType::BF16  ? "bfloat16"
+                                               : info.dtype == safetensors::StDType::F16 ? "float16"
+                                                                                         : "float32"));
+      ck.file_of(k)->release(info);
     }
     return empty({0}, DType::F32);  // a placeholder: the slot takes the codes below
   };
