@@ -158,3 +158,37 @@ TEST_SUITE("e2e") {
     CHECK(gap(fixed_logits(*models::load_model((s.dir / "merged").string())), adapted) < 0.02);
   }
 }
+
+TEST_SUITE("e2e") {
+  TEST_CASE("qlora: forward and generate take --quantize; forward's logits are those of the quantized model") {
+    TrainSetup s;
+    const fs::path ref = fs::path(fixtures_dir()) / "hf/gpt2/reference.safetensors";
+    auto in = safetensors::load_file(ref.string());
+    safetensors::save_file({{"input_ids", in.at("input_ids")}}, (s.dir / "in.safetensors").string());
+    CliRun f = run_cli(fmt::format(
+        "forward --model {} --input {} --output {} --quantize fp4 --double-quant "
+        "--compute-dtype f32",
+        (s.dir / "model").string(), (s.dir / "in.safetensors").string(), (s.dir / "out.safetensors").string()));
+    REQUIRE_MESSAGE(f.rc == 0, f.err);
+    models::LoadOptions lo;
+    QuantSpec q;
+    q.type = QuantType::FP4;
+    q.double_quant = true;
+    q.compute = DType::F32;
+    lo.quant = q;
+    auto m = models::load_model((s.dir / "model").string(), lo);
+    NoGradGuard ng;
+    const Tensor want = m->forward(models::ModelInputs{in.at("input_ids"), {}, {}, {}});
+    CHECK(max_abs_diff(safetensors::load_file((s.dir / "out.safetensors").string()).at("logits"), want) == 0.0);
+    CliRun g =
+        run_cli(fmt::format("generate --model {} --prompt 'red cat:' --max-new-tokens 4 --greedy --quantize int8",
+                            (s.dir / "model").string()));
+    REQUIRE_MESSAGE(g.rc == 0, g.err);
+    CHECK(g.err.find(" new tokens, stopped:") != std::string::npos);
+    CliRun bad =
+        run_cli(fmt::format("forward --model {} --input {} --output {} --double-quant", (s.dir / "model").string(),
+                            (s.dir / "in.safetensors").string(), (s.dir / "o2.safetensors").string()));
+    CHECK(bad.rc != 0);
+    CHECK(bad.err.find("--double-quant needs --quantize") != std::string::npos);
+  }
+}
