@@ -46,7 +46,10 @@ Tensor DoraForm::forward(LoraLinear& layer, const Tensor& x, const Tensor& resul
   Tensor mag_scale = div(magnitude(), norm);  // (out), differentiable in the magnitude
   Tensor lora_out = mul((*b_)((*a_)(xd)), scale_);
   Tensor base_out;
-  if (drop) {
+  if (drop && base.quantized()) {  // the dequantizing op: a dense W here would stay alive until backward
+    base_out = base(xd);
+    if (base.has_bias()) base_out = sub(base_out, base.bias().detach());
+  } else if (drop) {
     base_out = linear(xd, base.weight_out_in());
   } else {
     base_out = base.has_bias() ? sub(result, base.bias().detach()) : result;

@@ -34,6 +34,7 @@ std::string method_args(const std::string& m) {
            "training.restart_warmup_steps=1";
   if (m == "autolora") return " --set adapter.method=autolora --set adapter.k=4 --set adapter.search_steps=4";
   if (m == "gelora") return " --set adapter.method=gelora --set adapter.id_samples=24";
+  if (m == "dora") return " --set adapter.method=lora --set adapter.use_dora=true";  // dropout 0.1: the base runs twice
   if (m == "rosa")
     return " --set adapter.method=rosa --set adapter.d=0.05 --set adapter.schedule=wl2 --set adapter.rosa_dtype=fp32";
   return " --set adapter.method=" + m;
@@ -65,7 +66,7 @@ std::set<std::string> file_dtypes(const fs::path& file) {
 TEST_SUITE("e2e") {
   TEST_CASE("qlora: every method trains 8 steps on an NF4 base and writes an adapter the f32 base loads") {
     TrainSetup s;
-    for (const std::string m : {"lora", "adalora", "aroma", "autolora", "gelora", "rosa"}) {
+    for (const std::string m : {"lora", "dora", "adalora", "aroma", "autolora", "gelora", "rosa"}) {
       CAPTURE(m);
       CliRun r = run_cli("train " + s.config("q_" + m, 8, 0) + kNf4 + method_args(m));
       REQUIRE_MESSAGE(r.rc == 0, r.err);
