@@ -40,7 +40,8 @@ TEST_SUITE("e2e") {
       "cli: every examples/configs/<method>.yaml runs, and its run's config.yaml reproduces the result byte for byte") {
     const fs::path tmp = fs::temp_directory_path() / fmt::format("rf_examples_{}", ::getpid());
     fs::remove_all(tmp);
-    for (std::string method : {"lora", "dora", "pissa", "adalora", "aroma", "gelora", "autolora", "rosa", "full"}) {
+    for (std::string method :
+         {"lora", "qlora", "dora", "pissa", "adalora", "aroma", "gelora", "autolora", "rosa", "full"}) {
       CAPTURE(method);
       const fs::path cfg = examples_dir() / "configs" / (method + ".yaml");
       REQUIRE(fs::exists(cfg));
