@@ -66,6 +66,20 @@ File::~File() {
   if (map_) ::munmap(const_cast<std::byte*>(map_), size_);
 }
 
+Tensor File::alias(std::span<const std::byte> b, const Shape& shape, DType dtype, Device d) const {
+  // Zero copy: the tensor aliases the mapping and keeps the File alive.
+  std::shared_ptr<const File> owner = self_.lock();
+  auto buf = backend_for(d).wrap_host(const_cast<std::byte*>(b.data()), b.size(), owner);
+  if (!buf) return Tensor();
+  auto impl = std::make_shared<TensorImpl>();
+  impl->buffer = std::move(buf);
+  impl->shape = shape;
+  impl->strides = contiguous_strides(shape);
+  impl->dtype = dtype;
+  impl->id = next_tensor_id();
+  return Tensor(impl);
+}
+
 void File::release(const TensorInfo& t) const {
   const size_t page = size_t(::sysconf(_SC_PAGESIZE));
   const auto lo = reinterpret_cast<uintptr_t>(map_ + header_.data_start() + t.begin);
@@ -124,20 +138,8 @@ Tensor File::load(const TensorInfo& t, const LoadOptions& opt) const {
   const bool convert = (*rt == DType::F16 || *rt == DType::BF16) && !opt.keep_16bit && !(opt.float_dtype && is_float);
   const size_t esize = dtype_size(*rt);
   const bool aligned = reinterpret_cast<uintptr_t>(b.data()) % esize == 0;
-  if (!convert && aligned && opt.device.type == DeviceType::CPU && !b.empty()) {
-    // Zero copy: the tensor aliases the mapping and keeps the File alive.
-    std::shared_ptr<const File> owner = self_.lock();
-    auto buf = backend_for(opt.device).wrap_host(const_cast<std::byte*>(b.data()), b.size(), owner);
-    if (buf) {
-      auto impl = std::make_shared<TensorImpl>();
-      impl->buffer = std::move(buf);
-      impl->shape = shape;
-      impl->strides = contiguous_strides(shape);
-      impl->dtype = *rt;
-      impl->id = next_tensor_id();
-      return Tensor(impl);
-    }
-  }
+  if (!convert && aligned && opt.device.type == DeviceType::CPU && !b.empty())
+    if (Tensor t = alias(b, shape, *rt, opt.device); t.defined()) return t;
   if (!convert) return from_raw(b, shape, *rt, opt.device);
   // Widened on the host: devices only move 16-bit storage through copy().
   return from_raw(b, shape, *rt).to(DType::F32).to(opt.device);

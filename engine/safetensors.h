@@ -90,6 +90,9 @@ class File {
   // them into a copy (quantize on load): reading a large checkpoint then never keeps it all resident. Only
   // for tensors nothing aliases: a later touch reads the file again.
   void release(const TensorInfo& t) const;
+  // A tensor over bytes of this mapping (no copy; it keeps the File alive), or an undefined Tensor where
+  // d's backend cannot wrap host memory. bytes.size() must be numel(shape) * dtype_size(dtype).
+  Tensor alias(std::span<const std::byte> bytes, const Shape& shape, DType dtype, Device d) const;
   std::span<const std::byte> mapping() const { return {map_, size_}; }  // the whole file image
   Tensor load(const TensorInfo& t, const LoadOptions& opt = {}) const;
   Tensor load(std::string_view name, const LoadOptions& opt = {}) const;  // throws when absent

@@ -56,18 +56,8 @@ struct Reader {
   // not be word-aligned, and safetensors rarely aligns a U8 tensor that follows a JSON state.
   Tensor words(const std::string& key, int64_t n, Device d) const {
     auto b = bytes(key);
-    if (d.type == DeviceType::CPU && n % 4 == 0 && n > 0) {
-      std::shared_ptr<const void> owner = ck.file_of(key);
-      if (auto buf = backend_for(d).wrap_host(const_cast<std::byte*>(b.data()), size_t(n), owner)) {
-        auto impl = std::make_shared<TensorImpl>();
-        impl->buffer = std::move(buf);
-        impl->shape = {n / 4};
-        impl->strides = contiguous_strides(impl->shape);
-        impl->dtype = DType::I32;
-        impl->id = next_tensor_id();
-        return Tensor(impl);
-      }
-    }
+    if (d.type == DeviceType::CPU && n % 4 == 0 && n > 0)
+      if (Tensor t = ck.file_of(key)->alias(b.first(size_t(n)), {n / 4}, DType::I32, d); t.defined()) return t;
     return code_words(reinterpret_cast<const uint8_t*>(b.data()), n, d);
   }
 };
