@@ -7,6 +7,7 @@
 #include "models/model.h"
 #include "peft/peft_model.h"
 #include "tests/cli_util.h"
+#include "tests/ref_util.h"
 #include "tests/test_util.h"
 #include "tests/train_setup.h"
 
@@ -30,14 +31,6 @@ double max_rel_gap(const Tensor& a, const Tensor& b) {
 Tensor logits_of(models::Model& m, const Tensor& ids) {
   NoGradGuard ng;
   return m.forward(models::ModelInputs{ids, {}, {}, {}});
-}
-
-std::set<std::string> file_dtypes(const fs::path& file) {
-  std::set<std::string> out;
-  auto f = safetensors::File::open(file.string());
-  for (const auto& t : f->header().tensors)
-    out.insert(std::string(dtype_name(f->load(t, {.keep_16bit = true}).dtype())));
-  return out;
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include "engine/file_io.h"
 #include "engine/safetensors.h"
 #include "models/model.h"
+#include "tests/ref_util.h"
 #include "tests/test_util.h"
 
 namespace fs = std::filesystem;
@@ -36,22 +37,6 @@ fs::path tmp_dir(const std::string& tag) {
 std::string slurp(const fs::path& p) {
   std::ifstream f(p, std::ios::binary);
   return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-}
-
-fs::path script(const char* name) {
-  for (fs::path p :
-       {fs::path(fixtures_dir()).parent_path() / name, fs::path("tests") / name, fs::path("..") / "tests" / name})
-    if (fs::exists(p)) return fs::absolute(p);
-  FAIL("tests/" << name << " not found");
-  return {};
-}
-
-std::string python() {  // as test_quant.cpp: a python3 with NumPy, or the test fails
-  const char* env = std::getenv("RF_PYTHON");
-  for (std::string py : {std::string(env ? env : ""), std::string("python3"), std::string("/usr/bin/python3")})
-    if (!py.empty() && std::system(fmt::format("{} -c 'import numpy' > /dev/null 2>&1", py).c_str()) == 0) return py;
-  FAIL("NumPy is missing for the bitsandbytes layout reference: install python3-numpy (./scripts/setup does)");
-  return {};
 }
 
 QuantSpec spec(QuantType t, bool dq, int bs) {
@@ -132,8 +117,8 @@ TEST_CASE("bnb: quantize writes bitsandbytes' layout, checked by an independent 
     fs::create_directories(dir / "deq");
     // GPT-2 stores its Conv1D weights (in, out): bitsandbytes quantizes them transposed.
     const std::string cmd =
-        fmt::format("{} {} {} {} {} {} > {} 2>&1", python(), script("bnb_layout_ref.py").string(), (dir / "q").string(),
-                    fixture(c.arch).string(), (dir / "deq").string(),
+        fmt::format("{} {} {} {} {} {} > {} 2>&1", python_with_numpy(), test_script("bnb_layout_ref.py").string(),
+                    (dir / "q").string(), fixture(c.arch).string(), (dir / "deq").string(),
                     std::string(c.arch) == "gpt2" ? "conv1d" : "linear", (dir / "ref.log").string());
     const int rc = std::system(cmd.c_str());
     REQUIRE_MESSAGE(rc == 0, slurp(dir / "ref.log"));

@@ -11,6 +11,7 @@
 #include "models/model.h"
 #include "peft/peft_model.h"
 #include "tests/cli_util.h"
+#include "tests/ref_util.h"
 #include "tests/test_util.h"
 #include "tests/train_setup.h"
 
@@ -51,14 +52,6 @@ double gap(const Tensor& a, const Tensor& b) {  // max |a - b| over max |b|
   double m = 0;
   for (double v : b.to_vector<double>()) m = std::max(m, std::abs(v));
   return max_abs_diff(a, b) / m;
-}
-
-std::set<std::string> file_dtypes(const fs::path& file) {
-  std::set<std::string> out;
-  auto f = safetensors::File::open(file.string());
-  for (const auto& t : f->header().tensors)
-    out.insert(std::string(dtype_name(f->load(t, {.keep_16bit = true}).dtype())));
-  return out;
 }
 
 }  // namespace

@@ -17,10 +17,13 @@
 #include <vector>
 
 #include "engine/quant.h"
+#include "tests/ref_util.h"
 #include "tests/test_util.h"
 
 namespace fs = std::filesystem;
 using namespace rf::quant;
+using rf::test::python_with_numpy;
+using rf::test::test_script;
 
 namespace {
 
@@ -40,32 +43,6 @@ std::vector<T> read_raw(const fs::path& p) {
   std::vector<T> v(bytes.size() / sizeof(T));
   std::memcpy(v.data(), bytes.data(), bytes.size());
   return v;
-}
-
-// tests/quant_ref.py: beside RF_FIXTURES (meson sets it), or found from the repo root or build dir.
-fs::path quant_ref_script() {
-  std::vector<fs::path> tries;
-  if (const char* f = std::getenv("RF_FIXTURES")) tries.push_back(fs::path(f).parent_path() / "quant_ref.py");
-  tries.push_back(fs::path("tests") / "quant_ref.py");
-  tries.push_back(fs::path("..") / "tests" / "quant_ref.py");
-  for (const auto& p : tries)
-    if (fs::exists(p)) return fs::absolute(p);
-  FAIL("tests/quant_ref.py not found (RF_FIXTURES unset and not run from the repo root or build dir)");
-  return {};
-}
-
-// The first Python 3 that imports NumPy: RF_PYTHON, python3 on PATH, then Debian's /usr/bin/python3
-// (a pyenv python3 first on PATH may lack python3-numpy). None: the test fails, it never skips.
-std::string python_with_numpy() {
-  std::vector<std::string> tries;
-  if (const char* p = std::getenv("RF_PYTHON")) tries.push_back(p);
-  tries.insert(tries.end(), {"python3", "/usr/bin/python3"});
-  for (const auto& py : tries)
-    if (std::system(fmt::format("{} -c 'import numpy' > /dev/null 2>&1", py).c_str()) == 0) return py;
-  FAIL(
-      "NumPy is missing for the quantization reference: install python3-numpy (./scripts/setup does) "
-      "or set RF_PYTHON to a python3 with numpy");
-  return {};
 }
 
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
@@ -136,7 +113,7 @@ std::vector<float> dynamic_edges() {
 TEST_SUITE("unit") {
   TEST_CASE("quant: bitsandbytes 4-bit, double quant, dynamic 8-bit and int8 match the NumPy reference") {
     const std::string py = python_with_numpy();
-    const fs::path script = quant_ref_script();
+    const fs::path script = test_script("quant_ref.py");
     const fs::path dir = fs::temp_directory_path() / fmt::format("rf_quant_{}", ::getpid());
     fs::remove_all(dir);
     fs::create_directories(dir);
