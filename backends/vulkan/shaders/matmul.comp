@@ -1,28 +1,42 @@
 #version 450
 #extension GL_EXT_control_flow_attributes : enable
-// C = alpha * A @ B + beta * C, f32, tiled through shared memory with 8x8 register blocking:
+// C = alpha * A @ B + beta * C, f32 math, tiled through shared memory with 8x8 register blocking:
 // a 128x128 output tile per workgroup of 256 threads, K in steps of 8. A and B are read through
 // strides, so transposed operands (dX = dY W, dW = dY^T X) need no copies. Batch = workgroup z.
 // -DSPLITK: z = batch * splits + split; each split sums K in [split*kchunk, +kchunk) into its own
 // (M, N) slice of c (scratch), and splitk_reduce.comp adds the slices (weight gradients: K = tokens).
 layout(local_size_x = 256) in;
-layout(std430, binding = 0) readonly buffer A { float a[]; };
-#if defined(B_F16) || defined(B_BF16)
-// Frozen weights stored in 16 bits (mixed precision): converted exactly on load, f32 accumulate.
+#if defined(A_F16) || defined(A_BF16) || defined(B_F16) || defined(B_BF16)
+// 16-bit operands (frozen weights in B, or both under autocast): converted exactly on load, f32
+// math, so this variant runs on any device with 16-bit storage (bf16 has no arithmetic type here).
 #extension GL_EXT_shader_16bit_storage : require
 #extension GL_EXT_shader_explicit_arithmetic_types_int16 : require
-layout(std430, binding = 1) readonly buffer B { uint16_t b[]; };
-float load_b(uint i) {
-  uint h = uint(b[i]);
-#ifdef B_BF16
-  return uintBitsToFloat(h << 16);
-#else
+float f16_to_float(uint h) {
   uint sgn = (h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
   if (e == 0x1fu) return uintBitsToFloat(sgn | 0x7f800000u | (m << 13));
   if (e == 0u) return (sgn != 0u ? -1.0 : 1.0) * float(m) * 5.9604644775390625e-8;
   return uintBitsToFloat(sgn | ((e + 112u) << 23) | (m << 13));
-#endif
 }
+float bf16_to_float(uint h) { return uintBitsToFloat(h << 16); }
+#endif
+#if defined(A_F16) || defined(A_BF16)
+layout(std430, binding = 0) readonly buffer A { uint16_t a[]; };
+#ifdef A_BF16
+float load_a(uint i) { return bf16_to_float(uint(a[i])); }
+#else
+float load_a(uint i) { return f16_to_float(uint(a[i])); }
+#endif
+#else
+layout(std430, binding = 0) readonly buffer A { float a[]; };
+float load_a(uint i) { return a[i]; }
+#endif
+#if defined(B_F16) || defined(B_BF16)
+layout(std430, binding = 1) readonly buffer B { uint16_t b[]; };
+#ifdef B_BF16
+float load_b(uint i) { return bf16_to_float(uint(b[i])); }
+#else
+float load_b(uint i) { return f16_to_float(uint(b[i])); }
+#endif
 #else
 layout(std430, binding = 1) readonly buffer B { float b[]; };
 float load_b(uint i) { return b[i]; }
@@ -79,7 +93,7 @@ void main() {
   [[unroll]] for (uint l = 0; l < 4; ++l) {                                                      \
     uint e = tid + l * 256;                                                                      \
     uint gm = m0 + e / BK, gk = (kb) + e % BK;                                                   \
-    pa[l] = (gm < p.M && gk < kend) ? a[ab + gm * p.sam + gk * p.sak] : 0.0;                       \
+    pa[l] = (gm < p.M && gk < kend) ? load_a(ab + gm * p.sam + gk * p.sak) : 0.0;                  \
     uint hk = (kb) + e / BN, hn = n0 + e % BN;                                                   \
     pb[l] = (hk < kend && hn < p.N) ? load_b(bb + hk * p.sbk + hn * p.sbn) : 0.0;                       \
   }
