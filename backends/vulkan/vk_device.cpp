@@ -95,7 +95,43 @@ bool has_extension(VkPhysicalDevice pd, const char* name) {
   return false;
 }
 
-DeviceInfo describe(VkPhysicalDevice pd, int index) {
+// Whether the cooperative-matrix shapes on offer include the one matmul_coopmat.comp is built for.
+// The queries are extension entry points, so they come through vkGetInstanceProcAddr.
+bool nv_coopmat_shape(VkInstance inst, VkPhysicalDevice pd) {
+  auto query = reinterpret_cast<PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV>(
+      vkGetInstanceProcAddr(inst, "vkGetPhysicalDeviceCooperativeMatrixPropertiesNV"));
+  if (!query) return false;
+  uint32_t n = 0;
+  if (query(pd, &n, nullptr) != VK_SUCCESS) return false;
+  std::vector<VkCooperativeMatrixPropertiesNV> props(n, {VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_NV});
+  if (query(pd, &n, props.data()) != VK_SUCCESS) return false;
+  for (const auto& p : props)
+    if (p.MSize == 16 && p.NSize == 16 && p.KSize == 16 && p.AType == VK_COMPONENT_TYPE_FLOAT16_NV &&
+        p.BType == VK_COMPONENT_TYPE_FLOAT16_NV && p.CType == VK_COMPONENT_TYPE_FLOAT32_NV &&
+        p.DType == VK_COMPONENT_TYPE_FLOAT32_NV && p.scope == VK_SCOPE_SUBGROUP_NV)
+      return true;
+  return false;
+}
+
+#ifdef VK_KHR_cooperative_matrix
+bool khr_coopmat_shape(VkInstance inst, VkPhysicalDevice pd) {
+  auto query = reinterpret_cast<PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR>(
+      vkGetInstanceProcAddr(inst, "vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR"));
+  if (!query) return false;
+  uint32_t n = 0;
+  if (query(pd, &n, nullptr) != VK_SUCCESS) return false;
+  std::vector<VkCooperativeMatrixPropertiesKHR> props(n, {VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_KHR});
+  if (query(pd, &n, props.data()) != VK_SUCCESS) return false;
+  for (const auto& p : props)
+    if (p.MSize == 16 && p.NSize == 16 && p.KSize == 16 && p.AType == VK_COMPONENT_TYPE_FLOAT16_KHR &&
+        p.BType == VK_COMPONENT_TYPE_FLOAT16_KHR && p.CType == VK_COMPONENT_TYPE_FLOAT32_KHR &&
+        p.ResultType == VK_COMPONENT_TYPE_FLOAT32_KHR && p.scope == VK_SCOPE_SUBGROUP_KHR)
+      return true;
+  return false;
+}
+#endif
+
+DeviceInfo describe(VkInstance inst, VkPhysicalDevice pd, int index) {
   DeviceInfo d;
   d.index = index;
   VkPhysicalDeviceSubgroupProperties sub{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES};
@@ -125,11 +161,32 @@ DeviceInfo describe(VkPhysicalDevice pd, int index) {
   f11.pNext = &f12;
   VkPhysicalDeviceFeatures2 feats{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2};
   feats.pNext = &f11;
+  // The cooperative-matrix feature structs go on the chain only where the extension is listed.
+  const bool has_nv = has_extension(pd, "VK_NV_cooperative_matrix");
+  VkPhysicalDeviceCooperativeMatrixFeaturesNV cm_nv{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV};
+  if (has_nv) {
+    cm_nv.pNext = feats.pNext;
+    feats.pNext = &cm_nv;
+  }
+#ifdef VK_KHR_cooperative_matrix
+  const bool has_khr = has_extension(pd, "VK_KHR_cooperative_matrix");
+  VkPhysicalDeviceCooperativeMatrixFeaturesKHR cm_khr{
+      VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_KHR};
+  if (has_khr) {
+    cm_khr.pNext = feats.pNext;
+    feats.pNext = &cm_khr;
+  }
+#endif
   if (d.api_version >= VK_API_VERSION_1_2) {
     vkGetPhysicalDeviceFeatures2(pd, &feats);
     d.fp16 = f12.shaderFloat16;
     d.storage16 = f11.storageBuffer16BitAccess;
     d.storage8 = f12.storageBuffer8BitAccess && f12.shaderInt8;
+    const bool cm_base = d.fp16 && d.storage16 && f12.vulkanMemoryModel;
+    d.coopmat_nv_f16 = cm_base && has_nv && cm_nv.cooperativeMatrix && nv_coopmat_shape(inst, pd);
+#ifdef VK_KHR_cooperative_matrix
+    d.coopmat_khr_f16 = cm_base && has_khr && cm_khr.cooperativeMatrix && khr_coopmat_shape(inst, pd);
+#endif
   }
   d.bf16 = has_extension(pd, "VK_KHR_shader_bfloat16");
   d.coopmat_khr = has_extension(pd, "VK_KHR_cooperative_matrix");
@@ -157,7 +214,7 @@ std::vector<DeviceInfo> list_devices() {
   std::vector<DeviceInfo> out;
   try {
     auto pds = physical_devices(inst);
-    for (size_t i = 0; i < pds.size(); ++i) out.push_back(describe(pds[i], int(i)));
+    for (size_t i = 0; i < pds.size(); ++i) out.push_back(describe(inst, pds[i], int(i)));
   } catch (...) {
     vkDestroyInstance(inst, nullptr);
     throw;
@@ -193,7 +250,7 @@ Context::Context(int device_index) {
     if (device_index < 0 || device_index >= int(pds.size()))
       throw std::invalid_argument(fmt::format("[vulkan] device {} does not exist", device_index));
     physical_ = pds[size_t(device_index)];
-    info_ = describe(physical_, device_index);
+    info_ = describe(instance_, physical_, device_index);
     if (info_.api_version < VK_API_VERSION_1_2)
       throw std::runtime_error(fmt::format("[vulkan] {} offers Vulkan {}.{}; 1.2 is required", info_.name,
                                            VK_API_VERSION_MAJOR(info_.api_version),
@@ -218,10 +275,33 @@ Context::Context(int device_index) {
     f12.storageBuffer8BitAccess = info_.storage8;
     f12.shaderInt8 = info_.storage8;
     f11.pNext = &f12;
+    // Cooperative matrices (matmul_coopmat.comp): the extension, its feature and the Vulkan memory
+    // model the shader's SPIR-V declares, only where describe() found the shape it uses.
+    std::vector<const char*> exts;
+    f12.vulkanMemoryModel = info_.coopmat_nv_f16 || info_.coopmat_khr_f16;
+    VkPhysicalDeviceCooperativeMatrixFeaturesNV cm_nv{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV};
+    if (info_.coopmat_nv_f16) {
+      exts.push_back(VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME);
+      cm_nv.cooperativeMatrix = VK_TRUE;
+      cm_nv.pNext = f12.pNext;
+      f12.pNext = &cm_nv;
+    }
+#ifdef VK_KHR_cooperative_matrix
+    VkPhysicalDeviceCooperativeMatrixFeaturesKHR cm_khr{
+        VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_KHR};
+    if (info_.coopmat_khr_f16) {
+      exts.push_back(VK_KHR_COOPERATIVE_MATRIX_EXTENSION_NAME);
+      cm_khr.cooperativeMatrix = VK_TRUE;
+      cm_khr.pNext = f12.pNext;
+      f12.pNext = &cm_khr;
+    }
+#endif
     VkDeviceCreateInfo dci{VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO};
     dci.pNext = &f11;
     dci.queueCreateInfoCount = 1;
     dci.pQueueCreateInfos = &qci;
+    dci.enabledExtensionCount = uint32_t(exts.size());
+    dci.ppEnabledExtensionNames = exts.data();
     RF_VK_CHECK(vkCreateDevice(physical_, &dci, nullptr, &device_));
     vkGetDeviceQueue(device_, family_, 0, &queue_);
     VkCommandPoolCreateInfo pci{VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO};

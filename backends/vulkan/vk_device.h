@@ -27,8 +27,11 @@ struct DeviceInfo {
   bool storage16 = false;          // storageBuffer16BitAccess
   bool storage8 = false;           // storageBuffer8BitAccess + shaderInt8 (bool tensors)
   bool subgroup_arithmetic = false;
-  bool bf16 = false;  // VK_KHR_shader_bfloat16
-  bool coopmat_khr = false, coopmat_nv = false;
+  bool bf16 = false;                             // VK_KHR_shader_bfloat16
+  bool coopmat_khr = false, coopmat_nv = false;  // the extensions are listed
+  // The cooperative-matrix feature is on and offers the shape matmul_coopmat.comp uses: 16x16x16,
+  // f16 A/B, f32 C/D, subgroup scope, plus the Vulkan memory model its SPIR-V declares.
+  bool coopmat_nv_f16 = false, coopmat_khr_f16 = false;
   bool is_cpu() const { return type == VK_PHYSICAL_DEVICE_TYPE_CPU; }
 };
 
