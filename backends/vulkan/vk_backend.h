@@ -84,10 +84,12 @@ class VulkanBackend final : public Backend {
   // vk_ops_quant.cpp
   void quant_matmul(const Tensor& x, const QuantWeight& w, bool trans, Tensor& out, float beta = 0.0f) override;
   void dequantize(const QuantWeight& w, Tensor& out) override;
-  // vk_ops_reduce.cpp
-  void reduce(ReduceOp op, const Tensor& x, Tensor& out) override;
+  // vk_ops_matmul.cpp: f32; f32 a with 16-bit b; a and b both F16 or both BF16 (f32 accumulate and out)
   void matmul(const Tensor& a, const Tensor& b, Tensor& out, float alpha, float beta) override;
   bool matmul_takes_16bit_b() const override { return true; }
+  bool matmul_takes_16bit_ab() const override { return rt_->ctx.info().storage16; }
+  // vk_ops_reduce.cpp
+  void reduce(ReduceOp op, const Tensor& x, Tensor& out) override;
   void index_select(const Tensor& x, int64_t axis, const Tensor& ids, Tensor& out) override;
   void index_add(const Tensor& src, int64_t axis, const Tensor& ids, Tensor& out) override;
   void gather(const Tensor& x, int64_t axis, const Tensor& idx, Tensor& out) override;

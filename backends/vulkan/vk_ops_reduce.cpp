@@ -1,4 +1,4 @@
-// Reductions, matmul (tiled, vec4, split-K), indexing and top-k on Vulkan.
+// Reductions, indexing and top-k on Vulkan (matmul: vk_ops_matmul.cpp).
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -83,92 +83,6 @@ void VulkanBackend::reduce(ReduceOp op, const Tensor& x, Tensor& out) {
     auto [gx, gy] = row_grid(uint64_t(nrows));
     std::string name = fmt::format("reduce_{}", base);
     run(op == ReduceOp::ArgMax ? name : row_kernel(name), {ax, ao}, p, gx, gy);
-  }
-}
-
-void VulkanBackend::matmul(const Tensor& a, const Tensor& b, Tensor& out, float alpha, float beta) {
-  need_f32(a, "matmul");
-  const bool b16 = b.dtype() == DType::F16 || b.dtype() == DType::BF16;
-  if (!b16) need_f32(b, "matmul");
-  need_f32(out, "matmul");
-  const std::string suffix = b.dtype() == DType::F16 ? "_f16b" : b.dtype() == DType::BF16 ? "_bf16b" : "";
-  const int64_t nd = out.dim();
-  if (nd < 2 || a.dim() != nd || b.dim() != nd)
-    throw std::invalid_argument("[vulkan] matmul: operands must share out's rank (>= 2)");
-  const int64_t M = out.size(-2), N = out.size(-1), K = a.size(-1);
-  if (a.size(-2) != M || b.size(-2) != K || b.size(-1) != N)
-    throw std::invalid_argument(fmt::format("[vulkan] matmul: shapes {} @ {} -> {} do not match", shape_str(a.shape()),
-                                            shape_str(b.shape()), shape_str(out.shape())));
-  if (out.stride(-1) != 1 || (M > 1 && out.stride(-2) != N))
-    throw std::invalid_argument("[vulkan] matmul: output rows must be contiguous");
-  if (out.numel() == 0) return;
-  Shape bs(out.shape().begin(), out.shape().end() - 2);
-  Strides sa(a.strides().begin(), a.strides().end() - 2), sb(b.strides().begin(), b.strides().end() - 2),
-      so(out.strides().begin(), out.strides().end() - 2);
-  Collapsed bc = collapse(bs, {&sa, &sb, &so});
-  Arg aa = arg(a), ab = arg(b), ao = arg(out, true);
-  shaders::MatmulPush p{};
-  p.M = u32(M, "M");
-  p.N = u32(N, "N");
-  p.K = u32(K, "K");
-  p.sam = u32(a.stride(-2), "stride");
-  p.sak = u32(a.stride(-1), "stride");
-  p.sbk = u32(b.stride(-2), "stride");
-  p.sbn = u32(b.stride(-1), "stride");
-  p.alpha = alpha;
-  p.beta = beta;
-  // The innermost collapsed batch dim goes to workgroup z; any outer ones loop here.
-  const int inner = bc.ndim - 1;
-  const uint32_t batch = inner >= 0 ? bc.shape[inner] : 1;
-  p.a_batch = inner >= 0 ? bc.strides[0][inner] : 0;
-  p.b_batch = inner >= 0 ? bc.strides[1][inner] : 0;
-  p.c_batch = inner >= 0 ? bc.strides[2][inner] : 0;
-  int64_t outer = 1;
-  for (int d = 0; d < inner; ++d) outer *= bc.shape[d];
-  // Split-K when the output has too few tiles to fill the GPU but K is long (dW = dY^T X).
-  const uint64_t tiles = uint64_t((N + 127) / 128) * uint64_t((M + 127) / 128) * batch;
-  uint32_t splits = 1;
-  if (const char* env = std::getenv("RANKFORGE_VK_SPLITK"))
-    splits = uint32_t(std::max(1, std::atoi(env)));
-  else if (tiles < 64 && K >= 2048)
-    splits = uint32_t(std::min<int64_t>(K / 1024, int64_t((128 + tiles - 1) / tiles)));
-  splits = std::max<uint32_t>(1, std::min<uint32_t>(splits, uint32_t((K + 7) / 8)));
-  Tensor part;
-  Arg apart;
-  if (splits > 1) {
-    p.kchunk = uint32_t(((K + splits - 1) / splits + 7) / 8 * 8);
-    splits = uint32_t((K + p.kchunk - 1) / p.kchunk);
-    p.splits = splits;
-    part = empty({int64_t(batch) * splits * M * N}, DType::F32, device());
-    apart = arg(part, true);
-  }
-  for (int64_t o = 0; o < outer; ++o) {
-    uint32_t offa = aa.off, offb = ab.off, offc = ao.off;
-    for (int d = inner - 1, rem = int(o); d >= 0; --d) {
-      uint32_t c = uint32_t(rem) % bc.shape[d];
-      rem /= int(bc.shape[d]);
-      offa += c * bc.strides[0][d];
-      offb += c * bc.strides[1][d];
-      offc += c * bc.strides[2][d];
-    }
-    p.a_off = offa;
-    p.b_off = offb;
-    p.c_off = offc;
-    const bool vec4 = !b16 && shaders::matmul_vec4_ok(p);
-    const uint32_t gx = uint32_t((N + 127) / 128), gy = uint32_t((M + 127) / 128);
-    if (splits == 1) {
-      run(vec4 ? std::string("matmul_vec4") : "matmul" + suffix, {aa, ab, ao}, p, gx, gy, batch);
-    } else {
-      run(vec4 ? std::string("matmul_splitk_vec4") : "matmul_splitk" + suffix, {aa, ab, apart}, p, gx, gy,
-          batch * splits);
-      apart.b.write = false;
-      struct {
-        uint32_t MN, batch, splits, c_off, c_batch;
-        float alpha, beta;
-      } r{uint32_t(M * N), batch, splits, offc, p.c_batch, alpha, beta};
-      run("splitk_reduce", {apart, ao}, r, groups_for(uint64_t(M * N) * batch));
-      apart.b.write = true;
-    }
   }
 }
 
