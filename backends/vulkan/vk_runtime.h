@@ -65,12 +65,15 @@ class Allocator {
 };
 
 struct Pipeline {
+  std::string name;  // the shader variant, the row it gets under RANKFORGE_PROFILE
   VkPipeline pipeline = VK_NULL_HANDLE;
   VkPipelineLayout layout = VK_NULL_HANDLE;
   VkDescriptorSetLayout set_layout = VK_NULL_HANDLE;
   VkShaderModule module = VK_NULL_HANDLE;
   uint32_t bindings = 0, push_bytes = 0;
 };
+
+class Profiler;  // vk_profile.h
 
 // A buffer range a dispatch reads or writes.
 struct Binding {
@@ -132,6 +135,7 @@ class Stream {
   std::byte* staging_map_ = nullptr;
   size_t staging_size_ = 0, staging_head_ = 0;
   uint64_t dispatches_ = 0, submits_ = 0, barriers_ = 0;
+  std::unique_ptr<Profiler> prof_;  // null unless RANKFORGE_PROFILE is set
 };
 
 }  // namespace rf::vk

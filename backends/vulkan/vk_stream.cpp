@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "backends/vulkan/vk_check.h"
+#include "backends/vulkan/vk_profile.h"
 #include "backends/vulkan/vk_runtime.h"
 #include "backends/vulkan/vk_shaders.h"
 
@@ -30,6 +31,9 @@ void full_barrier(VkCommandBuffer cb) {
 }  // namespace
 
 Stream::Stream(Context& ctx, Allocator& mem) : ctx_(ctx), mem_(mem), frames_(kFrames) {
+  // A frame records at most kFlushEvery commands (dispatches, uploads, copies; a download's copy
+  // starts a fresh frame after a wait); one spare, and the profiler refuses overflow anyway.
+  prof_ = Profiler::from_env(ctx, kFrames, kFlushEvery + 1);
   VkDevice dev = ctx.device();
   for (Frame& f : frames_) {
     VkCommandBufferAllocateInfo cai{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
@@ -98,6 +102,7 @@ Pipeline& Stream::pipeline(std::string_view shader, uint32_t bindings, uint32_t 
   std::span<const uint32_t> spirv = shaders::find(shader);
   VkDevice dev = ctx_.device();
   auto p = std::make_unique<Pipeline>();
+  p->name = std::string(shader);
   p->bindings = bindings;
   p->push_bytes = push_bytes;
   VkShaderModuleCreateInfo mi{VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO};
@@ -139,6 +144,7 @@ void Stream::begin_if_needed() {
     RF_VK_CHECK(vkWaitForFences(dev, 1, &f.fence, VK_TRUE, UINT64_MAX));
     RF_VK_CHECK(vkResetFences(dev, 1, &f.fence));
     f.in_flight = false;
+    if (prof_) prof_->collect(cur_);
   }
   for (VkDescriptorPool pool : f.pools) RF_VK_CHECK(vkResetDescriptorPool(dev, pool, 0));
   f.pool_at = 0;
@@ -147,6 +153,7 @@ void Stream::begin_if_needed() {
   bi.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
   RF_VK_CHECK(vkBeginCommandBuffer(f.cb, &bi));
   full_barrier(f.cb);  // orders this frame after earlier submissions (queues do not)
+  if (prof_) prof_->begin_frame(cur_, f.cb);
   f.recording = true;
   pending_.clear();
 }
@@ -217,7 +224,9 @@ void Stream::dispatch(Pipeline& p, std::span<const Binding> bs, const void* push
   vkCmdBindPipeline(f.cb, VK_PIPELINE_BIND_POINT_COMPUTE, p.pipeline);
   vkCmdBindDescriptorSets(f.cb, VK_PIPELINE_BIND_POINT_COMPUTE, p.layout, 0, 1, &set, 0, nullptr);
   if (p.push_bytes) vkCmdPushConstants(f.cb, p.layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, p.push_bytes, push);
+  if (prof_) prof_->begin(cur_, f.cb, p.name);
   vkCmdDispatch(f.cb, gx, gy, gz);
+  if (prof_) prof_->end(cur_, f.cb);
   dispatches_++;
   if (++recorded_ >= kFlushEvery) flush();
 }
@@ -252,6 +261,7 @@ void Stream::wait() {
     if (r != VK_SUCCESS) fail("vkWaitForFences", r);
     RF_VK_CHECK(vkResetFences(ctx_.device(), 1, &f.fence));
     f.in_flight = false;
+    if (prof_) prof_->collect(size_t(&f - frames_.data()));
   }
   staging_head_ = 0;
 }
@@ -280,7 +290,9 @@ void Stream::upload(const Allocation& dst, size_t offset, std::span<const std::b
     Binding bs[2] = {{staging_, at, chunk, false}, {dst.block->buffer, dst.user_offset + offset + done, chunk, true}};
     hazard_barrier(bs);
     VkBufferCopy region{at, dst.user_offset + offset + done, chunk};
+    if (prof_) prof_->begin(cur_, frames_[cur_].cb, "upload");
     vkCmdCopyBuffer(frames_[cur_].cb, staging_, dst.block->buffer, 1, &region);
+    if (prof_) prof_->end(cur_, frames_[cur_].cb);
     if (++recorded_ >= kFlushEvery) flush();
     done += chunk;
   }
@@ -292,7 +304,9 @@ void Stream::copy(VkBuffer src, size_t src_offset, VkBuffer dst, size_t dst_offs
   Binding bs[2] = {{src, src_offset, bytes, false}, {dst, dst_offset, bytes, true}};
   hazard_barrier(bs);
   VkBufferCopy region{src_offset, dst_offset, bytes};
+  if (prof_) prof_->begin(cur_, frames_[cur_].cb, "copy");
   vkCmdCopyBuffer(frames_[cur_].cb, src, dst, 1, &region);
+  if (prof_) prof_->end(cur_, frames_[cur_].cb);
   if (++recorded_ >= kFlushEvery) flush();
 }
 
@@ -308,7 +322,9 @@ void Stream::download(const Allocation& src, size_t offset, std::span<std::byte>
     Binding bs[2] = {{src.block->buffer, src.user_offset + offset + done, chunk, false}, {staging_, 0, chunk, true}};
     hazard_barrier(bs);
     VkBufferCopy region{src.user_offset + offset + done, 0, chunk};
+    if (prof_) prof_->begin(cur_, frames_[cur_].cb, "download");
     vkCmdCopyBuffer(frames_[cur_].cb, src.block->buffer, staging_, 1, &region);
+    if (prof_) prof_->end(cur_, frames_[cur_].cb);
     VkMemoryBarrier mb{VK_STRUCTURE_TYPE_MEMORY_BARRIER, nullptr, VK_ACCESS_TRANSFER_WRITE_BIT,
                        VK_ACCESS_HOST_READ_BIT};
     vkCmdPipelineBarrier(frames_[cur_].cb, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb, 0,
