@@ -23,24 +23,30 @@ constexpr AutocastRule kPolicy[] = {
     {"sum", AutocastKind::F32},
     {"mean", AutocastKind::F32},
     {"adamw", AutocastKind::F32},
-    // Computes in f32 but keeps its two GEMM-output inputs for backward in bf16.
+    // Computes in f32 but keeps its two GEMM-output inputs for backward in 16 bits.
     {"swiglu", AutocastKind::Lower},
 };
 }  // namespace
 
-std::string_view precision_name(Precision p) { return p == Precision::BF16 ? "bf16" : "f32"; }
+std::string_view precision_name(Precision p) {
+  return p == Precision::BF16 ? "bf16" : p == Precision::F16 ? "f16" : "f32";
+}
 
-bool is_precision_name(std::string_view s) { return s == "f32" || s == "bf16" || s == "auto"; }
+DType precision_dtype(Precision p) {
+  return p == Precision::BF16 ? DType::BF16 : p == Precision::F16 ? DType::F16 : DType::F32;
+}
+
+bool is_precision_name(std::string_view s) { return s == "f32" || s == "bf16" || s == "f16" || s == "auto"; }
 
 Precision resolve_precision(std::string_view s, const Backend& be, std::string_view where) {
   if (!is_precision_name(s))
-    throw std::invalid_argument(fmt::format("[{}] precision '{}' is not one of f32, bf16, auto", where, s));
+    throw std::invalid_argument(fmt::format("[{}] precision '{}' is not one of f32, bf16, f16, auto", where, s));
   if (s == "auto") return auto_precision(be);
   if (s == "f32") return Precision::F32;
   if (!be.matmul_takes_16bit_ab())
     throw std::invalid_argument(
-        fmt::format("[{}] precision bf16: the {} backend has no bf16 GEMMs yet; use f32 or auto", where, be.name()));
-  return Precision::BF16;
+        fmt::format("[{}] precision {}: the {} backend has no 16-bit GEMMs yet; use f32 or auto", where, s, be.name()));
+  return s == "f16" ? Precision::F16 : Precision::BF16;
 }
 
 Precision auto_precision(const Backend& be) { return be.matmul_16bit_native() ? Precision::BF16 : Precision::F32; }
@@ -52,7 +58,7 @@ Precision autocast_precision() { return t_precision; }
 DType autocast_dtype(std::string_view op, const Backend& be) {
   if (t_precision == Precision::F32 || !be.matmul_takes_16bit_ab()) return DType::F32;
   for (const AutocastRule& r : kPolicy)
-    if (r.op == op) return r.kind == AutocastKind::Lower ? DType::BF16 : DType::F32;
+    if (r.op == op) return r.kind == AutocastKind::Lower ? precision_dtype(t_precision) : DType::F32;
   return DType::F32;
 }
 

@@ -105,9 +105,10 @@ class Backend {
   // Whether those 16-bit GEMMs run on native 16-bit dot products (not widened to f32): what
   // precision `auto` asks.
   virtual bool matmul_16bit_native() const { return false; }
-  // Whether attention takes BF16 q, k, v (and dout) with F32 o, lse and gradients: its two products
-  // in bf16 with f32 accumulation (autocast). Where it does not, autocast leaves attention in f32.
-  virtual bool attention_takes_16bit() const { return false; }
+  // Whether attention takes q, k, v (and dout) of 16-bit dtype t (BF16 or F16) with F32 o, lse and
+  // gradients: its two products on 16-bit operands with f32 accumulation (autocast). Where it does
+  // not, autocast leaves attention in f32.
+  virtual bool attention_takes_16bit(DType t) const { return false; }
 
   // Indexing. ids: 1-D I32/I64. index_add adds into an existing out; gather/scatter_add follow torch.
   virtual void index_select(const Tensor& x, int64_t axis, const Tensor& ids, Tensor& out) = 0;

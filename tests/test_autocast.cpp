@@ -64,7 +64,7 @@ TEST_SUITE("unit") {
     CHECK(auto_precision(cpu) == (cpu.matmul_16bit_native() ? Precision::BF16 : Precision::F32));
     CHECK(cpu.matmul_16bit_native() == (cpu::dnnl_available() && cpu::cpu_has_native_bf16()));
     CHECK_THROWS_WITH_AS(resolve_precision("fp8", cpu, "train"),
-                         "[train] precision 'fp8' is not one of f32, bf16, auto", std::invalid_argument);
+                         "[train] precision 'fp8' is not one of f32, bf16, f16, auto", std::invalid_argument);
     MESSAGE(fmt::format("this CPU: native bf16 {}, oneDNN {}: precision auto = {}", cpu::cpu_has_native_bf16(),
                         cpu::dnnl_available(), precision_name(auto_precision(cpu))));
   }

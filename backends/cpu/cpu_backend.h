@@ -52,7 +52,7 @@ class CpuBackend final : public Backend {
   bool matmul_takes_16bit_b() const override { return true; }   // widened per call (cpu_matmul.cpp)
   bool matmul_takes_16bit_ab() const override { return true; }  // oneDNN, or widened to f32 for OpenBLAS
   bool matmul_16bit_native() const override;                    // oneDNN on AVX512_BF16 or AMX-BF16
-  bool attention_takes_16bit() const override { return true; }  // bf16 block GEMMs (cpu_attention.cpp)
+  bool attention_takes_16bit(DType t) const override { return t == DType::BF16; }  // bf16 block GEMMs
 
   std::shared_ptr<Buffer> alloc(size_t bytes) override;
   void upload(Buffer& dst, size_t dst_offset, std::span<const std::byte> src) override;

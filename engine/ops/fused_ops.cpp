@@ -66,7 +66,8 @@ struct SwigluOp {
   static Tensor forward(OpCtx& ctx, const Tensor& g, const Tensor& u) {
     Tensor y = unary_raw(UnaryOp::Silu, g);
     g.backend().binary(BinaryOp::Mul, y, u, y);
-    const DType keep = autocast_dtype("swiglu", g.backend()) == DType::BF16 ? DType::BF16 : g.dtype();
+    const DType ad = autocast_dtype("swiglu", g.backend());
+    const DType keep = ad != DType::F32 ? ad : g.dtype();
     auto kept = [&](const Tensor& t) { return keep == t.dtype() ? t : t.to(keep); };
     ctx.save(ctx.needs(0) || ctx.needs(1) ? kept(g) : Tensor());
     ctx.save(ctx.needs(0) ? kept(u) : Tensor());
@@ -129,7 +130,8 @@ struct AttentionOp {
   static constexpr std::string_view kName = "sdpa";
   static Tensor forward(OpCtx& ctx, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, bool causal,
                         double scale) {
-    const DType out = q.dtype() == DType::BF16 ? DType::F32 : q.dtype();  // autocast: bf16 operands, f32 results
+    const bool half = q.dtype() == DType::BF16 || q.dtype() == DType::F16;
+    const DType out = half ? DType::F32 : q.dtype();  // autocast: 16-bit operands, f32 results
     Tensor o = empty({q.size(0), q.size(1), q.size(2), v.size(3)}, out, q.device());
     Tensor lse = empty({q.size(0), q.size(1), q.size(2)}, out, q.device());
     AttnArgs args{causal, scale};
@@ -142,12 +144,12 @@ struct AttentionOp {
   }
   static std::vector<Tensor> backward(OpCtx& ctx, const Tensor& dy) {
     const Tensor &q = ctx.saved(0), &k = ctx.saved(1), &v = ctx.saved(2);
-    const bool half = q.dtype() == DType::BF16;  // gradients stay f32; dO becomes a bf16 operand
+    const bool half = q.dtype() == DType::BF16 || q.dtype() == DType::F16;  // grads f32; dO a 16-bit operand
     const DType gd = half ? DType::F32 : q.dtype();
     Tensor dq = empty(q.shape(), gd, q.device()), dk = empty(k.shape(), gd, k.device());
     Tensor dv = empty(v.shape(), gd, v.device());
     AttnArgs args{ctx.ints[0] != 0, ctx.scalars[0]};
-    const Tensor g = half ? dy.to(DType::BF16) : dense(dy);
+    const Tensor g = half ? dy.to(q.dtype()) : dense(dy);
     dy.backend().attention_bwd(q, k, v, ctx.saved(3), args, ctx.saved(4), ctx.saved(5), g, dq, dk, dv);
     return {dq, dk, dv, Tensor()};
   }
@@ -270,8 +272,9 @@ Tensor scaled_dot_product_attention(const Tensor& q0, const Tensor& k0, const Te
   DType t = detail::promote(detail::promote(q.dtype(), k.dtype()), v.dtype());
   // Autocast: q, k, v in bf16 for the two products (f32 accumulation, f32 output), where the backend's
   // kernel takes them (engine/autocast.h).
-  if (t == DType::F32 && q.backend().attention_takes_16bit() && autocast_dtype("attention", q.backend()) == DType::BF16)
-    t = DType::BF16;
+  if (const DType ad = autocast_dtype("attention", q.backend());
+      t == DType::F32 && ad != DType::F32 && q.backend().attention_takes_16bit(ad))
+    t = ad;
   auto prep = [&](Tensor x) {
     if (x.dtype() != t) x = cast(x, t);
     // Kernels read rows stride(2) apart as a BLAS leading dim: rows must not overlap.

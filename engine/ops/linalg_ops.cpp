@@ -25,8 +25,8 @@ Tensor as_operand(const Tensor& dy, DType t) { return is16(t) && dy.dtype() != t
 // LoRA branches read the same normed input, and six bf16 copies of it would each be kept for
 // backward. A few entries (a LoRA branch's rank-r product comes in between), keyed by the tensor,
 // its buffer's in-place version and the grad mode; weights are not memoised (the optimizer updates them).
-Tensor autocast_operand(const Tensor& x) {
-  if (x.dtype() == DType::BF16) return x;
+Tensor autocast_operand(const Tensor& x, DType t) {
+  if (x.dtype() == t) return x;
   struct Memo {
     std::weak_ptr<TensorImpl> src;
     uint64_t version = 0;
@@ -37,11 +37,12 @@ Tensor autocast_operand(const Tensor& x) {
   thread_local size_t next = 0;
   for (const Memo& m : memo) {
     auto p = m.src.lock();
-    if (!p || p != x.impl_ptr() || m.version != x.buffer().version() || m.grad != grad_enabled()) continue;
+    if (!p || p != x.impl_ptr() || m.version != x.buffer().version() || m.grad != grad_enabled() || m.cast.dtype() != t)
+      continue;
     const auto& node = m.cast.impl()->grad_fn;
     if (!node || !node->released) return m.cast;  // a graph a backward already consumed is rebuilt
   }
-  Tensor c = cast(x, DType::BF16);
+  Tensor c = cast(x, t);
   memo[next] = Memo{x.impl_ptr(), x.buffer().version(), grad_enabled(), c};
   next = (next + 1) % memo.size();
   return c;
@@ -155,11 +156,11 @@ struct LinearOp {
 
 Tensor matmul(const Tensor& a0, const Tensor& b0) {
   detail::check_same_device(a0, b0, "matmul");
-  const bool ac =
-      a0.dtype() != DType::F64 && b0.dtype() != DType::F64 && autocast_dtype("matmul", a0.backend()) == DType::BF16;
+  const DType ad =
+      a0.dtype() != DType::F64 && b0.dtype() != DType::F64 ? autocast_dtype("matmul", a0.backend()) : DType::F32;
   auto operand = [&](const Tensor& t) {
-    if (!ac || !is_float(t.dtype())) return detail::compute_input(t);
-    return t.dtype() == DType::BF16 ? t : cast(t, DType::BF16);  // autocast: bf16 operands as stored
+    if (ad == DType::F32 || !is_float(t.dtype())) return detail::compute_input(t);
+    return t.dtype() == ad ? t : cast(t, ad);  // autocast: 16-bit operands as stored
   };
   Tensor a = operand(a0), b = operand(b0);
   detail::check_float(a, "matmul");
@@ -195,7 +196,8 @@ Tensor matmul(const Tensor& a0, const Tensor& b0) {
 
 Tensor linear(const Tensor& x0, const Tensor& w0, const Tensor& b0) {
   const bool f64 = x0.dtype() == DType::F64 || w0.dtype() == DType::F64;
-  if (!f64 && is_float(x0.dtype()) && is_float(w0.dtype()) && autocast_dtype("linear", x0.backend()) == DType::BF16) {
+  const DType ad = f64 ? DType::F32 : autocast_dtype("linear", x0.backend());
+  if (is_float(x0.dtype()) && is_float(w0.dtype()) && ad != DType::F32) {
     if (w0.dim() != 2 || x0.dim() < 1 || x0.size(-1) != w0.size(1))
       throw std::invalid_argument(
           fmt::format("[linear] input {} does not fit weight {}", shape_str(x0.shape()), shape_str(w0.shape())));
@@ -203,10 +205,10 @@ Tensor linear(const Tensor& x0, const Tensor& w0, const Tensor& b0) {
       throw std::invalid_argument(
           fmt::format("[linear] bias {} does not fit weight {}", shape_str(b0.shape()), shape_str(w0.shape())));
     detail::check_same_device(x0, w0, "linear");
-    // A bf16 frozen weight (base_dtype bf16) goes in as stored, an f32 one is rounded inside the op
-    // (operand_like); the bias is added in f32.
-    Tensor x = autocast_operand(x0);
-    Tensor w = w0.dtype() == DType::BF16 || w0.dtype() == DType::F32 ? w0 : cast(w0, DType::BF16);
+    // A frozen weight stored in the autocast dtype (base_dtype bf16) goes in as stored, an f32 one is
+    // rounded inside the op (operand_like); the bias is added in f32.
+    Tensor x = autocast_operand(x0, ad);
+    Tensor w = w0.dtype() == ad || w0.dtype() == DType::F32 ? w0 : cast(w0, ad);
     Tensor b = b0.defined() && b0.dtype() != DType::F32 ? cast(b0, DType::F32) : b0;
     Shape out = x0.shape();
     out.back() = w0.size(0);

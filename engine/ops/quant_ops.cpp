@@ -57,6 +57,7 @@ Tensor quant_linear(const Tensor& x0, const QuantWeight& w0, const Tensor& b0, c
         fmt::format("[quant_linear] probe {} must be ({}, {})", shape_str(probe.shape()), w0.rows, w0.cols));
   detail::check_float(x0, "quant_linear");
   QuantWeight w = w0;
+  // The dequantizing kernels read bf16 activations; under f16 autocast they compute in w.compute.
   if (autocast_dtype("linear", x0.backend()) == DType::BF16) w.compute = DType::BF16;
   // The kernel reads f32 or bf16 activations (f64 on the CPU, computed in f64); f16 meets it as f32.
   const bool f64 = x0.dtype() == DType::F64;
