@@ -65,6 +65,7 @@ class RosaStrategy final : public RankStrategy {
       Tensor g = w.grad();
       if (!g.defined()) continue;  // the module took no part in this micro-batch's loss
       NoGradGuard ng;
+      if (loss_scale() != 1.0) g = mul(g, 1.0 / loss_scale());                 // f16 loss scaling: the true gradient
       acc_.at(path).add(l->base().fan_in_fan_out() ? g.t().contiguous() : g);  // (out, in)
       w.zero_grad();
     }

@@ -35,7 +35,8 @@ class RankStrategy {
   virtual Tensor extra_loss(PeftModel& pm) { return Tensor(); }
   // At the start of each optimizer step, before any forward (RoSA turns gradient collection on).
   virtual void before_step(PeftModel& pm, int64_t step) {}
-  // After each micro-batch's backward (RoSA's per-micro-batch gradient collection hooks).
+  // After each micro-batch's backward (RoSA's per-micro-batch gradient collection hooks). Under f16
+  // loss scaling the gradients here are still multiplied by loss_scale().
   virtual void after_micro_backward(PeftModel& pm, int64_t step) {}
   // After the gradients of a whole step are in (importance scores, gradient statistics).
   virtual void after_backward(PeftModel& pm, int64_t step) {}
@@ -62,6 +63,13 @@ class RankStrategy {
   // Checkpoint state (tensors on the host, JSON for the rest).
   virtual void save_state(std::map<std::string, Tensor>& tensors, nlohmann::json& meta) const {}
   virtual void load_state(const std::map<std::string, Tensor>& tensors, const nlohmann::json& meta) {}
+
+  // Set by the trainer before each step's backwards: what the loss was multiplied by (1 but under f16).
+  void set_loss_scale(double s) { loss_scale_ = s; }
+  double loss_scale() const { return loss_scale_; }
+
+ private:
+  double loss_scale_ = 1.0;
 };
 
 class LoraStrategy final : public RankStrategy {

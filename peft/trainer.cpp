@@ -27,6 +27,7 @@ Trainer::Trainer(models::Model& model, PeftModel* pm, std::unique_ptr<RankStrate
     throw std::invalid_argument(fmt::format("[train] unknown optimizer '{}'; valid: adamw, sgd", o_.optimizer));
   nn::validate(o_.schedule);
   if (!pm_) model_.set_requires_grad(true);
+  scaler_ = nn::GradScaler(o_.loss_scaling, o_.precision == Precision::F16);
   build_optimizer();
 }
 
@@ -91,6 +92,8 @@ StepResult Trainer::step(const std::vector<BatchLoss>& micro, const BatchLoss& v
   if (pm_ && val) strategy_->meta_step(*pm_, micro, val, *opt_, step_);
   StepResult r;
   r.lr = double(o_.lr) * nn::lr_multiplier(o_.schedule, step_);
+  r.loss_scale = scaler_.scale();
+  strategy_->set_loss_scale(r.loss_scale);
   const double scale = 1.0 / double(micro.size());
   double total = 0;
   for (const auto& f : micro) {
@@ -110,7 +113,8 @@ StepResult Trainer::step(const std::vector<BatchLoss>& micro, const BatchLoss& v
       extra = strategy_->extra_loss(*pm_);
     }
     if (extra.defined()) loss = add(loss, extra);
-    backward(micro.size() == 1 ? loss : mul(loss, scale));
+    const double m = scale * r.loss_scale;
+    backward(m == 1.0 ? loss : mul(loss, m));
     if (pm_) strategy_->after_micro_backward(*pm_, step_);
   }
   autocast.reset();
@@ -118,12 +122,20 @@ StepResult Trainer::step(const std::vector<BatchLoss>& micro, const BatchLoss& v
   std::vector<Tensor> ps;
   for (auto& [n, t] : params_) ps.push_back(t);
   if (pm_) strategy_->after_backward(*pm_, step_);
-  r.grad_norm = o_.max_grad_norm > 0 ? nn::clip_grad_norm(ps, o_.max_grad_norm) : nn::grad_norm(ps);
+  r.grad_norm = nn::unscale_and_clip(ps, 1.0 / r.loss_scale, o_.max_grad_norm);
   if (!std::isfinite(r.grad_norm)) {
     opt_->zero_grad();
-    r.finite = false;
+    if (!scaler_.enabled() || scaler_.exhausted()) {
+      r.finite = false;
+      return r;
+    }
+    // Overflow of the scaled f16 gradients: skip the update, back off, count the step (HF Trainer).
+    scaler_.update(true);
+    r.skipped = true;
+    ++step_;
     return r;
   }
+  scaler_.update(false);
   opt_->step();
   ++step_;
   // The hook still sees this step's (clipped) gradients and the updated weights, as PEFT's
@@ -149,6 +161,7 @@ void Trainer::save_state(std::map<std::string, Tensor>& tensors, nlohmann::json&
   meta["strategy"] = sm;
   meta["strategy_name"] = strategy_->name();
   meta["global_step"] = step_;
+  scaler_.save_state(meta);
 }
 
 void Trainer::load_state(const std::map<std::string, Tensor>& tensors, const nlohmann::json& meta) {
@@ -163,6 +176,7 @@ void Trainer::load_state(const std::map<std::string, Tensor>& tensors, const nlo
   strategy_->load_state(st, meta.at("strategy"));
   opt_->load_state(ot, meta.at("optimizer"));
   step_ = meta.at("global_step").get<int64_t>();
+  scaler_.load_state(meta);
   begun_ = true;
   if (pm_) strategy_->resumed(*pm_);
 }

@@ -11,6 +11,7 @@
 
 #include "engine/autocast.h"
 #include "models/model.h"
+#include "nn/grad_scaler.h"
 #include "nn/optim.h"
 #include "nn/schedule.h"
 #include "peft/peft_model.h"
@@ -33,6 +34,8 @@ struct TrainerOptions {
   // Mixed precision of the micro-batch forwards and backwards (engine/autocast.h). The strategy
   // hooks between them (rank allocation, SVDs, probes) and the optimizer always run in f32.
   Precision precision = Precision::F32;
+  // Dynamic loss scaling, on with precision f16 only (nn/grad_scaler.h).
+  nn::GradScalerOptions loss_scaling;
 };
 
 struct StepResult {
@@ -40,6 +43,10 @@ struct StepResult {
   double grad_norm = 0;  // before clipping
   double lr = 0;         // used for this step
   bool finite = true;    // false: NaN/Inf loss or gradient; nothing was updated
+  // f16 loss scaling: the scaled gradients overflowed, so the step was skipped (nothing updated, the
+  // scale backed off) but it counts as a step, as in HF's Trainer; finite stays true.
+  bool skipped = false;
+  double loss_scale = 1;  // the scale this step's backward used
 };
 
 class Trainer {
@@ -59,6 +66,7 @@ class Trainer {
   RankStrategy& strategy() { return *strategy_; }
   std::vector<std::pair<std::string, Tensor>> trainable() const { return params_; }
   int64_t trainable_count() const;
+  const nn::GradScaler& scaler() const { return scaler_; }
 
   // Optimizer, strategy and step counter, for checkpoints (bit-exact resume).
   void save_state(std::map<std::string, Tensor>& tensors, nlohmann::json& meta) const;
@@ -72,6 +80,7 @@ class Trainer {
   TrainerOptions o_;
   std::vector<std::pair<std::string, Tensor>> params_;
   std::unique_ptr<nn::Optimizer> opt_;
+  nn::GradScaler scaler_;
   int64_t step_ = 0;
   bool begun_ = false;
 };

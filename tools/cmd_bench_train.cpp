@@ -156,8 +156,9 @@ void add_bench_train_command(CLI::App& app, int& rc, std::string& device_spec, c
   t->add_option("--steps", a.steps)->check(CLI::Range(int64_t(1), int64_t(100000)));
   t->add_option("--device", device_spec, "cpu, vulkan or vulkan:N");
   t->add_flag("--checkpointing", a.checkpointing, "recompute each block in backward (activation checkpointing)");
-  t->add_option("--precision", a.precision, "f32, bf16 (bf16 GEMMs, f32 accumulation) or auto")
-      ->check(CLI::IsMember({"f32", "bf16", "auto"}));
+  t->add_option("--precision", a.precision,
+                "f32, bf16, f16 (16-bit GEMM and attention operands, f32 accumulation) or auto")
+      ->check(CLI::IsMember({"f32", "bf16", "f16", "auto"}));
   t->add_option("--base-dtype", a.base_dtype,
                 "the frozen base: f32, bf16, f16, or quantized nf4, fp4, int8 (bitsandbytes layouts, bf16 compute)")
       ->check(CLI::IsMember({"f32", "bf16", "f16", "nf4", "fp4", "int8"}));

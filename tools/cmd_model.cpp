@@ -266,8 +266,9 @@ void add_model_commands(CLI::App& app, int& rc, std::string& device_spec, const 
   fw->add_option("--device", device_spec, "cpu, vulkan or vulkan:N");
   fw->add_flag("--keep-16bit", a.keep_16bit, "keep F16/BF16 weights 16-bit in memory");
   fw->add_option("--base-dtype", a.base_dtype, "store the weights as f32, bf16 or f16 (converted on load)");
-  fw->add_option("--precision", a.precision, "f32, bf16 (bf16 GEMMs, f32 accumulation) or auto")
-      ->check(CLI::IsMember({"f32", "bf16", "auto"}));
+  fw->add_option("--precision", a.precision,
+                 "f32, bf16, f16 (16-bit GEMM and attention operands, f32 accumulation) or auto")
+      ->check(CLI::IsMember({"f32", "bf16", "f16", "auto"}));
   fw->add_option("--adapter", a.adapter, "PEFT LoRA adapter directory to apply");
   fw->add_flag("--loss-grads", a.loss_grads,
                "also write 'loss' and the gradient of every trainable adapter tensor (PEFT in-memory names)");
@@ -294,8 +295,9 @@ void add_model_commands(CLI::App& app, int& rc, std::string& device_spec, const 
   gen->add_option("--device", device_spec, "cpu, vulkan or vulkan:N");
   gen->add_flag("--keep-16bit", a.keep_16bit, "keep F16/BF16 weights 16-bit in memory");
   gen->add_option("--base-dtype", a.base_dtype, "store the weights as f32, bf16 or f16 (converted on load)");
-  gen->add_option("--precision", a.precision, "f32, bf16 (bf16 GEMMs, f32 accumulation) or auto")
-      ->check(CLI::IsMember({"f32", "bf16", "auto"}));
+  gen->add_option("--precision", a.precision,
+                  "f32, bf16, f16 (16-bit GEMM and attention operands, f32 accumulation) or auto")
+      ->check(CLI::IsMember({"f32", "bf16", "f16", "auto"}));
   add_quant_flags(gen, a.quant, false);
   gen->callback([&rc, &device] { rc = run_generate(a, device()); });
 

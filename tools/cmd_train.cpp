@@ -120,7 +120,7 @@ void add_train_commands(CLI::App& app, int& rc, std::string& device_spec, const 
   ev->add_flag("--base", base, "evaluate the base model without an adapter");
   ev->add_option("--device", device_spec, "cpu, vulkan or vulkan:N");
   static std::string eval_precision;
-  ev->add_option("--precision", eval_precision, "f32, bf16 or auto (default: the config's training.precision)")
+  ev->add_option("--precision", eval_precision, "f32, bf16, f16 or auto (default: the config's training.precision)")
       ->check(CLI::IsMember({"f32", "bf16", "auto"}));
   ev->callback([&rc, pick, load] {
     if (base && !adapter.empty())

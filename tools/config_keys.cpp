@@ -318,15 +318,46 @@ std::vector<KeyDef> build() {
   k.push_back(bind("training.max_grad_norm", "clip the global gradient norm (0: none)", F(c.trainer.max_grad_norm)));
   k.push_back(custom(
       "training.precision", "string",
-      "f32 | bf16 | auto: bf16 GEMMs with f32 accumulation; auto = bf16 where the CPU has native bf16 dot products",
+      "f32 | bf16 | f16 | auto: 16-bit GEMM and attention operands with f32 accumulation (f16 adds loss "
+      "scaling: training.loss_scale); auto = bf16 where the backend has native bf16 dot products",
       safe,
       [](const YAML::Node& n, const std::string& w, TrainConfig& c) {
         const std::string v = yaml_string(n, "training.precision", w);
         if (!is_precision_name(v))
-          config_fail(w, fmt::format("training.precision: '{}' is not one of: f32, bf16, auto", v));
+          config_fail(w, fmt::format("training.precision: '{}' is not one of: f32, bf16, f16, auto", v));
         c.precision = v;
       },
       [](const TrainConfig& c) { return YAML::Node(c.precision); }));
+  k.push_back(custom(
+      "training.loss_scale", "string or number",
+      "f16 only: dynamic (torch's GradScaler: start at loss_scale_init, halve on overflow, double after "
+      "loss_scale_growth_interval good steps) or a fixed positive number",
+      safe,
+      [](const YAML::Node& n, const std::string& w, TrainConfig& c) {
+        const std::string v = yaml_string(n, "training.loss_scale", w);
+        if (v == "dynamic") {
+          c.trainer.loss_scaling.dynamic = true;
+          return;
+        }
+        double x = 0;
+        try {
+          size_t used = 0;
+          x = std::stod(v, &used);
+          if (used != v.size()) x = 0;
+        } catch (const std::exception&) {}
+        if (!(x > 0) || !std::isfinite(x))
+          config_fail(w, fmt::format("training.loss_scale: '{}' is neither 'dynamic' nor a positive number", v));
+        c.trainer.loss_scaling.dynamic = false;
+        c.trainer.loss_scaling.init_scale = x;
+      },
+      [](const TrainConfig& c) {
+        return c.trainer.loss_scaling.dynamic ? YAML::Node("dynamic") : YAML::Node(c.trainer.loss_scaling.init_scale);
+      }));
+  k.push_back(bind("training.loss_scale_init", "f16 dynamic loss scaling: the first scale",
+                   F(c.trainer.loss_scaling.init_scale), safe));
+  k.push_back(bind("training.loss_scale_growth_interval",
+                   "f16 dynamic loss scaling: good steps in a row before the scale doubles",
+                   F(c.trainer.loss_scaling.growth_interval), safe));
   k.push_back(bind("training.gradient_checkpointing",
                    "recompute each block in backward: less memory, ~1/3 more compute", F(c.gradient_checkpointing),
                    safe));

@@ -150,6 +150,11 @@ void finish(const ConfigDoc& doc, TrainConfig& c) {
   }
   if (c.batch_size < 1) bad("training.batch_size", "must be >= 1");
   if (c.trainer.grad_accum < 1) bad("training.grad_accum", "must be >= 1");
+  try {
+    c.trainer.loss_scaling.validate();
+  } catch (const std::invalid_argument& e) {
+    config_fail(doc.where("training.loss_scale"), e.what());
+  }
   if (c.trainer.optimizer != "adamw" && c.trainer.optimizer != "sgd")
     bad("training.optimizer", fmt::format("'{}' is not one of: adamw, sgd", c.trainer.optimizer));
   if (c.steps < 0 || (c.steps == 0 && c.epochs <= 0))

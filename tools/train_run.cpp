@@ -299,19 +299,28 @@ int run_train_phase(const TrainConfig& c, bool resume, Device d, int64_t stop_af
       rc = 1;
       break;
     }
+    if (r.skipped)
+      progress.message(
+          fmt::format("[train] step {}: f16 gradients overflowed at loss scale {:g}; update skipped, scale now {:g}",
+                      tr.global_step(), r.loss_scale, tr.scaler().scale()));
     ++steps_here;
     s.epoch = sampler.epoch();
     s.cursor = sampler.cursor();
     const int64_t step = tr.global_step();
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (step % c.log_every == 0 || step == total) {
+    if (step % c.log_every == 0 || step == total || r.skipped) {
       s.loss_steps.push_back(double(step));
       s.losses.push_back(r.loss);
-      log_metrics({{"step", step},
-                   {"loss", r.loss},
-                   {"lr", r.lr},
-                   {"grad_norm", r.grad_norm},
-                   {"tokens_per_s", double(tokens) / secs}});
+      nlohmann::json j{{"step", step},
+                       {"loss", r.loss},
+                       {"lr", r.lr},
+                       {"grad_norm", r.grad_norm},
+                       {"tokens_per_s", double(tokens) / secs}};
+      if (tr.scaler().enabled()) {  // f16: the scale this step used, and whether it overflowed
+        j["loss_scale"] = r.loss_scale;
+        j["skipped"] = r.skipped;
+      }
+      log_metrics(j);
     }
     progress.update({step, total, r.loss, r.lr, double(tokens) / secs, ""});
     if (c.eval_every > 0 && step % c.eval_every == 0 && step != total) run_eval_now(step);
