@@ -106,6 +106,10 @@ class VulkanBackend final : public Backend {
   void rms_norm_bwd(const Tensor& x, const Tensor& w, const Tensor& rstd, const Tensor& dy, Tensor& dx,
                     Tensor& dw) override;
   void rope(const Tensor& x, const Tensor& cos, const Tensor& sin, Tensor& y, bool inverse) override;
+  // 16-bit q, k, v (and dout) widened on load, where the device has 16-bit storage (all but ancient ones).
+  bool attention_takes_16bit(DType t) const override {
+    return (t == DType::F16 || t == DType::BF16) && rt_->ctx.info().storage16;
+  }
   void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_mask, const AttnArgs& args,
                  Tensor& o, Tensor& lse) override;
   void attention_bwd(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& key_mask, const AttnArgs& args,

@@ -182,6 +182,8 @@ DeviceInfo describe(VkInstance inst, VkPhysicalDevice pd, int index) {
     d.fp16 = f12.shaderFloat16;
     d.storage16 = f11.storageBuffer16BitAccess;
     d.storage8 = f12.storageBuffer8BitAccess && f12.shaderInt8;
+    // The 16-bit shaders read uint16_t words (explicit int16 types): storage plus shaderInt16.
+    d.storage16 = d.storage16 && feats.features.shaderInt16;
     const bool cm_base = d.fp16 && d.storage16 && f12.vulkanMemoryModel;
     d.coopmat_nv_f16 = cm_base && has_nv && cm_nv.cooperativeMatrix && nv_coopmat_shape(inst, pd);
 #ifdef VK_KHR_cooperative_matrix
@@ -275,6 +277,9 @@ Context::Context(int device_index) {
     f12.storageBuffer8BitAccess = info_.storage8;
     f12.shaderInt8 = info_.storage8;
     f11.pNext = &f12;
+    VkPhysicalDeviceFeatures2 f2{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2};
+    f2.features.shaderInt16 = info_.storage16;
+    f2.pNext = &f11;
     // Cooperative matrices (matmul_coopmat.comp): the extension, its feature and the Vulkan memory
     // model the shader's SPIR-V declares, only where describe() found the shape it uses.
     std::vector<const char*> exts;
@@ -297,7 +302,7 @@ Context::Context(int device_index) {
     }
 #endif
     VkDeviceCreateInfo dci{VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO};
-    dci.pNext = &f11;
+    dci.pNext = &f2;
     dci.queueCreateInfoCount = 1;
     dci.pQueueCreateInfos = &qci;
     dci.enabledExtensionCount = uint32_t(exts.size());

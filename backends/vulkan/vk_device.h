@@ -24,7 +24,7 @@ struct DeviceInfo {
   uint32_t max_groups_x = 65535;   // maxComputeWorkGroupCount[0]
   uint32_t max_groups_yz = 65535;  // min of maxComputeWorkGroupCount[1], [2]
   bool fp16 = false;               // shaderFloat16
-  bool storage16 = false;          // storageBuffer16BitAccess
+  bool storage16 = false;          // storageBuffer16BitAccess + shaderInt16 (uint16_t words)
   bool storage8 = false;           // storageBuffer8BitAccess + shaderInt8 (bool tensors)
   bool subgroup_arithmetic = false;
   bool bf16 = false;                             // VK_KHR_shader_bfloat16

@@ -155,9 +155,25 @@ static_assert(sizeof(AttnPush) == 116);
 // Attention reads q/k/v through strides but needs each row's last dim contiguous.
 Tensor VulkanBackend::last_dense(const Tensor& t) { return t.stride(-1) == 1 ? t : dense(t); }
 
+// q, k, v (and dout) all f32, or all of one 16-bit dtype (autocast): the variant's name suffix.
+static std::string attention_suffix(const Tensor& q, const Tensor& k, const Tensor& v, const char* op) {
+  const DType t = q.dtype();
+  if (t == DType::F32) {
+    need_f32(k, op);
+    need_f32(v, op);
+    return "";
+  }
+  if ((t != DType::F16 && t != DType::BF16) || k.dtype() != t || v.dtype() != t)
+    throw std::invalid_argument(
+        fmt::format("[vulkan] {}: q, k, v must be all f32 or all one 16-bit dtype, got {} {} {}", op, dtype_name(t),
+                    dtype_name(k.dtype()), dtype_name(v.dtype())));
+  return t == DType::F16 ? "_f16" : "_bf16";
+}
+
 void VulkanBackend::attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, const Tensor& key_mask,
                               const AttnArgs& args, Tensor& o, Tensor& lse) {
-  need_f32(q_in, "attention");
+  const std::string sfx = attention_suffix(q_in, k_in, v_in, "attention");
+  need_f32(o, "attention");
   Tensor q = last_dense(q_in), k = last_dense(k_in), v = last_dense(v_in);
   Tensor m = key_mask.defined() ? dense(key_mask) : Tensor();
   const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), D = q.size(3), Hk = k.size(1), Tk = k.size(2),
@@ -196,13 +212,16 @@ void VulkanBackend::attention(const Tensor& q_in, const Tensor& k_in, const Tens
              0,
              float(args.scale)};
   auto [gx, gy] = row_grid(uint64_t(B * H * Tq));
-  run(row_kernel("attention"), {aq, ak, av, am, ao, al, aq, aq, aq, aq}, p, gx, gy);
+  run(row_kernel("attention" + sfx), {aq, ak, av, am, ao, al, aq, aq, aq, aq}, p, gx, gy);
 }
 
 void VulkanBackend::attention_bwd(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, const Tensor& key_mask,
                                   const AttnArgs& args, const Tensor& o_in, const Tensor& lse, const Tensor& dout_in,
                                   Tensor& dq, Tensor& dk, Tensor& dv) {
-  need_f32(q_in, "attention_bwd");
+  const std::string sfx = attention_suffix(q_in, k_in, v_in, "attention_bwd");
+  if (dout_in.dtype() != q_in.dtype())
+    throw std::invalid_argument(fmt::format("[vulkan] attention_bwd: dout is {}, q is {}", dtype_name(dout_in.dtype()),
+                                            dtype_name(q_in.dtype())));
   Tensor q = last_dense(q_in), k = last_dense(k_in), v = last_dense(v_in), o = dense(o_in), dout = dense(dout_in);
   Tensor m = key_mask.defined() ? dense(key_mask) : Tensor();
   const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), D = q.size(3), Hk = k.size(1), Tk = k.size(2),
@@ -243,13 +262,13 @@ void VulkanBackend::attention_bwd(const Tensor& q_in, const Tensor& k_in, const 
              adl.off,
              float(args.scale)};
   auto [gx, gy] = row_grid(uint64_t(B * H * Tq));
-  run(row_kernel("attention_bwd_dq"), {aq, ak, av, am, ao, al, ad, adq, aq, adl}, p, gx, gy);
+  run(row_kernel("attention_bwd_dq" + sfx), {aq, ak, av, am, ao, al, ad, adq, aq, adl}, p, gx, gy);
   Arg adk = arg(dk, true), adv = arg(dv, true);
   adl.b.write = false;
   p.g_off = adk.off;
   p.g2_off = adv.off;
   auto [hx, hy] = row_grid(uint64_t(B * Hk * Tk));
-  run(row_kernel("attention_bwd_dkv"), {aq, ak, av, am, aq, al, ad, adk, adv, adl}, p, hx, hy);
+  run(row_kernel("attention_bwd_dkv" + sfx), {aq, ak, av, am, aq, al, ad, adk, adv, adl}, p, hx, hy);
 }
 
 void VulkanBackend::cross_entropy(const Tensor& logits_in, const Tensor& targets_in, int64_t ignore_index, Tensor& loss,

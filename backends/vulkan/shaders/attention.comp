@@ -11,13 +11,35 @@
 #extension GL_EXT_shader_explicit_arithmetic_types_int8 : require
 #include "common.glsl"
 layout(local_size_x = WG) in;
+#if defined(QKV_F16) || defined(QKV_BF16)
+// Autocast: q, k, v (and dout) in 16 bits, widened exactly on load; all math and outputs stay f32.
+#include "half.glsl"
+#ifdef QKV_BF16
+#define H2F(x) bf16_to_f32(uint(x))
+#else
+#define H2F(x) f16_to_f32(uint(x))
+#endif
+layout(std430, binding = 0) readonly buffer Q { uint16_t q16[]; };
+layout(std430, binding = 1) readonly buffer K { uint16_t k16[]; };
+layout(std430, binding = 2) readonly buffer V { uint16_t v16[]; };
+layout(std430, binding = 6) buffer DO { uint16_t dout16[]; };  // bwd: dout; fwd: unused
+#define LQ(i) H2F(q16[i])
+#define LK(i) H2F(k16[i])
+#define LV(i) H2F(v16[i])
+#define LDO(i) H2F(dout16[i])
+#else
 layout(std430, binding = 0) readonly buffer Q { float q[]; };
 layout(std430, binding = 1) readonly buffer K { float k[]; };
 layout(std430, binding = 2) readonly buffer V { float v[]; };
+layout(std430, binding = 6) buffer DO { float dout[]; };  // bwd: dout; fwd: unused
+#define LQ(i) q[i]
+#define LK(i) k[i]
+#define LV(i) v[i]
+#define LDO(i) dout[i]
+#endif
 layout(std430, binding = 3) readonly buffer MK { uint8_t mask[]; };
 layout(std430, binding = 4) buffer O { float o[]; };      // o (fwd, written) / o (bwd, read)
 layout(std430, binding = 5) buffer L { float lse[]; };
-layout(std430, binding = 6) buffer DO { float dout[]; };  // bwd: dout; fwd: unused
 layout(std430, binding = 7) buffer G { float grad[]; };    // dq (BWD_DQ) or dk (BWD_DKV)
 layout(std430, binding = 8) buffer G2 { float grad2[]; };  // dv (BWD_DKV)
 layout(std430, binding = 9) buffer DL { float delta_[]; }; // (B, H, Tq): dout . o per query row
@@ -48,11 +70,11 @@ void main() {
   uint i = row % p.Tq, h = (row / p.Tq) % p.H, b = row / (p.Tq * p.H);
   uint hk = h / (p.H / p.Hk);
   uint qbase = p.q_off + b * p.qb + h * p.qh + i * p.qt;
-  for (uint d = t; d < p.D; d += WG) row_s[d] = q[qbase + d];
+  for (uint d = t; d < p.D; d += WG) row_s[d] = LQ(qbase + d);
 #ifdef BWD_DQ
   float dl = 0.0;
   for (uint d = t; d < p.Dv; d += WG) {
-    row_t[d] = dout[p.d_off + row * p.Dv + d];
+    row_t[d] = LDO(p.d_off + row * p.Dv + d);
     dl += row_t[d] * o[p.o_off + row * p.Dv + d];
   }
   float delta = wg_sum(dl);  // its barriers also publish row_s / row_t
@@ -69,7 +91,7 @@ void main() {
     if (j < p.Tk && visible(b, i, j)) {
       uint kbase = p.k_off + b * p.kb + hk * p.kh + j * p.kt;
       float dot_ = 0.0;
-      for (uint d = 0; d < p.D; ++d) dot_ += row_s[d] * k[kbase + d];
+      for (uint d = 0; d < p.D; ++d) dot_ += row_s[d] * LK(kbase + d);
       s = dot_ * p.scale;
     }
 #ifdef BWD_DQ
@@ -77,7 +99,7 @@ void main() {
     float dp = 0.0;
     if (pij != 0.0) {
       uint vbase = p.v_off + b * p.vb + hk * p.vh + j * p.vt;
-      for (uint d = 0; d < p.Dv; ++d) dp += row_t[d] * v[vbase + d];
+      for (uint d = 0; d < p.Dv; ++d) dp += row_t[d] * LV(vbase + d);
     }
     barrier();
     ds[t] = pij * (dp - delta);
@@ -85,7 +107,7 @@ void main() {
     uint n = min(WG, p.Tk - j0);
     for (uint d = t, r = 0; d < p.D && r < 2; d += WG, ++r) {
       float a = 0.0;
-      for (uint jj = 0; jj < n; ++jj) a += ds[jj] * k[p.k_off + b * p.kb + hk * p.kh + (j0 + jj) * p.kt + d];
+      for (uint jj = 0; jj < n; ++jj) a += ds[jj] * LK(p.k_off + b * p.kb + hk * p.kh + (j0 + jj) * p.kt + d);
       if (r == 0) acc0 += a; else acc1 += a;
     }
 #else
@@ -101,7 +123,7 @@ void main() {
     uint n = min(WG, p.Tk - j0);
     for (uint d = t, r = 0; d < p.Dv && r < 2; d += WG, ++r) {
       float a = 0.0;
-      for (uint jj = 0; jj < n; ++jj) a += ps[jj] * v[p.v_off + b * p.vb + hk * p.vh + (j0 + jj) * p.vt + d];
+      for (uint jj = 0; jj < n; ++jj) a += ps[jj] * LV(p.v_off + b * p.vb + hk * p.vh + (j0 + jj) * p.vt + d);
       if (r == 0) acc0 = acc0 * alpha + a; else acc1 = acc1 * alpha + a;
     }
 #endif
@@ -118,8 +140,8 @@ void main() {
   if (row >= p.B * p.Hk * p.Tk) return;
   uint j = row % p.Tk, hk = (row / p.Tk) % p.Hk, b = row / (p.Tk * p.Hk);
   uint kbase = p.k_off + b * p.kb + hk * p.kh + j * p.kt, vbase = p.v_off + b * p.vb + hk * p.vh + j * p.vt;
-  for (uint d = t; d < p.D; d += WG) row_s[d] = k[kbase + d];
-  for (uint d = t; d < p.Dv; d += WG) row_t[d] = v[vbase + d];
+  for (uint d = t; d < p.D; d += WG) row_s[d] = LK(kbase + d);
+  for (uint d = t; d < p.Dv; d += WG) row_t[d] = LV(vbase + d);
   barrier();
   float dk0 = 0.0, dk1 = 0.0, dv0 = 0.0, dv1 = 0.0;
   uint group = p.H / p.Hk;
@@ -133,10 +155,10 @@ void main() {
         if (l_i != NEG_INF) {
           uint qbase = p.q_off + b * p.qb + h * p.qh + i * p.qt;
           float dot_ = 0.0;
-          for (uint d = 0; d < p.D; ++d) dot_ += q[qbase + d] * row_s[d];
+          for (uint d = 0; d < p.D; ++d) dot_ += LQ(qbase + d) * row_s[d];
           pij = exp(dot_ * p.scale - l_i);
           float dp = 0.0;
-          for (uint d = 0; d < p.Dv; ++d) dp += dout[p.d_off + qr * p.Dv + d] * row_t[d];
+          for (uint d = 0; d < p.Dv; ++d) dp += LDO(p.d_off + qr * p.Dv + d) * row_t[d];
           dsij = pij * (dp - delta_[p.delta_off + qr]);
         }
       }
@@ -147,12 +169,12 @@ void main() {
       uint n = min(WG, p.Tq - i0);
       for (uint d = t, r = 0; d < p.Dv && r < 2; d += WG, ++r) {
         float a = 0.0;
-        for (uint ii = 0; ii < n; ++ii) a += ps[ii] * dout[p.d_off + ((b * p.H + h) * p.Tq + i0 + ii) * p.Dv + d];
+        for (uint ii = 0; ii < n; ++ii) a += ps[ii] * LDO(p.d_off + ((b * p.H + h) * p.Tq + i0 + ii) * p.Dv + d);
         if (r == 0) dv0 += a; else dv1 += a;
       }
       for (uint d = t, r = 0; d < p.D && r < 2; d += WG, ++r) {
         float a = 0.0;
-        for (uint ii = 0; ii < n; ++ii) a += ds[ii] * q[p.q_off + b * p.qb + h * p.qh + (i0 + ii) * p.qt + d];
+        for (uint ii = 0; ii < n; ++ii) a += ds[ii] * LQ(p.q_off + b * p.qb + h * p.qh + (i0 + ii) * p.qt + d);
         if (r == 0) dk0 += a; else dk1 += a;
       }
     }
