@@ -94,9 +94,12 @@ TEST_SUITE("unit") {
       const Tensor xr = h(x.detach()), wr = h(w.detach()), gr = h(g);
       const Tensor yr = add(matmul(xr, wr.t()), b.to(Device{}).to(DType::F64));
       const Tensor dxr = matmul(gr, wr), dwr = matmul(gr.t(), xr);
-      // Products of two f16 values are exact in f32 and the sums run in f32 (K <= 70 terms): ~1e-6,
-      // plus the f16 rounding of dy in backward (2^-11 relative per element).
-      CHECK(rel_gap(y.to(Device{}), yr) < 1e-5);
+      // CPU: products of two f16 values are exact in f32 and the sums run in f32 (K <= 70 terms):
+      // ~1e-6. Vulkan's SIMT f16 kernel (lavapipe, GPUs without cooperative matrices) really adds in f16
+      // for up to 16 k-steps before each f32 flush: ~2^-10 per partial sum (measured 8.6e-4). Backward
+      // adds the f16 rounding of dy (2^-11 relative per element).
+      const bool f16_sums = d.type == DeviceType::Vulkan;
+      CHECK(rel_gap(y.to(Device{}), yr) < (f16_sums ? 2e-3 : 1e-5));
       CHECK(rel_gap(x.grad().to(Device{}), dxr) < 2e-3);
       CHECK(rel_gap(w.grad().to(Device{}), dwr) < 2e-3);
       // ... and really in f16: the f32 product is further away than the rounding of the inputs allows.
