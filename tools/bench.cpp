@@ -6,6 +6,7 @@
 #include <chrono>
 #include <functional>
 #include <optional>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -72,14 +73,18 @@ Race race(int iters, int warmup, auto&& engine, auto&& ceiling) {
 namespace {
 // On a GPU backend: `reps` matmuls recorded back to back, then one wait, per timed round (the
 // PyTorch peer is timed the same way, on the GPU without launch gaps). Engine = the front end
-// (allocates each output); kernel = Backend::matmul into one preallocated output.
-int bench_matmul_device(Device d, int64_t m, int64_t n, int64_t k, bool tb, int iters, int warmup) {
+// (allocates each output); kernel = Backend::matmul into one preallocated output. dt F16 or BF16:
+// both operands stored in that dtype and an f32 result, under autocast (as training's GEMMs);
+// resolve_precision refuses a backend without 16-bit GEMMs rather than timing f32 under that name.
+int bench_matmul_device(Device d, int64_t m, int64_t n, int64_t k, bool tb, int iters, int warmup, DType dt) {
   NoGradGuard no_grad;
   manual_seed(0);
-  Tensor a = rand({m, k}, -1, 1, DType::F32, d);
-  Tensor b = tb ? rand({n, k}, -1, 1, DType::F32, d).t() : rand({k, n}, -1, 1, DType::F32, d);
-  Tensor out = empty({m, n}, DType::F32, d);
   Backend& be = backend_for(d);
+  std::optional<AutocastGuard> autocast;
+  if (dt != DType::F32) autocast.emplace(resolve_precision(dtype_name(dt), be, "bench"));
+  Tensor a = rand({m, k}, -1, 1, DType::F32, d).to(dt);
+  Tensor b = tb ? rand({n, k}, -1, 1, DType::F32, d).to(dt).t() : rand({k, n}, -1, 1, DType::F32, d).to(dt);
+  Tensor out = empty({m, n}, DType::F32, d);
   const int reps = 10;
   Tensor keep;
   auto [te, tc, ratio] = race(
@@ -92,28 +97,31 @@ int bench_matmul_device(Device d, int64_t m, int64_t n, int64_t k, bool tb, int 
         for (int r = 0; r < reps; ++r) be.matmul(a, b, out);
         be.synchronize();
       });
-  // Spot check one element against an f64 dot product on the host.
-  std::vector<float> va = a.to_vector<float>(), vb = b.to_vector<float>(), vo = keep.to_vector<float>();
+  if (keep.dtype() != DType::F32)
+    throw std::runtime_error(fmt::format("[bench] matmul --dtype {}: the front end returned {}, not f32",
+                                         dtype_name(dt), dtype_name(keep.dtype())));
+  // Spot check one element against an f64 dot product on the host (of the operands as stored).
+  std::vector<float> va = a.to(DType::F32).to_vector<float>(), vb = b.to(DType::F32).to_vector<float>(),
+                     vo = keep.to_vector<float>();
   double ref = 0;
   for (int64_t kk = 0; kk < k; ++kk) ref += double(va[size_t(kk)]) * double(vb[size_t(kk * n)]);
   const double flop = 2.0 * double(m) * double(n) * double(k) * reps;
   const double ge = flop / te / 1e12, gc = flop / tc / 1e12;
-  fmt::print("# device: {}; {} matmuls per timed round, one wait; b {}\n", be.name(), reps,
-             tb ? "transposed view" : "row-major");
+  fmt::print("# device: {}; {} matmuls per timed round, one wait; b {}; {} operands, f32 result\n", be.name(), reps,
+             tb ? "transposed view" : "row-major", dtype_name(dt));
   fmt::print("# engine: rf::matmul through the front end; kernel: Backend::matmul into a preallocated output\n");
   fmt::print(
-      "bench=matmul device={} m={} n={} k={} b_transposed={} engine_tflops={:.2f} kernel_tflops={:.2f} "
+      "bench=matmul device={} dtype={} m={} n={} k={} b_transposed={} engine_tflops={:.2f} kernel_tflops={:.2f} "
       "c00_abs_err={:.1e} ratio={:.3f}\n",
-      device_str(d), m, n, k, int(tb), ge, gc, std::abs(double(vo[0]) - ref), ratio);
+      device_str(d), dtype_name(dt), m, n, k, int(tb), ge, gc, std::abs(double(vo[0]) - ref), ratio);
   return 0;
 }
 }  // namespace
 
 int bench_matmul(int64_t m, int64_t n, int64_t k, int iters, int warmup, Device d, bool tb, DType dt) {
-  if (d.type != DeviceType::CPU) {
-    if (dt != DType::F32) throw std::invalid_argument("[bench] matmul --dtype bf16 runs on the CPU only for now");
-    return bench_matmul_device(d, m, n, k, tb, iters, warmup);
-  }
+  if (d.type != DeviceType::CPU) return bench_matmul_device(d, m, n, k, tb, iters, warmup, dt);
+  if (dt != DType::F32 && dt != DType::BF16)
+    throw std::invalid_argument(fmt::format("[bench] matmul --dtype {} runs on a GPU device only", dtype_name(dt)));
   NoGradGuard no_grad;
   manual_seed(0);
   const bool bf16 = dt == DType::BF16;

@@ -4,6 +4,8 @@
 
 #include <stdexcept>
 
+#include "engine/dtype.h"
+
 namespace rf::tools {
 
 void add_bench_commands(CLI::App& app, int& rc, std::string& device_spec, const DeviceFn& device) {
@@ -14,9 +16,10 @@ void add_bench_commands(CLI::App& app, int& rc, std::string& device_spec, const 
   static int iters = 20, warmup = 3;
   static bool tb = false;
   static std::string op = "add", provider = "auto", dtype = "f32";
-  auto* mm = bench->add_subcommand("matmul",
-                                   "rf::matmul vs the GEMM library alone on the same buffers "
-                                   "(f32: cblas_sgemm; bf16: oneDNN with its own threads)");
+  auto* mm =
+      bench->add_subcommand("matmul",
+                            "rf::matmul vs the GEMM library alone on the same buffers "
+                            "(CPU f32: cblas_sgemm; CPU bf16: oneDNN with its own threads; GPU: Backend::matmul)");
   mm->add_option("--m", m, "rows of A")->check(CLI::Range(int64_t(1), int64_t(1) << 40));
   mm->add_option("--n", n, "columns of B")->check(CLI::Range(int64_t(1), int64_t(1) << 40));
   mm->add_option("--k", k, "inner dimension")->check(CLI::Range(int64_t(1), int64_t(1) << 40));
@@ -26,12 +29,13 @@ void add_bench_commands(CLI::App& app, int& rc, std::string& device_spec, const 
   mm->add_option("--device", device_spec, "cpu, vulkan or vulkan:N");
   mm->add_option("--provider", provider, "CPU f32 GEMM provider: auto (measured rule), openblas or dnnl")
       ->check(CLI::IsMember({"auto", "openblas", "dnnl"}));
-  mm->add_option("--dtype", dtype, "operand dtype: f32, or bf16 (autocast GEMM: bf16 operands, f32 result)")
-      ->check(CLI::IsMember({"f32", "bf16"}));
+  mm->add_option("--dtype", dtype,
+                 "operand dtype: f32, or bf16 / f16 (autocast GEMM: 16-bit operands, f32 result; f16 on a GPU only)")
+      ->check(CLI::IsMember({"f32", "bf16", "f16"}));
   mm->callback([&rc, &device] {
     if (provider != "auto")
       backend_for(Device{}).set_option("matmul_provider", provider);  // the CPU's f32 GEMM library
-    rc = rf::tools::bench_matmul(m, n, k, iters, warmup, device(), tb, dtype == "bf16" ? DType::BF16 : DType::F32);
+    rc = rf::tools::bench_matmul(m, n, k, iters, warmup, device(), tb, *float_dtype_from_name(dtype));
   });
   auto* ew = bench->add_subcommand("elementwise", "rf::add vs memcpy of the same bytes");
   ew->add_option("--n", elems, "elements")->check(CLI::Range(int64_t(1), int64_t(1) << 40));
