@@ -80,6 +80,10 @@ Tensor sum_to(const Tensor& x, const Shape& s);  // sums broadcast axes away
 // (..., M, K) @ (..., K, N) with broadcast batch dims; transposed views are used without copies.
 Tensor matmul(const Tensor& a, const Tensor& b);
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());  // x @ w^T + b; w (out, in)
+// A LoRA layer as one op: x @ w^T + b + scale * (xd @ a^T) @ bw^T, xd = x after dropout (or x itself);
+// a (r, in), bw (out, r). Undefined when the dtypes need the composed path (mixed dtypes outside autocast).
+Tensor lora_linear(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& xd, const Tensor& a,
+                   const Tensor& bw, double scale);
 
 // ---- fused ----
 Tensor softmax(const Tensor& x, int64_t axis = -1);

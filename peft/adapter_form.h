@@ -80,6 +80,9 @@ class AdapterForm {
   // A form that folds itself into the base product (RoSA's sp_add: X (W0 ⊕ S)^T + bias) returns that
   // output here; forward then adds only the rest. Undefined: the base runs alone.
   virtual Tensor fused_base(LoraLinear& layer, const Tensor& x) { return Tensor(); }
+  // The whole layer (base plus this adapter) as one fused op, when this is the only active adapter;
+  // undefined where the form has none (LowRankForm: rf::lora_linear). LoraLinear::forward asks first.
+  virtual Tensor fused_forward(LoraLinear& layer, const Tensor& x) { return Tensor(); }
 
  protected:
   std::string name_;

@@ -22,6 +22,7 @@ class LowRankForm : public AdapterForm {
   void create(LoraLinear& layer) override;
   void remove(LoraLinear& layer) override;
   Tensor forward(LoraLinear& layer, const Tensor& x, const Tensor& result) override;
+  Tensor fused_forward(LoraLinear& layer, const Tensor& x) override;
   Tensor delta_weight(LoraLinear& layer) override;
   std::vector<Tensor*> parameters() override;
   nn::Linear& lora_A() { return *a_; }  // (r, in)
@@ -41,6 +42,7 @@ class GatedForm final : public LowRankForm {
   GatedForm(LowRankForm&& plain, Tensor logits) : LowRankForm(std::move(plain)), logits_(std::move(logits)) {}
   FormKind kind() const override { return FormKind::Gated; }
   Tensor forward(LoraLinear& layer, const Tensor& x, const Tensor& result) override;
+  Tensor fused_forward(LoraLinear&, const Tensor&) override { return Tensor(); }  // the gate sits inside
   Tensor delta_weight(LoraLinear& layer) override;
   const Tensor& logits() const { return logits_; }
 

@@ -88,6 +88,14 @@ Tensor LowRankForm::forward(LoraLinear& layer, const Tensor& x, const Tensor& re
   return o_.lora_bias ? add(result, mul((*b_)(h), scale_)) : add(result, linear(mul(h, scale_), b_->weight()));
 }
 
+Tensor LowRankForm::fused_forward(LoraLinear& layer, const Tensor& x) {
+  nn::Linear& base = layer.base();
+  if (o_.lora_bias || base.quantized() || !lora_fusion_enabled()) return Tensor();
+  const bool drop = layer.training() && o_.dropout > 0;
+  return lora_linear(x, base.weight_out_in(), base.has_bias() ? base.bias() : Tensor(),
+                     drop ? dropout(x, o_.dropout, true) : x, a_->weight_out_in(), b_->weight_out_in(), scale_);
+}
+
 Tensor LowRankForm::low_rank_delta(const Tensor& column_weights) {
   NoGradGuard ng;
   Tensor b = b_->weight().detach();  // (out, r)

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <stdexcept>
 
 #include "engine/autograd.h"
@@ -178,6 +179,19 @@ void LoraLinear::set_active(const std::vector<std::string>& names) {
     if (forms_.count(n)) active_.push_back(n);
 }
 
+namespace {
+int g_lora_fusion = -1;  // -1: not read from the environment yet
+}  // namespace
+
+bool lora_fusion_enabled() {
+  if (g_lora_fusion < 0) {
+    const char* e = std::getenv("RANKFORGE_FUSE_LORA");
+    g_lora_fusion = e && std::string_view(e) == "0" ? 0 : 1;
+  }
+  return g_lora_fusion == 1;
+}
+void set_lora_fusion(bool on) { g_lora_fusion = on ? 1 : 0; }
+
 Tensor LoraLinear::forward(const Tensor& x) {
   fused_ = nullptr;
   if (!merged_.empty()) {
@@ -194,6 +208,8 @@ Tensor LoraLinear::forward(const Tensor& x) {
       fused_ = forms_.at(name).get();
       break;
     }
+  if (!fused_ && active_.size() == 1 && (result = forms_.at(active_[0])->fused_forward(*this, x)).defined())
+    return result;
   if (!result.defined()) result = base()(x);
   for (const auto& name : active_) result = forms_.at(name)->forward(*this, x, result);
   return result;

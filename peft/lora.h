@@ -16,6 +16,11 @@
 
 namespace rf::peft {
 
+// Whether a layer with one plain LoRA adapter runs as one fused op (rf::lora_linear); on by default,
+// RANKFORGE_FUSE_LORA=0 turns it off (the composed ops give the same numbers: tests compare them).
+bool lora_fusion_enabled();
+void set_lora_fusion(bool on);
+
 class LoraLinear : public nn::Module {
  public:
   explicit LoraLinear(std::shared_ptr<nn::Linear> base);

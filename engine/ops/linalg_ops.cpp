@@ -98,57 +98,116 @@ int64_t linear_chunk(int64_t n, int64_t out, int64_t in) {
   return std::min(out, std::max<int64_t>(64, kSlice / (2 * std::max(n, in)) / 64 * 64));
 }
 
+// y (N, out) = x (N, in) @ w^T + b. Under autocast x is 16-bit and w may be f32 (rounded in slices).
+Tensor linear_forward(const Tensor& x0, const Tensor& w0, const Tensor& b) {
+  const Tensor x = blas_ready(x0) ? x0 : x0.contiguous();
+  const int64_t n = x.size(0), out = w0.size(0);
+  Tensor y = empty({n, out}, gemm_out(x.dtype()), x.device());
+  const int64_t step = w0.dtype() != x.dtype() && is16(x.dtype()) ? linear_chunk(n, out, w0.size(1)) : out;
+  for (int64_t j = 0; j < out; j += step) {
+    const int64_t len = std::min(step, out - j);
+    const Tensor w = operand_like(len == out ? w0 : w0.narrow(0, j, len), x.dtype());  // (len, in)
+    Tensor yj = len == out ? y : empty({n, len}, y.dtype(), y.device());
+    if (b.defined()) x.backend().copy((len == out ? b : b.narrow(0, j, len)).expand(yj.shape()), yj);
+    x.backend().matmul(x, w.transpose(0, 1), yj, 1.0f, b.defined() ? 1.0f : 0.0f);
+    if (len != out) {
+      Tensor dst = y.narrow(1, j, len);
+      x.backend().copy(yj, dst);
+    }
+  }
+  return y;
+}
+
+// dx = dy w, dw = dy^T x (where asked) for x of dtype t (16-bit only under autocast: dy is rounded to
+// it; g, when defined, is that rounded dy already). db is left to the caller.
+void linear_backward(const Tensor& dy, const Tensor& g0, const Tensor& x, const Tensor& w, DType t,
+                     const Shape& x_shape, const Shape& w_shape, Tensor* dx, Tensor* dw) {
+  const int64_t n = dy.size(0), out = dy.size(1), in = x_shape.back();
+  const int64_t step = is16(t) && dy.dtype() != t ? linear_chunk(n, out, in) : out;
+  if (step == out) {
+    const Tensor g = g0.defined() ? g0 : as_operand(dy, t);
+    if (dx) *dx = mm_raw(g, operand_like(w, g.dtype()), x_shape);  // (N, out) @ (out, in)
+    if (dw) *dw = mm_raw(g.transpose(0, 1), x, w_shape);           // (out, N) @ (N, in)
+    return;
+  }
+  Backend& be = dy.backend();  // a slice of out at a time: dx accumulates, dw fills its rows
+  if (dx) *dx = empty(x_shape, DType::F32, dy.device());
+  if (dw) *dw = empty(w_shape, DType::F32, dy.device());
+  for (int64_t j = 0; j < out; j += step) {
+    const int64_t len = std::min(step, out - j);
+    Tensor g = empty({n, len}, t, dy.device());  // (N, len)
+    be.copy(dy.narrow(1, j, len), g);
+    if (dx) be.matmul(g, operand_like(w.narrow(0, j, len), t), *dx, 1.0f, j == 0 ? 0.0f : 1.0f);
+    if (dw) {
+      Tensor dwj = dw->narrow(0, j, len);  // rows of a contiguous (out, in): contiguous
+      be.matmul(g.transpose(0, 1), blas_ready(x) ? x : x.contiguous(), dwj, 1.0f, 0.0f);
+    }
+  }
+}
+
 struct LinearOp {
   static constexpr std::string_view kName = "linear";
-  // x (N, in), w (out, in), b (out) or undefined -> (N, out). Under autocast x is bf16 and w may be f32.
-  static Tensor forward(OpCtx& ctx, const Tensor& x0, const Tensor& w0, const Tensor& b) {
-    const Tensor x = blas_ready(x0) ? x0 : x0.contiguous();
-    const int64_t n = x.size(0), out = w0.size(0);
-    Tensor y = empty({n, out}, gemm_out(x.dtype()), x.device());
-    const int64_t step = w0.dtype() != x.dtype() && is16(x.dtype()) ? linear_chunk(n, out, w0.size(1)) : out;
-    for (int64_t j = 0; j < out; j += step) {
-      const int64_t len = std::min(step, out - j);
-      const Tensor w = operand_like(len == out ? w0 : w0.narrow(0, j, len), x.dtype());  // (len, in)
-      Tensor yj = len == out ? y : empty({n, len}, y.dtype(), y.device());
-      if (b.defined()) x.backend().copy((len == out ? b : b.narrow(0, j, len)).expand(yj.shape()), yj);
-      x.backend().matmul(x, w.transpose(0, 1), yj, 1.0f, b.defined() ? 1.0f : 0.0f);
-      if (len != out) {
-        Tensor dst = y.narrow(1, j, len);
-        x.backend().copy(yj, dst);
-      }
-    }
-    ctx.save(ctx.needs(1) ? x0 : Tensor());
-    ctx.save(ctx.needs(0) ? w0 : Tensor());
+  // x (N, in), w (out, in), b (out) or undefined -> (N, out).
+  static Tensor forward(OpCtx& ctx, const Tensor& x, const Tensor& w, const Tensor& b) {
+    Tensor y = linear_forward(x, w, b);
+    ctx.save(ctx.needs(1) ? x : Tensor());
+    ctx.save(ctx.needs(0) ? w : Tensor());
     return y;
   }
   static std::vector<Tensor> backward(OpCtx& ctx, const Tensor& dy) {
     Tensor dx, dw, db;
-    const DType t = ctx.input_dtypes[0];  // x 16-bit only under autocast: dy is rounded to it
-    const int64_t n = dy.size(0), out = dy.size(1), in = ctx.input_shapes[0].back();
-    const int64_t step = is16(t) && dy.dtype() != t ? linear_chunk(n, out, in) : out;
-    if (step == out) {
-      const Tensor g = as_operand(dy, t);
-      if (ctx.needs(0))
-        dx = mm_raw(g, operand_like(ctx.saved(1), g.dtype()), ctx.input_shapes[0]);         // (N, out) @ (out, in)
-      if (ctx.needs(1)) dw = mm_raw(g.transpose(0, 1), ctx.saved(0), ctx.input_shapes[1]);  // (out, N) @ (N, in)
-    } else {  // a slice of out at a time: dx accumulates, dw fills its rows
-      Backend& be = dy.backend();
-      if (ctx.needs(0)) dx = empty(ctx.input_shapes[0], DType::F32, dy.device());
-      if (ctx.needs(1)) dw = empty(ctx.input_shapes[1], DType::F32, dy.device());
-      const Tensor& x = ctx.saved(0);
-      for (int64_t j = 0; j < out; j += step) {
-        const int64_t len = std::min(step, out - j);
-        Tensor g = empty({n, len}, t, dy.device());  // (N, len)
-        be.copy(dy.narrow(1, j, len), g);
-        if (ctx.needs(0)) be.matmul(g, operand_like(ctx.saved(1).narrow(0, j, len), t), dx, 1.0f, j == 0 ? 0.0f : 1.0f);
-        if (ctx.needs(1)) {
-          Tensor dwj = dw.narrow(0, j, len);  // rows of a contiguous (out, in): contiguous
-          be.matmul(g.transpose(0, 1), blas_ready(x) ? x : x.contiguous(), dwj, 1.0f, 0.0f);
-        }
-      }
-    }
+    linear_backward(dy, Tensor(), ctx.saved(0), ctx.saved(1), ctx.input_dtypes[0], ctx.input_shapes[0],
+                    ctx.input_shapes[1], ctx.needs(0) ? &dx : nullptr, ctx.needs(1) ? &dw : nullptr);
     if (ctx.needs(2)) db = sum(dy, {0});
     return {dx, dw, db};
+  }
+};
+
+// The LoRA layer in one op: y = x w^T + b + scale * (xd a^T) bw^T, the up-projection accumulating
+// straight into the base output (GEMM beta = 1, alpha = scale): no (N, out) temporary, no add and
+// no scale kernel, and backward rounds dy to 16 bits once for the base and the adapter.
+// x, xd (N, in) (xd: x after dropout, or x), w (out, in), a (r, in), bw (out, r).
+struct LoraLinearOp {
+  static constexpr std::string_view kName = "lora_linear";
+  static Tensor forward(OpCtx& ctx, const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& xd0,
+                        const Tensor& a, const Tensor& bw, double scale) {
+    Tensor y = linear_forward(x, w, b);
+    const Tensor xd = blas_ready(xd0) ? xd0 : xd0.contiguous();
+    const DType t = xd.dtype();
+    const Tensor h = mm_raw(xd, operand_like(a, t).transpose(0, 1), {xd.size(0), a.size(0)});  // (N, r)
+    const Tensor hk = as_operand(h, t);
+    x.backend().matmul(hk, operand_like(bw, t).transpose(0, 1), y, float(scale), 1.0f);
+    ctx.save(ctx.needs(1) ? x : Tensor());
+    ctx.save(ctx.needs(0) ? w : Tensor());
+    ctx.save(ctx.needs(3) || ctx.needs(4) ? xd : Tensor());
+    ctx.save(a);
+    ctx.save(bw);
+    ctx.save(ctx.needs(5) ? hk : Tensor());
+    ctx.scalars = {scale};
+    return y;
+  }
+  static std::vector<Tensor> backward(OpCtx& ctx, const Tensor& dy) {
+    const DType t = ctx.input_dtypes[0], td = ctx.input_dtypes[3];
+    const float s = float(ctx.scalars[0]);
+    const int64_t n = dy.size(0), r = ctx.input_shapes[4][0];
+    Tensor dx, dw, db, dxd, da, dbw;
+    const Tensor g = as_operand(dy, td);  // (N, out): rounded once, shared with the base when it fits whole
+    linear_backward(dy, t == td ? g : Tensor(), ctx.saved(0), ctx.saved(1), t, ctx.input_shapes[0], ctx.input_shapes[1],
+                    ctx.needs(0) ? &dx : nullptr, ctx.needs(1) ? &dw : nullptr);
+    if (ctx.needs(2)) db = sum(dy, {0});
+    Backend& be = dy.backend();
+    if (ctx.needs(5)) {  // dbw = s g^T h  (out, r)
+      dbw = empty(ctx.input_shapes[5], gemm_out(td), dy.device());
+      be.matmul(g.transpose(0, 1), ctx.saved(5), dbw, s, 0.0f);
+    }
+    if (ctx.needs(3) || ctx.needs(4)) {
+      Tensor u = empty({n, r}, gemm_out(td), dy.device());  // s g bw  (N, r)
+      be.matmul(g, operand_like(ctx.saved(4), td), u, s, 0.0f);
+      const Tensor uk = as_operand(u, td);
+      if (ctx.needs(3)) dxd = mm_raw(uk, operand_like(ctx.saved(3), td), ctx.input_shapes[3]);  // (N, in)
+      if (ctx.needs(4)) da = mm_raw(uk.transpose(0, 1), ctx.saved(2), ctx.input_shapes[4]);     // (r, in)
+    }
+    return {dx, dw, db, dxd, da, dbw};
   }
 };
 
@@ -234,6 +293,45 @@ Tensor linear(const Tensor& x0, const Tensor& w0, const Tensor& b0) {
   out.back() = w.size(0);
   Tensor y = apply<LinearOp>(x.reshape({-1, x.size(-1)}), w, b);
   return y.reshape(out);
+}
+
+}  // namespace rf
+
+namespace rf {
+
+Tensor lora_linear(const Tensor& x0, const Tensor& w0, const Tensor& b0, const Tensor& xd0, const Tensor& a0,
+                   const Tensor& bw0, double scale) {
+  const auto fits = [&] {
+    return w0.dim() == 2 && a0.dim() == 2 && bw0.dim() == 2 && x0.dim() >= 1 && x0.size(-1) == w0.size(1) &&
+           xd0.shape() == x0.shape() && a0.size(1) == w0.size(1) && bw0.size(0) == w0.size(0) &&
+           bw0.size(1) == a0.size(0) && (!b0.defined() || (b0.dim() == 1 && b0.size(0) == w0.size(0)));
+  };
+  if (!fits())
+    throw std::invalid_argument(fmt::format("[lora_linear] x {} w {} a {} b {} do not fit", shape_str(x0.shape()),
+                                            shape_str(w0.shape()), shape_str(a0.shape()), shape_str(bw0.shape())));
+  for (const Tensor* t : {&w0, &xd0, &a0, &bw0}) detail::check_same_device(x0, *t, "lora_linear");
+  const bool f64 = x0.dtype() == DType::F64;
+  const DType ad = f64 ? DType::F32 : autocast_dtype("linear", x0.backend());
+  Tensor x, xd, w, b = b0;
+  if (ad != DType::F32) {  // autocast: as linear(), with the adapter's f32 factors rounded inside the op
+    x = autocast_operand(x0, ad);
+    xd = xd0.impl_ptr() == x0.impl_ptr() ? x : autocast_operand(xd0, ad);
+    w = w0.dtype() == ad || w0.dtype() == DType::F32 ? w0 : cast(w0, ad);
+    if (b.defined() && b.dtype() != DType::F32) b = cast(b, DType::F32);
+    for (const Tensor* t : {&a0, &bw0})
+      if (t->dtype() != DType::F32) return Tensor();
+  } else {  // one dtype throughout (f32, or f64 for gradcheck); anything else is composed by the caller
+    x = x0;
+    xd = xd0;
+    w = w0;
+    for (const Tensor* t : {&w0, &xd0, &a0, &bw0, &b0})
+      if (t->defined() && t->dtype() != x0.dtype()) return Tensor();
+    if (!is_float(x0.dtype()) || is16(x0.dtype())) return Tensor();
+  }
+  Shape out = x0.shape();
+  out.back() = w0.size(0);
+  const int64_t in = x0.size(-1);
+  return apply<LoraLinearOp>(x.reshape({-1, in}), w, b, xd.reshape({-1, in}), a0, bw0, scale).reshape(out);
 }
 
 }  // namespace rf
