@@ -29,7 +29,7 @@ TEST_SUITE("gradcheck") {
           worst_name = name;
         }
       } catch (const std::exception& e) {
-        FAIL_CHECK(name << " threw: " << e.what());
+        FAIL_CHECK(name << " threw: " << std::string(e.what()));
       }
     }
     for (const std::string& op : kRequiredOps) CHECK_MESSAGE(covered.count(op) == 1, "gradcheck does not cover " << op);

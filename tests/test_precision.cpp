@@ -261,3 +261,49 @@ TEST_SUITE("golden") {
     });
   }
 }
+
+TEST_SUITE("golden") {
+  TEST_CASE("lora fusion: one lora_linear op per LoRA layer gives the composed ops' logits and gradients") {
+    for_each_backend([](Device d) {
+      for (std::string arch : {"gpt2", "llama"}) {  // Conv1D (transposed base weight) and Linear with dropout off
+        CAPTURE(arch);
+        Fixture f = load_fixture(arch, d);
+        f.m->eval();
+        // The layer's output comes from the fused op (so the comparison below compares two paths).
+        auto [path, layer] = *f.pm->lora_layers().begin();
+        CAPTURE(path);
+        Tensor probe = rand({2, layer->base().in_features()}).to(d);
+        const auto node = layer->forward(probe).impl()->grad_fn;  // view (the reshape back) <- lora_linear
+        REQUIRE(node);
+        CHECK(node->name == "view");
+        REQUIRE(node->edges.size() >= 1);
+        REQUIRE(node->edges[0].node);
+        CHECK(node->edges[0].node->name == "lora_linear");
+        for (Precision p : {Precision::F32, Precision::F16}) {
+          CAPTURE(precision_name(p));
+          auto run = [&](bool fused) {
+            peft::set_lora_fusion(fused);
+            for (auto& [n, t] : f.pm->trainable_parameters()) t.zero_grad();
+            AutocastGuard on(p);
+            Tensor logits = f.m->forward(models::ModelInputs{f.ids, {}, {}, {}});
+            backward(models::causal_lm_loss(logits, f.ids));
+            std::vector<Tensor> out{logits.detach().to(Device{})};
+            for (auto& [n, t] : f.pm->trainable_parameters()) out.push_back(clone(t.grad()).to(Device{}));
+            return out;
+          };
+          const auto fused = run(true), plain = run(false);
+          peft::set_lora_fusion(true);
+          double logit_gap = rel_gap(fused[0], plain[0]), grad_gap = 0;
+          for (size_t i = 1; i < fused.size(); ++i) grad_gap = std::max(grad_gap, rel_gap(fused[i], plain[i]));
+          MESSAGE(fmt::format("{} {} on {}: fused vs composed logits {:.2e}, adapter grads {:.2e}", arch,
+                              precision_name(p), device_name(d.type), logit_gap, grad_gap));
+          // f32: the same products, summed in another order (the scale as GEMM alpha, the add as beta).
+          // f16: the fused op rounds x A^T before scaling it, the composed ops after: one f16 rounding
+          // (2^-11) of the rank-r activations apart, so gradients differ at the level of f16 itself.
+          CHECK(logit_gap < (p == Precision::F32 ? 1e-5 : 2e-3));
+          CHECK(grad_gap < (p == Precision::F32 ? 1e-4 : 2e-2));
+        }
+      }
+    });
+  }
+}
