@@ -42,7 +42,6 @@ class GatedForm final : public LowRankForm {
   GatedForm(LowRankForm&& plain, Tensor logits) : LowRankForm(std::move(plain)), logits_(std::move(logits)) {}
   FormKind kind() const override { return FormKind::Gated; }
   Tensor forward(LoraLinear& layer, const Tensor& x, const Tensor& result) override;
-  Tensor fused_forward(LoraLinear&, const Tensor&) override { return Tensor(); }  // the gate sits inside
   Tensor delta_weight(LoraLinear& layer) override;
   const Tensor& logits() const { return logits_; }
 

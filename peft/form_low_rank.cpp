@@ -90,7 +90,8 @@ Tensor LowRankForm::forward(LoraLinear& layer, const Tensor& x, const Tensor& re
 
 Tensor LowRankForm::fused_forward(LoraLinear& layer, const Tensor& x) {
   nn::Linear& base = layer.base();
-  if (o_.lora_bias || base.quantized() || !lora_fusion_enabled()) return Tensor();
+  // Only the plain form: DoRA, RoSA and the gated form derive from this one and add more than s·B A x.
+  if (kind() != FormKind::LowRank || o_.lora_bias || base.quantized() || !lora_fusion_enabled()) return Tensor();
   const bool drop = layer.training() && o_.dropout > 0;
   return lora_linear(x, base.weight_out_in(), base.has_bias() ? base.bias() : Tensor(),
                      drop ? dropout(x, o_.dropout, true) : x, a_->weight_out_in(), b_->weight_out_in(), scale_);
