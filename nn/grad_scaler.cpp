@@ -5,9 +5,6 @@
 #include <cmath>
 #include <stdexcept>
 
-#include "engine/autograd.h"
-#include "nn/optim.h"
-
 namespace rf::nn {
 
 void GradScalerOptions::validate() const {
@@ -50,22 +47,6 @@ void GradScaler::load_state(const nlohmann::json& meta) {
   tracker_ = meta.value("loss_scale_growth_tracker", int64_t(0));
   if (!(scale_ > 0) || !std::isfinite(scale_))
     throw std::runtime_error(fmt::format("[train] the checkpoint's loss_scale {} is not a positive number", scale_));
-}
-
-double unscale_and_clip(const std::vector<Tensor>& params, double inv_scale, double max_norm) {
-  const double norm = grad_norm(params) * inv_scale;
-  if (!std::isfinite(norm)) return norm;  // the caller skips the step
-  double coef = inv_scale;
-  if (max_norm > 0 && max_norm / (norm + 1e-6) < 1.0) coef *= max_norm / (norm + 1e-6);
-  if (coef != 1.0) {
-    NoGradGuard ng;
-    for (const Tensor& p : params) {
-      if (!p.defined()) continue;
-      Tensor g = p.grad();
-      if (g.defined()) g.mul_(coef);
-    }
-  }
-  return norm;
 }
 
 }  // namespace rf::nn

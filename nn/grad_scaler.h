@@ -7,9 +7,6 @@
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
-#include <vector>
-
-#include "engine/tensor.h"
 
 namespace rf::nn {
 
@@ -46,10 +43,5 @@ class GradScaler {
   double scale_ = 1.0;
   int64_t tracker_ = 0;
 };
-
-// Divides every defined gradient by the loss scale and clips the global norm (torch's
-// scaler.unscale_ + clip_grad_norm_ in one pass over the gradients): returns the unscaled norm before
-// clipping. max_norm <= 0: no clipping. A non-finite norm leaves the gradients untouched.
-double unscale_and_clip(const std::vector<Tensor>& params, double inv_scale, double max_norm);
 
 }  // namespace rf::nn

@@ -425,4 +425,20 @@ double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
   return norm;
 }
 
+double unscale_and_clip(const std::vector<Tensor>& params, double inv_scale, double max_norm) {
+  const double norm = grad_norm(params) * inv_scale;
+  if (!std::isfinite(norm)) return norm;  // the caller skips the step
+  double coef = inv_scale;
+  if (max_norm > 0 && max_norm / (norm + 1e-6) < 1.0) coef *= max_norm / (norm + 1e-6);
+  if (coef != 1.0) {
+    NoGradGuard ng;
+    for (const Tensor& p : params) {
+      if (!p.defined()) continue;
+      Tensor g = p.grad();
+      if (g.defined()) g.mul_(coef);
+    }
+  }
+  return norm;
+}
+
 }  // namespace rf::nn

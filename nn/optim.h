@@ -106,4 +106,9 @@ double clip_grad_norm(const std::vector<Tensor>& params, double max_norm);
 // L2 norm of every defined gradient, computed on the parameters' device (one host read).
 double grad_norm(const std::vector<Tensor>& params);
 
+// Divides every defined gradient by the loss scale and clips the global norm (torch's
+// scaler.unscale_ + clip_grad_norm_ in one pass over the gradients): returns the unscaled norm before
+// clipping. max_norm <= 0: no clipping. A non-finite norm leaves the gradients untouched.
+double unscale_and_clip(const std::vector<Tensor>& params, double inv_scale, double max_norm);
+
 }  // namespace rf::nn
