@@ -157,6 +157,28 @@ TEST_SUITE("unit") {
               "base_dtype: applies to adapter methods"));
   }
 
+  TEST_CASE("config: precision f16 with dynamic or fixed loss scaling; bad scales name their line") {
+    const auto c = parse_train_config(kHead + "training:\n  precision: f16\n", "q.yaml");
+    CHECK(c.precision == "f16");
+    CHECK(c.trainer.loss_scaling.dynamic);
+    CHECK(c.trainer.loss_scaling.init_scale == 65536.0);
+    const auto fixed = parse_train_config(kHead + "training:\n  precision: f16\n  loss_scale: 1024\n", "q.yaml");
+    CHECK_FALSE(fixed.trainer.loss_scaling.dynamic);
+    CHECK(fixed.trainer.loss_scaling.init_scale == 1024.0);
+    const auto grow = parse_train_config(
+        kHead + "training:\n  loss_scale: dynamic\n  loss_scale_init: 128\n  loss_scale_growth_interval: 50\n",
+        "q.yaml");
+    CHECK(grow.trainer.loss_scaling.dynamic);
+    CHECK(grow.trainer.loss_scaling.init_scale == 128.0);
+    CHECK(grow.trainer.loss_scaling.growth_interval == 50);
+    CHECK(has(error_of(kHead + "training:\n  loss_scale: banana\n"),
+              "q.yaml:5: training.loss_scale: 'banana' is neither 'dynamic' nor a positive number"));
+    CHECK(has(error_of(kHead + "training:\n  loss_scale: -2\n"), "is neither 'dynamic' nor a positive number"));
+    CHECK(has(error_of(kHead + "training:\n  loss_scale_growth_interval: 0\n"),
+              "loss_scale_growth_interval must be >= 1, got 0"));
+    CHECK(has(error_of(kHead + "training:\n  precision: fp8\n"), "is not one of: f32, bf16, f16, auto"));
+  }
+
   TEST_CASE("config: paths resolve against the config's folder; --set paths against the working directory") {
     TrainConfig c = parse_train_config("model: ../m\ntokenizer: tok\ndata:\n  train: d/t.jsonl\n", "/a/b/q.yaml");
     CHECK(c.model == "/a/m");
