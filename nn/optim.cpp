@@ -409,19 +409,23 @@ double grad_norm(const std::vector<Tensor>& params) {
   return std::sqrt(total);
 }
 
+namespace {
+void scale_grads(const std::vector<Tensor>& params, double coef) {  // every defined gradient *= coef, in place
+  NoGradGuard ng;
+  for (const Tensor& p : params) {
+    if (!p.defined()) continue;
+    Tensor g = p.grad();
+    if (g.defined()) g.mul_(coef);
+  }
+}
+}  // namespace
+
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
   if (!(max_norm >= 0)) fail(fmt::format("max_norm must be >= 0, got {}", max_norm));
   const double norm = grad_norm(params);
   if (!std::isfinite(norm)) return norm;  // the caller skips the step; scaling by NaN would poison the grads
   const double coef = max_norm / (norm + 1e-6);
-  if (coef < 1.0) {
-    NoGradGuard ng;
-    for (const Tensor& p : params) {
-      if (!p.defined()) continue;
-      Tensor g = p.grad();
-      if (g.defined()) g.mul_(coef);
-    }
-  }
+  if (coef < 1.0) scale_grads(params, coef);
   return norm;
 }
 
@@ -430,14 +434,7 @@ double unscale_and_clip(const std::vector<Tensor>& params, double inv_scale, dou
   if (!std::isfinite(norm)) return norm;  // the caller skips the step
   double coef = inv_scale;
   if (max_norm > 0 && max_norm / (norm + 1e-6) < 1.0) coef *= max_norm / (norm + 1e-6);
-  if (coef != 1.0) {
-    NoGradGuard ng;
-    for (const Tensor& p : params) {
-      if (!p.defined()) continue;
-      Tensor g = p.grad();
-      if (g.defined()) g.mul_(coef);
-    }
-  }
+  if (coef != 1.0) scale_grads(params, coef);
   return norm;
 }
 

@@ -20,6 +20,7 @@ using rf::tools::Progress;
 using rf::tools::ProgressStats;
 
 using rf::test::lines_of;
+using rf::test::ScopedEnv;
 
 namespace {
 
@@ -42,25 +43,6 @@ std::vector<std::string> redraws(const std::string& out) {
   }
   return segs;
 }
-
-// Sets an environment variable for one scope and restores it.
-struct EnvVar {
-  std::string name;
-  std::optional<std::string> old;
-  EnvVar(const char* n, const char* value) : name(n) {
-    if (const char* v = std::getenv(n)) old = v;
-    if (value)
-      ::setenv(n, value, 1);
-    else
-      ::unsetenv(n);
-  }
-  ~EnvVar() {
-    if (old)
-      ::setenv(name.c_str(), old->c_str(), 1);
-    else
-      ::unsetenv(name.c_str());
-  }
-};
 
 }  // namespace
 
@@ -209,7 +191,7 @@ TEST_SUITE("unit") {
     std::FILE* f = std::tmpfile();  // not a terminal: TIOCGWINSZ fails
     REQUIRE(f);
     {
-      EnvVar cols("COLUMNS", "57");
+      ScopedEnv cols("COLUMNS", "57");
       CHECK(Progress::terminal_columns(::fileno(f)) == 57);
       Progress p(f, 1);
       CHECK(p.columns() == 57);
@@ -217,11 +199,11 @@ TEST_SUITE("unit") {
       CHECK(Progress(f, 1, 10, 33).columns() == 33);  // the override wins
     }
     for (const char* bad : {"", "abc", "0", "-5", "12x"}) {
-      EnvVar cols("COLUMNS", bad);
+      ScopedEnv cols("COLUMNS", bad);
       CHECK_MESSAGE(Progress::terminal_columns(::fileno(f)) == 80, "COLUMNS=" << bad);
     }
     {
-      EnvVar cols("COLUMNS", nullptr);
+      ScopedEnv cols("COLUMNS", nullptr);
       CHECK(Progress::terminal_columns(::fileno(f)) == 80);
     }
     std::string out = read_all(f);

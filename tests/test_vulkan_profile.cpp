@@ -21,26 +21,6 @@ namespace fs = std::filesystem;
 namespace rf::test {
 namespace {
 
-// Sets an environment variable for one scope and restores it (the CLI child inherits it; later
-// in-process Vulkan backends must not).
-struct EnvVar {
-  std::string name;
-  std::optional<std::string> old;
-  EnvVar(const char* n, const char* value) : name(n) {
-    if (const char* v = std::getenv(n)) old = v;
-    if (value)
-      ::setenv(n, value, 1);
-    else
-      ::unsetenv(n);
-  }
-  ~EnvVar() {
-    if (old)
-      ::setenv(name.c_str(), old->c_str(), 1);
-    else
-      ::unsetenv(name.c_str());
-  }
-};
-
 bool have_vulkan() {
   if (!vk::list_devices().empty()) return true;
   MESSAGE("skipping: no Vulkan device (install mesa-vulkan-drivers for lavapipe)");
@@ -102,8 +82,8 @@ Table parse(const std::string& err) {
 TEST_SUITE("vulkan") {
   TEST_CASE("RANKFORGE_PROFILE=1 prints one per-kernel GPU time table for a Vulkan run") {
     if (!have_vulkan()) return;
-    EnvVar allow("RANKFORGE_VULKAN_ALLOW_CPU", "1");
-    EnvVar prof("RANKFORGE_PROFILE", "1");
+    ScopedEnv allow("RANKFORGE_VULKAN_ALLOW_CPU", "1");
+    ScopedEnv prof("RANKFORGE_PROFILE", "1");
     CliRun r = run_cli(kBench);
     INFO(r.err);
     REQUIRE(r.rc == 0);
@@ -135,9 +115,9 @@ TEST_SUITE("vulkan") {
 
   TEST_CASE("without RANKFORGE_PROFILE (or with 0) no profile table is printed") {
     if (!have_vulkan()) return;
-    EnvVar allow("RANKFORGE_VULKAN_ALLOW_CPU", "1");
+    ScopedEnv allow("RANKFORGE_VULKAN_ALLOW_CPU", "1");
     for (const char* v : {static_cast<const char*>(nullptr), "0"}) {
-      EnvVar prof("RANKFORGE_PROFILE", v);
+      ScopedEnv prof("RANKFORGE_PROFILE", v);
       CliRun r = run_cli(kBench);
       INFO(r.err);
       CHECK(r.rc == 0);
@@ -153,8 +133,8 @@ TEST_SUITE("vulkan") {
     fs::create_directories(dir);
     const fs::path csv = dir / "profile.csv";
     {
-      EnvVar allow("RANKFORGE_VULKAN_ALLOW_CPU", "1");
-      EnvVar prof("RANKFORGE_PROFILE", ("csv:" + csv.string()).c_str());
+      ScopedEnv allow("RANKFORGE_VULKAN_ALLOW_CPU", "1");
+      ScopedEnv prof("RANKFORGE_PROFILE", ("csv:" + csv.string()).c_str());
       CliRun r = run_cli(kBench);
       INFO(r.err);
       REQUIRE(r.rc == 0);
