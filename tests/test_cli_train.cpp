@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <thread>
 
 #include "engine/safetensors.h"
@@ -147,6 +148,34 @@ TEST_SUITE("e2e") {
     CliRun none = run_cli("train " + s.config("fresh", 12, 3) + " --resume");
     CHECK(none.rc != 0);
     CHECK(none.err.find("no checkpoint") != std::string::npos);
+  }
+
+  TEST_CASE("cli: train in f16 with a forced overflow skips steps, logs loss_scale and still lowers the loss") {
+    TrainSetup s;
+    CliRun r = run_cli("train " + s.config("f16", 40, 20) +
+                       " --set training.precision=f16 --set training.loss_scale_init=1e8");
+    REQUIRE_MESSAGE(r.rc == 0, r.err);
+    CHECK((r.out + r.err).find("f16 gradients overflowed at loss scale 1e+08") != std::string::npos);
+    int skipped = 0, lines = 0;
+    double last_scale = 0;
+    std::istringstream metrics(slurp(s.dir / "f16" / "metrics.jsonl"));
+    for (std::string line; std::getline(metrics, line);) {
+      auto j = nlohmann::json::parse(line);
+      if (!j.contains("loss_scale")) continue;  // eval lines
+      ++lines;
+      skipped += j["skipped"].get<bool>();
+      last_scale = j["loss_scale"].get<double>();
+    }
+    CHECK(lines >= 1);
+    CHECK(skipped >= 1);
+    CHECK(last_scale < 1e8);
+    // The checkpoint carries the scaler's state, so --resume continues with the same scale.
+    auto st = nlohmann::json::parse(slurp(s.dir / "f16" / "checkpoint" / "trainer_state.json"));
+    CHECK(st.dump().find("\"loss_scale\"") != std::string::npos);
+    MESSAGE(fmt::format("f16 CLI run: {} of {} logged steps skipped, last scale {:g}", skipped, lines, last_scale));
+    const size_t at = r.out.find("before ");
+    REQUIRE(at != std::string::npos);
+    CHECK(std::stod(r.out.substr(r.out.find("after ") + 6)) < std::stod(r.out.substr(at + 7)));
   }
 
   TEST_CASE("cli: a non-finite loss stops training and keeps the last good checkpoint") {
