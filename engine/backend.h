@@ -32,6 +32,7 @@ struct Device {
 std::string_view device_name(DeviceType t);
 // "cpu", "vulkan" (the default Vulkan device: the first GPU; a CPU-type one only when
 // RANKFORGE_VULKAN_ALLOW_CPU=1) or "vulkan:N". Throws a one-line error for anything else.
+// cpu, vulkan, vulkan:N, or vulkan:auto (the device of this process's local MPI rank, rf::dist).
 Device parse_device(std::string_view spec);
 std::string device_str(Device d);  // "cpu", "vulkan:0"
 // RANKFORGE_DEVICE if set, else the CPU.
@@ -214,6 +215,9 @@ struct BackendEntry {
   int (*default_index)() = nullptr;                  // the device a bare name picks; throws a one-line reason when none
                                                      // is usable; null: index 0
   std::vector<std::string> (*describe)() = nullptr;  // one line per device ("vulkan:0: ..."), or why none
+  // The device of the local_rank-th process on a node (`vulkan:auto` under mpirun): one per rank,
+  // round robin over the usable devices; null: default_index.
+  int (*local_index)(int local_rank) = nullptr;
 };
 void register_backend(const BackendEntry& entry);  // replaces an earlier entry of the same type
 Backend& backend_for(Device d);

@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "engine/backend.h"
+#include "engine/dist.h"
 
 namespace rf {
 
@@ -109,7 +110,8 @@ std::vector<std::string_view> backend_summaries() {
 
 Device parse_device(std::string_view spec) {
   auto bad = [&] {
-    return std::invalid_argument(fmt::format("[device] unknown device '{}' (expected cpu, vulkan or vulkan:N)", spec));
+    return std::invalid_argument(
+        fmt::format("[device] unknown device '{}' (expected cpu, vulkan, vulkan:N or vulkan:auto)", spec));
   };
   if (spec == "cpu") return {DeviceType::CPU, 0};
   if (spec.substr(0, 6) != "vulkan") throw bad();
@@ -121,6 +123,12 @@ Device parse_device(std::string_view spec) {
     return d;
   }
   if (spec[6] != ':' || spec.size() == 7) throw bad();
+  if (spec.substr(7) == "auto") {
+    const BackendEntry e = entry_of(DeviceType::Vulkan);
+    if (!e.make) throw std::runtime_error("[device] this build of rankforge has no Vulkan backend");
+    d.index = e.local_index ? e.local_index(dist::local_rank()) : default_index(DeviceType::Vulkan);
+    return d;
+  }
   int v = 0;
   for (char c : spec.substr(7)) {
     if (c < '0' || c > '9' || v > 100000) throw bad();

@@ -245,6 +245,17 @@ int choose_device(const std::vector<DeviceInfo>& devices, std::optional<int> req
 
 int default_device_index() { return choose_device(list_devices(), std::nullopt, false); }
 
+// vulkan:auto: the GPUs (CPU-type devices only where RANKFORGE_VULKAN_ALLOW_CPU=1 and no GPU exists),
+// round robin by the local rank.
+int local_device_index(int local_rank) {
+  const std::vector<DeviceInfo> all = list_devices();
+  std::vector<int> usable;
+  for (const auto& d : all)
+    if (!d.is_cpu()) usable.push_back(d.index);
+  if (usable.empty()) usable.push_back(choose_device(all, std::nullopt, false));  // throws its reason
+  return usable[size_t(local_rank) % usable.size()];
+}
+
 Context::Context(int device_index) {
   instance_ = create_instance();
   try {

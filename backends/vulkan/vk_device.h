@@ -46,7 +46,8 @@ bool process_exiting();
 // Index to use: `requested` if given; else the first non-CPU device; else a CPU device when
 // allow_cpu (or RANKFORGE_VULKAN_ALLOW_CPU=1). Throws a one-line error when nothing fits.
 int choose_device(const std::vector<DeviceInfo>& devices, std::optional<int> requested, bool allow_cpu);
-int default_device_index();  // choose_device over every device, nothing requested
+int default_device_index();              // choose_device over every device, nothing requested
+int local_device_index(int local_rank);  // vulkan:auto
 
 // Instance + logical device + compute queue + command pool. Not copyable; destroys in reverse.
 class Context {

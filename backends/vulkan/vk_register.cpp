@@ -48,6 +48,7 @@ BackendEntry vulkan_backend_entry() {
           .make = &vk::make_vulkan_backend,
           .summary = "vulkan",
           .default_index = &vk::default_device_index,
-          .describe = &vk::describe_vulkan};
+          .describe = &vk::describe_vulkan,
+          .local_index = &vk::local_device_index};
 }
 }  // namespace rf
