@@ -14,6 +14,8 @@ namespace rf {
 
 namespace {
 thread_local bool g_grad_enabled = true;
+thread_local LeafGradHook* g_leaf_hook = nullptr;
+thread_local int g_backward_depth = 0;
 std::atomic<uint64_t> g_seq{1};
 }  // namespace
 
@@ -82,7 +84,34 @@ void accumulate_leaf(TensorImpl& leaf, Tensor g) {
   }
 }
 
+// Uses of each leaf in the graph below start, for the leaf hook; false when a checkpoint node hides
+// some of them.
+bool count_leaf_uses(Node* start, std::unordered_map<const TensorImpl*, int>& uses) {
+  std::vector<Node*> stack{start};
+  std::unordered_map<Node*, bool> seen{{start, true}};
+  while (!stack.empty()) {
+    Node* n = stack.back();
+    stack.pop_back();
+    if (n->name == "checkpoint") return false;
+    for (const Edge& e : n->edges) {
+      if (e.leaf) ++uses[e.leaf.get()];
+      if (e.node && seen.emplace(e.node.get(), true).second) stack.push_back(e.node.get());
+    }
+  }
+  return true;
+}
+
+struct DepthScope {
+  DepthScope() { ++g_backward_depth; }
+  ~DepthScope() { --g_backward_depth; }
+};
+
 }  // namespace
+
+LeafGradHookGuard::LeafGradHookGuard(LeafGradHook hook) : hook_(std::move(hook)), prev_(g_leaf_hook) {
+  g_leaf_hook = &hook_;
+}
+LeafGradHookGuard::~LeafGradHookGuard() { g_leaf_hook = prev_; }
 
 void backward(const Tensor& root, const Tensor& grad) {
   if (!root.defined() || !root.requires_grad())
@@ -98,10 +127,19 @@ void backward(const Tensor& root, const Tensor& grad) {
                                             shape_str(g.shape()), shape_str(root.shape())));
   }
   NoGradGuard no_grad;
+  // A backward's precision comes from its forward (the recorded dtypes), never from the autocast
+  // state around backward(): an f32 op under a bf16 autocast region (AdaLoRA's orthogonality
+  // penalty) keeps f32 gradients.
+  AutocastGuard f32(Precision::F32);
+  DepthScope depth;
+  LeafGradHook* hook = g_backward_depth == 1 ? g_leaf_hook : nullptr;
   if (!root.impl()->grad_fn) {  // a leaf: its gradient is just g
     accumulate_leaf(*root.impl(), g.dtype() == root.dtype() ? g : cast(g, root.dtype()));
+    if (hook) (*hook)(*root.impl());
     return;
   }
+  std::unordered_map<const TensorImpl*, int> leaf_uses;
+  if (hook && !count_leaf_uses(root.impl()->grad_fn.get(), leaf_uses)) hook = nullptr;
   // Reverse recording order is topological: a node's seq exceeds that of every node it consumes.
   auto later = [](Node* a, Node* b) { return a->seq < b->seq; };
   std::priority_queue<Node*, std::vector<Node*>, decltype(later)> ready(later);
@@ -131,10 +169,15 @@ void backward(const Tensor& root, const Tensor& grad) {
           fmt::format("[backward] {} returned {} gradients for {} inputs", n->name, dxs.size(), n->edges.size()));
     for (size_t i = 0; i < dxs.size(); ++i) {
       Edge& e = n->edges[i];
-      if (!dxs[i].defined() || (!e.node && !e.leaf)) continue;
+      const bool last_use = hook && e.leaf && --leaf_uses[e.leaf.get()] == 0;
+      if (!dxs[i].defined() || (!e.node && !e.leaf)) {
+        if (last_use && e.leaf->grad) (*hook)(*e.leaf);
+        continue;
+      }
       Tensor dx = fit_gradient(std::move(dxs[i]), n->ctx.input_shapes[i], n->ctx.input_dtypes[i], n->name);
       if (e.leaf) {
         accumulate_leaf(*e.leaf, dx.dtype() == e.leaf->dtype ? std::move(dx) : cast(dx, e.leaf->dtype));
+        if (last_use) (*hook)(*e.leaf);
       } else {
         Node* p = e.node.get();
         auto [pos, inserted] = grads.try_emplace(p);

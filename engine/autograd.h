@@ -64,6 +64,23 @@ struct Node {
 // Runs backward from root (a scalar when grad is undefined). Leaves accumulate into .grad.
 void backward(const Tensor& root, const Tensor& grad = Tensor());
 
+// Overlap of gradient communication with backward (nn/grad_buckets.h): while a hook is installed on
+// this thread, the outermost backward() calls it once for each leaf whose gradient is complete for
+// that pass (every recorded use has delivered). A graph with checkpointed blocks hides its leaves'
+// uses until the recompute, so then no leaf is reported and the caller handles them after the pass.
+using LeafGradHook = std::function<void(const TensorImpl& leaf)>;
+class LeafGradHookGuard {
+ public:
+  explicit LeafGradHookGuard(LeafGradHook hook);
+  ~LeafGradHookGuard();
+  LeafGradHookGuard(const LeafGradHookGuard&) = delete;
+  LeafGradHookGuard& operator=(const LeafGradHookGuard&) = delete;
+
+ private:
+  LeafGradHook hook_;
+  LeafGradHook* prev_;
+};
+
 // Activation checkpointing: runs fn(inputs) without recording and keeps only the inputs and the RNG
 // state at entry. Backward re-runs fn with grad on detached copies of the inputs (same requires_grad),
 // replaying the same dropout masks, and backprops through that graph: parameters used inside fn get
