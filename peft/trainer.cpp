@@ -3,10 +3,13 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <optional>
 #include <stdexcept>
 
 #include "engine/autograd.h"
+#include "engine/dist.h"
 #include "engine/ops.h"
 
 namespace rf::peft {
@@ -28,6 +31,8 @@ Trainer::Trainer(models::Model& model, PeftModel* pm, std::unique_ptr<RankStrate
   nn::validate(o_.schedule);
   if (!pm_) model_.set_requires_grad(true);
   scaler_ = nn::GradScaler(o_.loss_scaling, o_.precision == Precision::F16);
+  if (const char* k = std::getenv("RANKFORGE_DIST_CHECK"); k && *k) o_.data_parallel.check_every = std::atoll(k);
+  if (o_.data_parallel.bucket_mb <= 0) throw std::invalid_argument("[train] data_parallel.bucket_mb must be > 0");
   build_optimizer();
 }
 
@@ -67,6 +72,42 @@ void Trainer::build_optimizer() {
     opt_ = std::make_unique<nn::AdamW>(groups, nn::AdamWOptions{o_.lr, o_.beta1, o_.beta2, o_.eps, o_.weight_decay});
   else
     opt_ = std::make_unique<nn::Sgd>(groups, o_.momentum);
+  if (dist::active()) {
+    std::vector<Tensor> ts;
+    for (auto& [n, t] : params_) ts.push_back(t);
+    buckets_ = std::make_unique<nn::GradBuckets>(
+        ts, nn::GradBucketOptions{size_t(o_.data_parallel.bucket_mb * (1 << 20)), o_.data_parallel.overlap});
+  }
+}
+
+void Trainer::broadcast_parameters() {
+  NoGradGuard ng;
+  for (auto& [n, t] : params_) {
+    std::vector<float> v = t.to_vector<float>();
+    dist::broadcast(std::as_writable_bytes(std::span<float>(v)));
+    if (!dist::is_main()) {
+      Tensor dst = t;
+      dst.copy_(from_data(v, t.shape(), t.device()).to(t.dtype()));
+    }
+  }
+}
+
+// FNV-1a over the values of every trainable tensor, compared to rank 0's.
+void Trainer::check_replicas() {
+  uint64_t h = 1469598103934665603ull;
+  for (auto& [n, t] : params_)
+    for (float f : t.to_vector<float>()) {
+      uint32_t b;
+      std::memcpy(&b, &f, 4);
+      for (int i = 0; i < 4; ++i) h = (h ^ ((b >> (8 * i)) & 0xFF)) * 1099511628211ull;
+    }
+  const std::vector<uint64_t> all = dist::allgather(h);
+  for (size_t r = 1; r < all.size(); ++r)
+    if (all[r] != all[0])
+      throw dist::ReplicatedError(fmt::format(
+          "[train] step {}: the trainable parameters of rank {} (checksum {:016x}) differ from rank 0's ({:016x}); "
+          "the ranks no longer take the same optimizer steps",
+          step_, r, all[r], all[0]));
 }
 
 int64_t Trainer::trainable_count() const {
@@ -80,27 +121,70 @@ void Trainer::begin(const std::vector<BatchLoss>& probe) {
   if (begun_) return;
   begun_ = true;
   if (pm_) strategy_->before_training(*pm_, probe, o_.schedule.total_steps);
+  if (dist::active()) broadcast_parameters();  // one starting point, whatever each rank's initialisation drew
 }
 
-StepResult Trainer::step(const std::vector<BatchLoss>& micro, const BatchLoss& val) {
+StepResult Trainer::step(const std::vector<BatchLoss>& micro, const BatchLoss& val, const LossTerms& terms) {
   begin();
   if (micro.empty()) throw std::invalid_argument("[train] a step needs at least one micro-batch");
+  if (!terms.micro.empty() && terms.micro.size() != micro.size())
+    throw std::invalid_argument(
+        fmt::format("[train] {} loss-term counts for {} micro-batches", terms.micro.size(), micro.size()));
+  const bool dp = dist::active();
+  // Data parallelism: rank r's share of micro-batch a (the shares of a micro-batch sum to 1 over ranks).
+  std::vector<double> w(micro.size() + 1, dp ? 1.0 / dist::world_size() : 1.0);
+  if (dp && (!terms.micro.empty() || terms.val > 0)) {
+    std::vector<double> t(micro.size() + 1, 0.0), sums;
+    for (size_t a = 0; a < terms.micro.size(); ++a) t[a] = double(terms.micro[a]);
+    t.back() = double(terms.val);
+    sums = t;
+    dist::allreduce_sum(std::span<double>(sums));
+    for (size_t a = 0; a < t.size(); ++a)
+      if (sums[a] > 0) w[a] = t[a] / sums[a];
+  }
   if (pm_) strategy_->before_step(*pm_, step_);
   // The multiplier is set before meta_step so AutoLoRA's virtual step uses this step's learning rate.
   opt_->set_lr_multiplier(nn::lr_multiplier(o_.schedule, step_));
   std::optional<AutocastGuard> autocast(std::in_place, o_.precision);
-  if (pm_ && val) strategy_->meta_step(*pm_, micro, val, *opt_, step_);
+  if (pm_ && val) {
+    if (dp) {  // the strategy sums its gradients over ranks: hand it losses already weighed by share
+      auto weigh = [](const BatchLoss& f, double k) -> BatchLoss {
+        return [f, k] {
+          Tensor l = f();
+          return l.defined() ? mul(l, k) : l;
+        };
+      };
+      std::vector<BatchLoss> wm;
+      for (size_t a = 0; a < micro.size(); ++a) wm.push_back(weigh(micro[a], w[a]));
+      strategy_->meta_step(*pm_, wm, weigh(val, w.back()), *opt_, step_);
+    } else {
+      strategy_->meta_step(*pm_, micro, val, *opt_, step_);
+    }
+  }
   StepResult r;
   r.lr = double(o_.lr) * nn::lr_multiplier(o_.schedule, step_);
   r.loss_scale = scaler_.scale();
   strategy_->set_loss_scale(r.loss_scale);
   const double scale = 1.0 / double(micro.size());
   double total = 0;
-  for (const auto& f : micro) {
-    Tensor loss = f();
+  bool finite = true;
+  std::unique_ptr<LeafGradHookGuard> watch;
+  for (size_t a = 0; a < micro.size(); ++a) {
+    if (buckets_ && a + 1 == micro.size()) watch = buckets_->watch();  // the backward that completes the gradients
+    Tensor loss = micro[a]();
+    if (!loss.defined()) {
+      if (!dp) throw std::invalid_argument("[train] a micro-batch loss returned no tensor");
+      if (pm_) strategy_->after_micro_backward(*pm_, step_);  // no rows here; the strategy's sums still run
+      continue;
+    }
     const double v = loss.item();
-    total += v;
+    total += dp ? w[a] * v : v;
     if (!std::isfinite(v)) {
+      if (dp) {  // every rank must reach the same sums: skip this backward, fail the step after them
+        finite = false;
+        if (pm_) strategy_->after_micro_backward(*pm_, step_);
+        continue;
+      }
       autocast.reset();
       opt_->zero_grad();
       r.loss = v;
@@ -113,11 +197,24 @@ StepResult Trainer::step(const std::vector<BatchLoss>& micro, const BatchLoss& v
       extra = strategy_->extra_loss(*pm_);
     }
     if (extra.defined()) loss = add(loss, extra);
-    const double m = scale * r.loss_scale;
+    const double m = (dp ? w[a] : 1.0) * scale * r.loss_scale;
     backward(m == 1.0 ? loss : mul(loss, m));
     if (pm_) strategy_->after_micro_backward(*pm_, step_);
   }
+  watch.reset();
   autocast.reset();
+  if (dp) {
+    buckets_->finish();
+    double sums[2] = {total, finite ? 0.0 : 1.0};
+    dist::allreduce_sum(std::span<double>(sums, 2));
+    total = sums[0];
+    if (sums[1] > 0) {
+      opt_->zero_grad();
+      r.loss = std::isfinite(total) ? NAN : total * scale;
+      r.finite = false;
+      return r;
+    }
+  }
   r.loss = total * scale;
   std::vector<Tensor> ps;
   for (auto& [n, t] : params_) ps.push_back(t);
@@ -143,6 +240,7 @@ StepResult Trainer::step(const std::vector<BatchLoss>& micro, const BatchLoss& v
   const bool rebuild = pm_ && strategy_->after_optimizer_step(*pm_, step_, *opt_);
   opt_->zero_grad();
   if (rebuild) build_optimizer();
+  if (dp && o_.data_parallel.check_every > 0 && step_ % o_.data_parallel.check_every == 0) check_replicas();
   return r;
 }
 

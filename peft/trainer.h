@@ -11,6 +11,7 @@
 
 #include "engine/autocast.h"
 #include "models/model.h"
+#include "nn/grad_buckets.h"
 #include "nn/grad_scaler.h"
 #include "nn/optim.h"
 #include "nn/schedule.h"
@@ -18,6 +19,28 @@
 #include "peft/strategy.h"
 
 namespace rf::peft {
+
+// Data parallelism (rf::dist): active when the process runs under an MPI launcher with more than
+// one rank. Every rank holds the model and steps on its own shard of each global batch; the
+// trainable gradients are summed across ranks (nn/grad_buckets.h), so every rank takes the same
+// optimizer step.
+struct DataParallelOptions {
+  double bucket_mb = 4;  // gradient bytes per fused all-reduce
+  bool overlap = true;   // start each bucket during the last micro-batch's backward
+  // Compare the trainable parameters' checksums across ranks every check_every optimizer steps and
+  // stop with an error when they differ (a debugging aid; 0: never). RANKFORGE_DIST_CHECK=K overrides.
+  int64_t check_every = 0;
+};
+
+// The loss terms each BatchLoss of this rank averages over (target tokens of a causal LM, rows of a
+// classifier). Under data parallelism the step then weighs rank r's micro-batch a by
+// terms_r,a / sum over ranks, so its loss and gradients are one process's over the ranks'
+// concatenated batches; without terms the ranks weigh equally. A BatchLoss may return an undefined
+// tensor when this rank has no rows of that micro-batch (terms 0): it still takes part in the sums.
+struct LossTerms {
+  std::vector<int64_t> micro;  // one per micro-batch, or empty
+  int64_t val = 0;             // the validation batch's (AutoLoRA's meta step)
+};
 
 struct TrainerOptions {
   std::string optimizer = "adamw";  // adamw | sgd
@@ -36,6 +59,7 @@ struct TrainerOptions {
   Precision precision = Precision::F32;
   // Dynamic loss scaling, on with precision f16 only (nn/grad_scaler.h).
   nn::GradScalerOptions loss_scaling;
+  DataParallelOptions data_parallel;
 };
 
 struct StepResult {
@@ -57,7 +81,8 @@ class Trainer {
   void begin(const std::vector<BatchLoss>& probe = {});
   // One optimizer step over o.grad_accum micro-batch losses (each called once, in order). With a
   // validation batch the strategy's meta_step runs first (it may call the losses again).
-  StepResult step(const std::vector<BatchLoss>& micro, const BatchLoss& val = {});
+  // Under data parallelism every rank calls step() with its shard of the same global batch.
+  StepResult step(const std::vector<BatchLoss>& micro, const BatchLoss& val = {}, const LossTerms& terms = {});
   void finish();  // strategy finalize()
 
   int64_t global_step() const { return step_; }
@@ -74,6 +99,8 @@ class Trainer {
 
  private:
   void build_optimizer();
+  void broadcast_parameters();  // rank 0's trainable values on every rank
+  void check_replicas();        // throws when the ranks' parameters differ
   models::Model& model_;
   PeftModel* pm_;
   std::unique_ptr<RankStrategy> strategy_;
@@ -81,6 +108,7 @@ class Trainer {
   std::vector<std::pair<std::string, Tensor>> params_;
   std::unique_ptr<nn::Optimizer> opt_;
   nn::GradScaler scaler_;
+  std::unique_ptr<nn::GradBuckets> buckets_;  // data parallelism only
   int64_t step_ = 0;
   bool begun_ = false;
 };
