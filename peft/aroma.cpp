@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include "engine/autograd.h"
+#include "engine/dist.h"
 #include "engine/ops.h"
 #include "engine/rng.h"
 
@@ -212,7 +213,9 @@ bool AromaStrategy::check_module(PeftModel& pm, const std::string& path, ModuleS
   Tensor diff = sub(p, st.prev_product);
   const double rel = frob(diff) / (frob(st.prev_product) + 1e-9);
   st.prev_product = o_.inner_criterion == "legacy" ? diff : p;
-  if (rel < o_.lora_change_threshold) {
+  // Data parallelism: rank 0's verdict holds on every rank, so the merges happen in lockstep even if
+  // float sums ever differed between ranks.
+  if (dist::broadcast_flag(rel < o_.lora_change_threshold)) {
     st.stabilized = true;
     st.steps_since_check = 0;
     return true;
@@ -238,7 +241,7 @@ void AromaStrategy::merge_check_reinit(PeftModel& pm, const std::string& path, M
     double mean = 0;
     for (double h : st.history) mean += h;
     mean /= double(st.history.size());
-    if (int64_t(st.history.size()) == o_.convergence_window && mean < o_.convergence_threshold) {
+    if (dist::broadcast_flag(int64_t(st.history.size()) == o_.convergence_window && mean < o_.convergence_threshold)) {
       // Converged: the last increment is discarded (not merged) and the pair leaves training.
       st.converged = true;
       st.prev_product = Tensor();

@@ -70,6 +70,7 @@ class AromaStrategy final : public RankStrategy {
   bool after_optimizer_step(PeftModel& pm, int64_t step, nn::Optimizer& opt) override;
   std::vector<ModuleRank> rank_report(PeftModel& pm) const override;  // merges per module
   bool done() const override { return counter_ >= o_.convergence_patience; }
+  nlohmann::json step_metrics() const override { return {{"aroma_resets", resets_}}; }
   // Holds every counter, history, previous product, converged flag, the RNG position, the merged
   // components (load_state re-applies them to the ORIGINAL base weights: the resumed run reloads the
   // model) and, when bound, the live A/B.

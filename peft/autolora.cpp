@@ -10,10 +10,12 @@
 #include <stdexcept>
 
 #include "engine/autograd.h"
+#include "engine/dist.h"
 #include "engine/file_io.h"
 #include "engine/json_io.h"
 #include "engine/ops.h"
 #include "engine/safetensors.h"
+#include "nn/grad_buckets.h"
 #include "peft/pattern.h"
 #include "peft/peft_model.h"
 
@@ -56,16 +58,34 @@ std::vector<Tensor> grads_of(const std::vector<Tensor>& ts) {
   return out;
 }
 
-// Backward of the mean of the losses, one micro-batch at a time (as the trainer); false on a
-// non-finite loss (nothing more is run).
-bool backward_mean(const std::vector<BatchLoss>& losses) {
+// Data parallelism: peft::Trainer hands each rank its losses weighed by its share of the global
+// batch, so the sum over ranks of a gradient or a loss is the global mean. No-ops in one process.
+void sum_over_ranks(const std::vector<Tensor>& ts) {
+  if (dist::active()) nn::GradBuckets(ts, {.overlap = false}).finish();
+}
+double loss_over_ranks(const Tensor& l) {  // undefined: this rank has no rows of the batch
+  const double v = l.defined() ? l.item() : 0.0;
+  return dist::active() ? dist::allreduce_sum(v) : v;
+}
+
+// Backward of the mean of the losses, one micro-batch at a time (as the trainer), then the sum of
+// sync's gradients over ranks; false on a non-finite loss (in one process nothing more is run; under
+// data parallelism every rank still reaches the sums).
+bool backward_mean(const std::vector<BatchLoss>& losses, const std::vector<Tensor>& sync) {
   const double scale = 1.0 / double(losses.size());
+  bool ok = true;
   for (const auto& f : losses) {
     Tensor l = f();
-    if (!std::isfinite(l.item())) return false;
+    if (!l.defined()) continue;
+    if (!std::isfinite(l.item())) {
+      ok = false;
+      if (!dist::active()) return false;
+      continue;
+    }
     backward(losses.size() == 1 ? l : mul(l, scale));
   }
-  return true;
+  sum_over_ranks(sync);
+  return dist::active() ? dist::all(ok) : ok;
 }
 
 }  // namespace
@@ -166,10 +186,13 @@ Hypergradient darts_hypergradient(const std::vector<Tensor>& w, const std::vecto
   clear_grads(w);
   clear_grads(alpha);
   Tensor lv = val();
-  h.val_loss = lv.item();
+  h.val_loss = loss_over_ranks(lv);
   h.finite = std::isfinite(h.val_loss);
   if (!h.finite) return h;
-  backward(lv);
+  if (lv.defined()) backward(lv);
+  std::vector<Tensor> wa = w;
+  wa.insert(wa.end(), alpha.begin(), alpha.end());
+  sum_over_ranks(wa);
   std::vector<Tensor> v = grads_of(w);  // ∇_w L_val(w')
   h.g = grads_of(alpha);                // ∇_α L_val(w')
   h.v_norm = nn::grad_norm(w);
@@ -188,7 +211,7 @@ Hypergradient darts_hypergradient(const std::vector<Tensor>& w, const std::vecto
       for (size_t i = 0; i < w.size(); ++i) Tensor(w[i]).copy_(w0[i]).add_(v[i], sign * h.eps);
     }
     GradFlags off(w, false);  // only ∇_α is needed
-    if (!backward_mean(train)) h.finite = false;
+    if (!backward_mean(train, alpha)) h.finite = false;
     std::vector<Tensor> g = grads_of(alpha);
     clear_grads(alpha);
     return g;
@@ -221,9 +244,10 @@ BilevelReport autolora_bilevel_step(const std::vector<Tensor>& alpha, nn::Optimi
     GradFlags a_on(alpha, true), w_off(w, false);
     clear_grads(alpha);
     Tensor lv = val();
-    rep.val_loss = lv.item();
+    rep.val_loss = loss_over_ranks(lv);
     if (std::isfinite(rep.val_loss)) {
-      backward(lv);
+      if (lv.defined()) backward(lv);
+      sum_over_ranks(alpha);
       rep.updated = outer_step(grads_of(alpha));
     }
     clear_grads(alpha);
@@ -244,7 +268,7 @@ BilevelReport autolora_bilevel_step(const std::vector<Tensor>& alpha, nn::Optimi
   bool ok;
   {
     GradFlags a_off(alpha, false);
-    ok = backward_mean(train);
+    ok = backward_mean(train, w);
     if (ok) ok = std::isfinite(o.max_grad_norm > 0 ? nn::clip_grad_norm(w, o.max_grad_norm) : nn::grad_norm(w));
     if (ok) inner.step();
     inner.zero_grad();

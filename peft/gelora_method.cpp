@@ -4,7 +4,9 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <nlohmann/json.hpp>
 
+#include "engine/dist.h"
 #include "peft/gelora.h"
 #include "peft/method.h"
 
@@ -73,7 +75,20 @@ const MethodEntry& gelora_method_entry() {
       const auto& o = gelora_options(c);
       const int64_t n = std::min<int64_t>(o.samples, ctx.train_examples);
       if (n < 3) throw std::runtime_error(fmt::format("[train] gelora needs at least 3 training examples, has {}", n));
-      GeLoraResult r = gelora_ranks(ctx.model, ctx.probe_inputs(n), o.ranks);
+      // Data parallelism: rank 0 estimates and every rank takes its ranks (same adapter shapes everywhere).
+      const nlohmann::json j = nlohmann::json::parse(dist::on_root([&] {
+        GeLoraResult g = gelora_ranks(ctx.model, ctx.probe_inputs(n), o.ranks);
+        return nlohmann::json{{"ids", g.ids},         {"ranks", g.ranks},   {"duplicates", g.duplicates},
+                              {"samples", g.samples}, {"blocks", g.blocks}, {"rank_pattern", g.rank_pattern}}
+            .dump();
+      }));
+      GeLoraResult r;
+      j.at("ids").get_to(r.ids);
+      j.at("ranks").get_to(r.ranks);
+      j.at("duplicates").get_to(r.duplicates);
+      j.at("samples").get_to(r.samples);
+      j.at("blocks").get_to(r.blocks);
+      j.at("rank_pattern").get_to(r.rank_pattern);
       std::vector<std::string> ids;
       for (double v : r.ids) ids.push_back(fmt::format("{:.2f}", v));
       if (ctx.log)

@@ -8,8 +8,10 @@
 #include <stdexcept>
 
 #include "engine/autograd.h"
+#include "engine/dist.h"
 #include "engine/file_io.h"
 #include "engine/safetensors.h"
+#include "nn/grad_buckets.h"
 #include "peft/rosa.h"
 
 namespace rf::peft {
@@ -60,6 +62,14 @@ class RosaStrategy final : public RankStrategy {
 
   void after_micro_backward(PeftModel& pm, int64_t) override {
     if (!collecting_) return;
+    if (dist::active()) {
+      // Data parallelism: the statistic is of the global micro-batch's gradient, so each rank's
+      // (share-weighed) G is summed over ranks before it is squared and accumulated. Dense, but only
+      // for the few collection steps.
+      std::vector<Tensor> ws;
+      for (auto& [path, l] : layers(pm)) ws.push_back(l->base().grad_target());
+      nn::GradBuckets(ws, {.overlap = false}).finish();
+    }
     for (auto& [path, l] : layers(pm)) {
       Tensor& w = l->base().grad_target();
       Tensor g = w.grad();
@@ -94,7 +104,7 @@ class RosaStrategy final : public RankStrategy {
     collecting_ = false;
     masks_made_ = true;
     supports_snapshot_ = supports;
-    if (cfg_.mask_save_path) {
+    if (cfg_.mask_save_path && dist::is_main()) {  // data parallelism: rank 0 writes, every rank has the masks
       std::filesystem::path p(*cfg_.mask_save_path);
       if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path());
       safetensors::save_file(rosa_masks_to_tensors(supports), p.string(), {{"format", "rankforge-rosa-masks"}});

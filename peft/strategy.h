@@ -57,6 +57,8 @@ class RankStrategy {
   virtual std::vector<ModuleRank> rank_report(PeftModel& pm) const;
   // The strategy has finished (AROMA's stopping rule): the trainer stops.
   virtual bool done() const { return false; }
+  // Counters for the run's metrics.jsonl line of a step (AROMA's merge rounds): {} when none.
+  virtual nlohmann::json step_metrics() const { return nlohmann::json::object(); }
   // A resumed run: called by Trainer::load_state after load_state, before the next forward, so the
   // strategy can re-apply what lives outside the adapter tensors (AROMA's merges into the base).
   virtual void resumed(PeftModel& pm) {}
