@@ -3,13 +3,17 @@
 // shapes: LoRA on qkv, MLP up and MLP down; LLaMA shapes (--arch llama --config FILE, a Hugging Face
 // config.json): LoRA on every linear layer of the blocks. Median step time after a warm-up.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <bit>
 #include <chrono>
+#include <cstring>
 #include <nlohmann/json.hpp>
 
 #include "engine/autocast.h"
+#include "engine/dist.h"
 #include "engine/json_io.h"
 #include "engine/ops.h"
 #include "models/loss.h"
@@ -104,14 +108,17 @@ int run_bench_train(const BenchTrainArgs& a, Device d) {
   o.max_grad_norm = 0;  // the peer does not clip
   o.schedule.total_steps = a.steps + 1;
   peft::Trainer tr(*model, &pm, nullptr, o);
-  // (B, T + 1) tokens: inputs are the first T, targets the last T, as the peer.
+  // (B, T + 1) tokens: inputs are the first T, targets the last T, as the peer. Under mpirun each
+  // rank draws its own batch (the same model: drawn before this reseed).
+  if (dist::rank() > 0) manual_seed(uint64_t(dist::rank()));
   Tensor data = rand({a.batch, a.seq + 1}, 0.0, double(vocab) - 0.5).to(DType::I64).to(d);
   Tensor x = narrow(data, 1, 0, a.seq).contiguous(), y = narrow(data, 1, 1, a.seq).contiguous();
   model->eval();  // dropout off, as the peer (its dropouts are 0)
-  std::vector<double> times;
+  std::vector<double> times, comm;
   double loss = 0;
   Backend& be = backend_for(d);
   for (int64_t s = 0; s <= a.steps; ++s) {
+    dist::reset_comm_stats();
     auto t0 = std::chrono::steady_clock::now();
     auto r = tr.step({[&] {
       Tensor logits = model->forward(models::ModelInputs{x, {}, {}, {}});
@@ -119,20 +126,44 @@ int run_bench_train(const BenchTrainArgs& a, Device d) {
     }});
     be.synchronize();
     loss = r.loss;
-    if (s > 0) times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    if (s > 0) {
+      times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      comm.push_back(dist::comm_stats().seconds / times.back());
+    }
   }
   std::sort(times.begin(), times.end());
+  std::sort(comm.begin(), comm.end());
   const double med = times[times.size() / 2];
+  const double tps = double(a.batch * a.seq) / med;
+  std::string dp;  // mpirun: every rank's tokens/s, their sum, and the share of the step spent in all-reduces
+  if (dist::active()) {
+    auto gather = [](double v) {
+      std::vector<double> out;
+      uint64_t bits;
+      std::memcpy(&bits, &v, 8);
+      for (uint64_t b : dist::allgather(bits)) out.push_back(std::bit_cast<double>(b));
+      return out;
+    };
+    const std::vector<double> per = gather(tps), shares = gather(comm[comm.size() / 2]);
+    double sum = 0, share = 0;
+    std::vector<std::string> each;
+    for (size_t r = 0; r < per.size(); ++r) {
+      sum += per[r];
+      share = std::max(share, shares[r]);
+      each.push_back(fmt::format("{:.1f}", per[r]));
+    }
+    dp = fmt::format(" ranks={} rank_tokens_per_s={} aggregate_tokens_per_s={:.1f} allreduce_share={:.3f}", per.size(),
+                     fmt::join(each, ","), sum, share);
+  }
   struct rusage ru {};
   getrusage(RUSAGE_SELF, &ru);
   const auto& mc = model->config();
   fmt::print(
       "rankforge device={} arch={} L={} D={} V={} T={} B={} trainable={} precision={} base_dtype={} loss={:.3f} "
-      "step_s={:.3f} tokens_per_s={:.1f} peak_rss_mb={:.0f} checkpointing={} cpu_peak_alloc_mb={:.0f}\n",
+      "step_s={:.3f} tokens_per_s={:.1f} peak_rss_mb={:.0f} checkpointing={} cpu_peak_alloc_mb={:.0f}{}\n",
       device_str(d), a.arch, mc.num_layers, mc.hidden_size, vocab, a.seq, a.batch, tr.trainable_count(),
-      precision_name(prec), a.base_dtype + (a.double_quant ? "+dq" : ""), loss, med, double(a.batch * a.seq) / med,
-      double(ru.ru_maxrss) / 1024.0, a.checkpointing ? 1 : 0,
-      double(be.memory_stats().peak_bytes_in_use) / (1024.0 * 1024.0));
+      precision_name(prec), a.base_dtype + (a.double_quant ? "+dq" : ""), loss, med, tps, double(ru.ru_maxrss) / 1024.0,
+      a.checkpointing ? 1 : 0, double(be.memory_stats().peak_bytes_in_use) / (1024.0 * 1024.0), dp);
   return 0;
 }
 }  // namespace

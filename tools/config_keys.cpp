@@ -225,7 +225,7 @@ std::vector<KeyDef> build() {
   // top level
   k.push_back(path("model", "checkpoint folder (config.json + *.safetensors)", F(c.model)));
   k.push_back(path("tokenizer", "tokenizer folder or tokenizer.json (default: model)", F(c.tokenizer)));
-  k.push_back(bind("device", "cpu, vulkan or vulkan:N", F(c.device), safe));
+  k.push_back(bind("device", "cpu, vulkan, vulkan:N or vulkan:auto (one GPU per MPI rank)", F(c.device), safe));
   k.push_back(bind("seed", "seed of the init, dropout, data order and splits", F(c.seed)));
   k.push_back(
       path("output", "run folder (adapter/, checkpoint/, metrics.jsonl, plots, config.yaml)", F(c.output), safe));
@@ -293,8 +293,17 @@ std::vector<KeyDef> build() {
   // training
   k.push_back(bind("training.steps", "optimizer steps (0: from epochs)", F(c.steps), safe));
   k.push_back(bind("training.epochs", "epochs when steps is 0", F(c.epochs), safe));
-  k.push_back(bind("training.batch_size", "examples per micro-batch", F(c.batch_size)));
-  k.push_back(bind("training.grad_accum", "micro-batches per optimizer step", F(c.trainer.grad_accum)));
+  // Both may change on --resume when the global batch (ranks × batch_size × grad_accum) stays the same,
+  // e.g. 2 ranks at 4 resumed by 1 process at 8; load_checkpoint refuses any other change.
+  k.push_back(bind("training.batch_size", "examples per micro-batch and rank", F(c.batch_size), safe));
+  k.push_back(bind("training.grad_accum", "micro-batches per optimizer step", F(c.trainer.grad_accum), safe));
+  // data parallelism (mpirun -np N rankforge train; docs/distributed.md)
+  k.push_back(bind("distributed.bucket_mb", "MiB of gradients per fused all-reduce",
+                   F(c.trainer.data_parallel.bucket_mb), safe));
+  k.push_back(bind("distributed.overlap", "start the all-reduces during the backward",
+                   F(c.trainer.data_parallel.overlap), safe));
+  k.push_back(bind("distributed.check_every", "compare the ranks' parameter checksums every K steps (0: never)",
+                   F(c.trainer.data_parallel.check_every), safe));
   k.push_back(bind("training.optimizer", "adamw | sgd", F(c.trainer.optimizer)));
   k.push_back(bind("training.lr", "peak learning rate", F(c.trainer.lr)));
   k.push_back(bind("training.weight_decay", "decoupled decay (never on biases, norms, DoRA magnitudes)",

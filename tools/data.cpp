@@ -469,6 +469,12 @@ Batch make_batch(const Dataset& ds, const std::vector<Example>& split, const std
   return b;
 }
 
+std::vector<int64_t> shard_rows(const std::vector<int64_t>& rows, int rank, int world) {
+  const size_t n = rows.size(), w = size_t(world), r = size_t(rank), base = n / w, extra = n % w;
+  const size_t begin = r * base + std::min(r, extra), len = base + (r < extra ? 1 : 0);
+  return {rows.begin() + std::ptrdiff_t(begin), rows.begin() + std::ptrdiff_t(begin + len)};
+}
+
 BatchSampler::BatchSampler(int64_t n_examples, int64_t batch_size, uint64_t seed, bool shuffle, bool drop_last)
     : n_(n_examples), batch_(batch_size), seed_(seed), shuffle_(shuffle), drop_last_(drop_last) {
   if (n_ <= 0) throw std::invalid_argument(fmt::format("[data] BatchSampler: n_examples must be > 0, got {}", n_));

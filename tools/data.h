@@ -74,6 +74,10 @@ std::vector<Example> select_examples(const std::vector<Example>& all, const std:
 Batch make_batch(const Dataset& ds, const std::vector<Example>& split, const std::vector<int64_t>& rows, Device d);
 
 // Epoch-wise shuffled order (permutation from seed and epoch only), resumable from (epoch, cursor).
+// Rank r's contiguous share of a global batch's rows under data parallelism: shares differ by at most
+// one row, the earlier ranks' larger; concatenated in rank order they are the batch.
+std::vector<int64_t> shard_rows(const std::vector<int64_t>& rows, int rank, int world);
+
 class BatchSampler {
  public:
   BatchSampler(int64_t n_examples, int64_t batch_size, uint64_t seed, bool shuffle = true, bool drop_last = false);

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "engine/backend.h"
+#include "engine/dist.h"
 #include "peft/pattern.h"
 #include "tools/commands.h"
 #include "tools/project_version.h"  // configure_file: RF_PROJECT_VERSION
@@ -124,6 +125,8 @@ int main(int argc, char** argv) {
     }
     case TopLevel::Command: break;
   }
+  // Under an MPI launcher (data-parallel training) one line of every message comes from rank 0.
+  rf::dist::silence_other_ranks();
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -131,7 +134,12 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     std::fprintf(stderr, "[rankforge] %s\n", e.what());
     return 2;
+  } catch (const rf::dist::ReplicatedError& e) {
+    std::fprintf(stderr, "[rankforge] %s\n", e.what());  // raised on every rank at once: each just exits
+    return 1;
   } catch (const std::exception& e) {
+    // A failure of this rank alone: the others would wait for it in their next collective.
+    if (rf::dist::active()) rf::dist::abort(1, fmt::format("[rankforge] {}", e.what()));
     std::fprintf(stderr, "[rankforge] %s\n", e.what());
     return 1;
   }

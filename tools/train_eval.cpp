@@ -5,6 +5,7 @@
 
 #include "engine/autocast.h"
 #include "engine/autograd.h"
+#include "engine/dist.h"
 #include "engine/ops.h"
 #include "models/loss.h"
 #include "peft/peft_model.h"
@@ -25,7 +26,7 @@ Tensor batch_loss(models::Model& m, const Batch& b, bool cls) {
   return cls ? models::classification_loss(logits, b.class_labels) : models::causal_lm_loss(logits, b.labels);
 }
 
-namespace {
+int64_t loss_terms(const Batch& b, bool cls) { return cls ? b.rows : counted_targets(b); }
 
 // Targets the shifted causal loss counts in a batch (labels[:, 1:] != -100).
 int64_t counted_targets(const Batch& b) {
@@ -36,8 +37,6 @@ int64_t counted_targets(const Batch& b) {
     for (int64_t t = 1; t < T; ++t) n += y[size_t(r * T + t)] != -100;
   return n;
 }
-
-}  // namespace
 
 EvalResult evaluate(models::Model& m, const Dataset& ds, const std::vector<Example>& split, int64_t batch_size,
                     int64_t max_batches, Device d, const EvalProgress& on_batch) {
@@ -53,7 +52,10 @@ EvalResult evaluate(models::Model& m, const Dataset& ds, const std::vector<Examp
   double loss_sum = 0, weight = 0;
   int64_t correct = 0;
   const int64_t n = int64_t(split.size());
+  // Data parallelism: rank r takes batches r, r + N, ...; the sums below are reduced over ranks.
+  const int64_t world = dist::world_size(), rank = dist::rank();
   for (int64_t start = 0, b = 0; start < n && (max_batches <= 0 || b < max_batches); start += batch_size, ++b) {
+    if (b % world != rank) continue;
     std::vector<int64_t> rows;
     for (int64_t i = start; i < std::min(n, start + batch_size); ++i) rows.push_back(i);
     Batch batch = make_batch(ds, split, rows, d);
@@ -73,6 +75,11 @@ EvalResult evaluate(models::Model& m, const Dataset& ds, const std::vector<Examp
     }
     if (cls) r.rows += int64_t(rows.size());
     if (on_batch) on_batch(b + 1, batches);
+  }
+  if (world > 1) {
+    double sums[4] = {loss_sum, weight, double(correct), double(r.rows)};
+    dist::allreduce_sum(std::span<double>(sums, 4));
+    loss_sum = sums[0], weight = sums[1], correct = int64_t(sums[2]), r.rows = int64_t(sums[3]);
   }
   r.loss = weight > 0 ? loss_sum / weight : NAN;
   if (cls)

@@ -19,5 +19,8 @@ struct Loaded {
 Loaded load_all(const TrainConfig& c, Device d);
 // The training loss of one batch (causal LM or classification).
 Tensor batch_loss(models::Model& m, const Batch& b, bool cls);
+// The terms batch_loss averages over: targets the shifted causal loss counts, or rows (classification).
+int64_t counted_targets(const Batch& b);
+int64_t loss_terms(const Batch& b, bool cls);
 
 }  // namespace rf::tools

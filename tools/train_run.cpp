@@ -7,12 +7,16 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "engine/autocast.h"
 #include "engine/autograd.h"
+#include "engine/dist.h"
 #include "engine/file_io.h"
 #include "engine/json_io.h"
 #include "engine/safetensors.h"
@@ -25,6 +29,7 @@
 #include "tools/plot.h"
 #include "tools/progress.h"
 #include "tools/run_files.h"
+#include "tools/train_checkpoint.h"
 #include "tools/train_load.h"
 
 namespace rf::tools {
@@ -40,123 +45,21 @@ std::string signal_name(int sig) {
                           : fmt::format("signal {}", sig);
 }
 
-struct RunState {
-  int64_t epoch = 0, cursor = 0;
-  std::vector<double> loss_steps, losses, eval_steps, eval_losses;
-  uint64_t metrics_bytes = 0;  // metrics.jsonl's length at the checkpoint
-  double before = NAN;
-  int64_t checkpoint_step = -1;  // step of the last checkpoint written or loaded (-1: none)
-};
-
-nlohmann::json to_json(const RunState& s, RngState rng, int64_t step) {
-  return {{"epoch", s.epoch},
-          {"cursor", s.cursor},
-          {"loss_steps", s.loss_steps},
-          {"losses", s.losses},
-          {"eval_steps", s.eval_steps},
-          {"eval_losses", s.eval_losses},
-          {"metrics_bytes", s.metrics_bytes},
-          {"before", std::isfinite(s.before) ? nlohmann::json(s.before) : nlohmann::json(nullptr)},
-          {"rng_seed", rng.seed},
-          {"rng_offset", rng.offset},
-          {"step", step}};
-}
-
-void write_plots(const TrainConfig& c, const RunState& s, peft::Trainer& tr, peft::PeftModel* pm) {
-  if (!c.plots) return;
-  LineChart lc;
-  lc.title = "loss";
-  lc.x_label = "step";
-  lc.y_label = "loss";
-  lc.series.push_back({"train", s.loss_steps, s.losses, 0});
-  lc.series.push_back({"eval", s.eval_steps, s.eval_losses, 0, true});  // few points: markers show each one
-  write_png(lc, (fs::path(c.output) / "loss.png").string());
-  if (pm) {
-    BarChart bc;
-    bc.title = "rank per adapted module";
-    bc.y_label = "rank";
-    for (auto& r : tr.strategy().rank_report(*pm)) {
-      bc.labels.push_back(r.module);
-      bc.values.push_back(double(r.rank));
-    }
-    write_png(bc, (fs::path(c.output) / "ranks.png").string());
-  }
-}
-
-// checkpoint.tmp is filled, then swapped in by two renames; a crash leaves checkpoint or checkpoint.old.
-// A failed write (disk full) removes checkpoint.tmp and leaves the previous checkpoint as it was.
-void save_checkpoint(const TrainConfig& c, peft::Trainer& tr, peft::PeftModel* pm, RunState& s) {
-  fs::path out(c.output), tmp = out / "checkpoint.tmp", cur = out / "checkpoint", old = out / "checkpoint.old";
-  fs::remove_all(tmp);
-  try {
-    fs::create_directories(tmp);
-    std::map<std::string, Tensor> tensors;
-    nlohmann::json meta;
-    tr.save_state(tensors, meta);
-    NoGradGuard ng;
-    for (auto& [n, t] : tr.trainable()) tensors["param." + n] = t.detach().to(Device{}).contiguous();
-    meta["run"] = to_json(s, rng_take(0), tr.global_step());
-    safetensors::save_file(tensors, (tmp / "trainer_state.safetensors").string(), {{"format", "rankforge"}});
-    if (pm) pm->save_adapter(tmp.string(), pm->active_adapters()[0]);
-    write_file_atomic((tmp / "trainer_state.json").string(), meta.dump(1) + "\n");
-  } catch (...) {
-    std::error_code ec;
-    fs::remove_all(tmp, ec);
-    throw;
-  }
-  s.checkpoint_step = tr.global_step();
-  fs::remove_all(old);
-  if (fs::exists(cur)) fs::rename(cur, old);
-  fs::rename(tmp, cur);
-  fs::remove_all(old);
-}
-
-// nlohmann's messages ("[json.exception.type_error.302] ...") become one line naming the file.
-RunState load_checkpoint(const TrainConfig& c, peft::Trainer& tr) {
-  fs::path dir = fs::path(c.output) / "checkpoint";
-  if (!fs::exists(dir) && fs::exists(fs::path(c.output) / "checkpoint.old"))
-    dir = fs::path(c.output) / "checkpoint.old";
-  if (!fs::exists(dir / "trainer_state.json"))
-    throw std::runtime_error(fmt::format("[train] --resume: no checkpoint in {}", c.output));
-  const std::string state_path = (dir / "trainer_state.json").string();
-  auto tensors = safetensors::load_file((dir / "trainer_state.safetensors").string());
-  RunState s;
-  try {
-    nlohmann::json meta = parse_json_file(state_path, "train");
-    NoGradGuard ng;
-    for (auto& [n, t] : tr.trainable()) {
-      auto it = tensors.find("param." + n);
-      if (it == tensors.end() || it->second.shape() != t.shape())
-        throw std::runtime_error(
-            fmt::format("[train] --resume: {} does not hold '{}' with this shape", dir.string(), n));
-      Tensor dst = t;
-      dst.copy_(it->second);
-    }
-    tr.load_state(tensors, meta);
-    const auto& r = meta.at("run");
-    s.epoch = r.at("epoch");
-    s.cursor = r.at("cursor");
-    s.loss_steps = r.at("loss_steps").get<std::vector<double>>();
-    s.losses = r.at("losses").get<std::vector<double>>();
-    s.eval_steps = r.at("eval_steps").get<std::vector<double>>();
-    s.eval_losses = r.at("eval_losses").get<std::vector<double>>();
-    s.metrics_bytes = r.at("metrics_bytes");
-    s.before = r.at("before").is_null() ? NAN : r.at("before").get<double>();
-    manual_seed(r.at("rng_seed").get<uint64_t>());
-    rng_take(r.at("rng_offset").get<uint64_t>());
-    s.checkpoint_step = r.at("step").get<int64_t>();
-  } catch (const nlohmann::json::exception& e) {
-    throw std::runtime_error(
-        fmt::format("[train] {}: not a valid trainer state: {}", state_path, json_error_reason(e)));
-  }
-  return s;
-}
-
 }  // namespace
 
 namespace {
 
 void log_line(const std::string& line) { fmt::print(stderr, "{}\n", line); }
+
+// Fault injection for the data-parallel failure tests: RANKFORGE_FAULT_KILL=R:S makes rank R kill
+// itself (SIGKILL, no cleanup) right after step S, as a crashed node would.
+void kill_if_asked(int rank, int64_t step) {
+  static const char* spec = std::getenv("RANKFORGE_FAULT_KILL");
+  if (!spec || !*spec) return;
+  int r = -1;
+  long long s = -1;
+  if (std::sscanf(spec, "%d:%lld", &r, &s) == 2 && r == rank && s == step) ::raise(SIGKILL);
+}
 
 // The method's adapter and strategy (peft::setup_method) with the run's task settings; GeLoRA's probe
 // runs the frozen model over the first training examples, 16 a batch.
@@ -204,8 +107,12 @@ int run_train_phase(const TrainConfig& c, bool resume, Device d, int64_t stop_af
     fmt::print(stderr, "[autolora] search split (seed {}): {} examples train A/B, {} held out train α\n", c.seed,
                l.ds.train.size(), outer_split.size());
   }
-  BatchSampler outer_sampler(std::max<int64_t>(1, int64_t(outer_split.size())), c.batch_size, c.seed + 1, true, false);
-  BatchSampler sampler(int64_t(l.ds.train.size()), c.batch_size, c.seed, true, false);
+  // Data parallelism: the samplers draw global batches (world size × batch_size rows) and each rank
+  // trains on its contiguous shard, so N ranks see the examples of one process at N times the batch.
+  const int world = dist::world_size(), rank = dist::rank();
+  BatchSampler outer_sampler(std::max<int64_t>(1, int64_t(outer_split.size())), c.batch_size * world, c.seed + 1, true,
+                             false);
+  BatchSampler sampler(int64_t(l.ds.train.size()), c.batch_size * world, c.seed, true, false);
   peft::TrainerOptions to = c.trainer;
   to.precision = resolve_precision(c.precision, backend_for(d), "train");
   int64_t total = c.steps > 0
@@ -217,8 +124,10 @@ int run_train_phase(const TrainConfig& c, bool resume, Device d, int64_t stop_af
   peft::MethodSetup ms = setup_method(c, m, l.ds, d, total);
   std::unique_ptr<peft::PeftModel> pm = std::move(ms.pm);
   peft::Trainer tr(m, pm.get(), std::move(ms.strategy), to);
-  fs::create_directories(c.output);
-  if (write_config) write_file_atomic((fs::path(c.output) / "config.yaml").string(), dump_train_config(c));
+  if (rank > 0) manual_seed(c.seed + 0x9E3779B97F4A7C15ull * uint64_t(rank));  // a dropout stream of its own
+  const bool main = dist::is_main();                                           // only rank 0 writes
+  if (main) fs::create_directories(c.output);
+  if (main && write_config) write_file_atomic((fs::path(c.output) / "config.yaml").string(), dump_train_config(c));
   const int64_t eval_bs = c.eval_batch_size > 0 ? c.eval_batch_size : c.batch_size;
   const auto& val = l.ds.val;
   RunState s;
@@ -231,20 +140,23 @@ int run_train_phase(const TrainConfig& c, bool resume, Device d, int64_t stop_af
     sampler.restore(s.epoch, s.cursor);
     if (!outer_split.empty())
       for (int64_t i = 0; i < tr.global_step(); ++i) outer_sampler.next();
-    if (fs::exists(metrics_path))
+    if (main && fs::exists(metrics_path))
       metrics = read_file(metrics_path.string(), "train").substr(0, s.metrics_bytes);  // lines up to the checkpoint
-    write_file_atomic(metrics_path.string(), metrics);
+    if (main) write_file_atomic(metrics_path.string(), metrics);
     fmt::print(stderr, "[train] resumed from step {} ({})\n", tr.global_step(),
                (fs::path(c.output) / "checkpoint").string());
   }
   auto log_metrics = [&](const nlohmann::json& j) {
     metrics += j.dump() + "\n";
-    write_file_atomic(metrics_path.string(), metrics);
+    if (main) write_file_atomic(metrics_path.string(), metrics);
   };
   fmt::print(stderr,
-             "[train] {} on {} ({}{}): {} trainable parameters of {}; {} train / {} validation examples; {} steps\n",
+             "[train] {} on {} ({}{}): {} trainable parameters of {}; {} train / {} validation examples; {} steps{}\n",
              c.method, device_str(d), precision_name(to.precision), c.precision == "auto" ? " by auto" : "",
-             tr.trainable_count(), m.num_parameters(), l.ds.train.size(), val.size(), total);
+             tr.trainable_count(), m.num_parameters(), l.ds.train.size(), val.size(), total,
+             world > 1 ? fmt::format("; {} ranks × batch {} × grad_accum {} (global batch {})", world, c.batch_size,
+                                     to.grad_accum, world * c.batch_size * to.grad_accum)
+                       : "");
   Progress progress(stderr);
   auto run_eval_now = [&](int64_t step) {
     if (val.empty()) return EvalResult{};
@@ -269,23 +181,38 @@ int run_train_phase(const TrainConfig& c, bool resume, Device d, int64_t stop_af
   install_stop_signals();
   m.train();
   auto t0 = std::chrono::steady_clock::now();
-  int64_t tokens = 0, steps_here = 0;
+  int64_t tokens = 0, steps_here = 0, tokens_here = 0;
   int rc = 0;
   while (tr.global_step() < total && !tr.strategy_done()) {
-    std::vector<Batch> batches;
-    for (int64_t a = 0; a < to.grad_accum; ++a) batches.push_back(make_batch(l.ds, l.ds.train, sampler.next(), d));
+    // This rank's shard of each global micro-batch; a shard without rows (a short last batch) still
+    // takes part in the step's sums.
+    auto shard_loss = [&](const std::vector<Example>& split, const std::vector<int64_t>& global, Batch& b,
+                          int64_t& terms) -> peft::BatchLoss {
+      const std::vector<int64_t> rows = shard_rows(global, rank, world);
+      if (rows.empty()) return [] { return Tensor(); };
+      b = make_batch(l.ds, split, rows, d);
+      terms = loss_terms(b, cls);
+      return [&m, &b, cls] { return batch_loss(m, b, cls); };
+    };
+    std::vector<Batch> batches(size_t(to.grad_accum));
+    peft::LossTerms terms;
+    terms.micro.assign(batches.size(), 0);
     std::vector<peft::BatchLoss> micro;
-    for (auto& b : batches) {
-      tokens += b.tokens;
-      micro.push_back([&m, &b, cls] { return batch_loss(m, b, cls); });
+    for (size_t a = 0; a < batches.size(); ++a) {
+      micro.push_back(shard_loss(l.ds.train, sampler.next(), batches[a], terms.micro[a]));
+      tokens_here += batches[a].tokens;
     }
     Batch outer_batch;
     peft::BatchLoss outer_loss;  // AutoLoRA: the held-out batch for the α update
-    if (!outer_split.empty()) {
-      outer_batch = make_batch(l.ds, outer_split, outer_sampler.next(), d);
-      outer_loss = [&m, &outer_batch, cls] { return batch_loss(m, outer_batch, cls); };
-    }
-    peft::StepResult r = tr.step(micro, outer_loss);
+    if (!outer_split.empty()) outer_loss = shard_loss(outer_split, outer_sampler.next(), outer_batch, terms.val);
+    peft::StepResult r = tr.step(micro, outer_loss, terms);
+    // One small sum per step: the tokens of every rank, and whether any rank was asked to stop (a
+    // launcher's SIGTERM reaches each rank on its own), so every rank stops after the same step.
+    double step_sums[2] = {double(tokens_here), stop_signal() != 0 ? 1.0 : 0.0};
+    if (world > 1) dist::allreduce_sum(std::span<double>(step_sums, 2));
+    tokens += int64_t(step_sums[0]);
+    tokens_here = 0;
+    const bool stop_asked = step_sums[1] > 0;
     if (!r.finite) {
       progress.finish();
       const std::string last =
@@ -304,6 +231,7 @@ int run_train_phase(const TrainConfig& c, bool resume, Device d, int64_t stop_af
           fmt::format("[train] step {}: f16 gradients overflowed at loss scale {:g}; update skipped, scale now {:g}",
                       tr.global_step(), r.loss_scale, tr.scaler().scale()));
     ++steps_here;
+    kill_if_asked(rank, tr.global_step());
     s.epoch = sampler.epoch();
     s.cursor = sampler.cursor();
     const int64_t step = tr.global_step();
@@ -316,6 +244,7 @@ int run_train_phase(const TrainConfig& c, bool resume, Device d, int64_t stop_af
                        {"lr", r.lr},
                        {"grad_norm", r.grad_norm},
                        {"tokens_per_s", double(tokens) / secs}};
+      j.update(tr.strategy().step_metrics());
       if (tr.scaler().enabled()) {  // f16: the scale this step used, and whether it overflowed
         j["loss_scale"] = r.loss_scale;
         j["skipped"] = r.skipped;
@@ -324,7 +253,7 @@ int run_train_phase(const TrainConfig& c, bool resume, Device d, int64_t stop_af
     }
     progress.update({step, total, r.loss, r.lr, double(tokens) / secs, ""});
     if (c.eval_every > 0 && step % c.eval_every == 0 && step != total) run_eval_now(step);
-    const bool stop = stop_signal() != 0 || (stop_after > 0 && steps_here >= stop_after);
+    const bool stop = stop_asked || (stop_after > 0 && steps_here >= stop_after);
     if ((c.checkpoint_every > 0 && step % c.checkpoint_every == 0) || stop) {
       s.metrics_bytes = metrics.size();
       save_checkpoint(c, tr, pm.get(), s);
@@ -332,7 +261,7 @@ int run_train_phase(const TrainConfig& c, bool resume, Device d, int64_t stop_af
     }
     if (stop) {
       progress.finish();
-      const int sig = stop_signal();
+      const int sig = stop_signal() ? stop_signal() : stop_asked ? SIGTERM : 0;  // another rank's signal
       fmt::print(stderr, "[train] {} at step {}; checkpoint saved in {}; continue with --resume\n",
                  sig ? fmt::format("interrupted by {}", signal_name(sig)) : std::string("interrupted"), step,
                  (fs::path(c.output) / "checkpoint").string());
@@ -348,6 +277,7 @@ int run_train_phase(const TrainConfig& c, bool resume, Device d, int64_t stop_af
   s.metrics_bytes = metrics.size();
   save_checkpoint(c, tr, pm.get(), s);
   write_plots(c, s, tr, pm.get());
+  if (!main) return 0;  // rank 0 writes the outputs
   const std::string written = peft::export_method_outputs(c, {.model = m,
                                                               .pm = pm.get(),
                                                               .strategy = tr.strategy(),
@@ -373,19 +303,27 @@ int run_autolora(const TrainConfig& c, bool resume, Device d, int64_t stop_after
   auto has_checkpoint = [](const fs::path& p) {
     return fs::exists(p / "checkpoint") || fs::exists(p / "checkpoint.old");
   };
-  if (!resume)
+  if (!resume && dist::is_main())
     for (const fs::path& p : {search, out / "checkpoint", out / "checkpoint.old"}) fs::remove_all(p);
   const peft::AutoLoraRunOptions& o = peft::autolora_options(c);
   int64_t ran = 0;
-  if (!fs::exists(search / "autolora_ranks.json")) {  // written last by the search phase
+  // Data parallelism: rank 0's folder decides, and the search's ranks reach every rank from it.
+  if (!dist::broadcast_flag(fs::exists(search / "autolora_ranks.json"))) {  // written last by the search phase
     TrainConfig cs = c;
     cs.output = search.string();
     if (o.search_steps > 0) cs.steps = o.search_steps;
     if (o.search_weight_decay >= 0) cs.trainer.weight_decay = float(o.search_weight_decay);
-    const int rc = run_train_phase(cs, resume && has_checkpoint(search), d, stop_after, &ran, true);
+    const int rc =
+        run_train_phase(cs, dist::broadcast_flag(resume && has_checkpoint(search)), d, stop_after, &ran, true);
     if (rc != 0) return rc;
   }
-  const std::vector<peft::ModuleRank> ranks = peft::load_autolora_ranks(search.string());
+  std::vector<peft::ModuleRank> ranks;
+  const nlohmann::json rj = nlohmann::json::parse(dist::on_root([&] {
+    nlohmann::json j = nlohmann::json::array();
+    for (const auto& mr : peft::load_autolora_ranks(search.string())) j.push_back({mr.module, mr.rank});
+    return j.dump();
+  }));
+  for (const auto& e : rj) ranks.push_back({e.at(0).get<std::string>(), e.at(1).get<int64_t>()});
   if (o.stop_after_search) {
     fmt::print("[autolora] stopped after the search (adapter.stop_after_search); α and ranks in {}\n", search.string());
     return 0;
@@ -394,7 +332,7 @@ int run_autolora(const TrainConfig& c, bool resume, Device d, int64_t stop_after
   cr.method = "lora";
   cr.lora = peft::autolora_retrain_config(c.lora, ranks, o.search.lora_alpha);
   fmt::print(stderr, "[autolora] retrain: LoRA with the found ranks on the whole training split\n");
-  return run_train_phase(cr, resume && has_checkpoint(out), d,
+  return run_train_phase(cr, dist::broadcast_flag(resume && has_checkpoint(out)), d,
                          stop_after > 0 ? std::max<int64_t>(1, stop_after - ran) : 0, nullptr, false);
 }
 
@@ -406,24 +344,26 @@ int run_rosa_restart(const TrainConfig& c, bool resume, Device d, int64_t stop_a
   auto has_checkpoint = [](const fs::path& p) {
     return fs::exists(p / "checkpoint") || fs::exists(p / "checkpoint.old");
   };
-  if (!resume)
+  if (!resume && dist::is_main())
     for (const fs::path& p : {first, masks, out / "checkpoint", out / "checkpoint.old"}) fs::remove_all(p);
   int64_t ran = 0;
-  if (!fs::exists(masks)) {
+  // Data parallelism: rank 0's folder decides; run 2 reads the masks file on every rank.
+  if (!dist::broadcast_flag(fs::exists(masks))) {
     TrainConfig c1 = c;
     c1.output = first.string();
     c1.lora.rosa.mask_save_path = masks.string();
     c1.lora.rosa.terminate_after_mask_generation = true;
-    const int rc = run_train_phase(c1, resume && has_checkpoint(first), d, stop_after, &ran, true);
+    const int rc =
+        run_train_phase(c1, dist::broadcast_flag(resume && has_checkpoint(first)), d, stop_after, &ran, true);
     if (rc != 0) return rc;
-    if (!fs::exists(masks))
-      throw std::runtime_error("[rosa] run 1 ended before its masks were made: give it more steps");
+    if (!dist::broadcast_flag(fs::exists(masks)))
+      throw dist::ReplicatedError("[rosa] run 1 ended before its masks were made: give it more steps");
   }
   TrainConfig c2 = c;
   c2.lora.rosa.schedule = "default";
   c2.lora.rosa.mask_load_path = masks.string();
   fmt::print(stderr, "[rosa] run 2: from the pretrained model with the masks of run 1 ({})\n", masks.string());
-  return run_train_phase(c2, resume && has_checkpoint(out), d,
+  return run_train_phase(c2, dist::broadcast_flag(resume && has_checkpoint(out)), d,
                          stop_after > 0 ? std::max<int64_t>(1, stop_after - ran) : 0, nullptr, false);
 }
 
@@ -482,10 +422,15 @@ void prepare_run_folder(const TrainConfig& c, bool resume, bool overwrite) {
 int run_train(const TrainConfig& c, bool resume, Device d, int64_t stop_after, bool overwrite) {
   if (resume && overwrite) throw std::runtime_error("[train] --resume and --overwrite exclude each other");
   fmt::print(stderr, "[train] output: {}\n", c.output);
-  const bool existed = fs::exists(c.output);
-  DirLock lock(c.output, "train");
+  const bool main = dist::is_main();  // data parallelism: rank 0 owns the output folder
+  const bool existed = main && fs::exists(c.output);
+  std::optional<DirLock> lock;
   try {
-    prepare_run_folder(c, resume, overwrite);
+    dist::on_root([&] {
+      lock.emplace(c.output, "train");
+      prepare_run_folder(c, resume, overwrite);
+      return std::string();
+    });
     switch (peft::run_protocol(c)) {
       case peft::RunProtocol::SearchThenRetrain: return run_autolora(c, resume, d, stop_after);
       case peft::RunProtocol::MaskRestart: return run_rosa_restart(c, resume, d, stop_after);
@@ -494,6 +439,7 @@ int run_train(const TrainConfig& c, bool resume, Device d, int64_t stop_after, b
     return run_train_phase(c, resume, d, stop_after, nullptr, false);
   } catch (...) {
     // A run that failed before it saved anything (bad data, bad model) leaves no folder it created.
+    if (!main) throw;
     bool saved = false;
     for (const auto& e : run_entries()) saved = saved || fs::exists(fs::path(c.output) / e);
     std::error_code ec;
