@@ -32,19 +32,22 @@ inline std::string cli_path() {
   return cli;
 }
 
-inline CliRun run_cli(const std::string& args) {
+// `prefix args` through the shell (prefix: the binary, or a launcher line ending with it).
+inline CliRun run_cli_with(const std::string& prefix, const std::string& args) {
   static std::atomic<int> n{0};
   namespace fs = std::filesystem;
   fs::path dir = fs::temp_directory_path();
   const int k = n++;
   std::string o = (dir / fmt::format("rf_cli_{}_{}.out", ::getpid(), k)).string();
   std::string e = (dir / fmt::format("rf_cli_{}_{}.err", ::getpid(), k)).string();
-  int rc = std::system(fmt::format("{} {} > {} 2> {}", cli_path(), args, o, e).c_str());
+  int rc = std::system(fmt::format("{} {} > {} 2> {}", prefix, args, o, e).c_str());
   CliRun r{WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, slurp(o), slurp(e)};
   fs::remove(o);
   fs::remove(e);
   return r;
 }
+
+inline CliRun run_cli(const std::string& args) { return run_cli_with(cli_path(), args); }
 
 // The lines of s, without their '\n' (a last line without one counts too).
 inline std::vector<std::string> lines_of(const std::string& s) {
