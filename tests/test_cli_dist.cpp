@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "engine/backend.h"
 #include "engine/dist.h"
 #include "engine/safetensors.h"
 #include "tests/cli_util.h"
@@ -26,11 +27,18 @@ std::string mpi_missing() {
   if (std::system("command -v mpirun > /dev/null 2>&1") != 0) return "mpirun is not installed (openmpi-bin)";
   return "";
 }
-#define SKIP_WITHOUT_MPI()                                   \
-  if (const std::string why = mpi_missing(); !why.empty()) { \
-    MESSAGE("[dist] data-parallel tests skipped: " << why);  \
-    return;                                                  \
+// One line for the whole suite, then each test returns at once.
+bool mpi_skipped() {
+  static const std::string why = mpi_missing();
+  static bool said = false;
+  if (!why.empty() && !said) {
+    said = true;
+    MESSAGE("[dist] data-parallel tests skipped: " << why);
   }
+  return !why.empty();
+}
+#define SKIP_WITHOUT_MPI() \
+  if (mpi_skipped()) return
 
 const char* kMpirun = "mpirun --allow-run-as-root --oversubscribe --bind-to none";
 
@@ -70,6 +78,15 @@ std::vector<double> per_step(const fs::path& run, const char* key) {
   return v;
 }
 
+std::vector<double> per_eval(const fs::path& run) {
+  std::vector<double> v;
+  for (const auto& line : lines_of(slurp(run / "metrics.jsonl"))) {
+    auto j = nlohmann::json::parse(line);
+    if (j.contains("eval_loss")) v.push_back(j["eval_loss"].get<double>());
+  }
+  return v;
+}
+
 double adapter_gap(const fs::path& a, const fs::path& b) {
   auto ta = safetensors::load_file((a / "adapter" / "adapter_model.safetensors").string());
   auto tb = safetensors::load_file((b / "adapter" / "adapter_model.safetensors").string());
@@ -97,11 +114,14 @@ TEST_SUITE("dist") {
   TEST_CASE("dist: 2 ranks at batch 2 follow 1 process at batch 4 (lora, dora, adalora, rosa, aroma)") {
     SKIP_WITHOUT_MPI();
     TrainSetup s;
-    const std::pair<const char*, std::string> methods[] = {{"lora", ""},
-                                                           {"dora", " --set adapter.use_dora=true"},
-                                                           {"adalora", kAdalora},
-                                                           {"rosa", kRosa},
-                                                           {"aroma", kAroma}};
+    const std::pair<const char*, std::string> methods[] = {
+        {"lora", ""},
+        {"dora", " --set adapter.use_dora=true"},
+        {"adalora", kAdalora},
+        {"rosa", kRosa},
+        {"aroma", kAroma},
+        {"autolora", " --set adapter.method=autolora"},
+        {"gelora", " --set adapter.method=gelora --set adapter.id_samples=24"}};
     for (const auto& [name, extra] : methods) {
       CAPTURE(std::string(name));
       const std::string one = std::string(name) + "_n1", two = std::string(name) + "_n2";
@@ -120,6 +140,11 @@ TEST_SUITE("dist") {
       CHECK(la.back() < la.front());
       const double gap = adapter_gap(s.dir / one, s.dir / two);
       CHECK_MESSAGE(gap < 1e-5, "adapter relative gap ", gap);
+      // The held-out evaluations, each split over the ranks and summed.
+      const std::vector<double> ea = per_eval(s.dir / one), eb = per_eval(s.dir / two);
+      REQUIRE(ea.size() == eb.size());
+      REQUIRE(ea.size() >= 2);
+      for (size_t i = 0; i < ea.size(); ++i) CHECK(std::abs(ea[i] - eb[i]) < 1e-5);
       if (std::string(name) == "aroma") {  // the merge rounds, step by step
         const std::vector<double> ra = per_step(s.dir / one, "aroma_resets"),
                                   rb = per_step(s.dir / two, "aroma_resets");
@@ -128,6 +153,26 @@ TEST_SUITE("dist") {
         CHECK(ra.back() >= 2);
       }
     }
+  }
+
+  TEST_CASE("dist: on Vulkan each rank takes its device (vulkan:auto) and 2 ranks follow 1 process") {
+    SKIP_WITHOUT_MPI();
+    if (!backend_available(DeviceType::Vulkan)) {
+      MESSAGE("[dist] Vulkan data-parallel test skipped: no Vulkan device");
+      return;
+    }
+    CHECK(parse_device("vulkan:auto").type == DeviceType::Vulkan);  // one process: local rank 0
+    TrainSetup s;
+    CliRun a = run_cli("--device vulkan train " + dp_config(s, "vk1", 4, 6, 0));
+    REQUIRE_MESSAGE(a.rc == 0, a.err);
+    CliRun b = run_mpi(2, "--device vulkan:auto train " + dp_config(s, "vk2", 2, 6, 0));
+    REQUIRE_MESSAGE(b.rc == 0, b.err);
+    CHECK(b.err.find("on vulkan:") != std::string::npos);
+    const std::vector<double> la = per_step(s.dir / "vk1", "loss"), lb = per_step(s.dir / "vk2", "loss");
+    REQUIRE(la.size() == 6);
+    REQUIRE(lb.size() == 6);
+    for (size_t i = 0; i < la.size(); ++i) CHECK(std::abs(la[i] - lb[i]) < 1e-5);
+    CHECK(adapter_gap(s.dir / "vk1", s.dir / "vk2") < 1e-5);
   }
 
   TEST_CASE("dist: a killed rank stops the job, the last checkpoint stays, and --resume reaches the full run") {
