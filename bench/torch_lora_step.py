@@ -28,6 +28,11 @@ Environment:
                   weight instead, F.linear(x, w.to(x.dtype), b); norm weights and embedding outputs are cast to the
                   activation dtype. Under autocast, linear layers are left to autocast (it casts both operands to
                   bf16). Same dtypes (the f32 default): plain F.linear, as the shared copy. Default f32.
+  DDP=1           data parallel under mpirun (scripts/bench_dist): torch.distributed on gloo over loopback
+                  (rank and size from OMPI_COMM_WORLD_RANK/SIZE, MASTER_ADDR 127.0.0.1, MASTER_PORT 29517 unless
+                  set), the model wrapped in DistributedDataParallel (it all-reduces the LoRA gradients in buckets
+                  during backward), each rank its own batch of B rows. Rank 0 prints the line, with ranks=,
+                  rank_tokens_per_s= and aggregate_tokens_per_s= added. Default off.
   CHECKPOINT=1    activation checkpointing per transformer block:
                   torch.utils.checkpoint.checkpoint(blk, x, use_reentrant=False) (reentrant fallback on a torch
                   without use_reentrant, with the block input made to require grad). Default 0.
@@ -246,6 +251,15 @@ else:
 for name, p in m.named_parameters():
     if p.dim() > 1 and not name.endswith(('.A', '.B')): nn.init.normal_(p, std=0.02)
 params = [p for p in m.parameters() if p.requires_grad]
+DDP = os.environ.get("DDP") == "1"
+rank, world = 0, 1
+if DDP:
+    import torch.distributed as dist
+    rank, world = int(os.environ["OMPI_COMM_WORLD_RANK"]), int(os.environ["OMPI_COMM_WORLD_SIZE"])
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1"); os.environ.setdefault("MASTER_PORT", "29517")
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    m = torch.nn.parallel.DistributedDataParallel(m)
+    torch.manual_seed(rank)  # each rank its own batch (the model was drawn before)
 opt = torch.optim.AdamW(params, lr=1e-4)
 data = torch.randint(0, V, (B, T + 1))
 times = []
@@ -257,6 +271,12 @@ for step in range(STEPS + 1):
     opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
     if step: times.append(time.perf_counter() - t0)
 med = statistics.median(times)
+if DDP:
+    per = [torch.zeros(1, dtype=torch.float64) for _ in range(world)]
+    dist.all_gather(per, torch.tensor([B * T / med], dtype=torch.float64))
+    per = [float(t) for t in per]
+    extra += f" ranks={world} rank_tokens_per_s={','.join(f'{v:.1f}' for v in per)} aggregate_tokens_per_s={sum(per):.1f}"
+    if rank: sys.exit(0)
 print(f"torch {torch.__version__} autocast={AUTOCAST or 'off'} threads={torch.get_num_threads()} L={L} D={D} V={V} T={T} B={B} "
       f"trainable={sum(p.numel() for p in params)} loss={loss.item():.3f} step_s={med:.3f} tokens_per_s={B*T/med:.1f} "
       f"arch={ARCH} base_dtype={BASE_DTYPE} checkpoint={int(CKPT)}{extra}")

@@ -18,7 +18,8 @@ void add_bench_commands(CLI::App& app, int& rc, std::string& device_spec, const 
 void add_inspect_command(CLI::App& app, int& rc);
 void add_tokenize_command(CLI::App& app, int& rc);
 void add_train_commands(CLI::App& app, int& rc, std::string& device_spec,
-                        const DeviceFn& device);  // train, eval, merge
+                        const DeviceFn& device);           // train, eval, merge
+void add_bench_allreduce_command(CLI::App& app, int& rc);  // mpirun: rf::dist sums at several sizes
 void add_bench_train_command(CLI::App& app, int& rc, std::string& device_spec,
                              const DeviceFn& device);  // after add_bench_commands
 void add_bench_ranks_command(CLI::App& app, int& rc, std::string& device_spec,

@@ -93,6 +93,7 @@ int main(int argc, char** argv) {
 
   rf::tools::add_bench_commands(app, rc, device_spec, device);
   rf::tools::add_bench_train_command(app, rc, device_spec, device);
+  rf::tools::add_bench_allreduce_command(app, rc);
   rf::tools::add_bench_ranks_command(app, rc, device_spec, device);
   rf::tools::add_bench_sparse_command(app, rc, device_spec, device);
   rf::tools::add_analyze_command(app, rc, device_spec, device);
