@@ -14,6 +14,8 @@
 #include <thread>
 
 #include "engine/dist_config.h"
+#include "engine/file_io.h"
+#include "engine/safetensors.h"
 #if RF_HAVE_MPI
 #define OMPI_SKIP_MPICXX 1  // the C API only: no libmpi_cxx symbols
 #define MPICH_SKIP_MPICXX 1
@@ -251,6 +253,15 @@ std::string on_root(const std::function<std::string()>& fn) {
   if (payload.empty() || payload[0] != '1')
     throw ReplicatedError(payload.empty() ? "[dist] on_root" : payload.substr(1));
   return payload.substr(1);
+}
+
+std::string read_from_root(const std::string& path, const std::string& what) {
+  return on_root([&] { return read_file(path, what); });
+}
+
+std::map<std::string, Tensor> load_tensors_from_root(const std::string& path) {
+  if (!active()) return safetensors::load_file(path);  // mapped, not read
+  return safetensors::load_bytes(read_from_root(path, "safetensors"), path);
 }
 
 // ---- requests ----

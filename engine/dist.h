@@ -8,11 +8,14 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <span>
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "engine/tensor.h"
 
 namespace rf::dist {
 
@@ -52,6 +55,11 @@ class ReplicatedError : public std::runtime_error {
 // fn runs on rank 0 only and its result reaches every rank. When fn throws there, every rank
 // throws ReplicatedError with the same message, so no rank waits for a root that failed.
 std::string on_root(const std::function<std::string()>& fn);
+
+// Files rank 0 can read and the others may not (no shared filesystem): rank 0 reads, every rank gets
+// the bytes; a failure to read raises the same error everywhere. One process: a plain read.
+std::string read_from_root(const std::string& path, const std::string& what);
+std::map<std::string, Tensor> load_tensors_from_root(const std::string& path);  // a safetensors file
 
 // A sum in flight (MPI_Iallreduce): the buffer must stay alive and untouched until wait() returns.
 class Request {

@@ -62,8 +62,20 @@ std::shared_ptr<File> File::open(const std::string& path) {
   return f;
 }
 
+std::shared_ptr<File> File::from_bytes(std::string bytes, const std::string& name) {
+  std::shared_ptr<File> f(new File());
+  f->path_ = name;
+  f->owned_ = std::move(bytes);
+  f->size_ = f->owned_.size();
+  f->header_ = parse(std::span<const std::byte>(reinterpret_cast<const std::byte*>(f->owned_.data()), f->size_), name);
+  for (size_t i = 0; i < f->header_.tensors.size(); ++i) f->index_.emplace(f->header_.tensors[i].name, i);
+  f->map_ = f->size_ ? reinterpret_cast<const std::byte*>(f->owned_.data()) : nullptr;
+  f->self_ = f;
+  return f;
+}
+
 File::~File() {
-  if (map_) ::munmap(const_cast<std::byte*>(map_), size_);
+  if (map_ && owned_.empty()) ::munmap(const_cast<std::byte*>(map_), size_);
 }
 
 Tensor File::alias(std::span<const std::byte> b, const Shape& shape, DType dtype, Device d) const {
@@ -81,6 +93,7 @@ Tensor File::alias(std::span<const std::byte> b, const Shape& shape, DType dtype
 }
 
 void File::release(const TensorInfo& t) const {
+  if (!owned_.empty()) return;  // heap bytes (from_bytes): DONTNEED would zero them, not re-read a file
   const size_t page = size_t(::sysconf(_SC_PAGESIZE));
   const auto lo = reinterpret_cast<uintptr_t>(map_ + header_.data_start() + t.begin);
   const auto hi = reinterpret_cast<uintptr_t>(map_ + header_.data_start() + t.end);
@@ -147,6 +160,13 @@ Tensor File::load(const TensorInfo& t, const LoadOptions& opt) const {
 
 std::map<std::string, Tensor> load_file(const std::string& path, const LoadOptions& opt) {
   auto f = File::open(path);
+  std::map<std::string, Tensor> out;
+  for (const auto& t : f->header().tensors) out.emplace(t.name, f->load(t, opt));
+  return out;
+}
+
+std::map<std::string, Tensor> load_bytes(std::string bytes, const std::string& name, const LoadOptions& opt) {
+  auto f = File::from_bytes(std::move(bytes), name);
   std::map<std::string, Tensor> out;
   for (const auto& t : f->header().tensors) out.emplace(t.name, f->load(t, opt));
   return out;

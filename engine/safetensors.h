@@ -81,6 +81,8 @@ struct LoadOptions {
 class File {
  public:
   static std::shared_ptr<File> open(const std::string& path);
+  // The same over a file's bytes held in memory (name is for messages), e.g. received from another rank.
+  static std::shared_ptr<File> from_bytes(std::string bytes, const std::string& name);
   ~File();
   const std::string& path() const { return path_; }
   const Header& header() const { return header_; }
@@ -100,6 +102,7 @@ class File {
  private:
   File() = default;
   std::string path_;
+  std::string owned_;  // from_bytes: the image map_ points into
   const std::byte* map_ = nullptr;
   size_t size_ = 0;
   Header header_;
@@ -108,6 +111,7 @@ class File {
 };
 
 std::map<std::string, Tensor> load_file(const std::string& path, const LoadOptions& opt = {});
+std::map<std::string, Tensor> load_bytes(std::string bytes, const std::string& name, const LoadOptions& opt = {});
 
 // A tensor written as its bytes under a dtype the engine does not compute with (bitsandbytes' U8 packed
 // codes, I8 rows, the JSON quant state): bytes.size() must equal the shape's element count times the dtype's size.

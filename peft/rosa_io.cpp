@@ -4,6 +4,7 @@
 
 #include <stdexcept>
 
+#include "engine/dist.h"
 #include "peft/config.h"
 #include "peft/lora.h"
 #include "peft/rosa.h"
@@ -50,7 +51,7 @@ std::map<std::string, Tensor> rosa_masks_to_tensors(const std::map<std::string, 
 
 std::map<std::string, Csr> rosa_masks_from_file(const std::string& path) {
   std::map<std::string, Csr> out;
-  for (auto& [name, t] : safetensors::load_file(path)) {
+  for (auto& [name, t] : dist::load_tensors_from_root(path)) {  // data parallelism: rank 0 reads, all get it
     if (t.dtype() != DType::Bool || t.dim() != 2)
       throw std::invalid_argument(fmt::format("[rosa] {}: mask '{}' must be a 2-D BOOL tensor, got {} {}", path, name,
                                               dtype_name(t.dtype()), shape_str(t.shape())));

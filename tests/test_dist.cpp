@@ -3,11 +3,16 @@
 // behaviour is tested through mpirun in test_cli_dist.cpp.
 #include <doctest/doctest.h>
 
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <filesystem>
 #include <stdexcept>
 
 #include "engine/autograd.h"
 #include "engine/dist.h"
 #include "engine/ops.h"
+#include "engine/safetensors.h"
 #include "nn/grad_buckets.h"
 #include "tests/test_util.h"
 #include "tools/data.h"
@@ -32,6 +37,27 @@ TEST_SUITE("unit") {
     CHECK(dist::on_root([] { return std::string("x"); }) == "x");
     // One process: the root's own exception, type and all.
     CHECK_THROWS_AS(dist::on_root([]() -> std::string { throw std::invalid_argument("bad"); }), std::invalid_argument);
+  }
+
+  TEST_CASE("safetensors::load_bytes reads a file's image as load_file reads the file (a checkpoint from rank 0)") {
+    const std::filesystem::path p =
+        std::filesystem::temp_directory_path() / fmt::format("rf_load_bytes_{}.safetensors", ::getpid());
+    Tensor a = from_data(std::vector<float>{1.5f, -2, 3}, {3});
+    Tensor b = from_data(std::vector<int64_t>{7, 8, 9, 10}, {2, 2});
+    safetensors::save_file({{"a", a}, {"b", b}}, p.string());
+    const std::string image = dist::read_from_root(p.string(), "test");  // one process: the file
+    auto from_file = safetensors::load_file(p.string());
+    auto from_bytes = safetensors::load_bytes(image, p.string());
+    std::filesystem::remove(p);
+    REQUIRE(from_bytes.size() == 2);
+    CHECK(from_bytes.at("a").to_vector<float>() == from_file.at("a").to_vector<float>());
+    CHECK(from_bytes.at("b").to_vector<int64_t>() == std::vector<int64_t>{7, 8, 9, 10});
+    CHECK(from_bytes.at("b").shape() == Shape{2, 2});
+    // A truncated image fails as a truncated file does, naming it.
+    CHECK_THROWS_WITH_AS(safetensors::load_bytes(image.substr(0, image.size() - 4), "x.safetensors"),
+                         doctest::Contains("x.safetensors"), std::exception);
+    CHECK_THROWS_WITH_AS(dist::read_from_root("/nonexistent/rf.json", "test"),
+                         doctest::Contains("/nonexistent/rf.json"), std::exception);
   }
 
   TEST_CASE("shard_rows: the ranks' shares concatenate to the global batch and differ by at most one row") {

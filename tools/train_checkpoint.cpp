@@ -95,17 +95,22 @@ void save_checkpoint(const TrainConfig& c, peft::Trainer& tr, peft::PeftModel* p
 }
 
 // nlohmann's messages ("[json.exception.type_error.302] ...") become one line naming the file.
+// Data parallelism: rank 0 finds and reads the files, every rank gets their contents (no shared
+// filesystem needed).
 RunState load_checkpoint(const TrainConfig& c, peft::Trainer& tr) {
-  fs::path dir = fs::path(c.output) / "checkpoint";
-  if (!fs::exists(dir) && fs::exists(fs::path(c.output) / "checkpoint.old"))
-    dir = fs::path(c.output) / "checkpoint.old";
-  if (!fs::exists(dir / "trainer_state.json"))
-    throw std::runtime_error(fmt::format("[train] --resume: no checkpoint in {}", c.output));
+  const fs::path dir = dist::on_root([&] {
+    fs::path d = fs::path(c.output) / "checkpoint";
+    if (!fs::exists(d) && fs::exists(fs::path(c.output) / "checkpoint.old")) d = fs::path(c.output) / "checkpoint.old";
+    if (!fs::exists(d / "trainer_state.json"))
+      throw std::runtime_error(fmt::format("[train] --resume: no checkpoint in {}", c.output));
+    return d.string();
+  });
   const std::string state_path = (dir / "trainer_state.json").string();
-  auto tensors = safetensors::load_file((dir / "trainer_state.safetensors").string());
+  auto tensors = dist::load_tensors_from_root((dir / "trainer_state.safetensors").string());
+  const std::string state_text = dist::read_from_root(state_path, "train");
   RunState s;
   try {
-    nlohmann::json meta = parse_json_file(state_path, "train");
+    nlohmann::json meta = parse_json_text(state_text, state_path, "train");
     const auto& r = meta.at("run");
     // Another world size continues the same sample order only with the same global batch.
     const int64_t saved_world = r.value("world_size", int64_t(1)), world = dist::world_size();

@@ -1,8 +1,8 @@
 #pragma once
 // A training run's resumable state: the run bookkeeping (data position, loss history, metrics
 // length, RNG streams), the trainer's optimizer and strategy state and the trainable values, in
-// <output>/checkpoint (swapped in whole by renames). Under data parallelism rank 0 writes it and
-// every rank reads it on --resume (the output folder must then be visible to every rank).
+// <output>/checkpoint (swapped in whole by renames). Under data parallelism rank 0 writes it, and on
+// --resume reads it and sends its contents to the other ranks (no shared filesystem needed).
 #include <cstdint>
 #include <vector>
 
