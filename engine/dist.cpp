@@ -5,6 +5,7 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -242,17 +243,40 @@ bool broadcast_flag(bool v, int root) {
 std::string on_root(const std::function<std::string()>& fn) {
   if (!active()) return fn();
   std::string payload;
+  bool ok = true;
   if (is_main()) {
     try {
-      payload = "1" + fn();
+      payload = fn();
     } catch (const std::exception& e) {
-      payload = std::string("0") + e.what();
+      ok = false;
+      payload = e.what();
     }
   }
+  ok = broadcast_flag(ok);
   broadcast(payload);
-  if (payload.empty() || payload[0] != '1')
-    throw ReplicatedError(payload.empty() ? "[dist] on_root" : payload.substr(1));
-  return payload.substr(1);
+  if (!ok) throw ReplicatedError(payload);
+  return payload;
+}
+
+void agree(std::exception_ptr error) {
+  if (!active()) {
+    if (error) std::rethrow_exception(error);
+    return;
+  }
+  std::string msg;
+  if (error) try {
+      std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+      msg = e.what();
+    } catch (...) {
+      msg = "[dist] an unknown error";
+    }
+  const std::vector<uint64_t> failed = allgather(error ? 1 : 0);
+  const auto first = std::find(failed.begin(), failed.end(), uint64_t(1));
+  if (first == failed.end()) return;
+  const int root = int(first - failed.begin());
+  broadcast(msg, root);
+  throw ReplicatedError(root == 0 ? msg : fmt::format("(rank {}) {}", root, msg));
 }
 
 std::string read_from_root(const std::string& path, const std::string& what) {

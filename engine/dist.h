@@ -7,6 +7,7 @@
 // an error instead of a silent hang; every rank must issue the same collectives in the same order.
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <map>
 #include <memory>
@@ -51,6 +52,12 @@ class ReplicatedError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
+
+// Agreement after a step every rank runs on its own (reading a config, a model, data; no collectives
+// inside): when it failed on some rank (error set there), every rank throws ReplicatedError with the
+// first failing rank's message, so each exits with one line instead of aborting the others. In one
+// process the error is rethrown as it was.
+void agree(std::exception_ptr error);
 
 // fn runs on rank 0 only and its result reaches every rank. When fn throws there, every rank
 // throws ReplicatedError with the same message, so no rank waits for a root that failed.

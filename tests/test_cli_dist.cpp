@@ -208,6 +208,22 @@ TEST_SUITE("dist") {
     CHECK_MESSAGE(gap < 1e-5, "adapter relative gap ", gap);
   }
 
+  TEST_CASE("dist: a bad config, model or adapter under mpirun ends every rank with rank 0's one line") {
+    SKIP_WITHOUT_MPI();
+    TrainSetup s;
+    const std::string cfg = dp_config(s, "bad", 2, 4, 0);
+    for (const std::string& args : {"train " + cfg + " --set training.no_such_key=1",
+                                    "train " + cfg + " --set model=" + (s.dir / "missing").string(),
+                                    "eval " + cfg + " --adapter " + (s.dir / "missing_adapter").string()}) {
+      CAPTURE(args);
+      CliRun r = run_mpi(2, args);
+      CHECK(r.rc != 0);
+      CHECK(r.err.find("[rankforge] ") != std::string::npos);
+      CHECK(r.err.find("MPI_ABORT") == std::string::npos);  // every rank failed alike: nobody is killed
+      CHECK_FALSE(fs::exists(s.dir / "bad" / "adapter"));
+    }
+  }
+
   TEST_CASE("dist: SIGTERM on mpirun saves a checkpoint that --resume continues") {
     SKIP_WITHOUT_MPI();
     TrainSetup s;

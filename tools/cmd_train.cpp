@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <filesystem>
 
+#include "engine/dist.h"
 #include "models/model.h"
 #include "peft/method.h"
 #include "peft/peft_model.h"
@@ -109,8 +110,17 @@ void add_train_commands(CLI::App& app, int& rc, std::string& device_spec, const 
       rc = 0;
       return;
     }
-    TrainConfig c = load("train");
-    rc = run_train(c, resume, pick(c), stop_after, overwrite);
+    TrainConfig c;
+    Device d;
+    std::exception_ptr err;  // under mpirun every rank reads the config: one line from rank 0, no abort
+    try {
+      c = load("train");
+      d = pick(c);
+    } catch (...) {
+      err = std::current_exception();
+    }
+    dist::agree(err);
+    rc = run_train(c, resume, d, stop_after, overwrite);
   });
 
   auto* ev = app.add_subcommand("eval", "Held-out metrics of a trained adapter (or the base model)");
@@ -125,10 +135,19 @@ void add_train_commands(CLI::App& app, int& rc, std::string& device_spec, const 
   ev->callback([&rc, pick, load] {
     if (base && !adapter.empty())
       throw std::runtime_error("[eval] --base and --adapter exclude each other: evaluate one or the other");
-    TrainConfig c = load("eval");
+    TrainConfig c;
+    Device d;
+    std::exception_ptr err;
+    try {
+      c = load("eval");
+      d = pick(c);
+    } catch (...) {
+      err = std::current_exception();
+    }
+    dist::agree(err);
     if (!eval_precision.empty()) c.precision = eval_precision;
     std::string dir = base ? "" : adapter.empty() ? (std::filesystem::path(c.output) / "adapter").string() : adapter;
-    rc = run_eval(c, dir, pick(c));
+    rc = run_eval(c, dir, d);
   });
 
   auto* merge = app.add_subcommand("merge", "Merge a PEFT LoRA adapter into its base: a plain Hugging Face checkpoint");

@@ -92,7 +92,14 @@ peft::MethodSetup setup_method(const TrainConfig& c, models::Model& m, const Dat
 int run_train_phase(const TrainConfig& c, bool resume, Device d, int64_t stop_after, int64_t* steps_run,
                     bool write_config) {
   manual_seed(c.seed);
-  Loaded l = load_all(c, d);
+  Loaded l;
+  std::exception_ptr err;  // mpirun: a bad model or data file on every rank ends each with one line
+  try {
+    l = load_all(c, d);
+  } catch (...) {
+    err = std::current_exception();
+  }
+  dist::agree(err);
   l.model->set_gradient_checkpointing(c.gradient_checkpointing);
   models::Model& m = *l.model;
   const bool cls = l.ds.classification();
