@@ -1,5 +1,6 @@
 // GeLoRA's registry entry: the ranks come from the intrinsic dimensions of the frozen model's hidden
-// states over the first training examples, computed while configuring the adapter; training is LoRA's.
+// states over training examples drawn with the run's seed, computed while configuring the adapter;
+// training is LoRA's.
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -70,7 +71,7 @@ const MethodEntry& gelora_method_entry() {
       if (o.samples < 3) p.fail("id_samples", "adapter.id_samples: must be >= 3");
     };
     // The ranks must exist before the adapter does: intrinsic dimensions of the frozen model's pooled
-    // hidden states over the first id_samples training examples.
+    // hidden states over id_samples training examples drawn with the run's seed (tools: the probe).
     RF_RUNTIME(m.configure = [](LoraConfig& lc, const MethodConfig& c, const MethodSetupContext& ctx) {
       const auto& o = gelora_options(c);
       const int64_t n = std::min<int64_t>(o.samples, ctx.train_examples);

@@ -62,7 +62,7 @@ void kill_if_asked(int rank, int64_t step) {
 }
 
 // The method's adapter and strategy (peft::setup_method) with the run's task settings; GeLoRA's probe
-// runs the frozen model over the first training examples, 16 a batch.
+// runs the frozen model over training examples drawn with the run's seed, 16 a batch.
 peft::MethodSetup setup_method(const TrainConfig& c, models::Model& m, const Dataset& ds, Device d,
                                int64_t total_steps) {
   const bool cls = ds.classification();
@@ -70,11 +70,12 @@ peft::MethodSetup setup_method(const TrainConfig& c, models::Model& m, const Dat
   if (!mc.lora.task_type) mc.lora.task_type = cls ? "SEQ_CLS" : "CAUSAL_LM";
   if (cls && mc.lora.modules_to_save.empty() && m.find("classifier"))
     mc.lora.modules_to_save = {"classifier"};  // as PEFT for SEQ_CLS
-  auto probe = [&ds, d](int64_t n) {
+  auto probe = [&ds, d, seed = c.seed](int64_t n) {
+    // n training rows drawn at random with the run's seed (not the file's first n rows)
+    const std::vector<int64_t> pick = BatchSampler(int64_t(ds.train.size()), n, seed + 2, true, false).next();
     std::vector<models::ModelInputs> batches;
     for (int64_t i = 0; i < n; i += 16) {
-      std::vector<int64_t> rows;
-      for (int64_t j = i; j < std::min(n, i + 16); ++j) rows.push_back(j);
+      std::vector<int64_t> rows(pick.begin() + i, pick.begin() + std::min(n, i + 16));
       Batch b = make_batch(ds, ds.train, rows, d);
       batches.push_back(models::ModelInputs{b.input_ids, b.attention_mask, {}, {}});
     }
