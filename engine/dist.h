@@ -58,6 +58,17 @@ class ReplicatedError : public std::runtime_error {
 // first failing rank's message, so each exits with one line instead of aborting the others. In one
 // process the error is rethrown as it was.
 void agree(std::exception_ptr error);
+// Runs fn on every rank, then agree()s on how it ended.
+template <class F>
+void agreed(F&& fn) {
+  std::exception_ptr error;
+  try {
+    fn();
+  } catch (...) {
+    error = std::current_exception();
+  }
+  agree(error);
+}
 
 // fn runs on rank 0 only and its result reaches every rank. When fn throws there, every rank
 // throws ReplicatedError with the same message, so no rank waits for a root that failed.

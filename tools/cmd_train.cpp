@@ -112,14 +112,7 @@ void add_train_commands(CLI::App& app, int& rc, std::string& device_spec, const 
     }
     TrainConfig c;
     Device d;
-    std::exception_ptr err;  // under mpirun every rank reads the config: one line from rank 0, no abort
-    try {
-      c = load("train");
-      d = pick(c);
-    } catch (...) {
-      err = std::current_exception();
-    }
-    dist::agree(err);
+    dist::agreed([&] { c = load("train"), d = pick(c); });  // mpirun: one line from rank 0, no abort
     rc = run_train(c, resume, d, stop_after, overwrite);
   });
 
@@ -137,14 +130,7 @@ void add_train_commands(CLI::App& app, int& rc, std::string& device_spec, const 
       throw std::runtime_error("[eval] --base and --adapter exclude each other: evaluate one or the other");
     TrainConfig c;
     Device d;
-    std::exception_ptr err;
-    try {
-      c = load("eval");
-      d = pick(c);
-    } catch (...) {
-      err = std::current_exception();
-    }
-    dist::agree(err);
+    dist::agreed([&] { c = load("eval"), d = pick(c); });
     if (!eval_precision.empty()) c.precision = eval_precision;
     std::string dir = base ? "" : adapter.empty() ? (std::filesystem::path(c.output) / "adapter").string() : adapter;
     rc = run_eval(c, dir, d);

@@ -135,8 +135,7 @@ Loaded load_all(const TrainConfig& c, Device d) {
 int run_eval(const TrainConfig& c, const std::string& adapter_dir, Device d) {
   Loaded l;
   std::unique_ptr<peft::PeftModel> pm;
-  std::exception_ptr err;  // mpirun: a bad file on every rank ends each with one line (rf::dist::agree)
-  try {
+  dist::agreed([&] {  // mpirun: a bad file on every rank ends each with one line
     l = load_all(c, d);
     if (!adapter_dir.empty()) {
       pm = std::make_unique<peft::PeftModel>(*l.model);
@@ -144,10 +143,7 @@ int run_eval(const TrainConfig& c, const std::string& adapter_dir, Device d) {
       pm->load_adapter(adapter_dir, "default", false, &notes);
       for (auto& n : notes) fmt::print(stderr, "[eval] note: {}\n", n);
     }
-  } catch (...) {
-    err = std::current_exception();
-  }
-  dist::agree(err);
+  });
   const auto& split = l.ds.val.empty() ? l.ds.train : l.ds.val;
   Progress progress(stderr);
   AutocastGuard autocast(resolve_precision(c.precision, backend_for(d), "eval"));

@@ -94,13 +94,7 @@ int run_train_phase(const TrainConfig& c, bool resume, Device d, int64_t stop_af
                     bool write_config) {
   manual_seed(c.seed);
   Loaded l;
-  std::exception_ptr err;  // mpirun: a bad model or data file on every rank ends each with one line
-  try {
-    l = load_all(c, d);
-  } catch (...) {
-    err = std::current_exception();
-  }
-  dist::agree(err);
+  dist::agreed([&] { l = load_all(c, d); });  // mpirun: a bad model or data file ends each rank with one line
   l.model->set_gradient_checkpointing(c.gradient_checkpointing);
   models::Model& m = *l.model;
   const bool cls = l.ds.classification();
