@@ -19,38 +19,8 @@ using namespace rf::test::peftt;
 
 namespace {
 
-// N standard Gaussian points of a random d-dim linear subspace of R^D (orthonormal basis from
-// Gram-Schmidt on Gaussian vectors): (N, D) row-major.
-std::vector<double> subspace_points(int64_t N, int64_t d, int64_t D, uint64_t seed) {
-  std::mt19937_64 gen(seed);
-  std::normal_distribution<double> nd;
-  std::vector<std::vector<double>> Q;
-  while (int64_t(Q.size()) < d) {
-    std::vector<double> v(static_cast<size_t>(D));
-    for (double& x : v) x = nd(gen);
-    for (const auto& q : Q) {
-      double dot = 0;
-      for (int64_t k = 0; k < D; ++k) dot += v[size_t(k)] * q[size_t(k)];
-      for (int64_t k = 0; k < D; ++k) v[size_t(k)] -= dot * q[size_t(k)];
-    }
-    double n2 = 0;
-    for (double x : v) n2 += x * x;
-    for (double& x : v) x /= std::sqrt(n2);
-    Q.push_back(v);
-  }
-  std::vector<double> out(size_t(N * D), 0.0);
-  for (int64_t i = 0; i < N; ++i)
-    for (const auto& q : Q) {
-      const double z = nd(gen);
-      for (int64_t k = 0; k < D; ++k) out[size_t(i * D + k)] += z * q[size_t(k)];
-    }
-  return out;
-}
-
-// (N, m) points mapped isometrically into R^D by a random orthonormal m-frame (Gram-Schmidt on
-// Gaussian vectors): the manifold keeps its intrinsic dimension, its ambient one becomes D.
-std::vector<double> embed_points(const std::vector<double>& low, int64_t N, int64_t m, int64_t D, uint64_t seed) {
-  std::mt19937_64 gen(seed);
+// m orthonormal vectors of R^D: Gram-Schmidt on Gaussian draws from gen.
+std::vector<std::vector<double>> random_frame(int64_t m, int64_t D, std::mt19937_64& gen) {
   std::normal_distribution<double> nd;
   std::vector<std::vector<double>> Q;
   while (int64_t(Q.size()) < m) {
@@ -66,6 +36,28 @@ std::vector<double> embed_points(const std::vector<double>& low, int64_t N, int6
     for (double& x : v) x /= std::sqrt(n2);
     Q.push_back(v);
   }
+  return Q;
+}
+
+// N standard Gaussian points of a random d-dim linear subspace of R^D: (N, D) row-major.
+std::vector<double> subspace_points(int64_t N, int64_t d, int64_t D, uint64_t seed) {
+  std::mt19937_64 gen(seed);
+  std::normal_distribution<double> nd;
+  const auto Q = random_frame(d, D, gen);
+  std::vector<double> out(size_t(N * D), 0.0);
+  for (int64_t i = 0; i < N; ++i)
+    for (const auto& q : Q) {
+      const double z = nd(gen);
+      for (int64_t k = 0; k < D; ++k) out[size_t(i * D + k)] += z * q[size_t(k)];
+    }
+  return out;
+}
+
+// (N, m) points mapped isometrically into R^D by a random orthonormal m-frame: the manifold keeps its
+// intrinsic dimension, its ambient one becomes D.
+std::vector<double> embed_points(const std::vector<double>& low, int64_t N, int64_t m, int64_t D, uint64_t seed) {
+  std::mt19937_64 gen(seed);
+  const auto Q = random_frame(m, D, gen);
   std::vector<double> out(size_t(N * D), 0.0);
   for (int64_t i = 0; i < N; ++i)
     for (int64_t j = 0; j < m; ++j)
