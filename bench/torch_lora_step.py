@@ -24,7 +24,7 @@ Environment:
                   A/B, their gradients and AdamW stay f32; activations (the residual stream) stay f32. Where an op
                   meets a frozen weight of another dtype without autocast: a linear layer runs
                   F.linear(x.to(w.dtype), w, b).to(x.dtype) for bf16 (a bf16 GEMM, output back to f32); for f16,
-                  whose CPU GEMM torch 1.13 lacks ("addmm_impl_cpu_" not implemented for 'Half'), it widens the
+                  which has no CPU GEMM in torch 1.13 (addmm_impl_cpu_ rejects 'Half'), it widens the
                   weight instead, F.linear(x, w.to(x.dtype), b); norm weights and embedding outputs are cast to the
                   activation dtype. Under autocast, linear layers are left to autocast (it casts both operands to
                   bf16). Same dtypes (the f32 default): plain F.linear, as the shared copy. Default f32.
