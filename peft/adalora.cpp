@@ -66,7 +66,8 @@ Tensor adalora_orth_penalty(PeftModel& pm, const std::string& adapter) {
   return total.defined() ? mul(total, 1.0 / double(n)) : Tensor();
 }
 
-AdaLoraStrategy::AdaLoraStrategy(const AdaLoraFields& o) : o_(o) {
+AdaLoraStrategy::AdaLoraStrategy(const AdaLoraFields& o, int64_t target_total) : o_(o), target_total_(target_total) {
+  if (target_total < 0) fail(fmt::format("target_total must be >= 0, got {}", target_total));
   LoraConfig c;
   c.peft_type = "ADALORA";
   c.adalora = o;
@@ -106,7 +107,9 @@ void AdaLoraStrategy::setup(PeftModel& pm) {
     ++n;
   }
   if (n == 0) fail(fmt::format("adapter '{}' has no module", a));
-  target_bgt_ = o_.target_r * n;
+  target_bgt_ = target_total_ > 0 ? target_total_ : o_.target_r * n;
+  if (target_bgt_ > init_bgt_)
+    fail(fmt::format("the final budget {} exceeds the {} triplets the adapter starts with", target_bgt_, init_bgt_));
   last_budget_ = init_bgt_;
   if (rank_pattern_) f.rank_pattern = rank_pattern_;  // restored by load_state
   ready_ = true;
@@ -279,8 +282,8 @@ void AdaLoraStrategy::load_state(const std::map<std::string, Tensor>& tensors, c
   ready_ = false;  // setup runs again with the model at the next hook (and pushes rank_pattern into its config)
 }
 
-std::unique_ptr<RankStrategy> make_adalora_strategy(const AdaLoraFields& options) {
-  return std::make_unique<AdaLoraStrategy>(options);
+std::unique_ptr<RankStrategy> make_adalora_strategy(const AdaLoraFields& options, int64_t target_total) {
+  return std::make_unique<AdaLoraStrategy>(options, target_total);
 }
 
 std::unique_ptr<RankStrategy> make_adalora_strategy(const LoraConfig& c) {

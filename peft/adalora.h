@@ -49,7 +49,9 @@ Tensor adalora_orth_penalty(PeftModel& pm, const std::string& adapter);
 class AdaLoraStrategy final : public RankStrategy {
  public:
   // o: the adapter config's AdaLoRA fields. total_step 0 takes the trainer's planned step count.
-  explicit AdaLoraStrategy(const AdaLoraFields& o);
+  // target_total > 0: the final budget in kept triplets over all modules instead of PEFT's target_r · n
+  // (a total that need not be a multiple of the module count; `bench ranks --budget`).
+  explicit AdaLoraStrategy(const AdaLoraFields& o, int64_t target_total = 0);
   std::string name() const override { return "adalora"; }
   void before_training(PeftModel& pm, const std::vector<BatchLoss>& probe, int64_t total_steps) override;
   // orth_reg_weight · adalora_orth_penalty (undefined when the weight is 0).
@@ -81,6 +83,7 @@ class AdaLoraStrategy final : public RankStrategy {
   void apply_masks(PeftModel& pm);
 
   AdaLoraFields o_;
+  int64_t target_total_ = 0;
   std::string adapter_;
   bool ready_ = false;
   int64_t trainer_total_ = 0, total_ = 0, init_bgt_ = 0, target_bgt_ = 0, last_budget_ = 0;
@@ -90,7 +93,7 @@ class AdaLoraStrategy final : public RankStrategy {
 
 // The strategy for an ADALORA adapter config (throws "[peft] ..." for another peft_type).
 std::unique_ptr<RankStrategy> make_adalora_strategy(const LoraConfig& adapter_config);
-std::unique_ptr<RankStrategy> make_adalora_strategy(const AdaLoraFields& options);
+std::unique_ptr<RankStrategy> make_adalora_strategy(const AdaLoraFields& options, int64_t target_total = 0);
 
 // A plain LoRA adapter with the same ΔW as the AdaLoRA adapter as saved (triplets outside rank_pattern
 // dropped, as PEFT's save): per module A' = s·(E ⊙ A) (k, in), B' = B (out, k) with k kept triplets and
