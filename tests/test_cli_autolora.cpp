@@ -139,14 +139,14 @@ TEST_SUITE("e2e") {
   }
 
   TEST_CASE("cli: bench ranks --strategy autolora searches, retrains and reports ranks in [1, k]") {
-    CliRun r = run_cli("bench ranks --strategy autolora --planted 0,1,2 --steps 150");
+    CliRun r = run_cli("bench ranks --strategy autolora --planted 0,1,2 --steps 150 --capacity 4");
     REQUIRE_MESSAGE(r.rc == 0, r.err);
     const std::string last = r.out.substr(r.out.rfind("strategy="));
     CHECK(last.find("steps=300 ") != std::string::npos);  // search + retrain
     std::stringstream found(
         last.substr(last.find("found=") + 6, last.find(' ', last.find("found=")) - last.find("found=") - 6));
     for (std::string item; std::getline(found, item, ',');)
-      CHECK((std::stoi(item) >= 1 && std::stoi(item) <= 4));                 // k = 4
+      CHECK((std::stoi(item) >= 1 && std::stoi(item) <= 4));                 // k = --capacity 4
     CHECK(std::stod(last.substr(last.find("gap_ratio=") + 10)) < 0.5);       // the retrain fits part of the teacher
     CHECK(last.find("initial_trainable_params=768 ") != std::string::npos);  // k 4 x (32 + 32) x 3 modules
   }

@@ -380,12 +380,13 @@ TEST_SUITE("unit") {
     tools::BenchRanksArgs a;
     a.planted = "1,2,3,4,2,1";
     a.sparse_density = 0.0625;  // 64 entries per 32x32 module = one rank-1 pair (2 * 32): r 4 + S = r 5
+    a.rosa_density = 0.0625;
     a.steps = 800;
     a.strategy = "lora";
-    a.rank = 5;
+    a.capacity = 5;
     const auto lora = tools::run_bench_ranks(a, Device{});
     a.strategy = "rosa";
-    a.rank = 4;
+    a.capacity = 4;
     const auto rosa = tools::run_bench_ranks(a, Device{});
     CHECK(rosa.trainable_params == lora.trainable_params);
     CHECK(rosa.gap_ratio <= 0.8 * lora.gap_ratio);

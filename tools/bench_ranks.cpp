@@ -198,7 +198,7 @@ BenchRanksResult run_bench_ranks(const BenchRanksArgs& a, Device dev) {
   const double base_gap = heldout_gap();
 
   peft::PeftModel pm(student);
-  StrategySetup setup = make_bench_strategy(a, planted);
+  StrategySetup setup = make_bench_strategy(a, n);
   if (a.strategy == "gelora") {  // ranks from TwoNN on the base's activations over the inputs
     std::vector<Tensor> hs;
     {
@@ -285,6 +285,25 @@ BenchRanksResult run_bench_ranks(const BenchRanksArgs& a, Device dev) {
   res.initial_trainable_params = initial_trainable;
   res.seconds = secs;
   res.steps = step;
+  res.budget = setup.budget;
+  if (a.strategy == "rosa") {
+    res.effective_params = final_trainable;  // its LoRA at the capacity plus the sparse values
+  } else {
+    for (int64_t f : res.found) res.effective_params += f * 2 * d + (a.strategy == "adalora" ? f : 0);
+  }
+  if (a.match_params) {  // the same teacher and seed: run_bench_ranks regenerates both from a.seed
+    BenchRanksArgs l = a;
+    l.strategy = "lora";
+    l.match_params = false;
+    l.lr = 0;
+    res.lora_rank = std::min<int64_t>(d, res.effective_params / (n * 2 * d));
+    if (res.lora_rank == 0) {
+      res.lora_gap_ratio = 1;  // no LoRA fits in the budget: the base itself
+    } else {
+      l.capacity = res.lora_rank;
+      res.lora_gap_ratio = run_bench_ranks(l, dev).gap_ratio;
+    }
+  }
   return res;
 }
 
