@@ -1,17 +1,14 @@
 // Tests for peft/twonn and peft/gelora (methods.md §4.4): TwoNN on synthetic subspaces, against two
 // independent references (a brute-force f64 implementation below and tools/twonn_reference.py's
-// numpy fixture), the rank rule, hidden-state extraction on the fixture models, rank_pattern keys,
-// and `rankforge analyze intrinsic-dim` end to end.
+// numpy fixture), the rank rule, hidden-state extraction on the fixture models and rank_pattern keys
+// (`rankforge analyze intrinsic-dim`: tests/test_cli_analyze.cpp).
 #include <nlohmann/json.hpp>
 #include <numeric>
-#include <sstream>
 
 #include "models/tokenizer.h"
 #include "peft/gelora.h"
 #include "peft/pattern.h"
-#include "tests/cli_util.h"
 #include "tests/peft_test_util.h"
-#include "tools/data.h"
 
 using namespace rf;
 using namespace rf::test;
@@ -138,13 +135,6 @@ std::vector<models::ModelInputs> random_batches(int64_t batches, int64_t B, int6
     for (auto& x : ids) x = u(gen);
     out.push_back(models::ModelInputs{i64(ids, {B, T}), {}, {}, {}});
   }
-  return out;
-}
-
-std::vector<std::string> split_commas(const std::string& s) {
-  std::vector<std::string> out;
-  std::istringstream in(s);
-  for (std::string part; std::getline(in, part, ',');) out.push_back(part);
   return out;
 }
 
@@ -479,86 +469,5 @@ TEST_SUITE("unit") {
       for (size_t i = 0; i < got.ids.size(); ++i) CHECK(got.ids[i] == doctest::Approx(want.ids[i]).epsilon(1e-3));
       CHECK(got.ranks == want.ranks);
     });
-  }
-}
-
-TEST_SUITE("e2e") {
-  TEST_CASE("cli: analyze intrinsic-dim prints the profile, writes the PNG and a parseable last line") {
-    fs::path dir = fs::temp_directory_path() / fmt::format("rf_gelora_cli_{}", ::getpid());
-    fs::remove_all(dir);
-    fs::create_directories(dir / "model");
-    for (const char* f : {"config.json", "model.safetensors"})
-      fs::copy_file(fs::path(fixtures_dir()) / "hf/gpt2/base" / f, dir / "model" / f);
-    const char* vocab = std::getenv("RF_GPT2_VOCAB");
-    REQUIRE(vocab != nullptr);
-    auto gpt2 = models::load_tokenizer(vocab);  // byte-level tokenizer: GPT-2's 256 byte symbols, no merges
-    nlohmann::json v = nlohmann::json::object();
-    for (int64_t i = 0; i < 256; ++i) v[*gpt2->id_to_token(i)] = i;
-    std::ofstream(dir / "model" / "tokenizer.json")
-        << nlohmann::json(
-               {{"model", {{"type", "BPE"}, {"vocab", v}, {"merges", nlohmann::json::array()}}},
-                {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}}})
-               .dump();
-    {
-      std::ofstream data(dir / "data.jsonl");
-      const char* words[] = {"red", "green", "blue", "cat", "dog", "sun", "moon", "tree", "sky"};
-      for (int i = 0; i < 45; ++i)
-        data << nlohmann::json(
-                    {{"text", fmt::format("{} {} {} #{}", words[i % 9], words[(i * 4) % 9], words[(i / 3) % 9], i)}})
-                    .dump()
-             << "\n";
-    }
-    const std::string args =
-        fmt::format("analyze intrinsic-dim --model {} --data {} --samples 40 --max-seq-len 16 --output {}",
-                    (dir / "model").string(), (dir / "data.jsonl").string(), (dir / "id.png").string());
-    CliRun r = run_cli(args);
-    INFO(r.err);
-    REQUIRE(r.rc == 0);
-    CHECK(r.out.find("embeddings") != std::string::npos);
-    std::string png = rf::test::slurp(dir / "id.png");
-    CHECK(png.size() > 1000);
-    CHECK(png.starts_with("\x89PNG"));
-    std::string last = r.out.substr(r.out.rfind('\n', r.out.size() - 2) + 1);
-    std::map<std::string, std::string> kv;
-    std::istringstream words(last);
-    for (std::string w; words >> w;)
-      if (auto eq = w.find('='); eq != std::string::npos) kv[w.substr(0, eq)] = w.substr(eq + 1);
-    REQUIRE(kv.count("ids"));
-    REQUIRE(kv.count("ranks"));
-    CHECK(kv["samples"] == "40");
-    std::vector<double> ids;
-    std::vector<int64_t> ranks;
-    for (const auto& s : split_commas(kv["ids"])) ids.push_back(std::stod(s));
-    for (const auto& s : split_commas(kv["ranks"])) ranks.push_back(std::stoll(s));
-    REQUIRE(ids.size() == 3);
-    REQUIRE(ranks.size() == 2);
-    // The same samples in-process: the CLI prints the library's numbers.
-    auto m = models::load_model((dir / "model").string());
-    auto tok = models::load_tokenizer((dir / "model").string());
-    tools::DataOptions o{.path = (dir / "data.jsonl").string(), .val_fraction = 0, .max_seq_len = 16, .add_eos = false};
-    tools::Dataset ds = tools::load_dataset(o, *tok);
-    std::vector<models::ModelInputs> batches;
-    for (int64_t s = 0; s < 40; s += 16) {
-      std::vector<int64_t> rows;
-      for (int64_t i = s; i < std::min<int64_t>(40, s + 16); ++i) rows.push_back(i);
-      tools::Batch b = tools::make_batch(ds, ds.train, rows, Device{});
-      batches.push_back(models::ModelInputs{b.input_ids, b.attention_mask, {}, {}});
-    }
-    peft::GeLoraResult want = peft::gelora_ranks(*m, batches);
-    for (size_t l = 0; l < 3; ++l) CHECK(std::abs(ids[l] - want.ids[l]) < 1e-3);
-    CHECK(ranks == want.ranks);
-
-    CliRun bad = run_cli(fmt::format("analyze intrinsic-dim --model {} --data {}", (dir / "nope").string(),
-                                     (dir / "data.jsonl").string()));
-    CHECK(bad.rc != 0);
-    CHECK(bad.err.find("[analyze] model directory") != std::string::npos);
-    CHECK(std::count(bad.err.begin(), bad.err.end(), '\n') == 1);
-    bad = run_cli(fmt::format("analyze intrinsic-dim --model {} --data {}", (dir / "model").string(),
-                              (dir / "missing.jsonl").string()));
-    CHECK(bad.rc != 0);
-    CHECK(bad.err.find("[analyze] data file") != std::string::npos);
-    CHECK(bad.err.find("not found") != std::string::npos);
-    CHECK(std::count(bad.err.begin(), bad.err.end(), '\n') == 1);
-    fs::remove_all(dir);
   }
 }
