@@ -73,7 +73,8 @@ TEST_SUITE("e2e") {
       }
       CliRun e = run_cli("eval " + (s.dir / (method + ".yaml")).string() + extra);
       REQUIRE_MESSAGE(e.rc == 0, e.err);
-      CHECK(std::abs(std::stod(e.out.substr(e.out.find("eval_loss=") + 10)) - held_out(r.out, "after ")) < 1e-4);
+      // Both print 4 decimals: one rounding unit apart can be the same loss (5.37595 -> 5.3760 and 5.3759).
+      CHECK(std::abs(std::stod(e.out.substr(e.out.find("eval_loss=") + 10)) - held_out(r.out, "after ")) < 1.5e-4);
     }
   }
 
