@@ -12,11 +12,13 @@
 #include "engine/rng.h"
 
 // Decisions (methods.md §6 asks to record them):
-// - Reset order: the check / merge / re-init / moment reset runs in after_optimizer_step, i.e. AFTER
-//   the optimizer step of the step that completes an inner loop (the cleaner order of §1.8). The
-//   official trainer does it between backward and optimizer.step(), so its fresh A/B get one update
-//   from the old pair's gradients; here a component has had exactly max_steps_before_reset updates
-//   when merged, and the first update of the new pair is the one at the schedule's restart (t = k C).
+// - Reset order: the official one (§1.2, §1.8). The check / merge / re-init / moment reset runs in
+//   before_optimizer_step, between backward and the optimizer update of the same step, as
+//   AROMATrainer.training_step does before HF's clip and optimizer.step(). So the fresh A/B (B = 0) get
+//   one update computed from the old pair's gradients on the pruned moments (B is then no longer 0):
+//   with max_steps_before_reset = C the first component has had C - 1 updates when merged, later ones C. A module that
+//   converges at the reset loses its gradients there: the official code deletes lora_A/lora_B from the model, so they
+//   are neither in the clipping norm (model.parameters()) nor trained.
 // - Inner criterion: "intended" stores P_prev = P; "legacy" stores P - P_prev as the official code
 //   does by aliasing (§1.3). In both modes P_prev survives merges (the official code never clears it).
 // - Converged modules leave training WITHOUT rebuilding the optimizer (a rebuild would restart every
@@ -247,6 +249,8 @@ void AromaStrategy::merge_check_reinit(PeftModel& pm, const std::string& path, M
       st.prev_product = Tensor();
       A.set_requires_grad(false);
       B.set_requires_grad(false);
+      A.zero_grad();  // out of this step's clipping norm and update, as the official del lora_A/lora_B
+      B.zero_grad();
       l.delete_adapter(adapter_);
       return;
     }
@@ -257,17 +261,18 @@ void AromaStrategy::merge_check_reinit(PeftModel& pm, const std::string& path, M
   B.zero_();
 }
 
-bool AromaStrategy::after_optimizer_step(PeftModel& pm, int64_t step, nn::Optimizer& opt) {
+void AromaStrategy::before_optimizer_step(PeftModel& pm, int64_t step, nn::Optimizer& opt) {
   require_restored();
   init_modules(pm);
   bool trigger = true;
   if (o_.variant == "fixed_period") {
-    trigger = step % o_.max_steps_before_reset == 0;  // §1.4: every T_in optimizer steps, no inner criterion
+    // §1.4: in the T_in-th step (update_step / GA % T_in == 0 counts this one), no inner criterion.
+    trigger = (step + 1) % o_.max_steps_before_reset == 0;
   } else {
     // Every module is checked (no short-circuit): each non-ready one advances its counter.
     for (auto& [path, st] : mods_) trigger = check_module(pm, path, st) && trigger;
   }
-  if (!trigger) return false;
+  if (!trigger) return;
   for (auto& [path, st] : mods_)
     if (!st.converged) merge_check_reinit(pm, path, st);
   const double keep = o_.moment_reset == "zero" ? 0.0 : o_.prune_keep;
@@ -281,7 +286,6 @@ bool AromaStrategy::after_optimizer_step(PeftModel& pm, int64_t step, nn::Optimi
   }
   ++resets_;
   counter_ = all_converged ? counter_ + 1 : 0;
-  return false;  // the set of optimised tensors never changes (see the note at the top)
 }
 
 std::vector<ModuleRank> AromaStrategy::rank_report(PeftModel& pm) const {

@@ -67,7 +67,9 @@ class AromaStrategy final : public RankStrategy {
   void before_training(PeftModel& pm, const std::vector<BatchLoss>& probe, int64_t total_steps) override;
   void resumed(PeftModel& pm) override { bind(pm); }
   void after_backward(PeftModel& pm, int64_t step) override;
-  bool after_optimizer_step(PeftModel& pm, int64_t step, nn::Optimizer& opt) override;
+  // The inner-loop check and, when every module is ready, merge / re-init / moment reset: between
+  // backward and the optimizer update, as the official training_step (methods.md §1.2, §1.8).
+  void before_optimizer_step(PeftModel& pm, int64_t step, nn::Optimizer& opt) override;
   std::vector<ModuleRank> rank_report(PeftModel& pm) const override;  // merges per module
   bool done() const override { return counter_ >= o_.convergence_patience; }
   nlohmann::json step_metrics() const override { return {{"aroma_resets", resets_}}; }

@@ -40,7 +40,12 @@ class RankStrategy {
   virtual void after_micro_backward(PeftModel& pm, int64_t step) {}
   // After the gradients of a whole step are in (importance scores, gradient statistics).
   virtual void after_backward(PeftModel& pm, int64_t step) {}
-  // After the optimizer update (masking, merge-and-reinit, moment resets); `step` counts the optimizer
+  // Right after after_backward, before gradient clipping and the optimizer update (AROMA's
+  // merge-and-reinit: the official trainer does it inside training_step, i.e. between backward and
+  // optimizer.step()). `step` = optimizer steps done before this one (0 at the first). A gradient the
+  // strategy clears here is neither in the clipping norm nor applied.
+  virtual void before_optimizer_step(PeftModel& pm, int64_t step, nn::Optimizer& opt) {}
+  // After the optimizer update (masking, moment resets); `step` counts the optimizer
   // steps done so far (1 after the first). The gradients of the step are still present (zeroed right
   // after). Returning true tells the trainer the set of trainable tensors changed and the optimizer
   // must be rebuilt (from PeftModel::trainable_parameters(); new moments start at zero).

@@ -218,7 +218,10 @@ StepResult Trainer::step(const std::vector<BatchLoss>& micro, const BatchLoss& v
   r.loss = total * scale;
   std::vector<Tensor> ps;
   for (auto& [n, t] : params_) ps.push_back(t);
-  if (pm_) strategy_->after_backward(*pm_, step_);
+  if (pm_) {
+    strategy_->after_backward(*pm_, step_);
+    strategy_->before_optimizer_step(*pm_, step_, *opt_);
+  }
   r.grad_norm = nn::unscale_and_clip(ps, 1.0 / r.loss_scale, o_.max_grad_norm);
   if (!std::isfinite(r.grad_norm)) {
     opt_->zero_grad();

@@ -120,7 +120,7 @@ TEST_SUITE("unit") {
       }
     };
     trained_pairs();
-    CHECK_FALSE(st.after_optimizer_step(*s.pm, 1, *opt));
+    st.before_optimizer_step(*s.pm, 0, *opt);
     CHECK(st.resets() == 1);
     for (const auto& n : names) {
       INFO(n);
@@ -139,7 +139,7 @@ TEST_SUITE("unit") {
     CHECK(rel_gap(h(s.lora("side").base().weight()), add(w0["side"], delta["side"]).t()) < 1e-6);
 
     trained_pairs();
-    st.after_optimizer_step(*s.pm, 2, *opt);
+    st.before_optimizer_step(*s.pm, 1, *opt);
     for (const auto& n : names) {
       INFO(n);
       CHECK(st.converged(n));
@@ -163,7 +163,7 @@ TEST_SUITE("unit") {
     randomize(s.B("proj"));
     auto opt = adamw_for(*s.pm);
     AromaStrategy st(o);
-    st.after_optimizer_step(*s.pm, 1, *opt);
+    st.before_optimizer_step(*s.pm, 0, *opt);
     NoGradGuard ng;
     CHECK(bits_equal(out(s, "proj", x), h(s.lora("proj").base()(x))));  // B = 0: the merged base alone
   }
@@ -178,13 +178,15 @@ TEST_SUITE("unit") {
       for (int k = 1; k <= 4; ++k) {
         s.A("proj").set_grad(randn(s.A("proj").shape()));
         s.B("proj").set_grad(randn(s.B("proj").shape()));
-        opt->step();
         std::map<std::string, Tensor> before;
         nlohmann::json meta0;
         if (k == 4) opt->save_state(before, meta0);
-        st.after_optimizer_step(*s.pm, k, *opt);
-        opt->zero_grad();
-        if (k < 4) continue;
+        st.before_optimizer_step(*s.pm, k - 1, *opt);  // the reset fires in the 4th step, before its update
+        if (k < 4) {
+          opt->step();
+          opt->zero_grad();
+          continue;
+        }
         REQUIRE(st.resets() == 1);
         std::map<std::string, Tensor> after;
         nlohmann::json meta1;
@@ -290,7 +292,7 @@ TEST_SUITE("unit") {
           s.A("proj").copy_(a);
           s.B("proj").copy_(mul(b, step <= 10 ? 0.2 : 1.0));
         }
-        st.after_optimizer_step(*s.pm, step, *opt);
+        st.before_optimizer_step(*s.pm, step - 1, *opt);
         if (st.resets() == 1) ready_at = step;
         if (step == 20) {
           std::map<std::string, Tensor> ts;
@@ -313,7 +315,7 @@ TEST_SUITE("unit") {
     std::vector<int64_t> resets;
     for (int64_t step = 1; step <= 12; ++step) {
       randomize(s.B("proj"));
-      st.after_optimizer_step(*s.pm, step, *opt);
+      st.before_optimizer_step(*s.pm, step - 1, *opt);
       resets.push_back(st.resets());
     }
     CHECK(resets == std::vector<int64_t>{0, 0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 2});
@@ -381,10 +383,11 @@ TEST_SUITE("unit") {
   }
 
   TEST_CASE("aroma: save_state / load_state through a checkpoint resumes bit-identically") {
-    // A window of 2: the history matters across the resume.
+    // A window of 2: the history matters across the resume. 5e-3: each fresh pair's first update (from
+    // the old pair's gradients, methods.md §1.8) leaves ‖s B A‖ / ‖W‖ near 4e-3 in these 20-step cycles.
     AromaOptions o{.max_steps_before_reset = 20,
                    .lora_change_threshold = 0.02,
-                   .convergence_threshold = 3e-3,
+                   .convergence_threshold = 5e-3,
                    .convergence_window = 2,
                    .seed = 5};
     const std::vector<Spec> specs = {{"proj", 32, 32}, {"side", 32, 16, false, true}};
@@ -473,7 +476,7 @@ TEST_SUITE("unit") {
     AromaStrategy st(AromaOptions{});
     CHECK(throws_with([&] { st.load_state({}, nlohmann::json::object()); }, {"[aroma]", "version"}));
     auto s = setup({{"proj", 8, 6}}, AromaOptions{});
-    st.after_optimizer_step(*s.pm, 1, *adamw_for(*s.pm));
+    st.before_optimizer_step(*s.pm, 0, *adamw_for(*s.pm));
     std::map<std::string, Tensor> ts;
     nlohmann::json meta = state_of(st, &ts);
     ts["stray"] = zeros({1, 1});

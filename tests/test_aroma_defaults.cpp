@@ -1,0 +1,140 @@
+// AROMA as the official runs (issue 22): the reset order (between backward and the optimizer step,
+// methods.md §1.2 / §1.8), against a reference written out here.
+#include <cmath>
+
+#include "peft/aroma.h"
+#include "peft/trainer.h"
+#include "tests/peft_test_util.h"
+
+using namespace rf;
+using namespace rf::test;
+using namespace rf::test::peftt;
+using peft::AromaOptions;
+using peft::AromaStrategy;
+
+namespace {
+
+struct Setup {
+  std::unique_ptr<Tiny> m;
+  std::unique_ptr<peft::PeftModel> pm;
+  peft::LoraLinear& lora() { return *pm->lora_layers().at("proj"); }
+  Tensor& A() { return lora().lora_A("default").weight(); }
+  Tensor& B() { return lora().lora_B("default").weight(); }
+};
+Setup setup(int64_t in, int64_t out, const AromaOptions& o, uint64_t seed = 1) {
+  manual_seed(seed);
+  Setup s{std::make_unique<Tiny>(std::vector<TinySpec>{{"proj", in, out}}, 1.0), nullptr};
+  s.pm = std::make_unique<peft::PeftModel>(*s.m);
+  peft::LoraConfig c;
+  c.target_modules = peft::ModuleSelector::list({"proj"});
+  s.pm->add_adapter("default", peft::lora_config_for(o, c));
+  return s;
+}
+
+// One hand-written AdamW update (torch's formula, no decay) on host values.
+void adam(std::vector<double>& p, const std::vector<double>& g, std::vector<double>& m, std::vector<double>& v,
+          int64_t t, double lr) {
+  const double b1 = 0.9, b2 = 0.999, eps = 1e-8;
+  for (size_t i = 0; i < p.size(); ++i) {
+    m[i] = b1 * m[i] + (1 - b1) * g[i];
+    v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
+    p[i] -= lr * (m[i] / (1 - std::pow(b1, double(t)))) / (std::sqrt(v[i] / (1 - std::pow(b2, double(t)))) + eps);
+  }
+}
+std::vector<double> values(const Tensor& t) { return h(t).to_vector<double>(); }
+Tensor tensor(const std::vector<double>& v, const Shape& s) { return from_data(v, s); }
+
+}  // namespace
+
+TEST_SUITE("unit") {
+  TEST_CASE("aroma: the reset runs between backward and the optimizer step, as the official training_step") {
+    // One module, C = 2, moments zeroed at the reset. Step 1 trains the first pair; in step 2 the pair
+    // is merged, A re-drawn, B and the moments zeroed, THEN step 2's Adam update (computed from the old
+    // pair's gradients, bias correction at t = 2) lands on the fresh pair. A twin run whose step-2 loss
+    // is zero shows the re-drawn A (the same draw: the strategy's own stream).
+    const double lr = 1e-2;
+    AromaOptions o{.max_steps_before_reset = 2, .moment_reset = "zero"};
+    manual_seed(7);
+    const Tensor X = randn({6, 4}), Y = randn({6, 3});
+    struct Run {
+      Setup s;
+      std::unique_ptr<peft::Trainer> tr;
+      Tensor W0, A0, W, A, B;
+      double grad_norm2 = 0;
+    };
+    auto run = [&](bool zero_second) {
+      Run r{setup(4, 3, o), nullptr, {}, {}, {}, {}, {}};
+      r.W0 = w_out_in(r.s.lora().base());
+      r.A0 = h(r.s.A());
+      peft::TrainerOptions to{.lr = float(lr), .weight_decay = 0, .max_grad_norm = 0};
+      r.tr = std::make_unique<peft::Trainer>(*r.s.m, r.s.pm.get(), peft::make_aroma_strategy(o), to);
+      auto loss = [&r, &X, &Y] { return mean(square(sub(r.s.m->run("proj", X), Y))); };
+      r.tr->step({loss});
+      r.grad_norm2 = r.tr->step({[&] { return zero_second ? mul(loss(), 0.0) : loss(); }}).grad_norm;
+      r.W = w_out_in(r.s.lora().base());
+      r.A = h(r.s.A());
+      r.B = h(r.s.B());
+      return r;
+    };
+    Run real = run(false), twin = run(true);
+
+    // By hand, in f64: dL/dy = 2 (y - Y) / (n out), g_B = s G^T (X A^T), g_A = s B^T G^T X.
+    const double s = 4.0;  // alpha / r
+    const Tensor Xh = h(X), Yh = h(Y);
+    auto grads = [&](const Tensor& A, const Tensor& B) {
+      Tensor xa = matmul(Xh, A.t());
+      Tensor y = add(matmul(Xh, real.W0.t()), mul(matmul(xa, B.t()), s));
+      Tensor G = mul(sub(y, Yh), 2.0 / 18.0);
+      return std::pair{values(mul(matmul(G.t(), xa), s)), values(mul(matmul(matmul(B.t(), G.t()), Xh), s))};
+    };
+    std::vector<double> a = values(real.A0), b(3, 0.0), ma(4, 0), va(4, 0), mb(3, 0), vb(3, 0);
+    auto [gb1, ga1] = grads(real.A0, tensor(b, {3, 1}));
+    adam(a, ga1, ma, va, 1, lr);  // g_A = 0 with B = 0: A stays
+    adam(b, gb1, mb, vb, 1, lr);
+    const Tensor A1 = tensor(a, {1, 4}), B1 = tensor(b, {3, 1});
+    auto [gb2, ga2] = grads(A1, B1);  // step 2's gradients: still the first pair's
+    // The reset: merge s B1 A1, zero the moments (step counts kept), then the update at t = 2.
+    const Tensor W_want = add(real.W0, mul(matmul(B1, A1), s));
+    std::vector<double> fresh_b(3, 0.0), zero_a(4, 0.0), zero_b(3, 0.0), zero_va(4, 0.0), zero_vb(3, 0.0);
+    adam(fresh_b, gb2, zero_b, zero_vb, 2, lr);
+    std::vector<double> step_a(4, 0.0);  // the update of A alone, added to the twin's draw
+    adam(step_a, ga2, zero_a, zero_va, 2, lr);
+
+    AromaStrategy& st = dynamic_cast<AromaStrategy&>(real.tr->strategy());
+    CHECK(st.resets() == 1);
+    REQUIRE(st.merges("proj") == 1);
+    CHECK(rel_gap(st.components("proj")[0].b, B1) < 1e-5);  // the pair merged is the one step 1 made
+    CHECK(rel_gap(st.components("proj")[0].a, A1) < 1e-6);
+    CHECK(rel_gap(real.W, W_want) < 1e-6);
+    CHECK(rel_gap(real.B, tensor(fresh_b, {3, 1})) < 1e-4);  // the fresh B moved off zero
+    CHECK(max(abs(real.B)).item() > 0.5 * lr);
+    CHECK(rel_gap(real.A, add(twin.A, tensor(step_a, {1, 4}))) < 1e-5);
+    double g2 = 0;
+    for (double g : gb2) g2 += g * g;
+    for (double g : ga2) g2 += g * g;
+    CHECK(real.grad_norm2 == doctest::Approx(std::sqrt(g2)).epsilon(1e-4));  // the clip saw the old pair's
+    // The twin: the same merge and draw, no update (zero gradients), so B is still exactly 0.
+    CHECK(bits_equal(twin.W, real.W));
+    CHECK(max(abs(twin.B)).item() == 0.0);
+    CHECK(max(abs(twin.A)).item() <= 1.0 / std::sqrt(4.0));
+    CHECK(rel_gap(twin.A, A1) > 0.1);
+
+    // A module that converges at the reset leaves that very step: its gradients are neither in the
+    // clipping norm nor applied (the official code deletes lora_A / lora_B before optimizer.step()).
+    AromaOptions conv{.max_steps_before_reset = 1, .convergence_threshold = 1e9, .moment_reset = "zero"};
+    Setup c = setup(4, 3, conv);
+    peft::Trainer tr(*c.m, c.pm.get(), peft::make_aroma_strategy(conv),
+                     peft::TrainerOptions{.lr = float(lr), .weight_decay = 0, .max_grad_norm = 0});
+    Tensor A = c.A(), B = c.B();  // handles: the tensors outlive the deleted adapter
+    auto loss = [&] { return mean(square(sub(c.m->run("proj", X), Y))); };
+    tr.step({loss});  // merges the (zero) first pair; the fresh pair trains
+    const Tensor A_1 = h(A), B_1 = h(B), W_1 = w_out_in(c.lora().base());
+    REQUIRE(max(abs(B_1)).item() > 0);
+    const peft::StepResult r2 = tr.step({loss});  // converges: s B A is discarded
+    CHECK(tr.strategy_done());
+    CHECK(r2.grad_norm == 0.0);
+    CHECK(bits_equal(h(A), A_1));
+    CHECK(bits_equal(h(B), B_1));
+    CHECK(bits_equal(w_out_in(c.lora().base()), W_1));
+  }
+}
