@@ -19,8 +19,9 @@
 //   with max_steps_before_reset = C the first component has had C - 1 updates when merged, later ones C. A module that
 //   converges at the reset loses its gradients there: the official code deletes lora_A/lora_B from the model, so they
 //   are neither in the clipping norm (model.parameters()) nor trained.
-// - Inner criterion: "intended" stores P_prev = P; "legacy" stores P - P_prev as the official code
-//   does by aliasing (§1.3). In both modes P_prev survives merges (the official code never clears it).
+// - Inner criterion: "legacy" (the default) stores P - P_prev, as the official code does by aliasing
+//   (§1.3), so the default reproduces the official runs; "intended" stores P_prev = P. In both modes
+//   P_prev survives merges (the official code never clears it).
 // - Converged modules leave training WITHOUT rebuilding the optimizer (a rebuild would restart every
 //   other module's moments and Adam step counts, and throws once nothing is trainable): their A/B get
 //   requires_grad = false and the adapter is deleted from the module (forward skips it, as the

@@ -17,22 +17,22 @@
 
 namespace rf::peft {
 
-struct AromaOptions {                        // defaults: the GLUE scripts (MRPC), methods.md §1.6
-  int64_t r = 1;                             // rank of each increment (the adapter's r)
-  double alpha = 4;                          // lora_alpha: scaling alpha / r
-  int64_t lora_check_frequency = 10;         // inner loop: compare B A every this many steps
-  int64_t max_steps_before_reset = 200;      // inner-loop cap = cycle length C = T_in of fixed_period
-  double lora_change_threshold = 0.1;        // inner loop: ‖P - P_prev‖ / ‖P_prev‖ below this = stabilised
-  double convergence_threshold = 1e-3;       // outer loop: mean ‖s B A‖ / ‖W‖ below this = converged
-  int64_t convergence_window = 1;            // relative norms averaged (decided once the window is full)
-  int64_t convergence_patience = 1;          // consecutive all-converged resets before done()
-  std::string moment_reset = "prune";        // zero | prune (keep a random prune_keep of the moments)
-  double prune_keep = 0.001;                 // ReLoRA's random_pruning_(0.999)
-  std::string inner_criterion = "intended";  // intended (P_prev = P) | legacy (stores P - P_prev, §1.3)
-  std::string variant = "adaptive";          // adaptive (GLUE) | fixed_period (commonsense: reset every T_in steps)
-  uint64_t seed = 0;                         // re-init and pruning draw from their own Philox stream
-  std::string adapter;                       // empty: the first active adapter
-  void validate() const;                     // throws "[aroma] ..." one line
+struct AromaOptions {                      // defaults: the GLUE scripts (MRPC), methods.md §1.6
+  int64_t r = 1;                           // rank of each increment (the adapter's r)
+  double alpha = 4;                        // lora_alpha: scaling alpha / r
+  int64_t lora_check_frequency = 10;       // inner loop: compare B A every this many steps
+  int64_t max_steps_before_reset = 200;    // inner-loop cap = cycle length C = T_in of fixed_period
+  double lora_change_threshold = 0.1;      // inner loop: ‖P - P_prev‖ / ‖P_prev‖ below this = stabilised
+  double convergence_threshold = 1e-3;     // outer loop: mean ‖s B A‖ / ‖W‖ below this = converged
+  int64_t convergence_window = 1;          // relative norms averaged (decided once the window is full)
+  int64_t convergence_patience = 1;        // consecutive all-converged resets before done()
+  std::string moment_reset = "prune";      // zero | prune (keep a random prune_keep of the moments)
+  double prune_keep = 0.001;               // ReLoRA's random_pruning_(0.999)
+  std::string inner_criterion = "legacy";  // legacy (keeps P - P_prev: the official runs, §1.3) | intended (P_prev = P)
+  std::string variant = "adaptive";        // adaptive (GLUE) | fixed_period (commonsense: reset every T_in steps)
+  uint64_t seed = 0;                       // re-init and pruning draw from their own Philox stream
+  std::string adapter;                     // empty: the first active adapter
+  void validate() const;                   // throws "[aroma] ..." one line
   nlohmann::json to_json() const;
 };
 

@@ -46,7 +46,8 @@ const MethodEntry& aroma_method_entry() {
         bind_key("convergence_patience", "AROMA: converged resets before stopping",
                  RF_FIELD(aroma_options(c).convergence_patience)),
         bind_key("moment_reset", "AROMA: zero | prune", RF_FIELD(aroma_options(c).moment_reset)),
-        bind_key("inner_criterion", "AROMA: intended | legacy", RF_FIELD(aroma_options(c).inner_criterion)),
+        bind_key("inner_criterion", "AROMA: legacy (the official runs' rule) | intended",
+                 RF_FIELD(aroma_options(c).inner_criterion)),
         bind_key("variant", "AROMA: adaptive | fixed_period", RF_FIELD(aroma_options(c).variant)),
     };
     m.outputs = {"adapter", "merged"};

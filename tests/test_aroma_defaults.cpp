@@ -1,6 +1,9 @@
-// AROMA as the official runs (issue 22): the reset order (between backward and the optimizer step,
-// methods.md §1.2 / §1.8), against a reference written out here.
+// AROMA as the official runs (issue 22): the default inner-loop rule (the official check_lora_change
+// with its P_prev aliasing, methods.md §1.3) and the reset order (between backward and the optimizer
+// step, §1.2 / §1.8), each against a reference written out here.
 #include <cmath>
+#include <functional>
+#include <optional>
 
 #include "peft/aroma.h"
 #include "peft/trainer.h"
@@ -31,6 +34,49 @@ Setup setup(int64_t in, int64_t out, const AromaOptions& o, uint64_t seed = 1) {
   return s;
 }
 
+std::unique_ptr<nn::AdamW> adamw_for(peft::PeftModel& pm) {
+  nn::ParamGroup g{{}, {}, 1e-3f, 0.0f};
+  for (auto& [n, t] : pm.trainable_parameters()) {
+    g.params.push_back(t);
+    g.names.push_back(n);
+  }
+  return std::make_unique<nn::AdamW>(std::vector<nn::ParamGroup>{g},
+                                     nn::AdamWOptions{1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f});
+}
+
+// The official AROMALinear.check_lora_change (ShuDun23/AROMA@fb7610e, peft_pretraining/aroma1.py),
+// transcribed: `current.sub_(prev)` makes current = P - P_prev in place and `prev.copy_(current)` then
+// stores that difference (aliasing = true); aliasing = false is the intended P_prev = P.
+struct OfficialCheck {
+  bool aliasing;
+  int64_t max_steps, freq;
+  double threshold;
+  int64_t steps = 0;
+  std::optional<Tensor> prev;
+  bool stabilized = false;
+  bool ready(const Tensor& product) {
+    if (stabilized) return true;
+    if (++steps >= max_steps) {
+      steps = 0;
+      return true;
+    }
+    if (steps % freq != 0) return false;
+    if (!prev) {
+      prev = product;
+      return false;
+    }
+    Tensor current = sub(product, *prev);
+    const double rel = std::sqrt(sum(square(current)).item()) / (std::sqrt(sum(square(*prev)).item()) + 1e-9);
+    prev = aliasing ? current : product;
+    if (rel < threshold) {
+      stabilized = true;
+      steps = 0;
+      return true;
+    }
+    return false;
+  }
+};
+
 // One hand-written AdamW update (torch's formula, no decay) on host values.
 void adam(std::vector<double>& p, const std::vector<double>& g, std::vector<double>& m, std::vector<double>& v,
           int64_t t, double lr) {
@@ -47,6 +93,50 @@ Tensor tensor(const std::vector<double>& v, const Shape& s) { return from_data(v
 }  // namespace
 
 TEST_SUITE("unit") {
+  TEST_CASE("aroma: the default inner-loop rule is the official check_lora_change, P_prev aliasing included") {
+    // Products f(step) b a, one module, cap 60, checks every 10 steps, threshold 0.1 (the MRPC values
+    // but the cap). The reset steps of a default strategy must be the official rule's; each sequence is
+    // one where the intended rule (P_prev = P) resets elsewhere, so the test sees which rule runs.
+    AromaOptions o{.max_steps_before_reset = 60, .convergence_threshold = 0};
+    const std::vector<std::pair<std::string, std::function<double(int64_t)>>> sequences = {
+        {"plateau", [](int64_t k) { return k <= 10 ? 0.2 : 1.0; }},  // intended: 30
+        {"jump then settle", [](int64_t k) { return k <= 10   ? 1.0
+                                                    : k <= 20 ? 2.0
+                                                              : 1.05; }},  // legacy: 30
+        {"drift", [](int64_t k) { return 1.0 + 0.02 * double(k) + 0.3 * std::sin(double(k) / 9.0); }},
+    };
+    for (const auto& [label, f] : sequences) {
+      CAPTURE(label);
+      auto s = setup(8, 6, o);
+      auto opt = adamw_for(*s.pm);
+      AromaStrategy st(o);
+      Tensor a = rand({1, 8}, -1, 1), b = rand({6, 1}, -1, 1);
+      OfficialCheck official{true, 60, 10, 0.1}, intended{false, 60, 10, 0.1};
+      std::vector<int64_t> got, want, want_intended;
+      for (int64_t step = 1; step <= 200; ++step) {
+        {
+          NoGradGuard ng;
+          s.A().copy_(a);
+          s.B().copy_(mul(b, f(step)));
+        }
+        const int64_t before = st.resets();
+        st.before_optimizer_step(*s.pm, step - 1, *opt);
+        if (st.resets() > before) got.push_back(step);
+        const Tensor p = mul(matmul(h(b), h(a)), f(step));
+        for (auto [ref, out] : {std::pair{&official, &want}, std::pair{&intended, &want_intended}})
+          if (ref->ready(p)) {
+            out->push_back(step);
+            ref->stabilized = false;  // merge_check_and_reinit clears it
+          }
+      }
+      INFO("default: " << nlohmann::json(got).dump() << ", official: " << nlohmann::json(want).dump()
+                       << ", intended: " << nlohmann::json(want_intended).dump());
+      REQUIRE(want != want_intended);
+      CHECK(got == want);
+      CHECK(st.merges("proj") == int64_t(want.size()));
+    }
+  }
+
   TEST_CASE("aroma: the reset runs between backward and the optimizer step, as the official training_step") {
     // One module, C = 2, moments zeroed at the reset. Step 1 trains the first pair; in step 2 the pair
     // is merged, A re-drawn, B and the moments zeroed, THEN step 2's Adam update (computed from the old
