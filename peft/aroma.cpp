@@ -131,6 +131,14 @@ LoraConfig lora_config_for(const AromaOptions& o, LoraConfig c) {
   return c;
 }
 
+std::vector<std::string> aroma_default_targets(const std::string& t) {
+  // Suffix matches, as the GLUE script's substring match gives on RoBERTa.
+  if (t == "bert") return {"query", "key", "value", "dense"};
+  if (t == "gpt2") return {"c_attn", "c_proj", "c_fc"};
+  if (t == "llama" || t == "mistral" || t == "qwen2") return {"q_proj", "k_proj", "v_proj", "up_proj", "down_proj"};
+  fail(fmt::format("no default target_modules for model_type '{}'; set adapter.target_modules", t));
+}
+
 AromaStrategy::AromaStrategy(AromaOptions o) : o_(std::move(o)) { o_.validate(); }
 
 std::unique_ptr<RankStrategy> make_aroma_strategy(const AromaOptions& o) { return std::make_unique<AromaStrategy>(o); }

@@ -4,7 +4,8 @@
 // (A kaiming, B = 0) and their optimizer moments reset, until each module's newest increment is
 // negligible (‖s B A‖_F / ‖W‖_F below a threshold): that last increment is discarded and the module
 // stops training. The adapter is a plain LoRA adapter the caller creates (PeftModel::add_adapter with
-// r and lora_alpha from AromaOptions, see lora_config_for).
+// r and lora_alpha from AromaOptions, see lora_config_for; `rankforge train` targets
+// aroma_default_targets unless target_modules is set).
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -38,6 +39,13 @@ struct AromaOptions {                      // defaults: the GLUE scripts (MRPC),
 
 // c with AROMA's adapter settings: r, lora_alpha, kaiming/zero init, no rsLoRA / DoRA / lora_bias.
 LoraConfig lora_config_for(const AromaOptions& o, LoraConfig c = {});
+
+// The target_modules AROMA uses when none are given ('.'-suffixes): the GLUE script's
+// ["query","key","value","dense"] on bert (every encoder linear plus the pooler's dense: 73 modules on
+// a 12-layer model), every block linear on gpt2 (c_attn, c_proj, c_fc), and the commonsense script's
+// q/k/v/up/down_proj on llama, mistral and qwen2 (methods.md §1.2, §1.4). Throws "[aroma] ..." for
+// other model types.
+std::vector<std::string> aroma_default_targets(const std::string& model_type);
 
 // One merged increment: the base weight received scale * b a.
 struct AromaComponent {

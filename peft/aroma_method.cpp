@@ -66,7 +66,10 @@ const MethodEntry& aroma_method_entry() {
       o.seed = p.seed;
     };
     m.validate = [](const MethodConfig& c) { aroma_options(c).validate(); };
-    RF_RUNTIME(m.configure = [](LoraConfig& lc, const MethodConfig& c, const MethodSetupContext&) {
+    // No target_modules given: the paper's targets (aroma_default_targets), not PEFT's q/v defaults.
+    RF_RUNTIME(m.configure = [](LoraConfig& lc, const MethodConfig& c, const MethodSetupContext& ctx) {
+      if (lc.target_modules.kind == ModuleSelector::Kind::Unset)
+        lc.target_modules = ModuleSelector::list(aroma_default_targets(ctx.model.config().model_type));
       lc = lora_config_for(aroma_options(c), lc);
     };)
     RF_RUNTIME(

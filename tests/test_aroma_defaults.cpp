@@ -1,11 +1,14 @@
-// AROMA as the official runs (issue 22): the default inner-loop rule (the official check_lora_change
-// with its P_prev aliasing, methods.md §1.3) and the reset order (between backward and the optimizer
-// step, §1.2 / §1.8), each against a reference written out here.
+// AROMA's defaults as the official runs (issue 22): the target modules per architecture when none are
+// given, the inner-loop rule (the official check_lora_change with its P_prev aliasing, methods.md §1.3)
+// and the reset order (between backward and the optimizer step, §1.2 / §1.8), each against a reference
+// written out here.
 #include <cmath>
 #include <functional>
 #include <optional>
+#include <set>
 
 #include "peft/aroma.h"
+#include "peft/method.h"
 #include "peft/trainer.h"
 #include "tests/peft_test_util.h"
 
@@ -93,6 +96,57 @@ Tensor tensor(const std::vector<double>& v, const Shape& s) { return from_data(v
 }  // namespace
 
 TEST_SUITE("unit") {
+  TEST_CASE("aroma: without target_modules setup_method targets the paper's modules per architecture") {
+    for (const std::string arch : {"bert", "gpt2", "llama", "qwen2"}) {
+      CAPTURE(arch);
+      // The expectation from the model itself: bert every linear but the classification head (the GLUE
+      // script's substring match on RoBERTa takes every encoder linear and the head's dense); gpt2 every
+      // block linear; llama-like the commonsense script's q/k/v/up/down (no o_proj, no gate_proj).
+      auto fresh = load(arch);
+      std::set<std::string> want;
+      for (auto& [n, mod] : fresh->named_modules()) {
+        if (!dynamic_cast<nn::Linear*>(mod) || n == "classifier" || n == "lm_head") continue;
+        if (n.ends_with(".o_proj") || n.ends_with(".gate_proj")) continue;
+        want.insert(n);
+      }
+      const int64_t L = fresh->config().num_layers;
+      const int64_t per_layer = arch == "bert" ? 6 : arch == "gpt2" ? 4 : 5;
+      CHECK(int64_t(want.size()) == L * per_layer + (arch == "bert" ? 1 : 0));  // bert: + the pooler's dense
+
+      auto m = load(arch);
+      peft::MethodConfig c;
+      c.method = "aroma";
+      peft::MethodSetup s = peft::setup_method(c, {.model = *m});
+      REQUIRE(s.pm);
+      CHECK(targeted(*s.pm) == want);
+      if (arch == "bert") {  // methods.md §1.10: trainable = modules x (in + out) x r, r = 1
+        const models::ModelConfig& mc = fresh->config();
+        const int64_t C = mc.hidden_size, I = mc.intermediate_size;
+        int64_t n = 0;
+        for (auto& [name, t] : s.pm->trainable_parameters()) n += t.numel();
+        CHECK(n == L * (4 * 2 * C + 2 * (C + I)) + 2 * C);
+      }
+    }
+    // A given list wins, and plain LoRA keeps PEFT's defaults.
+    auto m = load("bert");
+    peft::MethodConfig c;
+    c.method = "aroma";
+    c.lora.target_modules = peft::ModuleSelector::list({"query"});
+    peft::MethodSetup s = peft::setup_method(c, {.model = *m});
+    for (const auto& p : targeted(*s.pm)) CHECK(p.ends_with(".query"));
+    CHECK(targeted(*s.pm).size() == size_t(m->config().num_layers));
+    auto ml = load("bert");
+    c = {};
+    c.method = "lora";
+    peft::MethodSetup l = peft::setup_method(c, {.model = *ml});
+    for (const auto& p : targeted(*l.pm)) CHECK((p.ends_with(".query") || p.ends_with(".value")));
+    // No paper default for an unknown architecture: a one-line error that says what to set.
+    Tiny tiny({{"proj", 4, 3}}, 1.0);
+    c = {};
+    c.method = "aroma";
+    CHECK(throws_with([&] { peft::setup_method(c, {.model = tiny}); }, {"[aroma]", "tiny", "target_modules"}));
+  }
+
   TEST_CASE("aroma: the default inner-loop rule is the official check_lora_change, P_prev aliasing included") {
     // Products f(step) b a, one module, cap 60, checks every 10 steps, threshold 0.1 (the MRPC values
     // but the cap). The reset steps of a default strategy must be the official rule's; each sequence is

@@ -257,7 +257,8 @@ std::vector<KeyDef> build() {
                    generic("alpha")));
   k.push_back(bind("adapter.dropout", "dropout on the adapter input (AROMA default 0.1)", F(c.lora.lora_dropout),
                    generic("dropout")));
-  k.push_back(selector("adapter.target_modules", "modules to adapt (default: per architecture)",
+  k.push_back(selector("adapter.target_modules",
+                       "modules to adapt (default: per architecture, PEFT's; aroma: its paper's)",
                        &peft::LoraConfig::target_modules));
   k.push_back(selector("adapter.exclude_modules", "modules never adapted", &peft::LoraConfig::exclude_modules));
   k.push_back(bind("adapter.use_rslora", "scaling alpha / sqrt(r)", F(c.lora.use_rslora), generic("use_rslora", true)));
