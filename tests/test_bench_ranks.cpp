@@ -3,6 +3,7 @@
 // exactly the budget it is given, ranked like the planted pattern at the planted total; AutoLoRA with
 // weight decay in its search finds correlated ranks; no setup reads the planted pattern; --match-params
 // trains LoRA at the largest uniform rank within the strategy's parameters on the same teacher.
+#include <cmath>
 #include <numeric>
 
 #include "tests/cli_util.h"
@@ -19,6 +20,9 @@ TEST_SUITE("e2e") {
     CHECK(tools::rank_spearman({1, 2, 3, 4}, {4, 3, 2, 1}) == doctest::Approx(-1.0));
     // x = (1, 2, 2, 3) -> ranks (0, 1.5, 1.5, 3); y = (1, 3, 2, 4) -> (0, 2, 1, 3): r = 4.5 / sqrt(4.5 * 5)
     CHECK(tools::rank_spearman({1, 2, 2, 3}, {1, 3, 2, 4}) == doctest::Approx(4.5 / std::sqrt(4.5 * 5.0)));
+    // A uniform allocation has no ranking: NaN, also for 10 modules (where summing r / n once gave 0).
+    CHECK(std::isnan(tools::rank_spearman(std::vector<int64_t>(10, 8), {2, 0, 2, 4, 1, 4, 5, 5, 3, 5})));
+    CHECK(std::isnan(tools::rank_spearman({1, 2, 3}, {2, 2, 2})));
   }
 
   // The method's default threshold (1e-3) keeps merging what a noise-free teacher leaves (README table);

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <limits>
 #include <sstream>
 
 #include "engine/autograd.h"
@@ -113,10 +114,15 @@ double spearman(const std::vector<double>& a, const std::vector<double>& b) {
     }
     return r;
   };
+  auto constant = [](const std::vector<double>& v) {
+    return std::all_of(v.begin(), v.end(), [&](double x) { return x == v[0]; });
+  };
+  if (a.empty() || constant(a) || constant(b)) return std::numeric_limits<double>::quiet_NaN();
   std::vector<double> ra = ranks(a), rb = ranks(b);
   const double n = double(a.size());
-  double ma = 0, mb = 0;
-  for (size_t i = 0; i < a.size(); ++i) ma += ra[i] / n, mb += rb[i] / n;
+  double ma = 0, mb = 0;  // summed, then divided: sum(r / n) leaves round-off that made a constant side 0
+  for (size_t i = 0; i < a.size(); ++i) ma += ra[i], mb += rb[i];
+  ma /= n, mb /= n;
   double sab = 0, saa = 0, sbb = 0;
   for (size_t i = 0; i < a.size(); ++i) {
     sab += (ra[i] - ma) * (rb[i] - mb);
