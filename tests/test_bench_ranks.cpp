@@ -182,6 +182,9 @@ TEST_SUITE("e2e") {
     CliRun bad = run_cli("bench ranks --strategy lora --planted 1,x");
     CHECK(bad.rc != 0);
     CHECK(bad.err.find("'x' is not a non-negative integer") != std::string::npos);
+    CliRun lb = run_cli("bench ranks --strategy lora --planted 1,2 --budget 3 --steps 20");
+    CHECK(lb.rc == 0);
+    CHECK(lb.err.find("--budget applies to adalora only") != std::string::npos);
     CliRun big = run_cli("bench ranks --strategy adalora --planted 1,2 --budget 17 --steps 50");
     CHECK(big.rc != 0);
     CHECK(big.err.find("--budget 17 exceeds the 16 ranks") != std::string::npos);

@@ -70,6 +70,10 @@ void add_bench_ranks_command(CLI::App& app, int& rc, std::string& device_spec, c
   c->add_option("--rosa-schedule", a.rosa_schedule, "RoSA: schedule (default wl<steps/10>)");
   c->add_option("--device", device_spec, "cpu, vulkan or vulkan:N");
   c->callback([&rc, &device] {
+    // The others choose their own total; say so rather than silently ignore an option given for a matrix.
+    if (a.budget > 0 && a.strategy != "adalora")
+      fmt::print(stderr, "[bench ranks] note: --budget applies to adalora only; {} chooses its own ranks\n",
+                 a.strategy);
     BenchRanksResult r = run_bench_ranks(a, device());
     fmt::print("{:<16} {:>7} {:>5}\n", "module", "planted", "found");
     for (size_t i = 0; i < r.planted.size(); ++i)
