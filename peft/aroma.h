@@ -97,6 +97,8 @@ class AromaStrategy final : public RankStrategy {
   // include_live: also the current pair of each non-converged module (when B != 0), so the adapter
   // reproduces the trained function; without it the adapter holds exactly the merges.
   AromaAdapter export_adapter(PeftModel& pm, bool include_live = true) const;
+  // Whether export_adapter(pm, true) has an increment to write: a merge, or a live pair with B != 0.
+  bool exportable(PeftModel& pm) const;
   // adapter_config.json + adapter_model.safetensors in dir (created), loadable by PEFT and
   // PeftModel::load_adapter onto the ORIGINAL base model.
   void export_lora(PeftModel& pm, const std::string& dir, bool include_live = true) const;

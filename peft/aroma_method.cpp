@@ -83,6 +83,16 @@ const MethodEntry& aroma_method_entry() {
       save_model_dir(x.model, x.tokenizer, (out / "merged").string());
       return fmt::format("{} (LoRA, rank_pattern = merges) and {}", adapter.string(), (out / "merged").string());
     };)
+    // A checkpoint's adapter is the model as trained on the ORIGINAL base, as adapter/ is: the merges so
+    // far plus the live pairs (the live pairs alone miss the merges, and once every module converged
+    // there are none). Before any increment (every B still 0) the fresh pairs are that model.
+    RF_RUNTIME(m.checkpoint_adapter = [](PeftModel& pm, RankStrategy& strategy, const std::string& dir) {
+      auto& s = dynamic_cast<AromaStrategy&>(strategy);
+      if (s.exportable(pm))
+        s.export_lora(pm, dir, true);
+      else
+        pm.save_adapter(dir, "default");
+    };)
     return m;
   }();
   return e;

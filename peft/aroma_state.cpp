@@ -244,6 +244,17 @@ AromaAdapter AromaStrategy::export_adapter(PeftModel& pm, bool include_live) con
   return out;
 }
 
+bool AromaStrategy::exportable(PeftModel& pm) const {
+  require_restored();
+  NoGradGuard ng;
+  for (const auto& [path, st] : mods_) {
+    if (!st.components.empty()) return true;
+    if (!st.converged && max(abs(host_copy(pm.lora_layers().at(path)->lora_B(adapter_).weight()))).item() > 0)
+      return true;
+  }
+  return false;
+}
+
 void AromaStrategy::export_lora(PeftModel& pm, const std::string& dir, bool include_live) const {
   AromaAdapter a = export_adapter(pm, include_live);
   write_adapter_files(dir, a.tensors, a.config);

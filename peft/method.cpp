@@ -99,6 +99,14 @@ std::string export_method_outputs(const MethodConfig& c, const MethodExportConte
   return adapter.string();
 }
 
+void save_checkpoint_adapter(const MethodConfig& c, PeftModel& pm, RankStrategy& strategy, const std::string& dir) {
+  const MethodEntry& e = method_entry(c.method);
+  if (e.checkpoint_adapter)
+    e.checkpoint_adapter(pm, strategy, dir);
+  else
+    pm.save_adapter(dir, "default");
+}
+
 int copy_tokenizer_files(const std::string& from, const std::string& to) {
   int n = 0;
   for (const char* f : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",

@@ -195,6 +195,10 @@ struct MethodEntry {
   std::function<std::unique_ptr<RankStrategy>(const MethodConfig&, PeftModel* pm)> make_strategy;
   // Writes the final outputs (atomically) and returns what it wrote, for the log. Unset: adapter/.
   std::function<std::string(const MethodConfig&, const MethodExportContext&)> export_outputs;
+  // The adapter files a training checkpoint carries, for `merge --adapter <run>/checkpoint` and inspect
+  // (--resume reads trainer_state only). Unset: save_adapter("default"). AROMA's live pairs alone are
+  // not the trained model (and none are left once every module converged), so it writes its merges.
+  std::function<void(PeftModel& pm, RankStrategy& strategy, const std::string& dir)> checkpoint_adapter;
   std::function<RunProtocol(const MethodConfig&)> protocol;  // unset: Single
 };
 
@@ -219,6 +223,9 @@ MethodSetup setup_method(const MethodConfig& c, const MethodSetupContext& ctx);
 // adapter_lora/, AROMA's and RoSA's merged/, AutoLoRA's search outputs, full's model/), each folder
 // swapped in whole. Returns what it wrote.
 std::string export_method_outputs(const MethodConfig& c, const MethodExportContext& ctx);
+// The adapter files of a training checkpoint in dir (created): the entry's checkpoint_adapter or the
+// "default" adapter as saved.
+void save_checkpoint_adapter(const MethodConfig& c, PeftModel& pm, RankStrategy& strategy, const std::string& dir);
 
 // The tokenizer files found in `from` (tokenizer.json, vocab.json + merges.txt, vocab.txt and the configs
 // next to them) copied into `to`, each atomically, so a checkpoint folder is usable as a model on its own.

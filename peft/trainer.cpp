@@ -198,7 +198,9 @@ StepResult Trainer::step(const std::vector<BatchLoss>& micro, const BatchLoss& v
     }
     if (extra.defined()) loss = add(loss, extra);
     const double m = (dp ? w[a] : 1.0) * scale * r.loss_scale;
-    backward(m == 1.0 ? loss : mul(loss, m));
+    // Every trainable tensor retired (AROMA's modules all converged, waiting out convergence_patience):
+    // the loss has no graph, so the step only measures it and the optimizer finds no gradient.
+    if (loss.requires_grad() || trainable_count() > 0) backward(m == 1.0 ? loss : mul(loss, m));
     if (pm_) strategy_->after_micro_backward(*pm_, step_);
   }
   watch.reset();

@@ -11,6 +11,7 @@
 #include "engine/file_io.h"
 #include "engine/json_io.h"
 #include "engine/safetensors.h"
+#include "peft/method.h"
 #include "tools/plot.h"
 
 namespace rf::tools {
@@ -81,7 +82,9 @@ void save_checkpoint(const TrainConfig& c, peft::Trainer& tr, peft::PeftModel* p
     for (auto& [n, t] : tr.trainable()) tensors["param." + n] = t.detach().to(Device{}).contiguous();
     meta["run"] = to_json(c, s, tr.global_step());
     safetensors::save_file(tensors, (tmp / "trainer_state.safetensors").string(), {{"format", "rankforge"}});
-    if (pm) pm->save_adapter(tmp.string(), pm->active_adapters()[0]);
+    // The method decides what the checkpoint's adapter files hold (AROMA: its merges, as the live
+    // pairs may all be gone); --resume reads only trainer_state.
+    if (pm) peft::save_checkpoint_adapter(c, *pm, tr.strategy(), tmp.string());
     write_file_atomic((tmp / "trainer_state.json").string(), meta.dump(1) + "\n");
   } catch (...) {
     std::error_code ec;
