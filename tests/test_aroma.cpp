@@ -12,7 +12,7 @@
 #include "peft/aroma.h"
 #include "peft/linalg.h"
 #include "peft/trainer.h"
-#include "tests/peft_test_util.h"
+#include "tests/aroma_test_util.h"
 
 using namespace rf;
 using namespace rf::test;
@@ -24,34 +24,9 @@ namespace {
 
 using Spec = TinySpec;
 
-struct Setup {
-  std::unique_ptr<Tiny> m;
-  std::unique_ptr<peft::PeftModel> pm;
-  peft::LoraLinear& lora(const std::string& n) { return *pm->lora_layers().at(n); }
-  Tensor& A(const std::string& n) { return lora(n).lora_A("default").weight(); }
-  Tensor& B(const std::string& n) { return lora(n).lora_B("default").weight(); }
-};
-// The same seed gives the same base weights, so a second Setup is "the original model reloaded".
+using Setup = AromaSetup;
 Setup setup(const std::vector<Spec>& specs, const AromaOptions& o, double std = 1.0, uint64_t seed = 1) {
-  manual_seed(seed);
-  Setup s{std::make_unique<Tiny>(specs, std), nullptr};
-  s.pm = std::make_unique<peft::PeftModel>(*s.m);
-  peft::LoraConfig c;
-  std::vector<std::string> names;
-  for (const auto& sp : specs) names.push_back(sp.name);
-  c.target_modules = peft::ModuleSelector::list(names);
-  s.pm->add_adapter("default", peft::lora_config_for(o, c));
-  return s;
-}
-
-std::unique_ptr<nn::AdamW> adamw_for(peft::PeftModel& pm) {
-  nn::ParamGroup g{{}, {}, 1e-3f, 0.0f};
-  for (auto& [n, t] : pm.trainable_parameters()) {
-    g.params.push_back(t);
-    g.names.push_back(n);
-  }
-  return std::make_unique<nn::AdamW>(std::vector<nn::ParamGroup>{g},
-                                     nn::AdamWOptions{1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f});
+  return aroma_setup(specs, o, std, seed);
 }
 int64_t trainable_count(peft::PeftModel& pm) {
   int64_t n = 0;

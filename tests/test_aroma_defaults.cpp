@@ -10,7 +10,7 @@
 #include "peft/aroma.h"
 #include "peft/method.h"
 #include "peft/trainer.h"
-#include "tests/peft_test_util.h"
+#include "tests/aroma_test_util.h"
 
 using namespace rf;
 using namespace rf::test;
@@ -20,31 +20,9 @@ using peft::AromaStrategy;
 
 namespace {
 
-struct Setup {
-  std::unique_ptr<Tiny> m;
-  std::unique_ptr<peft::PeftModel> pm;
-  peft::LoraLinear& lora() { return *pm->lora_layers().at("proj"); }
-  Tensor& A() { return lora().lora_A("default").weight(); }
-  Tensor& B() { return lora().lora_B("default").weight(); }
-};
+using Setup = AromaSetup;
 Setup setup(int64_t in, int64_t out, const AromaOptions& o, uint64_t seed = 1) {
-  manual_seed(seed);
-  Setup s{std::make_unique<Tiny>(std::vector<TinySpec>{{"proj", in, out}}, 1.0), nullptr};
-  s.pm = std::make_unique<peft::PeftModel>(*s.m);
-  peft::LoraConfig c;
-  c.target_modules = peft::ModuleSelector::list({"proj"});
-  s.pm->add_adapter("default", peft::lora_config_for(o, c));
-  return s;
-}
-
-std::unique_ptr<nn::AdamW> adamw_for(peft::PeftModel& pm) {
-  nn::ParamGroup g{{}, {}, 1e-3f, 0.0f};
-  for (auto& [n, t] : pm.trainable_parameters()) {
-    g.params.push_back(t);
-    g.names.push_back(n);
-  }
-  return std::make_unique<nn::AdamW>(std::vector<nn::ParamGroup>{g},
-                                     nn::AdamWOptions{1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f});
+  return aroma_setup({{"proj", in, out}}, o, 1.0, seed);
 }
 
 // The official AROMALinear.check_lora_change (ShuDun23/AROMA@fb7610e, peft_pretraining/aroma1.py),

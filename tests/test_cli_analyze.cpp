@@ -14,6 +14,7 @@
 #include "peft/gelora.h"
 #include "tests/cli_util.h"
 #include "tests/peft_test_util.h"
+#include "tests/train_setup.h"
 #include "tools/data.h"
 
 using namespace rf;
@@ -28,19 +29,7 @@ struct AnalyzeDir {
   explicit AnalyzeDir(const std::string& tag)
       : dir(fs::temp_directory_path() / fmt::format("rf_{}_{}", tag, ::getpid())) {
     fs::remove_all(dir);
-    fs::create_directories(dir / "model");
-    for (const char* f : {"config.json", "model.safetensors"})
-      fs::copy_file(fs::path(fixtures_dir()) / "hf/gpt2/base" / f, dir / "model" / f);
-    const char* vocab = std::getenv("RF_GPT2_VOCAB");
-    REQUIRE(vocab != nullptr);
-    auto gpt2 = models::load_tokenizer(vocab);  // byte-level tokenizer: GPT-2's 256 byte symbols, no merges
-    nlohmann::json v = nlohmann::json::object();
-    for (int64_t i = 0; i < 256; ++i) v[*gpt2->id_to_token(i)] = i;
-    std::ofstream(dir / "model" / "tokenizer.json")
-        << nlohmann::json(
-               {{"model", {{"type", "BPE"}, {"vocab", v}, {"merges", nlohmann::json::array()}}},
-                {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}}})
-               .dump();
+    write_byte_level_gpt2(dir / "model");
     std::ofstream data(dir / "data.jsonl");
     const char* words[] = {"red", "green", "blue", "cat", "dog", "sun", "moon", "tree", "sky"};
     for (int i = 0; i < 45; ++i)

@@ -16,6 +16,22 @@ namespace rf::test {
 
 namespace fs = std::filesystem;
 
+// model_dir: the gpt2 fixture (config + weights) with a byte-level tokenizer (GPT-2's 256 byte symbols
+// from RF_GPT2_VOCAB, no merges), so any text tokenizes within the fixture's vocabulary.
+inline void write_byte_level_gpt2(const fs::path& model_dir) {
+  fs::create_directories(model_dir);
+  for (const char* f : {"config.json", "model.safetensors"})
+    fs::copy_file(fs::path(fixtures_dir()) / "hf/gpt2/base" / f, model_dir / f);
+  const char* vocab = std::getenv("RF_GPT2_VOCAB");
+  REQUIRE(vocab != nullptr);
+  auto gpt2 = models::load_tokenizer(vocab);
+  nlohmann::json v = nlohmann::json::object();
+  for (int64_t i = 0; i < 256; ++i) v[*gpt2->id_to_token(i)] = i;
+  nlohmann::json tj = {{"model", {{"type", "BPE"}, {"vocab", v}, {"merges", nlohmann::json::array()}}},
+                       {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}}};
+  std::ofstream(model_dir / "tokenizer.json") << tj.dump();
+}
+
 // A run folder fixture: the gpt2 fixture model with a byte-level tokenizer (GPT-2's 256 byte
 // symbols, no merges) and a small JSONL corpus.
 struct TrainSetup {
@@ -23,17 +39,7 @@ struct TrainSetup {
   TrainSetup() {
     dir = fs::temp_directory_path() / fmt::format("rf_train_{}_{}", ::getpid(), counter()++);
     fs::remove_all(dir);
-    fs::create_directories(dir / "model");
-    for (const char* f : {"config.json", "model.safetensors"})
-      fs::copy_file(fs::path(fixtures_dir()) / "hf/gpt2/base" / f, dir / "model" / f);
-    const char* vocab = std::getenv("RF_GPT2_VOCAB");
-    REQUIRE(vocab != nullptr);
-    auto gpt2 = models::load_tokenizer(vocab);
-    nlohmann::json v = nlohmann::json::object();
-    for (int64_t i = 0; i < 256; ++i) v[*gpt2->id_to_token(i)] = i;
-    nlohmann::json tj = {{"model", {{"type", "BPE"}, {"vocab", v}, {"merges", nlohmann::json::array()}}},
-                         {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}}};
-    std::ofstream(dir / "model" / "tokenizer.json") << tj.dump();
+    write_byte_level_gpt2(dir / "model");
     std::ofstream data(dir / "data.jsonl");
     const char* words[] = {"red", "green", "blue", "cat", "dog", "sun", "moon", "tree"};
     for (int i = 0; i < 48; ++i)
