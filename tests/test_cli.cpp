@@ -10,6 +10,7 @@
 #include "models/generate.h"
 #include "models/tokenizer.h"
 #include "tests/test_util.h"
+#include "tests/train_setup.h"
 
 namespace fs = std::filesystem;
 using namespace rf;
@@ -110,19 +111,10 @@ TEST_SUITE("e2e") {
   }
 
   TEST_CASE("cli: generate streams text and its greedy ids equal the library's") {
-    const char* vocab = std::getenv("RF_GPT2_VOCAB");
-    REQUIRE(vocab != nullptr);
     // The gpt2 fixture (vocab 300) with a byte-level tokenizer over GPT-2's 256 byte symbols.
     fs::path dir = fs::temp_directory_path() / fmt::format("rf_cli_gen_{}", ::getpid());
-    fs::create_directories(dir);
-    for (const char* f : {"config.json", "model.safetensors"})
-      fs::copy_file(fs::path(fixtures_dir()) / "hf/gpt2/base" / f, dir / f);
-    auto gpt2 = models::load_tokenizer(vocab);
-    nlohmann::json v = nlohmann::json::object();
-    for (int64_t i = 0; i < 256; ++i) v[*gpt2->id_to_token(i)] = i;
-    nlohmann::json tj = {{"model", {{"type", "BPE"}, {"vocab", v}, {"merges", nlohmann::json::array()}}},
-                         {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}}};
-    std::ofstream(dir / "tokenizer.json") << tj.dump();
+    fs::remove_all(dir);
+    rf::test::write_byte_level_gpt2(dir);
     Run r = run(fmt::format("generate --model {} --prompt 'Hello there' --greedy --max-new-tokens 6 --print-ids",
                             dir.string()));
     REQUIRE_MESSAGE(r.rc == 0, r.err);
